@@ -1,0 +1,168 @@
+"""Every error qtaskdist raises, in one tree.
+
+::
+
+    QtaskdistError
+    ├── ConfigError                    bad DATABASE_URL / REDIS_URL / limits (startup)
+    ├── InvalidInput                   the caller sent something we refuse        -> HTTP 422
+    │   ├── CircuitError               QASM / QPY that does not parse (line, column)
+    │   │   └── IncludeRefused         include other than qelib1.inc / stdgates.inc
+    │   ├── LimitExceeded              qubits, instructions, shots, batch size   -> 422
+    │   │   └── PayloadTooLarge        body / payload bytes over the limit       -> 413
+    │   └── UnknownTaskType            task_type not in STREAMS                  -> 422
+    ├── TaskNotFound                   missing, or owned by someone else         -> 404
+    ├── TransitionError                guarded UPDATE matched no row             -> 409
+    ├── ServiceUnavailable             a backing service cannot be reached       -> 503
+    │   ├── DatabaseUnavailable
+    │   └── QueueUnavailable
+    ├── JobError                       raised while a worker runs a task
+    │   ├── PermanentJobError          fail now, never retry
+    │   ├── RetryableJobError          back to queued with backoff
+    │   └── JobTimeout                 ran past its time limit (permanent)
+    └── ClientError                    notebook side
+        ├── ServerNotFound             no jupyter server with the extension found
+        ├── ApiError                   the REST API answered with an error
+        ├── TaskFailed                 result() of a failed / cancelled task
+        └── WaitTimeout                wait()/result() ran past timeout_s
+
+Lower libraries' errors are mapped onto this tree with ``raise ... from exc`` so the
+original stays on ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QtaskdistError(Exception):
+    """Base class; ``detail`` is a short machine-readable dict for JSON responses."""
+
+    http_status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = {k: v for k, v in detail.items() if v is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.message, **self.detail}
+
+
+class ConfigError(QtaskdistError):
+    code = "config_error"
+
+
+class InvalidInput(QtaskdistError):
+    http_status = 422
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, **detail: Any) -> None:
+        super().__init__(message, field=field, **detail)
+        self.field = field
+
+
+class CircuitError(InvalidInput):
+    code = "invalid_circuit"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = "circuit",
+        line: int | None = None,
+        column: int | None = None,
+        **detail: Any,
+    ) -> None:
+        super().__init__(message, field=field, line=line, column=column, **detail)
+        self.line = line
+        self.column = column
+
+
+class IncludeRefused(CircuitError):
+    code = "include_refused"
+
+
+class LimitExceeded(InvalidInput):
+    code = "limit_exceeded"
+
+    def __init__(
+        self, message: str, *, limit: str, value: Any = None, maximum: Any = None, **kw: Any
+    ) -> None:
+        super().__init__(message, limit=limit, value=value, maximum=maximum, **kw)
+        self.limit = limit
+
+
+class PayloadTooLarge(LimitExceeded):
+    http_status = 413
+    code = "payload_too_large"
+
+
+class UnknownTaskType(InvalidInput):
+    code = "unknown_task_type"
+
+
+class TaskNotFound(QtaskdistError):
+    http_status = 404
+    code = "task_not_found"
+
+
+class TransitionError(QtaskdistError):
+    http_status = 409
+    code = "illegal_transition"
+
+
+class ServiceUnavailable(QtaskdistError):
+    http_status = 503
+    code = "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+
+class QueueUnavailable(ServiceUnavailable):
+    code = "queue_unavailable"
+
+
+class JobError(QtaskdistError):
+    code = "job_error"
+    retryable = False
+
+
+class PermanentJobError(JobError):
+    code = "permanent_job_error"
+
+
+class RetryableJobError(JobError):
+    code = "retryable_job_error"
+    retryable = True
+
+
+class JobTimeout(JobError):
+    code = "job_timeout"
+
+
+class ClientError(QtaskdistError):
+    code = "client_error"
+
+
+class ServerNotFound(ClientError):
+    code = "server_not_found"
+
+
+class ApiError(ClientError):
+    code = "api_error"
+
+    def __init__(self, message: str, *, status: int, error: str | None = None, **detail: Any):
+        super().__init__(message, status=status, error=error, **detail)
+        self.status = status
+        self.error = error
+
+
+class TaskFailed(ClientError):
+    code = "task_failed"
+
+
+class WaitTimeout(ClientError):
+    code = "wait_timeout"
