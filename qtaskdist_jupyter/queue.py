@@ -1,0 +1,264 @@
+"""Broker: every Redis command qtaskdist runs (streams, events, delays, heartbeats)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import QueueUnavailable
+from .streams import (
+    DEAD_STREAM,
+    DELAYED_KEY,
+    EVENTS_STREAM,
+    FIELD,
+    GROUP,
+    STREAMS,
+    WORKERS_KEY,
+    TaskMessage,
+    event_fields,
+)
+
+# Move due entries of the delay ZSET onto their streams atomically, so two workers
+# promoting at once can't XADD the same retry twice.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  local sep = string.find(member, '|', 1, true)
+  local stream = string.sub(member, 1, sep - 1)
+  local msg = string.sub(member, sep + 1)
+  redis.call('XADD', stream, '*', 'm', msg)
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+
+
+def _redis_errors(fn):  # type: ignore[no-untyped-def]
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
+
+    return wrapper
+
+
+class Broker:
+    def __init__(self, redis: aioredis.Redis, *, events_maxlen: int = 100_000) -> None:
+        self.redis = redis
+        self.events_maxlen = events_maxlen
+        self._promote = redis.register_script(_PROMOTE)
+
+    @classmethod
+    def from_url(cls, redis_url: str, *, events_maxlen: int = 100_000) -> Broker:
+        client = aioredis.from_url(
+            redis_url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        return cls(client, events_maxlen=events_maxlen)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    @_redis_errors
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    # ---- tasks ---------------------------------------------------------------------
+    @_redis_errors
+    async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
+        """XADD every message, pipelined (one round trip per 1000)."""
+        ids: list[str] = []
+        for start in range(0, len(messages), 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for m in messages[start : start + 1000]:
+                    pipe.xadd(STREAMS[m.task_type], m.encode())
+                ids.extend(await pipe.execute())
+        return ids
+
+    @_redis_errors
+    async def enqueue_later(self, message: TaskMessage, delay_s: float) -> None:
+        member = f"{STREAMS[message.task_type]}|{message.encode()[FIELD]}"
+        await self.redis.zadd(DELAYED_KEY, {member: time.time() + delay_s})
+
+    @_redis_errors
+    async def promote_due(self, *, limit: int = 500) -> int:
+        return int(await self._promote(keys=[DELAYED_KEY], args=[time.time(), limit]))
+
+    @_redis_errors
+    async def ensure_groups(self, streams: Iterable[str]) -> None:
+        for stream in streams:
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    @_redis_errors
+    async def read(
+        self, streams: Sequence[str], consumer: str, *, count: int, block_ms: int
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """XREADGROUP new entries: [(stream, entry_id, fields)]."""
+        try:
+            got = await self.redis.xreadgroup(
+                GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis was flushed or restarted under us: recreate and read next time.
+            await self.ensure_groups(streams)
+            return []
+        return [(stream, eid, fields) for stream, entries in got or [] for eid, fields in entries]
+
+    @_redis_errors
+    async def autoclaim(
+        self, stream: str, consumer: str, *, min_idle_ms: int, count: int
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """Take over entries another consumer left idle past the visibility timeout."""
+        try:
+            _next, entries, _deleted = await self.redis.xautoclaim(
+                stream, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_groups([stream])
+            return []
+        return [(stream, eid, fields) for eid, fields in entries if fields]
+
+    @_redis_errors
+    async def touch(self, stream: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle time of entries we still work on (the heartbeat)."""
+        if entry_ids:
+            await self.redis.xclaim(
+                stream, GROUP, consumer, min_idle_time=0, message_ids=list(entry_ids), justid=True
+            )
+
+    @_redis_errors
+    async def ack(self, acks: Sequence[tuple[str, str]]) -> None:
+        """XACK + XDEL, pipelined: acked entries leave the stream so memory stays bounded."""
+        if not acks:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for stream, eid in acks:
+            by_stream.setdefault(stream, []).append(eid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    @_redis_errors
+    async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
+        body = {"reason": reason[:500], "ts": str(time.time())}
+        body.update({k: str(v)[:10_000] for k, v in fields.items()})
+        await self.redis.xadd(DEAD_STREAM, body, maxlen=10_000, approximate=True)
+
+    # ---- events --------------------------------------------------------------------
+    @_redis_errors
+    async def emit(self, rows: Iterable[dict[str, Any]], **extra: Any) -> None:
+        """One event per row (a dict with task_id, status, owner, task_type, attempt)."""
+        rows = list(rows)
+        if not rows:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in rows:
+                fields = event_fields(
+                    r["task_id"],
+                    str(r["status"]),
+                    owner=r["owner"],
+                    task_type=r["task_type"],
+                    attempt=r["attempt"],
+                    batch_id=r.get("batch_id"),
+                    **extra,
+                )
+                pipe.xadd(EVENTS_STREAM, fields, maxlen=self.events_maxlen, approximate=True)
+            await pipe.execute()
+
+    @_redis_errors
+    async def read_events(
+        self, after: str, *, count: int = 500, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        got = await self.redis.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
+        return [(eid, f) for _s, entries in got or [] for eid, f in entries]
+
+    @_redis_errors
+    async def last_event_id(self) -> str:
+        info = (
+            await self.redis.xinfo_stream(EVENTS_STREAM)
+            if await self.redis.exists(EVENTS_STREAM)
+            else None
+        )
+        return info["last-generated-id"] if info else "0-0"
+
+    # ---- workers & health ----------------------------------------------------------
+    @_redis_errors
+    async def heartbeat(self, name: str, info: dict[str, Any]) -> None:
+        await self.redis.hset(WORKERS_KEY, name, json.dumps({**info, "ts": time.time()}))
+
+    @_redis_errors
+    async def forget_worker(self, name: str) -> None:
+        await self.redis.hdel(WORKERS_KEY, name)
+
+    @_redis_errors
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(WORKERS_KEY)
+        out = {}
+        for name, value in raw.items():
+            try:
+                out[name] = json.loads(value)
+            except ValueError:
+                continue
+        return out
+
+    @_redis_errors
+    async def stream_stats(self) -> dict[str, dict[str, int]]:
+        stats: dict[str, dict[str, int]] = {}
+        for task_type, stream in STREAMS.items():
+            length = await self.redis.xlen(stream)
+            pending = 0
+            try:
+                for g in await self.redis.xinfo_groups(stream):
+                    if g["name"] == GROUP:
+                        pending = int(g["pending"])
+            except ResponseError:
+                pass
+            stats[task_type] = {"length": length, "pending": pending}
+        return stats
+
+    @_redis_errors
+    async def queued_ids(self, stream: str) -> set[str]:
+        """Task ids any entry of ``stream`` still carries (for the reconciler)."""
+        ids: set[str] = set()
+        last = "-"
+        while True:
+            entries = await self.redis.xrange(stream, min=last, max="+", count=1000)
+            if last != "-" and entries and entries[0][0] == last:
+                entries = entries[1:]
+            if not entries:
+                break
+            for _eid, fields in entries:
+                try:
+                    ids.add(TaskMessage.decode(fields).task_id.hex)
+                except Exception:  # noqa: BLE001 - a malformed entry holds no task
+                    continue
+            last = entries[-1][0]
+        for member in await self.redis.zrange(DELAYED_KEY, 0, -1):
+            if member.startswith(stream + "|"):
+                try:
+                    ids.add(json.loads(member.split("|", 1)[1])["task_id"].replace("-", ""))
+                except (ValueError, KeyError):
+                    continue
+        return ids

@@ -1,0 +1,265 @@
+"""Request / response models (pydantic v2) and one payload model per task_type.
+
+Payload models validate structure and numbers; the circuit text itself is checked by
+:mod:`qtaskdist_jupyter.codec`. Limits come from ``Settings.limits`` through the
+validation context (``context={"limits": limits}``), so they stay configurable.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from .config import Limits
+from .errors import InvalidInput, UnknownTaskType
+from .models import TaskStatus
+
+SEED_MAX = 2**63 - 1
+CircuitFormat = Literal["auto", "qasm2", "qasm3", "qpy"]
+SimMethod = Literal[
+    "automatic", "statevector", "density_matrix", "matrix_product_state", "stabilizer"
+]
+Number = StrictInt | StrictFloat
+_PAULI = re.compile(r"^[IXYZ]+$")
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_\[\]]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    ctx = info.context or {}
+    return ctx.get("limits") or Limits()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _CircuitPayload(_Strict):
+    circuit: str = Field(min_length=1, description="OpenQASM 2/3 text or base64 QPY")
+    circuit_format: CircuitFormat = "auto"
+    time_limit_s: Number | None = Field(default=None, gt=0)
+
+    @field_validator("circuit")
+    @classmethod
+    def _size(cls, v: str, info: ValidationInfo) -> str:
+        limit = _limits(info).max_payload_bytes
+        if len(v.encode()) > limit:
+            # Raised as our own error so the handler answers 413, not 422.
+            from .errors import PayloadTooLarge
+
+            raise PayloadTooLarge(
+                f"circuit is {len(v.encode())} bytes; the limit is {limit}",
+                limit="payload_bytes",
+                value=len(v.encode()),
+                maximum=limit,
+                field="payload.circuit",
+            )
+        return v
+
+    @field_validator("time_limit_s")
+    @classmethod
+    def _time(cls, v: float | None, info: ValidationInfo) -> float | None:
+        cap = _limits(info).max_time_limit_s
+        if v is not None and v > cap:
+            raise ValueError(f"time_limit_s={v} is over the cap of {cap} s")
+        return v
+
+
+def _check_shots(v: int, info: ValidationInfo) -> int:
+    cap = _limits(info).max_shots
+    if v > cap:
+        raise ValueError(f"shots={v} is over the limit of {cap}")
+    return v
+
+
+class NoiseSpec(_Strict):
+    """A simple noise model: depolarizing errors on 1- and 2-qubit gates, readout flips."""
+
+    depolarizing_1q: Number = Field(default=0.0, ge=0, le=1)
+    depolarizing_2q: Number = Field(default=0.0, ge=0, le=1)
+    readout: Number = Field(default=0.0, ge=0, le=1)
+
+
+Observable = Annotated[str, Field(min_length=1, max_length=64)] | dict[str, Number]
+
+
+class SimulatePayload(_CircuitPayload):
+    shots: StrictInt = Field(default=1024, ge=1)
+    seed: StrictInt | None = Field(default=None, ge=0, le=SEED_MAX)
+    method: SimMethod = "automatic"
+    device: Literal["CPU", "GPU"] = "CPU"
+    noise: NoiseSpec | None = None
+    memory: StrictBool = False
+    statevector: StrictBool = False
+    probabilities: StrictBool = False
+    observables: list[Observable] | None = Field(default=None, max_length=256)
+    parameter_bindings: list[dict[str, Number]] | None = Field(default=None, max_length=10_000)
+
+    _shots = field_validator("shots")(_check_shots)
+
+    @field_validator("observables")
+    @classmethod
+    def _paulis(cls, v: list[Any] | None) -> list[Any] | None:
+        for obs in v or []:
+            labels = [obs] if isinstance(obs, str) else list(obs)
+            if not labels:
+                raise ValueError("an observable sum needs at least one Pauli term")
+            for label in labels:
+                if not _PAULI.match(label):
+                    raise ValueError(f"observable {label!r} is not a Pauli string over I, X, Y, Z")
+        return v
+
+    @field_validator("parameter_bindings")
+    @classmethod
+    def _names(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for binding in v or []:
+            for name in binding:
+                if not _PARAM.match(name):
+                    raise ValueError(f"parameter name {name!r} is not an identifier")
+        return v
+
+
+class ConvertPayload(_CircuitPayload):
+    profile: Literal["base", "adaptive"] = "base"
+    module_name: str = Field(default="main", pattern=_MODULE.pattern)
+
+
+class BackendPayload(_CircuitPayload):
+    device_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    shots: StrictInt = Field(default=1024, ge=1)
+    provider_options: dict[str, StrictInt | StrictFloat | StrictBool | str | None] = Field(
+        default_factory=dict, max_length=32
+    )
+
+    _shots = field_validator("shots")(_check_shots)
+
+
+PAYLOAD_MODELS: dict[str, type[_CircuitPayload]] = {
+    "simulate": SimulatePayload,
+    "c_qir_convert": ConvertPayload,
+    "backend_run": BackendPayload,
+}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
+    """Map pydantic's error list onto InvalidInput naming the first bad field."""
+    first = exc.errors()[0]
+    field = _field_path(((prefix,) if prefix else ()) + tuple(first["loc"]))
+    msg = first["msg"].removeprefix("Value error, ")
+    return InvalidInput(f"{field}: {msg}", field=field, errors=len(exc.errors()))
+
+
+def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, Any]:
+    """Validate ``payload`` for ``task_type``; return the normalized JSON dict."""
+    model = PAYLOAD_MODELS.get(task_type)
+    if model is None:
+        raise UnknownTaskType(
+            f"unknown task_type {task_type!r}; expected one of {sorted(PAYLOAD_MODELS)}",
+            field="task_type",
+        )
+    try:
+        parsed = model.model_validate(payload, context={"limits": limits})
+    except ValidationError as exc:
+        raise validation_error(exc, "payload") from exc
+    return parsed.model_dump(mode="json", exclude_none=True)
+
+
+def parse_payload(task_type: str, payload: dict[str, Any]) -> _CircuitPayload:
+    """Worker side: the stored payload back into its model (already validated once)."""
+    return PAYLOAD_MODELS[task_type].model_validate(payload, context={"limits": Limits()})
+
+
+class TaskCreate(_Strict):
+    task_type: str
+    payload: dict[str, Any]
+    name: str | None = Field(default=None, max_length=255)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32
+    )
+    max_retries: StrictInt = Field(default=3, ge=0, le=20)
+    batch_id: uuid.UUID | None = None
+    meta_data: dict[str, Any] = Field(default_factory=dict)
+    enqueue: StrictBool = False
+
+
+class BatchCreate(_Strict):
+    tasks: list[TaskCreate] = Field(min_length=1)
+    enqueue: StrictBool = True
+    batch_id: uuid.UUID | None = None
+
+
+class TaskUpdate(_Strict):
+    """PATCH body. ``status`` may only move along the user transitions
+    (cancel: pending|queued|running → cancelled; retry: failed|cancelled → queued)."""
+
+    status: TaskStatus | None = None
+    name: str | None = Field(default=None, max_length=255)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=32
+    )
+    max_retries: StrictInt | None = Field(default=None, ge=0, le=20)
+    meta_data: dict[str, Any] | None = None
+
+
+class AttemptInfo(BaseModel):
+    attempt: int
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+
+class ProfilingInfo(BaseModel):
+    queue_wait_s: float | None = None
+    run_time_s: float | None = None
+    simulator_time_s: float | None = None
+    worker: str | None = None
+    host: str | None = None
+    qiskit_version: str | None = None
+    aer_version: str | None = None
+    batched_with: int | None = None
+    attempts: list[AttemptInfo] = Field(default_factory=list)
+
+
+class TaskRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    task_id: uuid.UUID
+    task_type: str
+    status: TaskStatus
+    payload: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retry_count: int
+    max_retries: int
+    created_at: datetime
+    updated_at: datetime
+    scheduled_for: datetime | None = None
+    meta_data: dict[str, Any] = Field(default_factory=dict)
+    owner: str
+    attempt: int
+    batch_id: uuid.UUID | None = None
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None

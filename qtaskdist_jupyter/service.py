@@ -1,0 +1,138 @@
+"""TaskService: the store and the broker together, for the transitions a user drives.
+
+Order of writes when enqueueing: the row becomes ``queued`` in PostgreSQL first, then the
+id is XADDed. If the XADD fails the row is put back to ``pending`` (guarded), so a task is
+never ``queued`` without a message for long; if even that fails the reconciler re-enqueues
+it. The reverse order (XADD first) would let a fast worker read the message before the
+row says ``queued`` and drop it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import update
+
+from .config import Settings
+from .errors import QueueUnavailable
+from .models import TaskStatus
+from .queue import Broker
+from .schemas import TaskCreate, validate_payload
+from .store import NewTask, TaskStore, tasks
+from .streams import TaskMessage
+
+
+def _message(row: dict[str, Any]) -> TaskMessage:
+    return TaskMessage(task_id=row["task_id"], task_type=row["task_type"], attempt=row["attempt"])
+
+
+class TaskService:
+    def __init__(self, store: TaskStore, broker: Broker, settings: Settings) -> None:
+        self.store = store
+        self.broker = broker
+        self.settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
+        assert settings.database_url and settings.redis_url, "resolve embedded URLs first"
+        return cls(
+            TaskStore.from_url(settings.database_url, pool_size=pool_size),
+            Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen),
+            settings,
+        )
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.broker.close()
+
+    def to_new_task(
+        self, spec: TaskCreate, owner: str, batch_id: uuid.UUID | None = None
+    ) -> NewTask:
+        """Validate the payload for its task_type (and its circuit) into a NewTask."""
+        from . import codec
+
+        payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
+        codec.inspect_circuit(
+            payload["circuit"], payload.get("circuit_format", "auto"), limits=self.settings.limits
+        )
+        return NewTask(
+            task_type=spec.task_type,
+            payload=payload,
+            owner=owner,
+            name=spec.name,
+            tags=spec.tags,
+            max_retries=spec.max_retries,
+            batch_id=spec.batch_id or batch_id,
+            meta_data=spec.meta_data,
+        )
+
+    async def create(self, new: Sequence[NewTask], *, enqueue: bool) -> list[dict[str, Any]]:
+        """Insert all rows in one transaction; with ``enqueue``, queue them too."""
+        if enqueue:
+            # Refuse up front rather than leave rows behind when Redis is down.
+            await self.broker.ping()
+        rows = await self.store.create_many(new, returning=True)
+        await self.broker.emit(rows) if not enqueue else None
+        if enqueue:
+            rows = await self.enqueue_rows([r["task_id"] for r in rows])
+        return rows
+
+    async def enqueue_rows(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        moved = await self.store.mark_queued(task_ids)
+        try:
+            await self.broker.enqueue([_message(r) for r in moved])
+        except QueueUnavailable:
+            await self._unqueue([r["task_id"] for r in moved])
+            raise
+        for r in moved:
+            r["status"] = TaskStatus.QUEUED.value
+        try:
+            await self.broker.emit(moved)
+        except QueueUnavailable:
+            pass  # the tasks are queued; only the live view misses this event
+        return moved
+
+    async def enqueue_one(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        row = await self.store.get(task_id, owner)
+        if row["status"] != TaskStatus.PENDING:
+            from .errors import TransitionError
+
+            raise TransitionError(
+                f"cannot enqueue task {task_id}: it is {row['status']} (allowed from pending)",
+                task_id=str(task_id),
+                status=row["status"],
+            )
+        await self.broker.ping()
+        moved = await self.enqueue_rows([task_id])
+        if not moved:
+            return await self.store.get(task_id, owner)
+        return await self.store.get(task_id, owner)
+
+    async def _unqueue(self, task_ids: Sequence[uuid.UUID]) -> None:
+        stmt = (
+            update(tasks)
+            .where(tasks.c.task_id.in_(task_ids), tasks.c.status == TaskStatus.QUEUED)
+            .values(status=TaskStatus.PENDING.value)
+        )
+        async with self.store.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        row = await self.store.cancel(task_id, owner)
+        # A queued message now matches no claim (status is cancelled); a running task's
+        # worker learns of it from this event and stops the job.
+        await self.broker.emit([row])
+        return await self.store.get(task_id, owner)
+
+    async def retry(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        await self.broker.ping()
+        row = await self.store.requeue(task_id, owner)
+        try:
+            await self.broker.enqueue([_message(row)])
+        except QueueUnavailable:
+            await self._unqueue([task_id])
+            raise
+        await self.broker.emit([row])
+        return await self.store.get(task_id, owner)

@@ -1,0 +1,107 @@
+"""Stream names and the wire format of stream messages and events.
+
+A task message carries ids only; the payload stays in PostgreSQL::
+
+    XADD stream:simulate * m '{"task_id": "…", "task_type": "simulate", "attempt": 0}'
+
+``attempt`` is the row's attempt when it was enqueued; the worker's claim is fenced on it,
+so a duplicate delivery of an old message matches no row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInput, UnknownTaskType
+
+STREAMS: dict[str, str] = {
+    "simulate": "stream:simulate",
+    "c_qir_convert": "stream:c_qir",
+    "backend_run": "stream:backend",
+}
+TASK_TYPES: dict[str, str] = {v: k for k, v in STREAMS.items()}
+EVENTS_STREAM = "stream:events"
+DEAD_STREAM = "stream:dead"
+DELAYED_KEY = "qtaskdist:delayed"  # ZSET of messages to XADD later, scored by unix time
+WORKERS_KEY = "qtaskdist:workers"  # HASH name -> heartbeat JSON
+CANCEL_CHANNEL = "qtaskdist:cancel"  # pub/sub: task ids cancelled while running
+GROUP = "qtaskdist"
+FIELD = "m"
+
+
+class MalformedMessage(InvalidInput):
+    code = "malformed_message"
+
+
+def stream_for(task_type: str) -> str:
+    try:
+        return STREAMS[task_type]
+    except KeyError:
+        raise UnknownTaskType(
+            f"unknown task_type {task_type!r}; expected one of {sorted(STREAMS)}",
+            field="task_type",
+        ) from None
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    task_id: uuid.UUID
+    task_type: str
+    attempt: int
+
+    def encode(self) -> dict[str, str]:
+        return {FIELD: json.dumps(self.to_json(), separators=(",", ":"))}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task_id": str(self.task_id), "task_type": self.task_type, "attempt": self.attempt}
+
+    @classmethod
+    def decode(cls, fields: dict[Any, Any]) -> TaskMessage:
+        raw = fields.get(FIELD, fields.get(FIELD.encode()))
+        try:
+            data = json.loads(raw)
+            msg = cls(
+                task_id=uuid.UUID(str(data["task_id"])),
+                task_type=str(data["task_type"]),
+                attempt=data["attempt"],
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise MalformedMessage(f"malformed stream message: {str(fields)[:200]}") from exc
+        if msg.task_type not in STREAMS or type(msg.attempt) is not int or msg.attempt < 0:
+            raise MalformedMessage(f"malformed stream message: {str(fields)[:200]}")
+        return msg
+
+
+def event_fields(
+    task_id: uuid.UUID | str,
+    status: str,
+    *,
+    owner: str,
+    task_type: str,
+    attempt: int,
+    batch_id: uuid.UUID | str | None = None,
+    **extra: Any,
+) -> dict[str, str]:
+    """One status change, as stored on ``stream:events``."""
+    body = {
+        "task_id": str(task_id),
+        "status": status,
+        "owner": owner,
+        "task_type": task_type,
+        "attempt": attempt,
+        "batch_id": str(batch_id) if batch_id else None,
+        "ts": time.time(),
+        **extra,
+    }
+    return {FIELD: json.dumps(body, separators=(",", ":"), default=str)}
+
+
+def decode_event(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any]:
+    raw = fields.get(FIELD, fields.get(FIELD.encode()))
+    data = json.loads(raw)
+    data["id"] = entry_id
+    return data

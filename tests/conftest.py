@@ -1,0 +1,122 @@
+"""Shared fixtures: a fresh PostgreSQL database and a fresh Redis database per test.
+
+Real services only. TEST_DATABASE_URL / TEST_REDIS_URL point at them (defaults: the
+PostgreSQL 15 and Redis 7 this machine and CI start). A missing service fails loudly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+import redis
+
+from qtaskdist_jupyter.config import Limits, Settings, libpq_url, normalize_database_url
+
+TEST_DATABASE_URL = normalize_database_url(
+    os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TEMPLATE_DB = "qtaskdist_test_template"
+# Redis DB 0 is left alone; tests rotate over 1..15 and flush the one they take.
+_redis_dbs = itertools.cycle(range(1, 16))
+
+
+def _admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(libpq_url(TEST_DATABASE_URL), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {TEST_DATABASE_URL}: {exc}", pytrace=False)
+
+
+def _url_for(dbname: str) -> str:
+    base, _, _ = TEST_DATABASE_URL.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> str:
+    """A migrated template database; each test clones it (CREATE DATABASE … TEMPLATE)."""
+    from qtaskdist_jupyter.migrate import upgrade
+
+    with _admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    upgrade(_url_for(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_url(pg_template: str) -> Iterator[str]:
+    name = f"qtd_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield _url_for(name)
+    with _admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    db = next(_redis_dbs)
+    url = f"{TEST_REDIS_URL.rstrip('/')}/{db}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {url}: {exc}", pytrace=False)
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def limits() -> Limits:
+    return Limits()
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, limits: Limits, tmp_path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        home=tmp_path / "home",
+        limits=limits,
+        events_maxlen=10_000,
+    )
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator:
+    from qtaskdist_jupyter.service import TaskService
+
+    svc = TaskService.from_settings(settings)
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+BELL_QASM2 = """OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[2];
+creg c[2];
+h q[0];
+cx q[0],q[1];
+measure q[0] -> c[0];
+measure q[1] -> c[1];
+"""
+
+
+@pytest.fixture
+def bell_qasm() -> str:
+    return BELL_QASM2
