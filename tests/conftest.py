@@ -17,6 +17,9 @@ import redis
 
 from qtaskdist_jupyter.config import Limits, Settings, libpq_url, normalize_database_url
 
+# jp_fetch / jp_serverapp for the server extension tests (tests/server_fixtures.py).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 TEST_DATABASE_URL = normalize_database_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 )

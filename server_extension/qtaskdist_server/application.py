@@ -1,0 +1,224 @@
+"""The jupyter-server extension: settings, bootstrap, local workers, kernel discovery.
+
+Loading order (``initialize_settings``, run once while the server initializes):
+resolve the settings (starting or joining the embedded PostgreSQL + Valkey when a URL is
+missing) → run the migrations → build the :class:`TaskService` → start the local worker
+processes → export the server URL and token for the kernels this server will start.
+Everything blocking runs before the server serves its first request, so no handler ever
+waits on it; the parts that may call ``asyncio.run`` (embedded bootstrap, Alembic) run in
+a worker thread because the server's loop may already be running.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Dict, Enum, Float, Int, Unicode, default
+
+from qtaskdist_jupyter import config
+from qtaskdist_jupyter.config import Limits, Settings
+from qtaskdist_jupyter.errors import ConfigError
+from qtaskdist_jupyter.service import TaskService
+
+# What the notebook side reads to find this server with no configuration.
+SERVER_URL_ENV = "QTASKDIST_SERVER_URL"
+TOKEN_ENV = "QTASKDIST_TOKEN"
+T = TypeVar("T")
+
+
+def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+class QtaskdistApp(ExtensionApp):
+    name = "qtaskdist_server"
+    # Configured as ServerApp extension only; it never launches a server of its own.
+    load_other_extensions = True
+
+    database_url = Unicode(
+        None, allow_none=True, config=True, help="PostgreSQL URL (default: DATABASE_URL)."
+    )
+    redis_url = Unicode(
+        None, allow_none=True, config=True, help="Redis / Valkey URL (default: REDIS_URL)."
+    )
+    local_workers = Int(
+        None,
+        allow_none=True,
+        config=True,
+        help="Worker processes this server starts and stops (default: QTASKDIST_LOCAL_WORKERS, "
+        "else 1 with the embedded services and 0 with URLs given).",
+    )
+    limits = Dict(
+        config=True,
+        help="Overrides of qtaskdist_jupyter.config.Limits fields, e.g. {'max_shots': 10000}.",
+    )
+    max_batch_bytes = Int(64 * 1024 * 1024, config=True, help="Largest POST tasks/batch body.")
+    worker_stale_s = Float(
+        30.0, config=True, help="A worker whose heartbeat is older than this is reported dead."
+    )
+    events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
+    home = Unicode(
+        None, allow_none=True, config=True, help="Embedded services' data directory."
+    )
+    owner_from = Enum(
+        ["auto", "username", "server"],
+        "auto",
+        config=True,
+        help="Who owns a task. 'username': the Jupyter user's username (JupyterHub and other "
+        "multi-user identity providers). 'server': one owner, server_owner, for every client "
+        "of this server; jupyter_server's own token identity hands each token client a fresh "
+        "anonymous user, so the kernel and the browser of one person would not see each "
+        "other's tasks. 'auto': 'server' with jupyter_server's own identity providers.",
+    )
+    server_owner = Unicode(config=True, help="The owner in 'server' mode (the OS user).")
+
+    @default("server_owner")
+    def _default_server_owner(self) -> str:
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "jupyter"
+
+    # ---- state set up by initialize_settings ------------------------------------------
+    settings_obj: Settings
+    service: TaskService
+    workers: list[subprocess.Popen[bytes]]
+    _embedded_started: bool = False
+    _owner_mode: str = "username"
+
+    def resolved_settings(self) -> Settings:
+        """Traitlets over the environment (config.load_settings)."""
+        base = config.load_settings()
+        s = base.with_urls(
+            self.database_url or base.database_url, self.redis_url or base.redis_url
+        )
+        if self.home:
+            s = dataclasses.replace(s, home=Path(self.home).expanduser())
+        if self.limits:
+            known = {f.name for f in dataclasses.fields(Limits)}
+            bad = sorted(set(self.limits) - known)
+            if bad:
+                raise ConfigError(f"QtaskdistApp.limits: unknown limits {bad}; known: {known}")
+            s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, **self.limits))
+        return s
+
+    def initialize_settings(self) -> None:
+        settings = self.resolved_settings()
+        embedded = settings.embedded
+        if embedded:
+            from qtaskdist_jupyter import embedded as emb
+
+            was_running = _embedded_running(emb, settings.home)
+            settings = _in_thread(emb.resolve_settings, settings)
+            self._embedded_started = not was_running
+            self.log.info("qtaskdist: embedded services under %s", settings.home)
+        assert settings.database_url and settings.redis_url
+        from qtaskdist_jupyter import migrate
+
+        _in_thread(migrate.upgrade, settings.database_url)
+        self.settings_obj = settings
+        self.service = TaskService.from_settings(settings, pool_size=10)
+        self._owner_mode = self._resolve_owner_mode()
+
+        n = self.local_workers
+        if n is None:
+            n = settings.local_workers if settings.local_workers is not None else int(embedded)
+        self.workers = [self._start_worker(i) for i in range(n)]
+        self.export_kernel_env()
+        self.log.info(
+            "qtaskdist: API at %sqtaskdist/api/ (%d local workers, owner mode %s)",
+            self.serverapp.base_url,
+            n,
+            self._owner_mode,
+        )
+
+    def initialize_handlers(self) -> None:
+        from .handlers import default_handlers
+
+        self.handlers.extend(default_handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # The port is final only once the HTTP server is bound.
+        self.export_kernel_env()
+
+    # ---- owner ---------------------------------------------------------------------
+    def _resolve_owner_mode(self) -> str:
+        if self.owner_from != "auto":
+            return str(self.owner_from)
+        from jupyter_server.auth.identity import (
+            IdentityProvider,
+            LegacyIdentityProvider,
+            PasswordIdentityProvider,
+        )
+
+        own = (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
+        return "server" if type(self.serverapp.identity_provider) in own else "username"
+
+    def owner_of(self, user: Any) -> str:
+        if self._owner_mode == "server":
+            return self.server_owner
+        return str(user.username)
+
+    # ---- kernel discovery ----------------------------------------------------------
+    def export_kernel_env(self) -> None:
+        """Kernels inherit the server's environment, so they find the API with no config."""
+        os.environ[SERVER_URL_ENV] = self.serverapp.connection_url
+        token = getattr(self.serverapp.identity_provider, "token", "") or ""
+        if token:
+            os.environ[TOKEN_ENV] = token
+        else:
+            os.environ.pop(TOKEN_ENV, None)
+
+    # ---- local workers -------------------------------------------------------------
+    def _start_worker(self, i: int) -> subprocess.Popen[bytes]:
+        s = self.settings_obj
+        env = {**os.environ, "DATABASE_URL": s.database_url or "", "REDIS_URL": s.redis_url or ""}
+        # The pid keeps names unique when several servers share one Redis.
+        name = f"local-{os.getpid()}-{i}"
+        cmd = [sys.executable, "-m", "qtaskdist_worker", "--name", name]
+        self.log.info("qtaskdist: starting local worker %s", name)
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+
+    def stop_workers(self, timeout_s: float = 10.0) -> None:
+        procs = [p for p in getattr(self, "workers", []) if p.poll() is None]
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log.warning("qtaskdist: worker pid %d ignored SIGTERM; killing it", p.pid)
+                p.kill()
+                p.wait()
+        self.workers = []
+
+    async def stop_extension(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.stop_workers)
+        if hasattr(self, "service"):
+            await self.service.close()
+        if self._embedded_started:
+            from qtaskdist_jupyter import embedded as emb
+
+            await asyncio.to_thread(emb.stop_services, self.settings_obj.home)
+            self._embedded_started = False
+
+
+def _embedded_running(emb: Any, home: Path) -> bool:
+    """Whether the embedded services already ran before we looked (then others own them)."""
+    probe = getattr(emb, "services_running", None)
+    return bool(probe(home)) if callable(probe) else False
