@@ -515,6 +515,29 @@ class TaskStore:
             },
         )
 
+    @_db_errors
+    async def merge_meta(
+        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge keys into a running task's meta_data (e.g. the provider's job id)."""
+        return await self._transition(
+            task_id,
+            action="annotate",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={"meta_data": tasks.c.meta_data.op("||")(meta)},
+        )
+
+    @_db_errors
+    async def active_count(self, task_types: Sequence[str]) -> int:
+        """queued + running rows of these task types (a burst worker stops at zero)."""
+        stmt = select(func.count()).where(
+            tasks.c.status.in_([S.QUEUED.value, S.RUNNING.value]),
+            tasks.c.task_type.in_(list(task_types)),
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
     # ---- reconciler ----------------------------------------------------------------
     @_db_errors
     async def due_queued(self, *, limit: int = 1000) -> list[dict[str, Any]]:

@@ -1,0 +1,174 @@
+"""``qtaskdist-worker``: the standalone worker's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from qtaskdist_jupyter.streams import STREAMS, TASK_TYPES
+
+from .worker import Worker, WorkerOptions
+
+
+def _task_types(text: str) -> list[str]:
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name = TASK_TYPES.get(part, part)  # a stream name works too
+        if name not in STREAMS:
+            raise argparse.ArgumentTypeError(
+                f"unknown task type {part!r}; expected some of {', '.join(STREAMS)}"
+            )
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise argparse.ArgumentTypeError("no task types given")
+    return out
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be positive")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = WorkerOptions()
+    p = argparse.ArgumentParser(
+        prog="qtaskdist-worker",
+        description="Run qtaskdist tasks (simulate, c_qir_convert, backend_run) from Redis Streams.",
+    )
+    p.add_argument(
+        "--task-types",
+        "--streams",
+        type=_task_types,
+        default=list(STREAMS),
+        help="comma-separated task types or stream names (default: all)",
+    )
+    p.add_argument(
+        "--concurrency",
+        "-c",
+        type=_positive(int),
+        default=d.concurrency,
+        help="job processes for simulate/convert (default %(default)s)",
+    )
+    p.add_argument("--name", default=None, help="consumer name (default host-pid)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=d.batch_size,
+        help="XREADGROUP COUNT and largest Aer batch (default %(default)s)",
+    )
+    p.add_argument(
+        "--visibility-timeout-s",
+        type=_positive(float),
+        default=d.visibility_timeout_s,
+        help="idle time after which another worker takes an entry over",
+    )
+    p.add_argument(
+        "--burst", action="store_true", help="drain the queued tasks (and due retries), then exit 0"
+    )
+    p.add_argument(
+        "--grace-s",
+        type=_positive(float),
+        default=d.grace_s,
+        help="on SIGTERM, time to finish tasks in flight before releasing them",
+    )
+    p.add_argument(
+        "--retry-base-s",
+        type=_positive(float),
+        default=d.retry_base_s,
+        help="first retry delay; doubles per retry, jittered (default 1)",
+    )
+    p.add_argument("--retry-cap-s", type=_positive(float), default=d.retry_cap_s)
+    p.add_argument("--reconcile-interval-s", type=_positive(float), default=d.reconcile_interval_s)
+    p.add_argument(
+        "--threads-per-job",
+        type=_positive(int),
+        default=d.threads_per_job,
+        help="Aer/OpenMP threads per job process (default 1)",
+    )
+    p.add_argument(
+        "--max-time-limit-s",
+        type=_positive(float),
+        default=None,
+        help="cap on any task's time limit (default QTASKDIST_MAX_TIME_LIMIT_S)",
+    )
+    p.add_argument(
+        "--backend-concurrency",
+        type=_positive(int),
+        default=d.backend_concurrency,
+        help="backend_run tasks polled at once (default %(default)s)",
+    )
+    p.add_argument(
+        "--poll-interval-s",
+        type=_positive(float),
+        default=d.poll_interval_s,
+        help="longest pause between provider status polls",
+    )
+    p.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
+    p.add_argument("--redis-url", default=None, help="overrides REDIS_URL")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p  # fmt: skip
+
+
+def options_from(args: argparse.Namespace) -> WorkerOptions:
+    opts = WorkerOptions(
+        task_types=args.task_types,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        visibility_timeout_s=args.visibility_timeout_s,
+        burst=args.burst,
+        grace_s=args.grace_s,
+        retry_base_s=args.retry_base_s,
+        retry_cap_s=args.retry_cap_s,
+        reconcile_interval_s=args.reconcile_interval_s,
+        threads_per_job=args.threads_per_job,
+        max_time_limit_s=args.max_time_limit_s,
+        backend_concurrency=args.backend_concurrency,
+        poll_interval_s=args.poll_interval_s,
+    )
+    if args.name:
+        opts.name = args.name
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from qtaskdist_jupyter.config import load_settings
+    from qtaskdist_jupyter.errors import ConfigError, QtaskdistError
+
+    try:
+        settings = load_settings()
+        settings = settings.with_urls(
+            args.database_url or settings.database_url, args.redis_url or settings.redis_url
+        )
+        if settings.embedded:
+            # Only a single-machine setup lacks URLs; join (or start) the embedded services.
+            from qtaskdist_jupyter import embedded
+
+            settings = embedded.resolve_settings(settings)
+        return asyncio.run(Worker(settings, options_from(args)).run())
+    except ConfigError as exc:
+        print(f"qtaskdist-worker: {exc.message}", file=sys.stderr)
+        return 2
+    except QtaskdistError as exc:
+        print(f"qtaskdist-worker: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""``backend_run``: the glue between the async worker loop and the synchronous BackendRunner.
+
+Runs in the worker process itself (the work happens at the provider): every SDK call goes
+through ``asyncio.to_thread`` and the loop sleeps between polls, so hundreds of backend
+tasks wait at once without blocking simulate tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from qtaskdist_jupyter.config import Limits
+from qtaskdist_jupyter.errors import JobError, JobTimeout, PermanentJobError
+from qtaskdist_jupyter.schemas import BackendPayload, parse_payload
+
+from ..executor import JobCancelled
+from .common import load_circuit
+
+log = logging.getLogger(__name__)
+
+
+async def run_backend(
+    row: dict[str, Any],
+    runner: Any,
+    *,
+    limits: Limits,
+    time_limit_s: float,
+    cancel: asyncio.Event,
+    annotate: Callable[[dict[str, Any]], Awaitable[None]],
+    poll_s: float = 1.0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Submit (or resume) the task's provider job and wait for its counts."""
+    p = parse_payload("backend_run", row["payload"])
+    assert isinstance(p, BackendPayload)
+    task_id = str(row["task_id"])
+    started = time.monotonic()
+    circuit = await asyncio.to_thread(load_circuit, p.circuit, p.circuit_format, limits)
+
+    job_id: str | None = None
+    prior = row.get("meta_data") or {}
+    if prior.get("provider_job_id") and prior.get("device_id") == p.device_id:
+        # A redelivered task resumes the job it already started instead of paying twice.
+        job_id = str(prior["provider_job_id"])
+        try:
+            state = await asyncio.to_thread(runner.status, job_id)
+            if state in ("failed", "cancelled"):
+                job_id = None
+        except PermanentJobError:
+            job_id = None  # e.g. a local job that lived in a worker that is gone
+    if job_id is None:
+        job_id = await asyncio.to_thread(
+            runner.submit,
+            circuit,
+            device_id=p.device_id,
+            shots=p.shots,
+            task_id=task_id,
+            options=dict(p.provider_options),
+        )
+        await annotate({"provider_job_id": job_id, "device_id": p.device_id})
+
+    delay = min(0.05, poll_s)
+    while True:
+        if cancel.is_set():
+            await _cancel(runner, job_id)
+            raise JobCancelled(f"the task was cancelled; provider job {job_id} cancelled")
+        if time.monotonic() - started > time_limit_s:
+            await _cancel(runner, job_id)
+            raise JobTimeout(
+                f"exceeded its time limit of {time_limit_s:g} s (provider job {job_id})"
+            )
+        state = await asyncio.to_thread(runner.status, job_id)
+        if state == "completed":
+            counts = await asyncio.to_thread(runner.counts, job_id)
+            meta = {"provider_job_id": job_id, "device_id": p.device_id}
+            return {"counts": counts, "device_id": p.device_id, "job_id": job_id}, meta
+        if state in ("failed", "cancelled"):
+            why = await asyncio.to_thread(runner.error_message, job_id)
+            raise PermanentJobError(f"provider job {job_id} {state}: {why or 'no reason given'}")
+        try:
+            await asyncio.wait_for(cancel.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, poll_s)
+
+
+async def _cancel(runner: Any, job_id: str) -> None:
+    try:
+        await asyncio.to_thread(runner.cancel, job_id)
+    except JobError as exc:
+        log.warning("could not cancel provider job %s: %s", job_id, exc)

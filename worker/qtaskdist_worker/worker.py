@@ -1,0 +1,595 @@
+"""The worker loop: read → claim (one UPDATE per batch) → run → complete → ack → events.
+
+Ordering that makes it lose nothing and complete nothing twice:
+
+* the claim is ``queued→running`` fenced on the message's attempt, so a duplicate or stale
+  message claims nothing and is simply acked;
+* XACK comes after the DB commit; a crash in between leaves an entry another worker
+  XAUTOCLAIMs, and the row (finished, or on a newer attempt) tells it to just ack;
+* a heartbeat re-XCLAIMs the entries of tasks still running, so a long task is never
+  taken over while its worker lives; the reconciler repairs what Redis forgot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from qtaskdist_jupyter.config import Settings
+from qtaskdist_jupyter.errors import ConfigError, ServiceUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.queue import Broker
+from qtaskdist_jupyter.store import TaskStore
+from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage, decode_event
+
+from . import reconciler
+from .outcomes import HOST, InFlight, batch_key, profile, time_limit
+from .retry import backoff_s
+
+log = logging.getLogger("qtaskdist_worker")
+T = TypeVar("T")
+POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
+
+
+@dataclass
+class WorkerOptions:
+    task_types: list[str] = field(default_factory=lambda: list(STREAMS))
+    concurrency: int = 1
+    name: str = field(default_factory=lambda: f"{HOST}-{os.getpid()}")
+    batch_size: int = 64
+    visibility_timeout_s: float = 60.0
+    burst: bool = False
+    grace_s: float = 30.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 60.0
+    reconcile_interval_s: float = 15.0
+    threads_per_job: int = 1
+    max_time_limit_s: float | None = None
+    backend_concurrency: int = 32
+    poll_interval_s: float = 1.0
+    block_ms: int = 1000
+
+
+class Worker:
+    def __init__(self, settings: Settings, opts: WorkerOptions) -> None:
+        if not settings.database_url or not settings.redis_url:
+            raise ConfigError("the worker needs DATABASE_URL and REDIS_URL (or embedded ones)")
+        self.settings = settings
+        self.opts = opts
+        self.name = opts.name
+        self.streams = [STREAMS[t] for t in opts.task_types]
+        self.store = TaskStore.from_url(settings.database_url, pool_size=4)
+        self.broker = Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen)
+        self.pool: Any = None
+        self.runner: Any = None
+        self.inflight: dict[uuid.UUID, InFlight] = {}
+        self.jobs: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+        self.capacity = asyncio.Event()
+        self.pool_jobs = 0
+        self.backend_jobs = 0
+        self.versions: dict[str, Any] = {}
+        self.started = time.time()
+        self.completed = 0
+        lim = settings.limits
+        self.cap_s = min(lim.max_time_limit_s, opts.max_time_limit_s or lim.max_time_limit_s)
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def run(self) -> int:
+        await self._check_schema()
+        await self._retrying(lambda: self.broker.ensure_groups(self.streams), "create groups")
+        if any(t in POOL_TYPES for t in self.opts.task_types):
+            from .executor import ExecutorPool
+
+            self.pool = ExecutorPool(
+                self.opts.concurrency,
+                threads=self.opts.threads_per_job,
+                limits=asdict(self.settings.limits),
+            )
+            await self.pool.start()
+            self.versions = dict(self.pool.info)
+        if "backend_run" in self.opts.task_types:
+            from .backend import BackendRunner
+
+            self.runner = BackendRunner(self.settings.qbraid_api_key, self.settings.qbraid_api_url)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await self._retrying(self._heartbeat_once, "heartbeat")
+        background = [
+            asyncio.create_task(
+                self._every(self.opts.visibility_timeout_s / 3, self._heartbeat_once)
+            ),
+            asyncio.create_task(self._every(0.5, self.broker.promote_due)),
+            asyncio.create_task(self._every(self.opts.reconcile_interval_s, self._reconcile)),
+            asyncio.create_task(
+                self._every(max(0.2, self.opts.visibility_timeout_s / 2), self._autoclaim)
+            ),
+            asyncio.create_task(self._watch_cancels()),
+        ]
+        log.info("worker %s reading %s", self.name, ", ".join(self.streams))
+        try:
+            await self._main_loop()
+            await self._drain()
+        finally:
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(ServiceUnavailable):
+                await self.broker.forget_worker(self.name)
+            if self.pool is not None:
+                await self.pool.close()
+            await self.store.close()
+            await self.broker.close()
+        log.info("worker %s stopped after %d tasks", self.name, self.completed)
+        return 0
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("worker %s: stop requested; finishing tasks in flight", self.name)
+        self.stopping.set()
+        self.capacity.set()
+
+    async def _check_schema(self) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import ProgrammingError
+
+        try:
+            async with self.store.engine.connect() as conn:
+                await conn.execute(text("SELECT 1 FROM tasks LIMIT 0"))
+        except ProgrammingError as exc:
+            raise ConfigError(
+                "the database has no 'tasks' table; create it first with `qtaskdist db upgrade` "
+                "(or start the Jupyter server once)"
+            ) from exc
+
+    async def _retrying(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``fn`` until the DB / Redis answer: an outage delays work, it loses none."""
+        delay = 0.2
+        while True:
+            try:
+                return await fn()
+            except ServiceUnavailable as exc:
+                log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _every(self, period_s: float, fn: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                await fn()
+            except ServiceUnavailable as exc:
+                log.warning("%s: %s", getattr(fn, "__name__", fn), exc)
+            except Exception:  # noqa: BLE001 - a background duty must not die
+                log.exception("%s failed", getattr(fn, "__name__", fn))
+            await asyncio.sleep(period_s)
+
+    # ---- reading ---------------------------------------------------------------------
+    def _readable(self) -> list[str]:
+        out = []
+        for t in self.opts.task_types:
+            if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency:
+                out.append(STREAMS[t])
+            elif t == "backend_run" and self.backend_jobs < self.opts.backend_concurrency:
+                out.append(STREAMS[t])
+        return out
+
+    async def _main_loop(self) -> None:
+        block = min(self.opts.block_ms, 200) if self.opts.burst else self.opts.block_ms
+        delay = 0.2
+        while not self.stopping.is_set():
+            streams = self._readable()
+            if not streams:
+                self.capacity.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.capacity.wait(), timeout=0.5)
+                continue
+            try:
+                entries = await self.broker.read(
+                    streams, self.name, count=self.opts.batch_size, block_ms=block
+                )
+                if entries:
+                    await self._accept(entries)
+                elif self.opts.burst and await self._drained():
+                    log.info("burst: nothing left to do")
+                    return
+                delay = 0.2
+            except ServiceUnavailable as exc:
+                log.warning("%s; backing off %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _drained(self) -> bool:
+        if self.inflight or self.jobs:
+            return False
+        return await self.store.active_count(self.opts.task_types) == 0
+
+    def _decode(
+        self,
+        entries: list[tuple[str, str, dict[str, str]]],
+        acks: list[tuple[str, str]],
+        dead: list[tuple[str, dict[str, Any]]],
+    ) -> list[tuple[str, str, TaskMessage]]:
+        out = []
+        for stream, eid, fields in entries:
+            try:
+                msg = TaskMessage.decode(fields)
+                if STREAMS[msg.task_type] != stream:
+                    raise MalformedMessage(f"a {msg.task_type} message on {stream}")
+            except MalformedMessage as exc:
+                log.error("dead-lettering %s %s: %s", stream, eid, exc)
+                dead.append((str(exc), {**fields, "stream": stream, "entry_id": eid}))
+                acks.append((stream, eid))
+                continue
+            out.append((stream, eid, msg))
+        return out
+
+    async def _accept(self, entries: list[tuple[str, str, dict[str, str]]]) -> None:
+        acks: list[tuple[str, str]] = []
+        dead: list[tuple[str, dict[str, Any]]] = []
+        msgs = self._decode(entries, acks, dead)
+        rows = await self._retrying(
+            lambda: self.store.claim_many(
+                [(m.task_id, m.attempt) for _s, _e, m in msgs], self.name
+            ),
+            "claim",
+        )
+        await self._start(msgs, rows, acks, dead)
+
+    async def _start(
+        self,
+        msgs: list[tuple[str, str, TaskMessage]],
+        rows: list[dict[str, Any]],
+        acks: list[tuple[str, str]],
+        dead: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        by_id = {r["task_id"]: r for r in rows}
+        items: list[InFlight] = []
+        for stream, eid, msg in msgs:
+            row = by_id.pop(msg.task_id, None)
+            if row is None:
+                # Finished, cancelled, on a newer attempt, or scheduled for later (its
+                # retry message is in the delay ZSET): nothing to run for this entry.
+                acks.append((stream, eid))
+                continue
+            item = InFlight(stream, eid, msg, row)
+            self.inflight[item.task_id] = item
+            items.append(item)
+        for reason, fields in dead:
+            await self._retrying(lambda r=reason, f=fields: self.broker.dead_letter(r, f), "dead")
+        if items:
+            await self._retrying(lambda: self.broker.emit([i.row for i in items]), "emit")
+        if acks:
+            await self._retrying(lambda: self.broker.ack(acks), "ack")
+        groups: dict[Any, list[InFlight]] = {}
+        for item in items:
+            ttype = item.row["task_type"]
+            if ttype == "backend_run":
+                self._spawn(self._run_backend(item))
+            elif ttype == "simulate" and (key := batch_key(item.row["payload"])) is not None:
+                groups.setdefault(key, []).append(item)
+            else:
+                self._spawn(self._run_pool(POOL_TYPES[ttype], [item]))
+        for group in groups.values():
+            for i in range(0, len(group), self.opts.batch_size):
+                self._spawn(self._run_pool("simulate", group[i : i + self.opts.batch_size]))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+
+    # ---- running ---------------------------------------------------------------------
+    async def _run_pool(self, kind: str, items: list[InFlight]) -> None:
+        from qtaskdist_jupyter.errors import JobTimeout
+
+        from .executor import ChildDied, JobCancelled
+        from .jobs.common import error_report
+
+        self.pool_jobs += 1
+        try:
+            lim = self.settings.limits
+            timeout = min(time_limit(i.row["payload"], lim.time_limit_s, self.cap_s) for i in items)
+            cancel = asyncio.Event()
+            for i in items:
+                i.cancel = cancel
+            started = time.monotonic()
+            request = {"kind": kind, "tasks": [i.request() for i in items]}
+            try:
+                replies = (await self.pool.run(request, timeout, cancel))["replies"]
+            except JobTimeout as exc:
+                if len(items) > 1:
+                    # Someone in the batch is slow: give each its own run and limit.
+                    for i in items:
+                        self.pool_jobs -= 1
+                        try:
+                            await self._run_pool(kind, [i])
+                        finally:
+                            self.pool_jobs += 1
+                    return
+                replies = {str(items[0].task_id): error_report(exc)}
+            except JobCancelled:
+                rest = [i for i in items if not i.cancelled]
+                await self._drop([i for i in items if i.cancelled])
+                if rest:
+                    self.pool_jobs -= 1
+                    try:
+                        await self._run_pool(kind, rest)
+                    finally:
+                        self.pool_jobs += 1
+                return
+            except ChildDied as exc:
+                replies = {str(i.task_id): error_report(exc) for i in items}
+            await self._finish(items, replies, time.monotonic() - started)
+        finally:
+            self.pool_jobs -= 1
+            self.capacity.set()
+
+    async def _run_backend(self, item: InFlight) -> None:
+        from .executor import JobCancelled
+        from .jobs.backend import run_backend
+        from .jobs.common import error_report
+
+        self.backend_jobs += 1
+        started = time.monotonic()
+        try:
+            lim = self.settings.limits
+            try:
+                result, meta = await run_backend(
+                    item.row,
+                    self.runner,
+                    limits=lim,
+                    time_limit_s=time_limit(item.row["payload"], lim.time_limit_s, self.cap_s),
+                    cancel=item.cancel,
+                    annotate=lambda m: self._annotate(item, m),
+                    poll_s=self.opts.poll_interval_s,
+                )
+                outcome: dict[str, Any] = {"ok": True, "result": result, "meta": meta}
+            except JobCancelled:
+                await self._drop([item])
+                return
+            except Exception as exc:  # noqa: BLE001 - classified by error_report
+                outcome = error_report(exc)
+                if getattr(exc, "retryable", False):
+                    outcome["retryable"] = True
+            await self._finish([item], {str(item.task_id): outcome}, time.monotonic() - started)
+        finally:
+            self.backend_jobs -= 1
+            self.capacity.set()
+
+    async def _annotate(self, item: InFlight, meta: dict[str, Any]) -> None:
+        with contextlib.suppress(TransitionError, TaskNotFound):
+            await self._retrying(
+                lambda: self.store.merge_meta(item.task_id, item.attempt, meta), "annotate"
+            )
+        item.row["meta_data"] = {**(item.row.get("meta_data") or {}), **meta}
+
+    async def _drop(self, items: list[InFlight]) -> None:
+        """Tasks cancelled while they ran: the row already says so; just ack."""
+        for i in items:
+            self.inflight.pop(i.task_id, None)
+        await self._retrying(
+            lambda: self.broker.ack([(i.stream, i.entry_id) for i in items]), "ack"
+        )
+
+    async def _finish(
+        self, items: list[InFlight], replies: dict[str, Any], run_time_s: float
+    ) -> None:
+        done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
+        events: list[dict[str, Any]] = []
+        failures = []
+        for item in items:
+            out = replies.get(str(item.task_id)) or {
+                "ok": False, "error": "the job process returned no result", "retryable": True,
+            }  # fmt: skip
+            kind = "completed" if out["ok"] else "failed"
+            retry = (
+                not out["ok"]
+                and out.get("retryable")
+                and (item.row["retry_count"] < item.row["max_retries"])
+            )
+            meta = profile(
+                item, out, worker=self.name, run_time_s=run_time_s, batched_with=len(items),
+                versions=self.versions, result_kind="retry" if retry else kind,
+            )  # fmt: skip
+            if out["ok"]:
+                done.append((item.task_id, item.attempt, out["result"], meta))
+            else:
+                failures.append((item, out, meta, retry))
+        if done:
+            events += await self._retrying(lambda: self.store.complete_many(done), "complete")
+            self.completed += len(done)
+        for item, out, meta, retry in failures:
+            events += await self._fail(item, out, meta, bool(retry))
+        if events:
+            await self._retrying(lambda: self.broker.emit(events), "emit")
+        await self._retrying(
+            lambda: self.broker.ack([(i.stream, i.entry_id) for i in items]), "ack"
+        )
+        for item in items:
+            self.inflight.pop(item.task_id, None)
+
+    async def _fail(
+        self, item: InFlight, out: dict[str, Any], meta: dict[str, Any], retry: bool
+    ) -> list[dict[str, Any]]:
+        error = out["error"]
+        try:
+            if retry:
+                delay = backoff_s(
+                    item.row["retry_count"],
+                    base_s=self.opts.retry_base_s,
+                    cap_s=self.opts.retry_cap_s,
+                )
+                meta["retry_delay_s"] = round(delay, 3)
+                row = await self._retrying(
+                    lambda: self.store.retry_later(item.task_id, item.attempt, error, delay, meta),
+                    "retry",
+                )
+                msg = TaskMessage(item.task_id, item.row["task_type"], item.attempt)
+                await self._retrying(lambda: self.broker.enqueue_later(msg, delay), "delay")
+                log.info("task %s: %s; retry in %.2f s", item.task_id, error, delay)
+                return [row]
+            row = await self._retrying(
+                lambda: self.store.fail(item.task_id, item.attempt, error, meta), "fail"
+            )
+        except (TransitionError, TaskNotFound):
+            return []  # cancelled or taken over meanwhile: the row is someone else's now
+        if out.get("retryable"):
+            fields = {**item.msg.encode(), "task_id": str(item.task_id), "stream": item.stream}
+            await self._retrying(
+                lambda: self.broker.dead_letter(f"retries exhausted: {error}", fields), "dead"
+            )
+        log.info("task %s failed: %s", item.task_id, error)
+        return [row]
+
+    # ---- duties beside the loop ------------------------------------------------------
+    async def _heartbeat_once(self) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for item in list(self.inflight.values()):
+            by_stream.setdefault(item.stream, []).append(item.entry_id)
+        for stream, ids in by_stream.items():
+            await self.broker.touch(stream, self.name, ids)
+        await self.broker.heartbeat(
+            self.name,
+            {
+                "host": HOST, "pid": os.getpid(), "task_types": self.opts.task_types,
+                "in_flight": len(self.inflight), "started": self.started,
+                "concurrency": self.opts.concurrency, "completed": self.completed,
+            },
+        )  # fmt: skip
+        if self.inflight:
+            # Catches cancellations whose event we missed (stream trimmed or flushed).
+            states = await self.store.status_of(list(self.inflight))
+            for tid, (status, attempt) in states.items():
+                item = self.inflight.get(tid)
+                if item and (status == "cancelled" or attempt != item.attempt):
+                    self._cancel(item)
+
+    def _cancel(self, item: InFlight) -> None:
+        if not item.cancelled:
+            log.info("task %s was cancelled; stopping it", item.task_id)
+        item.cancelled = True
+        item.cancel.set()
+
+    async def _watch_cancels(self) -> None:
+        last = "$"
+        while True:
+            try:
+                if last == "$":
+                    last = await self.broker.last_event_id()
+                for eid, fields in await self.broker.read_events(last, count=1000, block_ms=1000):
+                    last = eid
+                    try:
+                        ev = decode_event(eid, fields)
+                        if ev.get("status") == "cancelled":
+                            item = self.inflight.get(uuid.UUID(ev["task_id"]))
+                            if item is not None:
+                                self._cancel(item)
+                    except (ValueError, KeyError, TypeError):
+                        continue
+            except ServiceUnavailable:
+                await asyncio.sleep(1.0)
+                last = "$"
+
+    async def _reconcile(self) -> None:
+        await reconciler.reconcile(
+            self.store, self.broker, self.opts.task_types,
+            stale_after_s=self.opts.visibility_timeout_s,
+        )  # fmt: skip
+
+    async def _autoclaim(self) -> None:
+        if self.stopping.is_set():
+            return
+        alive: set[str] | None = None
+        for stream in self._readable():
+            entries = await self.broker.autoclaim(
+                stream, self.name, min_idle_ms=int(self.opts.visibility_timeout_s * 1000),
+                count=self.opts.batch_size,
+            )  # fmt: skip
+            entries = [e for e in entries if not self._mine(e[1])]
+            if not entries:
+                continue
+            acks: list[tuple[str, str]] = []
+            dead: list[tuple[str, dict[str, Any]]] = []
+            msgs = self._decode(entries, acks, dead)
+            rows = {
+                r["task_id"]: r for r in await self.store.get_many([m.task_id for *_x, m in msgs])
+            }
+            to_claim, taken = [], []
+            for s, eid, m in msgs:
+                row = rows.get(m.task_id)
+                if (
+                    row is None
+                    or row["attempt"] > m.attempt + 1
+                    or row["status"] not in ("queued", "running")
+                ):
+                    acks.append((s, eid))
+                elif row["status"] == "queued" and row["attempt"] == m.attempt:
+                    to_claim.append((s, eid, m))
+                elif row["status"] == "running" and row["attempt"] == m.attempt + 1:
+                    if alive is None:
+                        alive = reconciler.live_workers(
+                            await self.broker.workers(), self.opts.visibility_timeout_s
+                        )
+                    if row["worker"] in alive:
+                        continue  # its worker lives; look again later
+                    try:
+                        got = await self.store.takeover(m.task_id, row["attempt"], self.name)
+                    except (TransitionError, TaskNotFound):
+                        acks.append((s, eid))
+                        continue
+                    log.warning("took over task %s from %s", m.task_id, row["worker"])
+                    taken.append(((s, eid, m), got))
+                else:
+                    acks.append((s, eid))
+            claimed = await self.store.claim_many(
+                [(m.task_id, m.attempt) for *_x, m in to_claim], self.name
+            )
+            all_rows = claimed + [g for _t, g in taken]
+            await self._start(to_claim + [t for t, _g in taken], all_rows, acks, dead)
+
+    def _mine(self, entry_id: str) -> bool:
+        return any(i.entry_id == entry_id for i in self.inflight.values())
+
+    # ---- shutdown --------------------------------------------------------------------
+    async def _drain(self) -> None:
+        if self.jobs:
+            await asyncio.wait(set(self.jobs), timeout=self.opts.grace_s)
+        left = list(self.inflight.values())
+        for task in list(self.jobs):
+            task.cancel()
+        if self.jobs:
+            await asyncio.gather(*self.jobs, return_exceptions=True)
+        moved = []
+        for item in left:
+            try:
+                row = await self.store.release(
+                    item.task_id, item.attempt, {"released_by": f"{self.name} (shutdown)"}
+                )
+                moved.append(row)
+            except (TransitionError, TaskNotFound):
+                pass
+        if moved:
+            msgs = [TaskMessage(r["task_id"], r["task_type"], r["attempt"]) for r in moved]
+            await self._retrying(lambda: self.broker.enqueue(msgs), "re-enqueue")
+            for r in moved:
+                r["status"] = "queued"
+            await self._retrying(lambda: self.broker.emit(moved), "emit")
+            log.warning("released %d unfinished tasks back to the queue", len(moved))
+        if left:
+            await self._retrying(
+                lambda: self.broker.ack([(i.stream, i.entry_id) for i in left]), "ack"
+            )
+        self.inflight.clear()
+
+
+def describe(opts: WorkerOptions) -> str:
+    return json.dumps(asdict(opts), default=str)
