@@ -69,9 +69,7 @@ class QtaskdistApp(ExtensionApp):
         30.0, config=True, help="A worker whose heartbeat is older than this is reported dead."
     )
     events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
-    home = Unicode(
-        None, allow_none=True, config=True, help="Embedded services' data directory."
-    )
+    home = Unicode(None, allow_none=True, config=True, help="Embedded services' data directory.")
     owner_from = Enum(
         ["auto", "username", "server"],
         "auto",
@@ -96,14 +94,14 @@ class QtaskdistApp(ExtensionApp):
     service: TaskService
     workers: list[subprocess.Popen[bytes]]
     _embedded_started: bool = False
+    _migrated: bool = False
+    _migrator: Any = None
     _owner_mode: str = "username"
 
     def resolved_settings(self) -> Settings:
         """Traitlets over the environment (config.load_settings)."""
         base = config.load_settings()
-        s = base.with_urls(
-            self.database_url or base.database_url, self.redis_url or base.redis_url
-        )
+        s = base.with_urls(self.database_url or base.database_url, self.redis_url or base.redis_url)
         if self.home:
             s = dataclasses.replace(s, home=Path(self.home).expanduser())
         if self.limits:
@@ -125,10 +123,8 @@ class QtaskdistApp(ExtensionApp):
             self._embedded_started = not was_running
             self.log.info("qtaskdist: embedded services under %s", settings.home)
         assert settings.database_url and settings.redis_url
-        from qtaskdist_jupyter import migrate
-
-        _in_thread(migrate.upgrade, settings.database_url)
         self.settings_obj = settings
+        self._migrated = self._try_migrate()
         self.service = TaskService.from_settings(settings, pool_size=10)
         self._owner_mode = self._resolve_owner_mode()
 
@@ -150,8 +146,32 @@ class QtaskdistApp(ExtensionApp):
         self.handlers.extend(default_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        import asyncio
+
         # The port is final only once the HTTP server is bound.
         self.export_kernel_env()
+        if not self._migrated:
+            self._migrator = asyncio.ensure_future(self._migrate_until_done())
+
+    def _try_migrate(self) -> bool:
+        """Migrate now; a database that is down must not keep the server from starting
+        (the API answers 503 until it is back)."""
+        from qtaskdist_jupyter import migrate
+        from qtaskdist_jupyter.errors import DatabaseUnavailable
+
+        try:
+            _in_thread(migrate.upgrade, self.settings_obj.database_url)
+            return True
+        except DatabaseUnavailable as exc:
+            self.log.error("qtaskdist: %s; will retry the migration", exc.message)
+            return False
+
+    async def _migrate_until_done(self, every_s: float = 10.0) -> None:
+        import asyncio
+
+        while not self._migrated:
+            await asyncio.sleep(every_s)
+            self._migrated = await asyncio.to_thread(self._try_migrate)
 
     # ---- owner ---------------------------------------------------------------------
     def _resolve_owner_mode(self) -> str:
@@ -208,9 +228,12 @@ class QtaskdistApp(ExtensionApp):
     async def stop_extension(self) -> None:
         import asyncio
 
+        if self._migrator is not None:
+            self._migrator.cancel()
         await asyncio.to_thread(self.stop_workers)
-        if hasattr(self, "service"):
+        if getattr(self, "service", None) is not None:
             await self.service.close()
+            self.service = None  # type: ignore[assignment]
         if self._embedded_started:
             from qtaskdist_jupyter import embedded as emb
 

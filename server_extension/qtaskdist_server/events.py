@@ -30,7 +30,9 @@ def parse_after(after: str | None) -> str | None:
     if after in (None, "", "$"):
         return None
     if not _STREAM_ID.match(after):
-        raise InvalidInput(f"after={after!r} is not a stream id like 1712345678901-0", field="after")
+        raise InvalidInput(
+            f"after={after!r} is not a stream id like 1712345678901-0", field="after"
+        )
     return after
 
 
