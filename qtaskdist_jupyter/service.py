@@ -74,7 +74,13 @@ class TaskService:
             # Refuse up front rather than leave rows behind when Redis is down.
             await self.broker.ping()
         rows = await self.store.create_many(new, returning=True)
-        await self.broker.emit(rows) if not enqueue else None
+        if not enqueue:
+            try:
+                await self.broker.emit(rows)
+            except QueueUnavailable:
+                # The rows are written and pending, as asked; answering 503 would make the
+                # caller retry and create them twice. Only the live view misses the event.
+                pass
         if enqueue:
             rows = await self.enqueue_rows([r["task_id"] for r in rows])
         return rows

@@ -320,6 +320,13 @@ async def test_redis_down_is_503_and_writes_nothing(api, database_url) -> None:
     code, err = await api("POST", "tasks/batch", body={"tasks": specs})
     assert code == 503, err
     assert _rows(database_url) == 0
+    # Without enqueue the row is all that was asked for: written, pending, visible.
+    code, t = await api("POST", "tasks", body=simulate_spec(BELL_QASM2))
+    assert code == 201 and t["status"] == "pending", t
+    code, err = await api("POST", f"tasks/{t['task_id']}/enqueue")
+    assert code == 503
+    code, again = await api("GET", f"tasks/{t['task_id']}")
+    assert again["status"] == "pending" and _rows(database_url) == 1
     code, err = await api("GET", "events", params={"timeout_s": "1"})
     assert code == 503
     code, h = await api("GET", "health")
