@@ -115,9 +115,10 @@ class Broker:
                 GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # NOGROUP: Redis was flushed or restarted under us; UNBLOCKED: the stream was
+            # deleted while we blocked on it. Recreate and read next time.
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
-            # Redis was flushed or restarted under us: recreate and read next time.
             await self.ensure_groups(streams)
             return []
         return [(stream, eid, fields) for stream, entries in got or [] for eid, fields in entries]

@@ -110,6 +110,7 @@ class ExecutorPool:
         # One thread per child blocks on its pipe, so the event loop never does.
         self._threads = ThreadPoolExecutor(max_workers=size + 2, thread_name_prefix="qtd-pipe")
         self.info: dict[str, Any] = {}
+        self.closing = False  # shutting down: a killed child is not replaced
 
     async def start(self) -> None:
         children = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
@@ -172,6 +173,8 @@ class ExecutorPool:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._threads, child.close)
         self._all.discard(child)
+        if self.closing:
+            return
         try:
             self._idle.put_nowait(await self._spawn())
         except Exception:  # noqa: BLE001 - a pool one child short still works

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+
 from qtaskdist_jupyter.config import Settings
 from qtaskdist_jupyter.errors import ConfigError, ServiceUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.queue import Broker
@@ -202,7 +204,7 @@ class Worker:
                     log.info("burst: nothing left to do")
                     return
                 delay = 0.2
-            except ServiceUnavailable as exc:
+            except (ServiceUnavailable, RedisError) as exc:
                 log.warning("%s; backing off %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -564,6 +566,8 @@ class Worker:
         if self.jobs:
             await asyncio.wait(set(self.jobs), timeout=self.opts.grace_s)
         left = list(self.inflight.values())
+        if self.pool is not None:
+            self.pool.closing = True
         for task in list(self.jobs):
             task.cancel()
         if self.jobs:
