@@ -27,8 +27,14 @@ measure q -> c;
 """
 
 
-def start_worker(settings: Settings, *, name: str, extra: list[str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or ""}
+def start_worker(
+    settings: Settings, *, name: str, extra: list[str] | None = None
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "qtaskdist_worker", "--name", name, *(extra or [])], env=env
     )
@@ -57,14 +63,18 @@ async def _submit_and_wait(settings: Settings, timeout_s: float) -> dict[str, An
         spec = TaskCreate(
             task_type="simulate", payload={"circuit": BELL, "shots": 1000, "seed": 7}, name="bell"
         )
-        (row,) = await svc.create([svc.to_new_task(spec, owner=os.environ.get("USER", "demo"))], enqueue=True)
+        (row,) = await svc.create(
+            [svc.to_new_task(spec, owner=os.environ.get("USER", "demo"))], enqueue=True
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             got = await svc.store.get(row["task_id"])
             if got["status"] in ("completed", "failed", "cancelled"):
                 return got
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"task {row['task_id']} still {got['status']} after {timeout_s} s")
+                raise WaitTimeout(
+                    f"task {row['task_id']} still {got['status']} after {timeout_s} s"
+                )
             await asyncio.sleep(0.1)
     finally:
         await svc.close()
