@@ -66,7 +66,10 @@ class QtaskdistApp(ExtensionApp):
     )
     max_batch_bytes = Int(64 * 1024 * 1024, config=True, help="Largest POST tasks/batch body.")
     worker_stale_s = Float(
-        30.0, config=True, help="A worker whose heartbeat is older than this is reported dead."
+        60.0,
+        config=True,
+        help="A worker whose heartbeat is older than this is reported dead (workers beat "
+        "every visibility_timeout/3 = 20 s by default; 3 missed beats).",
     )
     events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
     home = Unicode(None, allow_none=True, config=True, help="Embedded services' data directory.")
@@ -118,10 +121,17 @@ class QtaskdistApp(ExtensionApp):
         if embedded:
             from qtaskdist_jupyter import embedded as emb
 
-            was_running = _embedded_running(emb, settings.home)
-            settings = _in_thread(emb.resolve_settings, settings)
-            self._embedded_started = not was_running
-            self.log.info("qtaskdist: embedded services under %s", settings.home)
+            svc = _in_thread(emb.ensure_services, settings.home)
+            settings = settings.with_urls(
+                settings.database_url or svc.database_url, settings.redis_url or svc.redis_url
+            )
+            # Services another process started (a second server, the CLI) are theirs to stop.
+            self._embedded_started = svc.started_now
+            self.log.info(
+                "qtaskdist: embedded services under %s (%s)",
+                settings.home,
+                "started" if svc.started_now else "joined",
+            )
         assert settings.database_url and settings.redis_url
         self.settings_obj = settings
         self._migrated = self._try_migrate()
@@ -239,9 +249,3 @@ class QtaskdistApp(ExtensionApp):
 
             await asyncio.to_thread(emb.stop_services, self.settings_obj.home)
             self._embedded_started = False
-
-
-def _embedded_running(emb: Any, home: Path) -> bool:
-    """Whether the embedded services already ran before we looked (then others own them)."""
-    probe = getattr(emb, "services_running", None)
-    return bool(probe(home)) if callable(probe) else False
