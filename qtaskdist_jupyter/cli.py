@@ -108,7 +108,9 @@ def _first_line(doc: str | None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qtaskdist", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="qtaskdist", description="qtaskdist: embedded services and database tools"
+    )
     parser.add_argument(
         "--home", type=Path, help="data directory of the embedded services (QTASKDIST_HOME)"
     )
