@@ -94,12 +94,23 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---------------------------------------------------------------- the table
 # Add a subcommand here: "word" or "group action" -> (add_arguments, run).
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout-s", type=float, default=180.0, help="give up after this long")
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the main job: a Bell circuit through the queue and a worker, then the table."""
+    from .demo import run_demo
+
+    return run_demo(settings, timeout_s=args.timeout_s)
+
+
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "services start": (_services_start_args, _services_start),
     "services stop": (_no_arguments, _services_stop),
     "services status": (_services_status_args, _services_status),
     "db upgrade": (_no_arguments, _db_upgrade),
-    # --- other subcommands (e.g. "demo") go here ---
+    "demo": (_demo_args, _demo),
 }
 
 
