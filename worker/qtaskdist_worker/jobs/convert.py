@@ -1,8 +1,10 @@
 """``c_qir_convert``: OpenQASM / QPY → QIR with qbraid-qir (inside an executor child).
 
-QASM 3 text goes through ``qasm3_to_qir`` with the requested profile (base | adaptive).
-QASM 2 and QPY load into a QuantumCircuit; the base profile uses ``qiskit_to_qir``, the
-adaptive one goes through QASM 3 first (``qiskit_to_qir`` has no profile option).
+Every input goes through ``qasm3_to_qir`` with the requested profile (base | adaptive):
+QASM 3 text as sent, QASM 2 and QPY after loading and dumping as QASM 3. (``qiskit_to_qir``
+has no profile option and marks its modules ``qir_profiles="custom"``.) Refusals, such as
+a measured qubit reused or an ``if`` under the base profile, fail permanently with the
+converter's message.
 Every module is re-parsed from its bitcode with pyqir and verified before it is stored.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 
 import pyqir
 
-from qtaskdist_jupyter.errors import CircuitError, PermanentJobError
+from qtaskdist_jupyter.errors import PermanentJobError
 from qtaskdist_jupyter.schemas import ConvertPayload, parse_payload
 
 from .common import error_report, first_line, limits_from, load_circuit
@@ -30,24 +32,26 @@ def _is_qasm3(source: str, fmt: str) -> bool:
     return False
 
 
+def _to_qasm3(circuit: Any) -> str:
+    try:
+        from qtaskdist_jupyter.codec import to_qasm3
+    except ImportError:  # pragma: no cover - only until the shared codec is installed
+        from qiskit.qasm3 import dumps as to_qasm3
+    return to_qasm3(circuit)
+
+
 def convert(payload: dict[str, Any], limits: Any) -> dict[str, Any]:
     p = parse_payload("c_qir_convert", payload)
     assert isinstance(p, ConvertPayload)
     circuit = load_circuit(p.circuit, p.circuit_format, limits)  # limits, includes, syntax
     from qbraid_qir.qasm3 import qasm3_to_qir
-    from qbraid_qir.qiskit import qiskit_to_qir
 
+    if _is_qasm3(p.circuit, p.circuit_format):
+        program = p.circuit
+    else:
+        program = _to_qasm3(circuit)
     try:
-        if _is_qasm3(p.circuit, p.circuit_format):
-            module = qasm3_to_qir(p.circuit, name=p.module_name, profile=p.profile)
-        elif p.profile == "base":
-            module = qiskit_to_qir(circuit, name=p.module_name)
-        else:
-            from qtaskdist_jupyter import codec
-
-            module = qasm3_to_qir(codec.to_qasm3(circuit), name=p.module_name, profile=p.profile)
-    except (CircuitError, PermanentJobError):
-        raise
+        module = qasm3_to_qir(program, name=p.module_name, profile=p.profile)
     except Exception as exc:  # noqa: BLE001 - the converter's own refusal, kept verbatim
         raise PermanentJobError(f"QIR conversion refused: {first_line(exc)}") from exc
     bitcode = module.bitcode
@@ -66,10 +70,17 @@ def convert(payload: dict[str, Any], limits: Any) -> dict[str, Any]:
         "bitcode_base64": base64.b64encode(bitcode).decode("ascii"),
         "required_num_qubits": pyqir.required_num_qubits(entry),
         "required_num_results": pyqir.required_num_results(entry),
-        "profile": p.profile,
+        "profile": _profile_of(entry) or p.profile,
         "entry_point": entry.name,
         "module_name": p.module_name,
     }
+
+
+def _profile_of(entry: Any) -> str | None:
+    try:
+        return entry.attributes.func["qir_profiles"].string_value
+    except (KeyError, AttributeError):
+        return None
 
 
 def run_many(request: dict[str, Any]) -> dict[str, Any]:
