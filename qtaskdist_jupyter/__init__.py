@@ -1,1 +1,48 @@
-"""placeholder"""
+"""qtaskdist-jupyter: send quantum circuit jobs from Jupyter to a worker fleet.
+
+Importing this package stays cheap on purpose: a notebook that only does
+``%load_ext qtaskdist_jupyter`` must not pay for the server, the worker, Aer or
+matplotlib. :class:`Client` and the handles load on first use (module ``__getattr__``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["BatchHandle", "Client", "TaskHandle", "TaskTable", "load_ipython_extension"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import BatchHandle, Client, TaskHandle
+    from .widget import TaskTable
+
+_LAZY = {
+    "Client": "client",
+    "TaskHandle": "client",
+    "BatchHandle": "client",
+    "TaskTable": "widget",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qtaskdist_jupyter' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext qtaskdist_jupyter``: register the ``%qtask`` / ``%%qtask`` magics."""
+    from .magics import QtaskMagics
+
+    ip.register_magics(QtaskMagics)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    # IPython has no public 'unregister'; dropping our entries is what it would do.
+    for kind in ("line", "cell"):
+        ip.magics_manager.magics[kind].pop("qtask", None)

@@ -188,3 +188,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         events_maxlen=_int(env, "QTASKDIST_EVENTS_MAXLEN", 100_000, 100),
         limits=load_limits(env),
     )
+
+
+def kernel_server_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """``QTASKDIST_SERVER_URL`` / ``QTASKDIST_TOKEN``: what the server extension exports for
+    the kernels it starts (the notebook client's first discovery step)."""
+    env = os.environ if env is None else env
+    return env.get("QTASKDIST_SERVER_URL") or None, env.get("QTASKDIST_TOKEN") or None
