@@ -104,7 +104,9 @@ async def test_cancel_queued_task_and_running_backend_task(
     fake.polls_to_complete = 10**6  # the provider job never finishes by itself
     (queued,) = await submit(service, "simulate", [{"circuit": BELL_QASM2}])
     await service.cancel(queued, "alice")
-    (running,) = await submit(service, "backend_run", [{"circuit": BELL_QASM2, "device_id": DEVICE}])
+    (running,) = await submit(
+        service, "backend_run", [{"circuit": BELL_QASM2, "device_id": DEVICE}]
+    )
     w = start_worker(settings, "--poll-interval-s", "0.1", env=qenv, log=tmp_path / "w.log")
     try:
 

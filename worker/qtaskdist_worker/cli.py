@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = WorkerOptions()
     p = argparse.ArgumentParser(
         prog="qtaskdist-worker",
-        description="Run qtaskdist tasks (simulate, c_qir_convert, backend_run) from Redis Streams.",
+        description="Run qtaskdist tasks (simulate, c_qir_convert, backend_run) from Redis.",
     )
     p.add_argument(
         "--task-types",

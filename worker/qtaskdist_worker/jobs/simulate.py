@@ -196,7 +196,7 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         if len(ready) > 1:
             # One bad circuit must not fail its batch-mates: run each on its own.
-            for tid, p, _c in ready:
+            for tid, _p, _c in ready:
                 one = run_group({**request, "tasks": [{"task_id": tid, "payload": payloads[tid]}]})
                 replies.update(one["replies"])
             return {"replies": replies}
@@ -214,7 +214,8 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
             else:
                 body = {
                     "results": [
-                        {"parameters": b, **part} for b, part in zip(p.parameter_bindings, parts)
+                        {"parameters": b, **part}
+                        for b, part in zip(p.parameter_bindings, parts, strict=True)
                     ]
                 }
             replies[tid] = {
