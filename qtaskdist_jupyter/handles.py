@@ -140,7 +140,8 @@ class BatchHandle:
         return self.handles[i]
 
     def status_counts(self) -> dict[str, int]:
-        self._counts = self.client.counts(self.batch_id)
+        """Tasks of this batch per status (statuses with none left out)."""
+        self._counts = {k: v for k, v in self.client.counts(self.batch_id).items() if v}
         return self._counts
 
     def wait(self, timeout_s: float | None = None, progress: bool = True) -> dict[str, int]:

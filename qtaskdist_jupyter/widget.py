@@ -72,7 +72,11 @@ class TaskTableState:
             cur = self.rows.get(tid)
             self.missing.discard(tid)
             if cur is not None and cur["updated"] > updated:
-                cur.setdefault("name", t.get("name"))
+                # Newer events own status and times; the row still fills what events
+                # never carry (name, creation time, error).
+                cur["name"] = t.get("name")
+                cur["created"] = _epoch(t.get("created_at")) or cur["created"]
+                cur["error"] = t.get("error")
                 continue
             self.rows[tid] = {
                 "task_id": tid,

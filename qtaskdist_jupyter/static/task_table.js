@@ -107,7 +107,10 @@ class Table {
     const cur = this.rows.get(t.task_id);
     this.pendingFetch.delete(t.task_id);
     if (cur && cur.updated > updated) {
-      if (!cur.name) cur.name = t.name;
+      // Newer events own status and times; the row fills what events never carry.
+      cur.name = t.name;
+      cur.created = epoch(t.created_at) || cur.created;
+      cur.error = t.error;
       return;
     }
     this.rows.set(t.task_id, {
