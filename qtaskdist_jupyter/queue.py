@@ -40,6 +40,29 @@ end
 return #due
 """
 
+# Many XADDs in one command, the bodies joined by newlines (JSON bodies hold none): one
+# round trip, and no per-argument packing in redis-py, which costs more than the XADDs.
+# Measured on 2 loaded cores: 10k XADDs 0.63 s pipelined, 0.29 s as script arguments,
+# 0.08 s joined.
+_XADD_MANY = """
+local ids = {}
+for body in string.gmatch(ARGV[1], '[^\\n]+') do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'm', body)
+end
+return ids
+"""
+_XADD_EVENTS = """
+local n = 0
+for body in string.gmatch(ARGV[2], '[^\\n]+') do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', body)
+  n = n + 1
+end
+return n
+"""
+_JSON = json.JSONEncoder(separators=(",", ":"))
+# Entries per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
+_SCRIPT_CHUNK = 1000
+
 
 def _redis_errors(fn):  # type: ignore[no-untyped-def]
     @functools.wraps(fn)
@@ -57,6 +80,8 @@ class Broker:
         self.redis = redis
         self.events_maxlen = events_maxlen
         self._promote = redis.register_script(_PROMOTE)
+        self._xadd_many = redis.register_script(_XADD_MANY)
+        self._xadd_events = redis.register_script(_XADD_EVENTS)
 
     @classmethod
     def from_url(cls, redis_url: str, *, events_maxlen: int = 100_000) -> Broker:
@@ -64,6 +89,10 @@ class Broker:
             redis_url,
             decode_responses=True,
             socket_connect_timeout=5,
+            # redis-py 8 defaults socket_timeout to 5 s, which turns every XREAD BLOCK
+            # longer than that (events long poll, up to 30 s) into a TimeoutError; dead
+            # connections are caught by the health check instead.
+            socket_timeout=None,
             health_check_interval=30,
         )
         return cls(client, events_maxlen=events_maxlen)
@@ -78,13 +107,25 @@ class Broker:
     # ---- tasks ---------------------------------------------------------------------
     @_redis_errors
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
-        """XADD every message, pipelined (one round trip per 1000)."""
+        """XADD every message in order; one script call per stream and 1,000 messages."""
         ids: list[str] = []
-        for start in range(0, len(messages), 1000):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for m in messages[start : start + 1000]:
-                    pipe.xadd(STREAMS[m.task_type], m.encode())
-                ids.extend(await pipe.execute())
+        if len(messages) == 1:
+            m = messages[0]
+            return [await self.redis.xadd(STREAMS[m.task_type], m.encode())]
+        start = 0
+        while start < len(messages):
+            # Runs of one stream keep the order of the input across streams.
+            stream = STREAMS[messages[start].task_type]
+            end = start
+            while (
+                end < len(messages)
+                and end - start < _SCRIPT_CHUNK
+                and STREAMS[messages[end].task_type] == stream
+            ):
+                end += 1
+            bodies = [m.encode()[FIELD] for m in messages[start:end]]
+            ids.extend(await self._xadd_many(keys=[stream], args=["\n".join(bodies)]))
+            start = end
         return ids
 
     @_redis_errors
@@ -174,19 +215,32 @@ class Broker:
         rows = list(rows)
         if not rows:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for r in rows:
-                fields = event_fields(
-                    r["task_id"],
-                    str(r["status"]),
-                    owner=r["owner"],
-                    task_type=r["task_type"],
-                    attempt=r["attempt"],
-                    batch_id=r.get("batch_id"),
-                    **extra,
-                )
-                pipe.xadd(EVENTS_STREAM, fields, maxlen=self.events_maxlen, approximate=True)
-            await pipe.execute()
+        if extra:
+            bodies = [
+                event_fields(
+                    r["task_id"], str(r["status"]), owner=r["owner"], task_type=r["task_type"],
+                    attempt=r["attempt"], batch_id=r.get("batch_id"), **extra,
+                )[FIELD]
+                for r in rows
+            ]  # fmt: skip
+        else:
+            # The same JSON as event_fields, built without its per-call overhead: this runs
+            # for every task two or three times.
+            ts = time.time()
+            enc = _JSON.encode
+            bodies = [
+                enc({
+                    "task_id": str(r["task_id"]), "status": str(r["status"]),
+                    "owner": r["owner"], "task_type": r["task_type"], "attempt": r["attempt"],
+                    "batch_id": str(r["batch_id"]) if r.get("batch_id") else None, "ts": ts,
+                })
+                for r in rows
+            ]  # fmt: skip
+        for start in range(0, len(bodies), _SCRIPT_CHUNK):
+            chunk = bodies[start : start + _SCRIPT_CHUNK]
+            await self._xadd_events(
+                keys=[EVENTS_STREAM], args=[self.events_maxlen, "\n".join(chunk)]
+            )
 
     @_redis_errors
     async def read_events(

@@ -41,6 +41,10 @@ _LIGHT = (
 )
 
 
+# Below this many rows a plain INSERT beats setting up a COPY.
+_COPY_MIN = 64
+
+
 @dataclass
 class NewTask:
     task_type: str
@@ -161,6 +165,49 @@ class TaskStore:
             return await run(conn)
         async with self.engine.begin() as c:
             return await run(c)
+
+    @_db_errors
+    async def insert_many(
+        self, new: Sequence[NewTask], *, status: str = S.PENDING.value
+    ) -> list[dict[str, Any]]:
+        """Insert all rows in one transaction with ``status``; return their light rows.
+
+        Large batches go through COPY (about 3x the rows/s of a multi-row INSERT); the
+        returned rows are built here, not read back, because every value that matters to
+        the caller (id, type, owner, attempt 0, batch) is known before the write.
+        """
+        values = [n.row() for n in new]
+        if len(values) < _COPY_MIN:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(tasks), [{**v, "status": status} for v in values])
+        else:
+            cols = ("task_id", "task_type", "status", "payload", "owner", "name", "tags",
+                    "max_retries", "batch_id", "meta_data")  # fmt: skip
+            dumps = json.JSONEncoder(separators=(",", ":")).encode
+            async with self.engine.begin() as conn:
+                raw = await conn.get_raw_connection()
+                pg = raw.driver_connection
+                assert pg is not None
+                async with pg.cursor() as cur:
+                    copy_sql = f"COPY tasks ({', '.join(cols)}) FROM STDIN"
+                    async with cur.copy(copy_sql) as copy:
+                        # Equal payloads (a sweep of one circuit) are dumped once.
+                        memo: dict[int, str] = {}
+                        for v in values:
+                            p = v["payload"]
+                            text_p = memo.get(id(p))
+                            if text_p is None:
+                                text_p = memo[id(p)] = dumps(p)
+                            await copy.write_row((
+                                v["task_id"], v["task_type"], status, text_p, v["owner"],
+                                v["name"], v["tags"], v["max_retries"], v["batch_id"],
+                                dumps(v["meta_data"]),
+                            ))  # fmt: skip
+        return [
+            {"task_id": v["task_id"], "task_type": v["task_type"], "status": status,
+             "owner": v["owner"], "attempt": 0, "batch_id": v["batch_id"]}
+            for v in values
+        ]  # fmt: skip
 
     @_db_errors
     async def get(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:
