@@ -109,11 +109,8 @@ def _check_includes(toks: list[_Tok], fmt: str) -> None:
         if nxt is None or nxt.kind != "str" or end is None or end.text != ";":
             raise IncludeRefused("malformed include statement", line=t.line, column=t.col)
         if nxt.text[1:-1] != allowed:
-            raise IncludeRefused(
-                f"include {nxt.text} refused: only {allowed!r} may be included in {fmt}",
-                line=t.line,
-                column=t.col,
-            )
+            msg = f"include {nxt.text} refused: only {allowed!r} may be included in {fmt}"
+            raise IncludeRefused(msg, line=t.line, column=t.col)
 
 
 # ---------------------------------------------------------------- instruction count
@@ -187,11 +184,8 @@ class _Count:
             return int(tok.text)
         if tok.text in self.consts:
             return self.consts[tok.text]
-        raise CircuitError(
-            "register sizes must be integer literals or integer constants",
-            line=tok.line,
-            column=tok.col,
-        )
+        msg = "register sizes must be integer literals or integer constants"
+        raise CircuitError(msg, line=tok.line, column=tok.col)
 
     def _declare(self, s: list[_Tok], top: bool) -> None:
         texts = [t.text for t in s]
@@ -361,37 +355,30 @@ def _expanded_count(circuit: QuantumCircuit, memo: dict[int, int], keep: list[An
 # ---------------------------------------------------------------- public API
 def _limit(name: str, value: int, maximum: int) -> None:
     if value > maximum:
-        raise LimitExceeded(
-            f"circuit has {value} {name}; the limit is {maximum}",
-            limit=name,
-            value=value,
-            maximum=maximum,
-        )
+        msg = f"circuit has {value} {name}; the limit is {maximum}"
+        raise LimitExceeded(msg, limit=name, value=value, maximum=maximum)
 
 
 def detect_format(source: str) -> str:
+    """``qpy`` (base64 of b"QISKIT"), the ``OPENQASM`` header's version, else a guess."""
     text = source.lstrip("\ufeff \t\r\n")
     if text.startswith(QPY_PREFIX):
         return "qpy"
-    try:
-        toks = _tokens(text)
+    try:  # the header comes first; scanning a prefix keeps a 1 MB program cheap
+        toks = _tokens(text[:4096])[:2]
     except CircuitError:
         toks = []
-    for i, t in enumerate(toks[:-1]):
-        if t.text == "OPENQASM":
-            return "qasm3" if toks[i + 1].text.startswith("3") else "qasm2"
-    return "qasm2" if any(t.text == "qreg" for t in toks) else "qasm3"
+    if len(toks) == 2 and toks[0].text == "OPENQASM":
+        return "qasm3" if toks[1].text.startswith("3") else "qasm2"
+    return "qasm2" if re.search(r"\bqreg\b", text) else "qasm3"
 
 
 def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, int]:
     size = len(source.encode())
     if size > limits.max_payload_bytes:
-        raise PayloadTooLarge(
-            f"circuit is {size} bytes; the limit is {limits.max_payload_bytes}",
-            limit="payload_bytes",
-            value=size,
-            maximum=limits.max_payload_bytes,
-        )
+        top = limits.max_payload_bytes
+        msg = f"circuit is {size} bytes; the limit is {top}"
+        raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top)
     if fmt not in ("auto", "qasm2", "qasm3", "qpy"):
         raise CircuitError(f"unknown circuit format {fmt!r}; use auto, qasm2, qasm3 or qpy")
     fmt = detect_format(source) if fmt == "auto" else fmt
