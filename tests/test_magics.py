@@ -175,6 +175,9 @@ def test_table_magic_returns_the_widget(shell: InteractiveShell, nb_server: NbSe
     table = shell.user_ns["qt_table"]
     assert table.base_url == "/" and table.status == "completed"
     assert table.token == ""  # the browser authenticates with its own cookie
+    data, _ = table._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "<table>" in data["text/html"]  # the fallback for front ends without widgets
 
 
 def test_help() -> None:
@@ -228,3 +231,27 @@ def test_cell_without_circuit(shell: InteractiveShell) -> None:
     assert "expected a QuantumCircuit" in user_error(res, cap)
     res, cap = run(shell, "%qtask simulate")
     assert "is a cell magic" in user_error(res, cap)
+
+
+def test_services_down(
+    nb_server: NbServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second server whose Redis is not there: submitting says the services are down."""
+    from .nb_fixtures import start_server, stop_server
+
+    down = start_server(
+        tmp_path, nb_server.database_url, "redis://127.0.0.1:1/0", local_workers=0,
+        wait_worker=False,
+    )  # fmt: skip
+    try:
+        monkeypatch.setenv("QTASKDIST_SERVER_URL", down.url)
+        monkeypatch.setenv("QTASKDIST_TOKEN", down.token)
+        ip = InteractiveShell.instance()
+        ip.register_magics(QtaskMagics)
+        res, cap = run(ip, f"%%qtask simulate\n{BELL_QASM2}")
+        assert "services are down: Redis unreachable" in user_error(res, cap)
+        res, cap = run(ip, "%qtask status")
+        assert res.error_in_exec is None and "redis:    DOWN" in cap.stdout, cap.stdout
+        assert "database: ok" in cap.stdout
+    finally:
+        stop_server(down)
