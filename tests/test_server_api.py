@@ -18,7 +18,7 @@ from qtaskdist_jupyter.streams import EVENTS_STREAM, TaskMessage
 
 from .conftest import BELL_QASM2
 from .server_fixtures import *  # noqa: F403
-from .server_fixtures import simulate_spec
+from .server_fixtures import simulate_spec, wait_for
 
 
 def _rows(database_url: str) -> int:
@@ -265,7 +265,9 @@ async def test_events_long_poll_in_order_and_filtered(api, jp_serverapp) -> None
     assert code == 422 and err["field"] == "after"
 
 
-async def test_events_as_server_sent_events(api, jp_serverapp, http_server_client) -> None:
+async def test_events_as_server_sent_events(
+    api, jp_serverapp, http_server_client, sync_redis, redis_url
+) -> None:
     port = http_server_client.get_http_port()
     token = jp_serverapp.identity_provider.token
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -292,6 +294,16 @@ async def test_events_as_server_sent_events(api, jp_serverapp, http_server_clien
     assert [f["id"] for f in frames] == [e["id"] for e in events]
     writer.close()
     await writer.wait_closed()
+
+    # The client is gone: the handler stops its blocking XREAD instead of parking it.
+    db = int(redis_url.rsplit("/", 1)[1])
+
+    async def no_reader() -> bool:
+        clients = await asyncio.to_thread(sync_redis.client_list)
+        # flag "b": blocked in a command (the pool's idle connections don't count)
+        return not [c for c in clients if "b" in c["flags"] and int(c["db"]) == db]
+
+    await wait_for(no_reader, 5, "the SSE reader to stop")
 
 
 async def test_health(api, sync_redis) -> None:

@@ -330,6 +330,11 @@ class EventsHandler(QtaskdistHandler):
             await stream_sse(tail, write, self._closed)
         except StreamClosedError:
             return
+        except ServiceUnavailable as exc:
+            # Headers are sent, so no 503 now: say why and end the stream; EventSource
+            # reconnects by itself (retry: 2000) and resumes from Last-Event-ID.
+            self.log.warning("qtaskdist events stream ended: %s", exc.message)
+            self.write(f"event: error\ndata: {json.dumps(exc.to_json())}\n\n")
         if not self._finished:
             self.finish()
 
