@@ -24,9 +24,16 @@ TEST_DATABASE_URL = normalize_database_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-TEMPLATE_DB = "qtaskdist_test_template"
-# Redis DB 0 is left alone; tests rotate over 1..15 and flush the one they take.
-_redis_dbs = itertools.cycle(range(1, 16))
+# Per process, so two test runs on one machine do not drop each other's template.
+TEMPLATE_DB = f"qtaskdist_test_template_{os.getpid()}"
+# Redis databases: 0 is left alone. Tests that keep a server with a live worker running
+# for a whole session get a database of their own, so no per-test fixture can flush it
+# or feed its worker; per-test fixtures rotate over the rest and flush the one they take.
+REDIS_DB_NOTEBOOK_SERVER = 15  # tests/nb_fixtures.py session server
+REDIS_DB_BENCHMARKS = 14  # benchmarks/ (never run by the test suite)
+REDIS_DB_NBVAL = 13  # notebooks/conftest.py
+REDIS_DB_BROWSER = 12  # tests/test_browser.py
+_redis_dbs = itertools.cycle(range(1, 12))
 
 
 def _admin() -> psycopg.Connection:
@@ -42,7 +49,7 @@ def _url_for(dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> str:
+def pg_template() -> Iterator[str]:
     """A migrated template database; each test clones it (CREATE DATABASE … TEMPLATE)."""
     from qtaskdist_jupyter.migrate import upgrade
 
@@ -50,7 +57,9 @@ def pg_template() -> str:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     upgrade(_url_for(TEMPLATE_DB))
-    return TEMPLATE_DB
+    yield TEMPLATE_DB
+    with _admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
 @pytest.fixture

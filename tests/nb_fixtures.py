@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import signal
 import socket
@@ -176,11 +175,11 @@ def _drop_database(name: str) -> None:
 
 
 def _redis_db_url() -> str:
-    from .conftest import TEST_REDIS_URL
+    from .conftest import REDIS_DB_NOTEBOOK_SERVER, TEST_REDIS_URL
 
-    # Other pytest sessions on this machine rotate over 1..15 from 1 as well; a random
-    # start makes it unlikely that two running sessions flush each other's database.
-    return f"{TEST_REDIS_URL.rstrip('/')}/{random.randint(1, 15)}"
+    # A database of its own: the session server's worker would otherwise consume the
+    # messages of per-test fixtures that land on the same database (and they flush it).
+    return f"{TEST_REDIS_URL.rstrip('/')}/{REDIS_DB_NOTEBOOK_SERVER}"
 
 
 _SHARED: dict[str, NbServer] = {}
