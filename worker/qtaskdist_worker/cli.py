@@ -143,9 +143,14 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Our loggers at the asked level; libraries (qiskit logs every transpiler pass at
+    # INFO) stay at WARNING unless DEBUG is asked for.
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level="DEBUG" if args.log_level == "DEBUG" else "WARNING",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in ("qtaskdist_worker", "qtaskdist_jupyter"):
+        logging.getLogger(name).setLevel(args.log_level)
     from qtaskdist_jupyter.config import load_settings
     from qtaskdist_jupyter.errors import ConfigError, QtaskdistError
 
