@@ -9,6 +9,7 @@ row says ``queued`` and drop it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,10 @@ from .schemas import TaskCreate, validate_payload
 from .store import NewTask, TaskStore, tasks
 from .streams import TaskMessage
 
+# Validated payloads kept per service: entries and the largest key (bounds its memory).
+_MEMO_SIZE = 256
+_MEMO_MAX_KEY = 64 * 1024
+
 
 def _message(row: dict[str, Any]) -> TaskMessage:
     return TaskMessage(task_id=row["task_id"], task_type=row["task_type"], attempt=row["attempt"])
@@ -34,6 +39,7 @@ class TaskService:
         self.store = store
         self.broker = broker
         self.settings = settings
+        self._memo: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
@@ -57,17 +63,16 @@ class TaskService:
     ) -> NewTask:
         """Validate the payload for its task_type (and its circuit) into a NewTask.
 
-        ``memo`` (one per request) maps a payload's canonical JSON to its validated form:
-        a batch that sweeps one circuit parses it once, not once per task (the QASM parse
-        is ~90% of validation). Equal JSON validates equally, so the answer is the same.
+        A memo maps a payload's canonical JSON to its validated form, so a batch that
+        sweeps one circuit parses it once, not once per task (the QASM parse is ~90% of
+        validation). Equal JSON validates equally, so the answer is the same. ``memo``
+        defaults to this service's bounded memo, shared by requests.
         """
         from . import codec
 
-        key = None
-        payload = None
-        if memo is not None:
-            key = f"{spec.task_type}\0{json.dumps(spec.payload, sort_keys=True, default=str)}"
-            payload = memo.get(key)
+        memo = self._memo if memo is None else memo
+        key = f"{spec.task_type}\0{json.dumps(spec.payload, sort_keys=True, default=str)}"
+        payload = memo.get(key)
         if payload is None:
             payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
             codec.inspect_circuit(
@@ -75,8 +80,12 @@ class TaskService:
                 payload.get("circuit_format", "auto"),
                 limits=self.settings.limits,
             )
-            if memo is not None and key is not None:
+            if len(key) <= _MEMO_MAX_KEY:
                 memo[key] = payload
+                if len(memo) > _MEMO_SIZE:
+                    # Oldest first (dict order); another validating thread may race us.
+                    with contextlib.suppress(RuntimeError, StopIteration):
+                        memo.pop(next(iter(memo)), None)
         return NewTask(
             task_type=spec.task_type,
             payload=payload,

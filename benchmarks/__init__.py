@@ -1,0 +1,1 @@
+"""End-to-end benchmarks (not tests): see benchmarks/README.md."""

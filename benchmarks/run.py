@@ -1,0 +1,173 @@
+"""``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6, print a table, write JSON.
+
+Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import cases
+from .env import BenchConfig, machine_info, reset_database, start_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# N per benchmark: (full, quick)
+SIZES = {
+    "B1": (10_000, 2_000),
+    "B1_single": (2_000, 300),
+    "B2": (10_000, 2_000),
+    "B3": (500, 100),
+    "B4": (24, 22),
+    "B5": (5_000, 1_000),
+    "B6": (100_000, 10_000),
+}
+
+
+def worker_args(threads: int) -> list[str]:
+    # One job process per worker with one OpenMP thread: tiny circuits gain nothing from
+    # more threads, and idle OpenMP threads would spin on the cores the others need.
+    return ["--concurrency", "1", "--threads-per-job", str(threads)]
+
+
+def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, Any]:
+    size = {k: v[1] if quick else v[0] for k, v in SIZES.items()}
+    cores = len(os.sched_getaffinity(0))
+    out: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(),
+        "quick": quick,
+        "machine": machine_info(),
+        "config": {
+            "shots": cfg.shots,
+            "submit_chunk": chunk,
+            "redis_url": cfg.redis_url,
+            "database": cfg.db_name,
+            "sizes": size,
+        },  # fmt: skip
+        "results": {},
+    }
+    reset_database(cfg)
+    root = Path(tempfile.mkdtemp(prefix="qtd-bench-"))
+    server = start_server(cfg, root)
+    api = cases.Api(server.url, server.token)
+    res = out["results"]
+    try:
+        cases.clear_state(cfg)
+        steps = [
+            ("B1", lambda: cases.b1(api, cfg, size["B1"], size["B1_single"])),
+            ("B3", lambda: cases.b3(api, cfg, size["B3"], worker_args(1))),
+            ("B2", lambda: cases.b2(api, cfg, size["B2"], chunk, worker_args(1))),
+            ("B5", lambda: cases.b5(api, cfg, size["B5"], chunk, [1, 2, 4], worker_args(1))),
+            # One big circuit: the job process may use every core, as in-process Aer does.
+            ("B4", lambda: cases.b4(api, cfg, size["B4"], worker_args(cores))),
+            ("B6", lambda: cases.b6(api, cfg, size["B6"], chunk, worker_args(1))),
+        ]
+        for name, fn in steps:
+            if only and name not in only:
+                continue
+            t0 = time.perf_counter()
+            print(f"[bench] {name} ...", flush=True)
+            res[name] = fn()
+            res[name]["bench_wall_s"] = round(time.perf_counter() - t0, 2)
+    finally:
+        api.close()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    out["finished"] = datetime.now(UTC).isoformat()
+    return out
+
+
+def table(out: dict[str, Any]) -> str:
+    r = out["results"]
+    rows: list[tuple[str, str, str, str]] = []
+    if "B1" in r:
+        b = r["B1"]
+        rows.append(
+            (
+                "B1",
+                f"submit {b['bulk']['n']} bulk",
+                f"{b['bulk']['tasks_per_s']:,.0f} tasks/s",
+                "≥ 20,000 tasks/s",
+            )
+        )
+        pt = b["per_task"]
+        rows.append(("B1", f"submit {pt['n']} per-task REST (c={pt['concurrency']})",
+                     f"{b['per_task']['tasks_per_s']:,.0f} tasks/s",
+                     f"bulk/per-task = {b['ratio_bulk_over_per_task']:.1f}x"))  # fmt: skip
+    if "B2" in r:
+        b = r["B2"]
+        p = b["pipeline"]
+        rows.append(
+            (
+                "B2",
+                f"e2e {p['n']} Bell/100 shots, 1 worker",
+                f"{p['wall_s']:.2f} s ({p['tasks_per_s']:,.0f}/s)",
+                f"in-proc/pipeline = {b['ratio_inproc_over_pipeline']:.2f} (≥ 1.0)",
+            )
+        )
+        rows.append(("B2", "in-process loop (OMP unset | OMP=1)",
+                     f"{b['inproc_loop_omp_default']['wall_s']:.2f} | "
+                     f"{b['inproc_loop_omp1']['wall_s']:.2f} s", ""))  # fmt: skip
+    if "B3" in r:
+        b = r["B3"]
+        rows.append(("B3", f"submit→completed event, {b['n']} tasks",
+                     f"p50 {b['p50_ms']:.1f} / p99 {b['p99_ms']:.1f} ms",
+                     "p50 ≤ 10, p99 ≤ 50 ms"))  # fmt: skip
+    if "B4" in r:
+        b = r["B4"]
+        rows.append(
+            (
+                "B4",
+                f"one {b['num_qubits']}-qubit circuit",
+                f"pipeline {b['pipeline_s']:.2f} s, in-proc {b['inproc_s']:.2f} s",
+                f"in-proc/pipeline = {b['ratio_inproc_over_pipeline']:.2f} (≥ 0.95)",
+            )
+        )
+    if "B5" in r:
+        b = r["B5"]
+        for k, v in b["by_workers"].items():
+            rows.append(("B5", f"{b['n']} tasks, {k} worker process(es)",
+                         f"{v['tasks_per_s']:,.0f} tasks/s",
+                         f"x{b['speedup_vs_1'][k]:.2f} vs 1"))  # fmt: skip
+    if "B6" in r:
+        b = r["B6"]
+        sl = b["stream_lengths"]
+        rows.append(("B6", f"after {b['n']:,} tasks",
+                     f"Redis {b['used_memory_bytes'] / 2**20:.1f} MiB "
+                     f"(peak {b['used_memory_peak_bytes'] / 2**20:.1f})",
+                     f"XLEN simulate {sl['stream:simulate']}, events {sl['stream:events']}, "
+                     f"pending {b['pending_simulate']}"))  # fmt: skip
+    widths = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller N (under 2 minutes)")
+    ap.add_argument("--only", default="", help="comma-separated subset, e.g. B1,B3")
+    ap.add_argument("--db-name", default=BenchConfig.db_name)
+    ap.add_argument("--redis-url", default=BenchConfig.redis_url)
+    ap.add_argument("--chunk", type=int, default=2000, help="tasks per batch request in B2/5/6")
+    ap.add_argument("--no-save", action="store_true", help="print only; write no JSON")
+    args = ap.parse_args(argv)
+    cfg = BenchConfig(db_name=args.db_name, redis_url=args.redis_url)
+    only = {s.strip().upper() for s in args.only.split(",") if s.strip()}
+    out = run(only, args.quick, cfg, args.chunk)
+    print(table(out))
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        text = json.dumps(out, indent=2, default=str)
+        (RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json").write_text(text)
+        (RESULTS / "latest.json").write_text(text)
+        print(f"[bench] wrote {RESULTS / 'latest.json'}")
+    return 0
