@@ -13,6 +13,7 @@ backs the HTML fallback (non-widget front ends, ``%qtask list``) and the tests.
 from __future__ import annotations
 
 import html
+import re
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -36,6 +37,11 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     return datetime.fromisoformat(str(value)).timestamp()
+
+
+def _natural(text: str) -> list[str | int]:
+    # re.split with a group alternates text and digits, so positions never mix types.
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(re.split(r"(\d+)", text))]
 
 
 def _dur(seconds: float | None) -> str:
@@ -162,7 +168,10 @@ class TaskTableState:
             and (not task_type or r["task_type"] == task_type)
             and (not batch_id or r["batch_id"] == batch_id)
         ]
-        rows.sort(key=lambda r: (r["created"] or 0.0, r["task_id"]), reverse=True)
+        # Newest first; a batch's rows share one creation time, so they follow their
+        # names in natural order (sweep[2] before sweep[10]), as in the JS.
+        rows.sort(key=lambda r: (_natural(r["name"] or ""), r["task_id"]))
+        rows.sort(key=lambda r: r["created"] or 0.0, reverse=True)
         return rows[page * page_size : (page + 1) * page_size], len(rows)
 
     @staticmethod

@@ -9,6 +9,7 @@
 
 const STATUSES = ["pending", "queued", "running", "completed", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const NATURAL = new Intl.Collator(undefined, { numeric: true });
 const HINTS = [
   [/parse|syntax|invalid circuit|line \d+/i, "Check the circuit text at the line and column shown."],
   [/time ?limit|timed out|timeout/i, "Raise time_limit_s or split the work into smaller tasks."],
@@ -307,7 +308,10 @@ class Table {
       if (batch && r.batch_id !== batch) continue;
       out.push(r);
     }
-    out.sort((a, b) => (b.created || 0) - (a.created || 0) || (a.task_id < b.task_id ? 1 : -1));
+    // Newest first; a batch's rows share one creation time, so they follow their names
+    // in natural order (sweep[2] before sweep[10]).
+    out.sort((a, b) => (b.created || 0) - (a.created || 0)
+      || NATURAL.compare(a.name || "", b.name || "") || (a.task_id < b.task_id ? -1 : 1));
     return out;
   }
 
