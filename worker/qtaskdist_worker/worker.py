@@ -178,7 +178,9 @@ class Worker(Duties):
     def _readable(self) -> list[str]:
         out = []
         for t in self.opts.task_types:
-            if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency:
+            # One batch more than there are job processes: it is claimed and waits for the
+            # next free process, so DB and Redis round trips overlap the simulation.
+            if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency + 1:
                 out.append(STREAMS[t])
             elif t == "backend_run" and self.backend_jobs < self.opts.backend_concurrency:
                 out.append(STREAMS[t])

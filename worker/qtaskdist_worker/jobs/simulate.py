@@ -120,17 +120,24 @@ def _bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
     return circuit.assign_parameters({by_name[k]: v for k, v in binding.items()})
 
 
+@lru_cache(maxsize=32)
+def _prepared(source: str, fmt: str, limits: Any, method: str, device: str) -> QuantumCircuit:
+    """Parse (and, if needed, transpile) a circuit once per job process: a sweep sends the
+    same text thousands of times, and parsing costs more than simulating a small circuit.
+    Safe to share: Aer never mutates the circuits it runs, and saves / bindings copy."""
+    return prepare(load_circuit(source, fmt, limits), method, device)
+
+
 def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, list[Any]]:
     p = parse_payload("simulate", payload)
     assert isinstance(p, SimulatePayload)
-    circuit = load_circuit(p.circuit, p.circuit_format, limits)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
+    circuit = _prepared(p.circuit, p.circuit_format, limits, p.method, p.device)
     if p.parameter_bindings is None and circuit.parameters:
         names = ", ".join(sorted(x.name for x in circuit.parameters))
         raise PermanentJobError(
             f"the circuit has unbound parameters ({names}); pass parameter_bindings"
         )
-    circuit = prepare(circuit, p.method, p.device)
     if p.parameter_bindings is None:
         return p, [_with_saves(circuit, p)]
     return p, [_with_saves(_bind(circuit, b), p) for b in p.parameter_bindings]
