@@ -119,18 +119,15 @@ class ServerProcess:
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: without a terminal jupyter_server leaves SIGINT to Python's
+        # KeyboardInterrupt, which exits without stopping the extensions, so the local
+        # workers and the embedded services it started would outlive it.
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            # jupyter asks "Shutdown this Jupyter server (y/[n])?" on the first SIGINT
-            # only when attached to a terminal; a second SIGINT skips it either way.
-            self.proc.wait(2)
+            self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.kill()
+            self.proc.wait()
         self._log.close()
 
     def __enter__(self) -> ServerProcess:
