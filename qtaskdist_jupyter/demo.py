@@ -58,9 +58,18 @@ def wait_for_worker(server: Any, timeout_s: float = 90.0) -> dict[str, Any]:
 
 
 def execute_notebook(
-    path: Path, kernel_env: dict[str, str], *, timeout_s: float = 300.0, cwd: Path | None = None
+    path: Path,
+    kernel_env: dict[str, str],
+    *,
+    timeout_s: float = 300.0,
+    cwd: Path | None = None,
+    kernel_log: Path | None = None,
 ) -> Any:
-    """Run every cell of ``path`` in a fresh kernel; returns the executed notebook."""
+    """Run every cell of ``path`` in a fresh kernel; returns the executed notebook.
+
+    ``kernel_log``: where the kernel process's own stdout/stderr go (its start-up
+    warnings); cell outputs come over the kernel protocol either way.
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -74,19 +83,21 @@ def execute_notebook(
     # ipykernel picks matplotlib's inline backend itself (figures become outputs) unless
     # MPLBACKEND says otherwise, so the kernel does not get the server's Agg.
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    client.execute(env={**env, **kernel_env})
+    if kernel_log is None:
+        client.execute(env={**env, **kernel_env})
+        return nb
+    with open(kernel_log, "ab") as log:
+        client.execute(env={**env, **kernel_env}, stdout=log, stderr=log)
     return nb
 
 
 def notebook_text(nb: Any) -> list[str]:
-    """The plain-text outputs of an executed notebook, cell by cell."""
+    """What an executed notebook printed (stdout), cell by cell."""
     out: list[str] = []
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             if o.get("output_type") == "stream" and o.get("name") == "stdout":
                 out.append(o["text"].rstrip("\n"))
-            elif o.get("output_type") == "execute_result":
-                out.append(str(o.get("data", {}).get("text/plain", "")))
     return out
 
 
@@ -146,7 +157,9 @@ def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
         say(f"worker ready: {names}")
         say(f"running {notebook.relative_to(notebook.parents[1])} headless (nbclient)")
         t1 = time.monotonic()
-        nb = execute_notebook(notebook, server.kernel_env(), timeout_s=timeout_s)
+        nb = execute_notebook(
+            notebook, server.kernel_env(), timeout_s=timeout_s, kernel_log=workdir / "kernel.log"
+        )
         say(f"notebook finished in {time.monotonic() - t1:.1f} s; its printed output:")
         for text in notebook_text(nb):
             print("    " + text.replace("\n", "\n    "))
