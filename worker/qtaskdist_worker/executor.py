@@ -44,6 +44,11 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .jobs import handle_request, versions  # heavy imports happen here, once
+    from .jobs.simulate import warm_up
+
+    # The first Aer run in a process costs seconds (imports, kernel loading, OpenMP pool):
+    # pay it before the worker says it is ready, not inside a task's time.
+    warm_up()
 
     conn.send_bytes(json.dumps({"ready": True, **versions()}).encode())
     while True:

@@ -120,6 +120,15 @@ def _bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
     return circuit.assign_parameters({by_name[k]: v for k, v in binding.items()})
 
 
+def warm_up() -> None:
+    """Import, build the default simulator and run one tiny circuit (executor start)."""
+    circuit = QuantumCircuit(1, 1)
+    circuit.h(0)
+    circuit.measure(0, 0)
+    supported_ops()
+    simulator("automatic", "CPU").run(circuit, shots=1).result()
+
+
 @lru_cache(maxsize=32)
 def _prepared(source: str, fmt: str, limits: Any, method: str, device: str) -> QuantumCircuit:
     """Parse (and, if needed, transpile) a circuit once per job process: a sweep sends the
