@@ -59,6 +59,10 @@ class Duties:
                     last = await self.broker.last_event_id()
                 for eid, fields in await self.broker.read_events(last, count=1000, block_ms=1000):
                     last = eid
+                    # Nearly every event is another status; skip decoding those (events
+                    # are compact JSON, see streams.event_fields).
+                    if '"status":"cancelled"' not in str(fields.get("m", "")):
+                        continue
                     try:
                         ev = decode_event(eid, fields)
                         if ev.get("status") == "cancelled":
