@@ -247,14 +247,17 @@ def b6(api: Api, cfg: BenchConfig, n: int, chunk: int, worker_args: list[str]) -
 def b3(api: Api, cfg: BenchConfig, n: int, worker_args: list[str]) -> dict[str, Any]:
     """Submit one task, wait for its completed event via the events long poll; repeat."""
     lat: list[float] = []
-    spec = bell_spec(cfg.shots)
+    spec = {**bell_spec(cfg.shots), "enqueue": True}
     with Fleet(cfg).start(1, worker_args):
         cursor = api.events(None, 0)["cursor"]
         for i in range(n + 5):
             t0 = time.perf_counter()
             tid = api.post_task(spec)["task_id"]
             done = False
+            deadline = time.monotonic() + 30
             while not done:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"task {tid}: no completed event in 30 s")
                 got = api.events(cursor, 5)
                 cursor = got["cursor"]
                 done = any(
@@ -294,7 +297,11 @@ def big_circuit(n_qubits: int) -> str:
 def b4(api: Api, cfg: BenchConfig, n_qubits: int, worker_args: list[str]) -> dict[str, Any]:
     qasm = big_circuit(n_qubits)
     base = inproc(1, cfg.shots, qasm, omp=None)
-    spec = {"task_type": "simulate", "payload": {"circuit": qasm, "shots": cfg.shots}}
+    spec = {
+        "task_type": "simulate",
+        "payload": {"circuit": qasm, "shots": cfg.shots},
+        "enqueue": True,
+    }
     with Fleet(cfg).start(1, worker_args):
         t0 = time.time()
         api.post_task(spec)
