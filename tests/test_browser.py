@@ -18,6 +18,7 @@ a deterministic "queued task" without racing a worker.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,11 +139,14 @@ class Notebook:
         sel = "tr.qtd-row" + (f'[data-status="{status}"]' if status else "")
         return self.page.locator(sel)
 
-    def wait_rows(self, n: int, status: str | None = None, timeout_s: float = 30) -> None:
+    def wait_rows(
+        self, n: int, status: str | None = None, timeout_s: float = 30, at_least: bool = False
+    ) -> None:
         sel = "tr.qtd-row" + (f'[data-status="{status}"]' if status else "")
         self.page.wait_for_function(
-            "([sel, n]) => document.querySelectorAll(sel).length === n",
-            arg=[sel, n],
+            "([sel, n, atLeast]) => { const k = document.querySelectorAll(sel).length;"
+            " return atLeast ? k >= n : k === n; }",
+            arg=[sel, n, at_least],
             timeout=timeout_s * 1000,
         )
 
@@ -163,8 +167,8 @@ def _row_ids(nb: Notebook, status: str) -> list[str]:
 
 
 def test_live_table_in_jupyterlab(
+    chromium_context: Any,  # noqa: F811 - first: a missing Chromium skips before Lab starts
     lab: Any,
-    chromium_context: Any,  # noqa: F811 - fixture
     tmp_path: Path,
     database_url: str,
     redis_url: str,
@@ -182,6 +186,11 @@ def test_live_table_in_jupyterlab(
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    api_requests: list[str] = []
+    page.on(
+        "request",
+        lambda r: api_requests.append(r.url) if "/qtaskdist/api/" in r.url else None,
+    )
     nb = Notebook(page, shots_dir)
     worker_name = f"browser-test-{os.getpid()}"
     # Boots while the page loads; serves simulate only, so a convert task stays queued.
@@ -229,7 +238,7 @@ def test_live_table_in_jupyterlab(
         assert nb.prompt(4) == "[*]:"
         sleep_started = time.monotonic()
         resume_process_group(worker)
-        nb.wait_rows(1, "completed", timeout_s=SLEEP_S)
+        nb.wait_rows(1, "completed", timeout_s=SLEEP_S, at_least=True)
         nb.shot("completing-while-kernel-busy")
         nb.wait_rows(
             20, "completed", timeout_s=max(1.0, SLEEP_S - 1 - (time.monotonic() - sleep_started))
@@ -242,12 +251,21 @@ def test_live_table_in_jupyterlab(
         nb.shot("sweep-completed-kernel-busy")
 
         # ---- a row's result: the histogram -------------------------------------------
-        nb.rows("completed").first.click()
+        # sweep[10] (theta ~ pi/2): both outcomes, so the histogram has two bars.
+        row = page.locator("tr.qtd-row").filter(
+            has=page.locator("td", has_text=re.compile(r"^sweep\[10\]$"))
+        )
+        row_id = row.get_attribute("data-task-id")
+        row.click()
         page.wait_for_selector("svg.qtd-hist rect.qtd-hist-bar", timeout=15_000)
-        bars = page.locator("svg.qtd-hist rect.qtd-hist-bar")
-        assert bars.count() >= 1
-        heights = [float(bars.nth(k).get_attribute("height") or 0) for k in range(bars.count())]
-        assert max(heights) > 0
+        titles = page.locator("svg.qtd-hist rect.qtd-hist-bar title").evaluate_all(
+            "ts => ts.map(t => t.textContent)"
+        )
+        shown = {k: int(v) for k, v in (t.split(": ") for t in titles)}
+        result = api_get(lab, f"tasks/{row_id}")["result"]
+        (point,) = result["results"]
+        assert shown == point["counts"], (shown, result)
+        assert set(shown) == {"00", "11"} and sum(shown.values()) == 256
         nb.shot("histogram")
 
         # ---- cancel the queued convert task from its button ---------------------
@@ -260,11 +278,20 @@ def test_live_table_in_jupyterlab(
         nb.shot("cancelled")
 
         # ---- restart the kernel: the table stays and keeps updating -----------------
-        nb.wait_cell_done(4, timeout_s=SLEEP_S + 10)
+        # While the sleep may still run: users restart to stop a stuck cell.
         page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
         page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").first.click()
+        # Idle is only proof of a restart after the status bar said "Restarting".
+        page.evaluate(
+            "() => { const bar = document.querySelector('#jp-main-statusbar');"
+            " window.qtdRestartSeen = false;"
+            " new MutationObserver(() => { if (/\\| Restarting/.test(bar.textContent))"
+            " window.qtdRestartSeen = true; }).observe(bar,"
+            " {subtree: true, childList: true, characterData: true}); }"
+        )
         page.locator(".jp-Dialog .jp-mod-accept").click()
         page.wait_for_selector(".jp-Dialog", state="detached", timeout=10_000)
+        page.wait_for_function("() => window.qtdRestartSeen", timeout=30_000)
         nb.wait_kernel_idle(30)
         # A fresh kernel: its execution count starts again and `time` is gone.
         nb.run_cell(5, "print('time' in dir())")
@@ -291,8 +318,11 @@ def test_live_table_in_jupyterlab(
         page.wait_for_selector(late_row + ':has-text("after-restart")', timeout=10_000)
         nb.wait_rows(22)
         nb.shot("after-kernel-restart")
+        assert page.locator(".qtd-err").text_content() == ""
         errors = [c for c in console if c.startswith("pageerror")]
         assert not errors, errors
+        # The table followed the server's events endpoint itself (SSE or long poll).
+        assert any("/qtaskdist/api/events" in u for u in api_requests), api_requests[:20]
     except Exception:
         nb.shot("failure")
         print("browser console:\n" + "\n".join(console[-60:]))
