@@ -186,10 +186,12 @@ def test_live_table_in_jupyterlab(
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    api_requests: list[str] = []
+    api_requests: list[tuple[str, str]] = []
     page.on(
         "request",
-        lambda r: api_requests.append(r.url) if "/qtaskdist/api/" in r.url else None,
+        lambda r: (
+            api_requests.append((r.resource_type, r.url)) if "/qtaskdist/api/" in r.url else None
+        ),
     )
     nb = Notebook(page, shots_dir)
     worker_name = f"browser-test-{os.getpid()}"
@@ -318,11 +320,19 @@ def test_live_table_in_jupyterlab(
         page.wait_for_selector(late_row + ':has-text("after-restart")', timeout=10_000)
         nb.wait_rows(22)
         nb.shot("after-kernel-restart")
+        # Filters still work with no kernel behind the widget's model.
+        page.select_option("select.qtd-filter-status", "cancelled")
+        nb.wait_rows(1)
+        assert _row_ids(nb, "cancelled") == [convert_id]
+        page.select_option("select.qtd-filter-status", "")
+        nb.wait_rows(22)
         assert page.locator(".qtd-err").text_content() == ""
         errors = [c for c in console if c.startswith("pageerror")]
         assert not errors, errors
-        # The table followed the server's events endpoint itself (SSE or long poll).
-        assert any("/qtaskdist/api/events" in u for u in api_requests), api_requests[:20]
+        # The table followed the server's events stream itself, as server-sent events.
+        assert any(
+            kind == "eventsource" and "/qtaskdist/api/events" in url for kind, url in api_requests
+        ), api_requests[:20]
     except Exception:
         nb.shot("failure")
         print("browser console:\n" + "\n".join(console[-60:]))

@@ -34,8 +34,16 @@ function pageBaseUrl(model) {
 }
 
 function cookie(name) {
-  const m = document.cookie.match("\\b" + name + "=([^;]*)\\b");
+  // Anchored on ";" rather than \b: a value may end in "=" or "|".
+  const m = document.cookie.match("(?:^|;\\s*)" + name + "=([^;]*)");
   return m ? decodeURIComponent(m[1]) : "";
+}
+
+// Filters are view state first: after a kernel restart no kernel holds the model, and
+// a failing save_changes() must not stop the table from filtering.
+function setTrait(model, name, value) {
+  model.set(name, value);
+  try { model.save_changes(); } catch (e) { /* no kernel behind the model any more */ }
 }
 
 function epoch(v) {
@@ -247,7 +255,7 @@ class Table {
     this.batchesEl = h("div", { class: "qtd-batches" });
     const sel = (name, values) => {
       const s = h("select", { class: "qtd-filter-" + name, onchange: () => {
-        m.set(name, s.value); m.save_changes(); this.page = 0; this.schedule(); } },
+        setTrait(m, name, s.value); this.page = 0; this.schedule(); } },
       h("option", { value: "" }, "all " + (name === "task_type" ? "types" : name)),
       ...values.map((v) => h("option", { value: v }, v)));
       s.value = m.get(name) || "";
@@ -256,7 +264,7 @@ class Table {
     this.statusSel = sel("status", STATUSES);
     this.typeSel = sel("task_type", ["simulate", "c_qir_convert", "backend_run"]);
     this.batchInput = h("input", { class: "qtd-filter-batch", placeholder: "batch id",
-      onchange: () => { m.set("batch_id", this.batchInput.value.trim()); m.save_changes();
+      onchange: () => { setTrait(m, "batch_id", this.batchInput.value.trim());
         this.page = 0; this.schedule(); } });
     this.batchInput.value = m.get("batch_id") || "";
     this.pager = h("span", { class: "qtd-pager" });
