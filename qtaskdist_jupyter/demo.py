@@ -13,7 +13,9 @@ exports to the kernels it starts), and prints the task table and the Bell counts
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -128,11 +130,18 @@ def find_quickstart() -> Path:
     )
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
     from .client import Client
     from .launcher import ServerProcess
 
     notebook = find_quickstart()
+    # SIGTERM / SIGHUP (a closed terminal) end the demo through `finally` like Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     env = {"QTASKDIST_HOME": str(settings.home)}
     # With URLs given the extension starts no worker by default; the demo needs one.
     if settings.local_workers is None:
@@ -185,8 +194,11 @@ def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
             return 1
         raise
     finally:
-        say("stopping the server (and the embedded services it started)")
+        # Stop first: printing may fail (stdout closed, e.g. `qtaskdist demo | head`), and
+        # the server must not outlive us with its worker and embedded services.
         server.stop()
+        with contextlib.suppress(OSError):
+            say("stopped the server (and the embedded services it started)")
 
 
 __all__ = [
