@@ -39,6 +39,7 @@ from .retry import backoff_s
 log = logging.getLogger("qtaskdist_worker")
 T = TypeVar("T")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
+PREFETCH_BATCHES = 3
 
 
 @dataclass
@@ -178,9 +179,11 @@ class Worker(Duties):
     def _readable(self) -> list[str]:
         out = []
         for t in self.opts.task_types:
-            # One batch more than there are job processes: it is claimed and waits for the
-            # next free process, so DB and Redis round trips overlap the simulation.
-            if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency + 1:
+            # A few batches more than there are job processes: they are claimed and wait
+            # for the next free process, so the DB and Redis round trips of several
+            # batches overlap each other and the simulation (B5: one worker is bound by
+            # round-trip latency, not CPU).
+            if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency + PREFETCH_BATCHES:
                 out.append(STREAMS[t])
             elif t == "backend_run" and self.backend_jobs < self.opts.backend_concurrency:
                 out.append(STREAMS[t])
