@@ -40,6 +40,7 @@ from .browser_fixtures import (
     worker_alive,
     write_notebook,
 )
+from .nb_fixtures import _redis_db_url
 
 pytestmark = pytest.mark.browser
 
@@ -67,6 +68,23 @@ BELL = (
     "h q[0]; cx q[0],q[1]; measure q -> c;"
 )
 SLEEP_S = 15
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own, flushed first and last.
+
+    A random index (as tests/nb_fixtures.py picks), not conftest's rotation from 1: other
+    pytest sessions on a shared machine start at 1 too and would flush our streams.
+    """
+    import redis
+
+    url = _redis_db_url()
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture

@@ -388,7 +388,7 @@ class Table {
       body = histogram(res.counts);
     } else if (res.results) {
       body = h("div", {}, ...res.results.slice(0, 4).map((p) => h("div", {},
-        h("div", {}, JSON.stringify(p.parameters) + (p.expectation_values ? " ⟨O⟩=" + p.expectation_values.map((v) => v.toFixed(3)).join(", ") : "")),
+        h("div", { class: "qtd-params" }, params(p.parameters) + (p.expectation_values ? " · ⟨O⟩ = " + p.expectation_values.map((v) => v.toFixed(3)).join(", ") : "")),
         p.counts ? histogram(p.counts) : null)));
     } else {
       body = h("pre", {}, JSON.stringify(res, null, 1).slice(0, 4000));
@@ -401,6 +401,11 @@ class Table {
     clearInterval(this.timer);
     if (this.source) this.source.close();
   }
+}
+
+// Sweep bindings as "theta = 1.6526", not a 17-digit JSON float.
+function params(p) {
+  return Object.entries(p || {}).map(([k, v]) => `${k} = ${typeof v === "number" ? +v.toFixed(4) : v}`).join(", ");
 }
 
 // Counts as SVG bars: no plotting library in the browser, and it renders offline.
