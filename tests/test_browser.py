@@ -197,7 +197,8 @@ def test_live_table_in_jupyterlab(
     for old in shots_dir.glob("*.png"):
         old.unlink()
     print(f"\nbrowser test screenshots: {shots_dir}")
-    request.config.pluginmanager.register(_Summary(shots_dir), "qtd-browser-shots")
+    if not request.config.pluginmanager.has_plugin("qtd-browser-shots"):
+        request.config.pluginmanager.register(_Summary(shots_dir), "qtd-browser-shots")
 
     write_notebook(lab.root_dir / "test.ipynb")
     page = chromium_context.pages[0] if chromium_context.pages else chromium_context.new_page()
