@@ -40,7 +40,7 @@ from .browser_fixtures import (
     worker_alive,
     write_notebook,
 )
-from .nb_fixtures import _redis_db_url
+from .conftest import REDIS_DB_BROWSER, TEST_REDIS_URL
 
 pytestmark = pytest.mark.browser
 
@@ -74,12 +74,12 @@ SLEEP_S = 15
 def redis_url() -> Iterator[str]:
     """A Redis database of its own, flushed first and last.
 
-    A random index (as tests/nb_fixtures.py picks), not conftest's rotation from 1: other
-    pytest sessions on a shared machine start at 1 too and would flush our streams.
+    Reserved in conftest (REDIS_DB_BROWSER): the per-test rotation never takes it, and the
+    notebook-side session server, whose worker would consume our messages, has another.
     """
     import redis
 
-    url = _redis_db_url()
+    url = f"{TEST_REDIS_URL.rstrip('/')}/{REDIS_DB_BROWSER}"
     client = redis.Redis.from_url(url, socket_connect_timeout=5)
     client.flushdb()
     yield url
