@@ -154,7 +154,9 @@ def test_cancel_retry_show_list_status(shell: InteractiveShell, nb_server: NbSer
     assert "cannot be cancelled" in user_error(res, cap)
 
     res, cap = run(shell, f"%qtask retry {tid}")
-    assert res.error_in_exec is None and "queued" in cap.stdout, cap.stderr
+    # The live worker may claim it before the magic prints the fresh row.
+    assert res.error_in_exec is None, cap.stderr
+    assert any(f": {s}" in cap.stdout for s in ("queued", "running", "completed")), cap.stdout
     res, cap = run(shell, f"%qtask wait {tid} --timeout 120")
     assert res.error_in_exec is None and "completed" in cap.stdout, cap.stderr
 
