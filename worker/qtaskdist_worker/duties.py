@@ -79,6 +79,7 @@ class Duties:
         await reconciler.reconcile(
             self.store, self.broker, self.opts.task_types,
             stale_after_s=self.opts.visibility_timeout_s,
+            lock_ttl_s=self.opts.reconcile_interval_s, me=self.name, mine=self.inflight,
         )  # fmt: skip
 
     async def _autoclaim(self) -> None:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from qtaskdist_jupyter.errors import QueueUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.queue import Broker
 from qtaskdist_jupyter.store import TaskStore
 from qtaskdist_jupyter.streams import STREAMS, TaskMessage
@@ -28,18 +32,53 @@ def live_workers(workers: dict[str, dict[str, Any]], stale_after_s: float) -> se
     return {n for n, info in workers.items() if now - float(info.get("ts", 0)) <= stale_after_s}
 
 
+def _orphaned(
+    row: dict[str, Any],
+    alive: set[str],
+    me: str | None,
+    mine: Collection[uuid.UUID],
+    stale_after_s: float,
+) -> bool:
+    if me is None or row.get("worker") != me:
+        return row.get("worker") not in alive
+    # Our own rows are judged by what we hold, not by our heartbeat: right after a Redis
+    # outage it is stale while we still run them (releasing them would run them twice),
+    # and a claim whose reply an outage swallowed leaves a row running under our name
+    # that nothing of ours runs (never releasing it would lose the task). The age check
+    # covers a claim that committed but whose coroutine has not yet recorded it.
+    if row["task_id"] in mine:
+        return False
+    started = row.get("started_at")
+    return started is None or time.time() - started.timestamp() > stale_after_s
+
+
 async def reconcile(
     store: TaskStore,
     broker: Broker,
     task_types: Sequence[str],
     *,
     stale_after_s: float,
-    lock_ttl_s: int = 10,
+    lock_ttl_s: float = 10.0,
     force: bool = False,
+    me: str | None = None,
+    mine: Collection[uuid.UUID] = (),
 ) -> dict[str, int]:
-    """One pass. Returns how many rows were re-enqueued and released."""
-    if not force and not await broker.redis.set(LOCK_KEY, "1", nx=True, ex=lock_ttl_s):
-        return {"requeued": 0, "released": 0}
+    """One pass. Returns how many rows were re-enqueued and released.
+
+    The lock lives ``lock_ttl_s`` and is never deleted: it spaces the fleet's passes that
+    far apart, so the workers pass their reconcile interval here (a fixed 10 s made an
+    interval of 1 s act like 10 s). ``me`` is the calling worker and ``mine`` the task ids
+    it has in flight (a live view: it is read after the rows are).
+    """
+    if not force:
+        try:
+            locked = await broker.redis.set(
+                LOCK_KEY, "1", nx=True, px=max(1, int(lock_ttl_s * 1000))
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
+        if not locked:
+            return {"requeued": 0, "released": 0}
     streams = [STREAMS[t] for t in task_types]
     await broker.ensure_groups(streams)
     requeued = released = 0
@@ -62,7 +101,7 @@ async def reconcile(
     orphans = [
         r
         for r in await store.running_rows(limit=5000)
-        if r["task_type"] in task_types and r.get("worker") not in alive
+        if r["task_type"] in task_types and _orphaned(r, alive, me, mine, stale_after_s)
     ]
     moved = []
     for r in orphans:
