@@ -31,7 +31,9 @@ def test_state_follows_tasks_submitted_elsewhere(nb_server: NbServer, nb_client:
     ids = set(body["task_ids"])
     seen: dict[str, list[str]] = {t: [] for t in ids}
     deadline = time.monotonic() + 120
-    while any(state.rows.get(t, {}).get("status") != "completed" for t in ids):
+    # Follow until every task's completed *event* arrived: the one-time fetch of an unknown
+    # task's row may already say completed before its running/completed events are read.
+    while any("completed" not in seen[t] for t in ids):
         assert time.monotonic() < deadline, {t: state.rows.get(t) for t in ids}
         for ev in state.follow(nb_client, timeout_s=5):
             if ev["task_id"] in seen:
