@@ -46,6 +46,7 @@ class TaskService:
         assert settings.database_url and settings.redis_url, "resolve embedded URLs first"
         # The circuit checker imports qiskit (~2 s): at startup, not in the first request.
         from . import codec  # noqa: F401
+
         return cls(
             TaskStore.from_url(settings.database_url, pool_size=pool_size),
             Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen),

@@ -235,9 +235,7 @@ def test_cell_without_circuit(shell: InteractiveShell) -> None:
     assert "is a cell magic" in user_error(res, cap)
 
 
-def test_services_down(
-    nb_server: NbServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_services_down(nb_server: NbServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second server whose Redis is not there: submitting says the services are down."""
     from .nb_fixtures import start_server, stop_server
 
