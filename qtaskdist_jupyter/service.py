@@ -15,14 +15,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import update
-
 from .config import Settings
 from .errors import QueueUnavailable
 from .models import TaskStatus
 from .queue import Broker
 from .schemas import TaskCreate, validate_payload
-from .store import NewTask, TaskStore, tasks
+from .store import NewTask, TaskStore
 from .streams import TaskMessage
 
 # Validated payloads kept per service: entries and the largest key (bounds its memory).
@@ -120,7 +118,7 @@ class TaskService:
         try:
             await self.broker.enqueue([_message(r) for r in rows])
         except QueueUnavailable:
-            await self._unqueue([r["task_id"] for r in rows])
+            await self.store.unqueue([r["task_id"] for r in rows])
             raise
         try:
             await self.broker.emit(rows)
@@ -133,7 +131,7 @@ class TaskService:
         try:
             await self.broker.enqueue([_message(r) for r in moved])
         except QueueUnavailable:
-            await self._unqueue([r["task_id"] for r in moved])
+            await self.store.unqueue([r["task_id"] for r in moved])
             raise
         for r in moved:
             r["status"] = TaskStatus.QUEUED.value
@@ -154,19 +152,8 @@ class TaskService:
                 status=row["status"],
             )
         await self.broker.ping()
-        moved = await self.enqueue_rows([task_id])
-        if not moved:
-            return await self.store.get(task_id, owner)
+        await self.enqueue_rows([task_id])
         return await self.store.get(task_id, owner)
-
-    async def _unqueue(self, task_ids: Sequence[uuid.UUID]) -> None:
-        stmt = (
-            update(tasks)
-            .where(tasks.c.task_id.in_(task_ids), tasks.c.status == TaskStatus.QUEUED)
-            .values(status=TaskStatus.PENDING.value)
-        )
-        async with self.store.engine.begin() as conn:
-            await conn.execute(stmt)
 
     async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
         row = await self.store.cancel(task_id, owner)
@@ -181,7 +168,7 @@ class TaskService:
         try:
             await self.broker.enqueue([_message(row)])
         except QueueUnavailable:
-            await self._unqueue([task_id])
+            await self.store.unqueue([task_id])
             raise
         await self.broker.emit([row])
         return await self.store.get(task_id, owner)

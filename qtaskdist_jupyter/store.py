@@ -16,10 +16,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, text, tuple_, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .errors import DatabaseUnavailable, InvalidInput, TaskNotFound, TransitionError
+from .errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidInput,
+    TaskNotFound,
+    TransitionError,
+)
 from .models import FINISHED, Task, TaskStatus
 
 tasks = Task.__table__
@@ -584,6 +590,29 @@ class TaskStore:
         )
         async with self.engine.connect() as conn:
             return int((await conn.execute(stmt)).scalar_one())
+
+    @_db_errors
+    async def unqueue(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """queued → pending: the XADD that should have followed the commit failed."""
+        stmt = (
+            update(tasks)
+            .where(tasks.c.task_id.in_(task_ids), tasks.c.status == S.QUEUED)
+            .values(status=S.PENDING.value, updated_at=func.now())
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    @_db_errors
+    async def check_schema(self) -> None:
+        """ConfigError when the migrations have not run on this database."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1 FROM tasks LIMIT 0"))
+        except ProgrammingError as exc:
+            raise ConfigError(
+                "the database has no 'tasks' table; create it first with `qtaskdist db upgrade` "
+                "(or start the Jupyter server once)"
+            ) from exc
 
     # ---- reconciler ----------------------------------------------------------------
     @_db_errors

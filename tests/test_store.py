@@ -135,3 +135,22 @@ async def test_concurrent_claims_only_one_wins(service) -> None:
         *[service.store.claim_many([(row["task_id"], 0)], worker=f"w{i}") for i in range(8)]
     )
     assert sum(len(g) for g in got) == 1
+
+
+async def test_check_schema_names_the_fix_on_an_unmigrated_database() -> None:
+    from qtaskdist_jupyter.errors import ConfigError
+    from qtaskdist_jupyter.store import TaskStore
+
+    from .conftest import _admin, _url_for
+
+    name = f"qtd_empty_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    store = TaskStore.from_url(_url_for(name))
+    try:
+        with pytest.raises(ConfigError, match="qtaskdist db upgrade"):
+            await store.check_schema()
+    finally:
+        await store.close()
+        with _admin() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -142,17 +142,7 @@ class Worker(Duties):
         self.capacity.set()
 
     async def _check_schema(self) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import ProgrammingError
-
-        try:
-            async with self.store.engine.connect() as conn:
-                await conn.execute(text("SELECT 1 FROM tasks LIMIT 0"))
-        except ProgrammingError as exc:
-            raise ConfigError(
-                "the database has no 'tasks' table; create it first with `qtaskdist db upgrade` "
-                "(or start the Jupyter server once)"
-            ) from exc
+        await self.store.check_schema()
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
         """Run ``fn`` until the DB / Redis answer: an outage delays work, it loses none."""
