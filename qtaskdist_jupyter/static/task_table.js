@@ -78,6 +78,7 @@ class Table {
     this.model = model;
     this.el = el;
     this.rows = new Map();
+    this.trs = new Map(); // task id -> its <tr>, reused across renders
     this.page = 0;
     this.selected = null;
     this.detail = null; // full row of the selected task
@@ -348,25 +349,55 @@ class Table {
     const pages = Math.max(1, Math.ceil(rows.length / size));
     this.page = Math.min(this.page, pages - 1);
     this.pager.textContent = ` ${this.page + 1} / ${pages} (${rows.length}) `;
-    const frag = document.createDocumentFragment();
+    // Rows are reused (keyed by task id) and only their cells change: rebuilding them
+    // every tick would swap a button out from under a click between mousedown and mouseup.
+    const want = [];
     for (const r of rows.slice(this.page * size, (this.page + 1) * size)) {
-      const wait = r.created ? ((r.started || (TERMINAL.has(r.status) ? null : now)) ?? null) : null;
-      const run = r.started ? (r.finished || now) : null;
-      const canCancel = ["pending", "queued", "running"].includes(r.status);
-      const canRetry = ["failed", "cancelled"].includes(r.status);
-      frag.append(h("tr", { "data-task-id": r.task_id, "data-status": r.status || "",
-        class: "qtd-row" + (this.selected === r.task_id ? " qtd-selected" : "") },
-      h("td", { class: "qtd-id", title: r.task_id }, r.task_id.slice(0, 8)),
-      h("td", {}, r.name || ""), h("td", {}, r.task_type || ""),
-      h("td", {}, h("span", { class: `qtd-status qtd-status-${r.status}`, style: `background:${colors[r.status] || "#999"}` }, r.status || "?")),
-      h("td", {}, String(r.attempt)),
-      h("td", {}, wait !== null && r.created ? dur(wait - r.created) : ""),
-      h("td", {}, run !== null ? dur(run - r.started) : ""),
-      h("td", {}, r.created ? dur(now - r.created) : ""),
-      h("td", {}, canCancel ? h("button", { class: "qtd-cancel", "data-action": "cancel" }, "cancel") : null,
-        canRetry ? h("button", { class: "qtd-retry", "data-action": "retry" }, "retry") : null)));
+      want.push(this.updateRow(r, colors, now));
     }
-    this.tbody.replaceChildren(frag);
+    const keep = new Set(want);
+    for (const [id, tr] of this.trs) if (!keep.has(tr)) this.trs.delete(id);
+    const current = this.tbody.children;
+    if (current.length !== want.length || want.some((tr, i) => current[i] !== tr)) {
+      this.tbody.replaceChildren(...want);
+    }
+  }
+
+  updateRow(r, colors, now) {
+    let tr = this.trs.get(r.task_id);
+    if (!tr) {
+      tr = h("tr", { "data-task-id": r.task_id, class: "qtd-row" },
+        h("td", { class: "qtd-id", title: r.task_id }, r.task_id.slice(0, 8)),
+        ...Array.from({ length: 8 }, () => h("td", {})));
+      this.trs.set(r.task_id, tr);
+    }
+    const c = tr.cells;
+    const setText = (i, text) => { if (c[i].textContent !== text) c[i].textContent = text; };
+    tr.className = "qtd-row" + (this.selected === r.task_id ? " qtd-selected" : "");
+    if (tr.dataset.status !== (r.status || "")) {
+      tr.dataset.status = r.status || "";
+      c[3].replaceChildren(h("span", { class: `qtd-status qtd-status-${r.status}`,
+        style: `background:${colors[r.status] || "#999"}` }, r.status || "?"));
+    }
+    const wait = r.created ? ((r.started || (TERMINAL.has(r.status) ? null : now)) ?? null) : null;
+    const run = r.started ? (r.finished || now) : null;
+    setText(1, r.name || "");
+    setText(2, r.task_type || "");
+    setText(4, String(r.attempt));
+    setText(5, wait !== null && r.created ? dur(wait - r.created) : "");
+    setText(6, run !== null ? dur(run - r.started) : "");
+    setText(7, r.created ? dur(now - r.created) : "");
+    const canCancel = ["pending", "queued", "running"].includes(r.status);
+    const canRetry = ["failed", "cancelled"].includes(r.status);
+    const actions = `${canCancel}/${canRetry}`;
+    if (tr.dataset.actions !== actions) {
+      tr.dataset.actions = actions;
+      c[8].replaceChildren(...[
+        canCancel ? h("button", { class: "qtd-cancel", "data-action": "cancel" }, "cancel") : null,
+        canRetry ? h("button", { class: "qtd-retry", "data-action": "retry" }, "retry") : null,
+      ].filter(Boolean));
+    }
+    return tr;
   }
 
   renderDetail() {
