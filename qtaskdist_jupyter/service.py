@@ -28,6 +28,10 @@ _MEMO_SIZE = 256
 _MEMO_MAX_KEY = 64 * 1024
 
 
+# The event ``status`` sent when a finished task is deleted.
+DELETED = "deleted"
+
+
 def _message(row: dict[str, Any]) -> TaskMessage:
     return TaskMessage(task_id=row["task_id"], task_type=row["task_type"], attempt=row["attempt"])
 
@@ -154,6 +158,14 @@ class TaskService:
         await self.broker.ping()
         await self.enqueue_rows([task_id])
         return await self.store.get(task_id, owner)
+
+    async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
+        row = await self.store.delete(task_id, owner)
+        try:
+            # Not a status of the row (the row is gone): it tells live tables to drop it.
+            await self.broker.emit([{**row, "status": DELETED}])
+        except QueueUnavailable:
+            pass  # deleted; an open table keeps the row until it reloads
 
     async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
         row = await self.store.cancel(task_id, owner)

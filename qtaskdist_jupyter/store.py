@@ -301,14 +301,27 @@ class TaskStore:
         return dict(row._mapping)
 
     @_db_errors
-    async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
+    async def delete(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        """Delete a finished task; returns what an event about it needs."""
         cond = [tasks.c.task_id == task_id, tasks.c.status.in_([s.value for s in FINISHED])]
         if owner is not None:
             cond.append(tasks.c.owner == owner)
+        stmt = (
+            delete(tasks)
+            .where(*cond)
+            .returning(
+                tasks.c.task_id,
+                tasks.c.task_type,
+                tasks.c.owner,
+                tasks.c.attempt,
+                tasks.c.batch_id,
+            )
+        )
         async with self.engine.begin() as conn:
-            res = await conn.execute(delete(tasks).where(*cond).returning(tasks.c.task_id))
-            if res.first() is None:
+            row = (await conn.execute(stmt)).first()
+            if row is None:
                 await self._why(conn, task_id, owner, "delete", FINISHED)
+            return dict(row._mapping)
 
     # ---- transitions ---------------------------------------------------------------
     async def _why(

@@ -100,6 +100,10 @@ class TaskTableState:
 
     def apply_event(self, ev: dict[str, Any]) -> None:
         tid = str(ev["task_id"])
+        if ev.get("status") == "deleted":
+            self.rows.pop(tid, None)
+            self.missing.discard(tid)
+            return
         ts = float(ev.get("ts") or time.time())
         row = self.rows.get(tid)
         if row is None:

@@ -198,6 +198,9 @@ async def test_cancel_retry_delete(api, sync_redis) -> None:
     assert code == 204 and body is None
     code, _ = await api("GET", f"tasks/{tid}")
     assert code == 404
+    # Live tables learn of the deletion from the events stream.
+    last = json.loads(sync_redis.xrevrange("stream:events", count=1)[0][1]["m"])
+    assert last["task_id"] == tid and last["status"] == "deleted"
 
 
 async def test_batch_all_or_nothing(api, sync_redis, database_url) -> None:

@@ -112,3 +112,11 @@ def test_widget_traits_and_front_end_files() -> None:
     state = table.get_state()
     assert state["base_url"] == "/user/ada/" and state["status"] == "failed"
     assert "qtd-hist" in state["_esm"] and "qtd-status" in state["_css"]
+
+
+def test_deleted_event_drops_the_row() -> None:
+    s = TaskTableState()
+    s.apply_page([_row(1, status="completed"), _row(2)])
+    s.apply_event({"task_id": str(uuid.UUID(int=1)), "status": "deleted", "ts": 200.0})
+    assert set(s.rows) == {str(uuid.UUID(int=2))}
+    assert s.counts()["completed"] == 0

@@ -131,6 +131,12 @@ class Table {
   }
 
   applyEvent(ev) {
+    if (ev.status === "deleted") {
+      this.rows.delete(ev.task_id);
+      if (this.selected === ev.task_id) { this.selected = null; this.renderDetail(); }
+      this.schedule();
+      return;
+    }
     const ts = ev.ts || Date.now() / 1000;
     let row = this.rows.get(ev.task_id);
     if (!row) {

@@ -247,7 +247,7 @@ class TaskHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def delete(self, task_id: str) -> None:
-        await self.service.store.delete(self.task_id(task_id), self.owner)
+        await self.service.delete(self.task_id(task_id), self.owner)
         self.set_status(204)
         self.finish()
 
