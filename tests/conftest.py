@@ -129,6 +129,16 @@ measure q[1] -> c[1];
 """
 
 
+BELL_QASM3 = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[2] q;
+bit[2] c;
+h q[0];
+cx q[0], q[1];
+c = measure q;
+"""
+
+
 @pytest.fixture
 def bell_qasm() -> str:
     return BELL_QASM2

@@ -229,13 +229,3 @@ def server_env(nb_server: NbServer, monkeypatch: pytest.MonkeyPatch) -> NbServer
     monkeypatch.setenv("QTASKDIST_SERVER_URL", nb_server.url)
     monkeypatch.setenv("QTASKDIST_TOKEN", nb_server.token)
     return nb_server
-
-
-BELL_QASM3 = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""

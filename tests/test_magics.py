@@ -16,9 +16,9 @@ from IPython.utils.capture import CapturedIO, capture_output
 from qtaskdist_jupyter.client import BatchHandle, TaskHandle
 from qtaskdist_jupyter.magics import QtaskMagics
 
-from .conftest import BELL_QASM2
+from .conftest import BELL_QASM2, BELL_QASM3
 from .nb_fixtures import *  # noqa: F403
-from .nb_fixtures import BELL_QASM3, NbServer
+from .nb_fixtures import NbServer
 
 
 @pytest.fixture

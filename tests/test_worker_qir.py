@@ -6,17 +6,9 @@ import base64
 
 import pyqir
 
-from .conftest import BELL_QASM2
+from .conftest import BELL_QASM2, BELL_QASM3
 from .worker_fixtures import rows, run_worker, submit
 
-BELL3 = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""
 IF_QASM2 = """OPENQASM 2.0;
 include "qelib1.inc";
 qreg q[1];
@@ -41,7 +33,7 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
         "c_qir_convert",
         [
             {"circuit": BELL_QASM2},
-            {"circuit": BELL3, "profile": "adaptive", "module_name": "bell3"},
+            {"circuit": BELL_QASM3, "profile": "adaptive", "module_name": "bell3"},
             {"circuit": IF_QASM2},
             {"circuit": REUSE, "profile": "base"},
             {"circuit": IF_QASM2, "profile": "adaptive"},
