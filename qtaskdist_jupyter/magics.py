@@ -345,27 +345,25 @@ class QtaskMagics(Magics):
         if isinstance(h, BatchHandle):
             print(f"batch {h.batch_id}: cancelled {h.cancel()} tasks")
             return
-        try:
-            row = h.cancel()
-        except ApiError as exc:
-            if exc.status == 409:
-                raise UsageError(
-                    f"qtask: task {h.task_id} cannot be cancelled: {exc.message}"
-                ) from None
-            raise
+        row = self._transition(h, "cancelled", h.cancel)
         print(f"task {h.task_id}: {row['status']}")
 
     def _do_retry(self, args: Any) -> None:
         h = self._target(args)
+        row = self._transition(h, "retried", h.retry)
+        print(f"task {h.task_id}: {row['status']} (attempt {row['attempt']})")
+
+    @staticmethod
+    def _transition(h: Any, verb: str, action: Any) -> dict[str, Any]:
+        """Run a handle's cancel/retry; an illegal transition is one clear line."""
         try:
-            row = h.retry()
+            return action()
         except ApiError as exc:
             if exc.status == 409:
                 raise UsageError(
-                    f"qtask: task {h.task_id} cannot be retried: {exc.message}"
+                    f"qtask: task {h.task_id} cannot be {verb}: {exc.message}"
                 ) from None
             raise
-        print(f"task {h.task_id}: {row['status']} (attempt {row['attempt']})")
 
     def _do_table(self, args: Any) -> Any:
         from .widget import TaskTable

@@ -104,46 +104,45 @@ class TaskService:
 
     async def create(self, new: Sequence[NewTask], *, enqueue: bool) -> list[dict[str, Any]]:
         """Insert all rows in one transaction; with ``enqueue``, queue them too."""
-        if enqueue:
-            # Refuse up front rather than leave rows behind when Redis is down.
-            await self.broker.ping()
         if not enqueue:
             rows = await self.store.insert_many(new)
-            try:
-                await self.broker.emit(rows)
-            except QueueUnavailable:
-                # The rows are written and pending, as asked; answering 503 would make the
-                # caller retry and create them twice. Only the live view misses the event.
-                pass
+            # The rows are written and pending, as asked; answering 503 for a lost event
+            # would make the caller retry and create them twice.
+            await self._emit_quietly(rows)
             return rows
+        # Refuse up front rather than leave rows behind when Redis is down.
+        await self.broker.ping()
         # Rows are written as ``queued`` directly: same order of writes as pending→queued
         # (row first, XADD second) without a second statement over every row.
         rows = await self.store.insert_many(new, status=TaskStatus.QUEUED.value)
+        await self._publish(rows)
+        return rows
+
+    async def enqueue_rows(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        moved = await self.store.mark_queued(task_ids)
+        for r in moved:
+            r["status"] = TaskStatus.QUEUED.value
+        await self._publish(moved)
+        return moved
+
+    async def _publish(self, rows: Sequence[dict[str, Any]]) -> None:
+        """XADD rows just committed as ``queued``, then their events.
+
+        If the XADD fails the rows go back to ``pending`` (visible, enqueueable later).
+        """
         try:
             await self.broker.enqueue([_message(r) for r in rows])
         except QueueUnavailable:
             await self.store.unqueue([r["task_id"] for r in rows])
             raise
+        await self._emit_quietly(rows)
+
+    async def _emit_quietly(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Events feed only the live views; the committed change stands without them."""
         try:
             await self.broker.emit(rows)
         except QueueUnavailable:
-            pass  # the tasks are queued; only the live view misses this event
-        return rows
-
-    async def enqueue_rows(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
-        moved = await self.store.mark_queued(task_ids)
-        try:
-            await self.broker.enqueue([_message(r) for r in moved])
-        except QueueUnavailable:
-            await self.store.unqueue([r["task_id"] for r in moved])
-            raise
-        for r in moved:
-            r["status"] = TaskStatus.QUEUED.value
-        try:
-            await self.broker.emit(moved)
-        except QueueUnavailable:
-            pass  # the tasks are queued; only the live view misses this event
-        return moved
+            pass
 
     async def enqueue_one(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
         row = await self.store.get(task_id, owner)
@@ -161,26 +160,18 @@ class TaskService:
 
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
         row = await self.store.delete(task_id, owner)
-        try:
-            # Not a status of the row (the row is gone): it tells live tables to drop it.
-            await self.broker.emit([{**row, "status": DELETED}])
-        except QueueUnavailable:
-            pass  # deleted; an open table keeps the row until it reloads
+        # Not a status of the row (the row is gone): it tells live tables to drop it.
+        await self._emit_quietly([{**row, "status": DELETED}])
 
     async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
         row = await self.store.cancel(task_id, owner)
         # A queued message now matches no claim (status is cancelled); a running task's
-        # worker learns of it from this event and stops the job.
-        await self.broker.emit([row])
+        # worker learns of it from this event (or its next heartbeat's row check).
+        await self._emit_quietly([row])
         return await self.store.get(task_id, owner)
 
     async def retry(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
         await self.broker.ping()
         row = await self.store.requeue(task_id, owner)
-        try:
-            await self.broker.enqueue([_message(row)])
-        except QueueUnavailable:
-            await self.store.unqueue([task_id])
-            raise
-        await self.broker.emit([row])
+        await self._publish([row])
         return await self.store.get(task_id, owner)
