@@ -8,74 +8,18 @@ it without a traceback, and a notebook run still stops at that cell.
 from __future__ import annotations
 
 import ast
-import itertools
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .errors import ApiError, QtaskdistError, ServerNotFound, ServiceUnavailable, WaitTimeout
+from .errors import ApiError, QtaskdistError
+from .magic_helpers import check_circuits, emit, is_uuid, parse_noise, parse_sweep, user_message
 
 CELL_ACTIONS = ("simulate", "convert", "run")
 LINE_ACTIONS = ("list", "show", "wait", "cancel", "retry", "table", "status")
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-def user_message(exc: QtaskdistError) -> str:
-    """One line for the user; the API's code decides the prefix."""
-    if isinstance(exc, ServerNotFound):
-        return f"no qtaskdist server: {exc.message}"
-    if isinstance(exc, ServiceUnavailable):
-        return exc.message if "down" in exc.message else f"services down: {exc.message}"
-    if isinstance(exc, WaitTimeout):
-        return exc.message
-    if isinstance(exc, ApiError) and exc.error in ("invalid_circuit", "include_refused"):
-        return f"invalid circuit: {exc.message}"
-    return exc.message
-
-
-def parse_sweep(specs: list[str]) -> list[dict[str, float]]:
-    """``NAME=START:STOP:NUM`` (NUM points, both ends included); several → their product."""
-    axes: list[tuple[str, list[float]]] = []
-    for spec in specs:
-        name, eq, rng = spec.partition("=")
-        parts = rng.split(":")
-        if not eq or not name.isidentifier() or len(parts) != 3:
-            raise UsageError(
-                f"--sweep {spec!r}: expected NAME=START:STOP:NUM, e.g. theta=0:3.14:16"
-            )
-        try:
-            start, stop, num = float(parts[0]), float(parts[1]), int(parts[2])
-        except ValueError:
-            raise UsageError(
-                f"--sweep {spec!r}: START and STOP are numbers, NUM an integer"
-            ) from None
-        if num < 1:
-            raise UsageError(f"--sweep {spec!r}: NUM must be at least 1")
-        step = (stop - start) / (num - 1) if num > 1 else 0.0
-        axes.append((name, [start + i * step for i in range(num)]))
-    return [
-        dict(zip([a[0] for a in axes], combo, strict=True))
-        for combo in itertools.product(*[a[1] for a in axes])
-    ]
-
-
-def parse_noise(text: str | None) -> dict[str, float] | None:
-    """``P`` (both gate errors) or ``P1,P2[,READOUT]``."""
-    if text is None:
-        return None
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--noise {text!r}: expected P or P1,P2[,READOUT]") from None
-    if len(vals) == 1:
-        vals = [vals[0], vals[0]]
-    if len(vals) > 3:
-        raise UsageError(f"--noise {text!r}: at most three numbers")
-    return dict(
-        zip(("depolarizing_1q", "depolarizing_2q", "readout")[: len(vals)], vals, strict=True)
-    )
 
 
 @magics_class
@@ -180,7 +124,7 @@ class QtaskMagics(Magics):
         # The user's own code in the user's own kernel, like any other cell.
         exec(compile(head, "<%%qtask cell>", "exec"), ns)  # noqa: S102
         value = eval(compile(ast.Expression(tree.body[-1].value), "<%%qtask cell>", "eval"), ns)  # noqa: S307
-        return _check_circuits(value)
+        return check_circuits(value)
 
     def _submit(self, args: Any, body: str) -> Any:
         circuits = self.circuits_from_body(body)
@@ -270,7 +214,7 @@ class QtaskMagics(Magics):
                 raise
         ids = (
             [r["task_id"] for r in self.client.tasks(batch_id=args.target, limit=20_000)]
-            if _is_uuid(args.target)
+            if is_uuid(args.target)
             else []
         )
         if not ids:
@@ -285,7 +229,7 @@ class QtaskMagics(Magics):
         )
         state = TaskTableState()
         state.apply_page(rows)
-        _emit(state.to_text(), state.to_html())
+        emit(state.to_text(), state.to_html())
 
     def _do_show(self, args: Any) -> None:
         from . import display
@@ -293,10 +237,10 @@ class QtaskMagics(Magics):
 
         h = self._target(args)
         if not isinstance(h, TaskHandle):
-            _emit(repr(h), h._repr_html_())
+            emit(repr(h), h._repr_html_())
             return
         row = h.refresh()
-        _emit(
+        emit(
             f"{row['task_id']} {row['task_type']} {row['status']} attempt {row['attempt']}",
             h._repr_html_(),
         )
@@ -394,31 +338,3 @@ class QtaskMagics(Magics):
         for ttype, s in sorted((h.get("streams") or {}).items()):
             lines.append(f"queue {ttype}: length {s.get('length')}, pending {s.get('pending')}")
         print("\n".join(lines))
-
-
-def _check_circuits(value: Any) -> Any:
-    from qiskit import QuantumCircuit
-
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items or not all(isinstance(c, (QuantumCircuit, str)) for c in items):
-        got = type(value).__name__
-        raise UsageError(
-            f"the cell's last expression is a {got}; expected a QuantumCircuit or a list of them"
-        )
-    return list(items) if isinstance(value, (list, tuple)) else value
-
-
-def _is_uuid(text: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _emit(text: str, html: str) -> None:
-    from IPython.display import display
-
-    display({"text/plain": text, "text/html": html}, raw=True)

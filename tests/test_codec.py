@@ -14,7 +14,7 @@ from qiskit import QuantumCircuit, qasm2, qasm3, qpy
 from qiskit.circuit import Parameter, ParameterVector
 from qiskit.circuit.random import random_circuit
 
-from qtaskdist_jupyter import codec
+from qtaskdist_jupyter import codec, qasm_scan
 from qtaskdist_jupyter.config import Limits
 from qtaskdist_jupyter.errors import (
     CircuitError,
@@ -173,7 +173,7 @@ def test_includes_in_comments_are_not_includes() -> None:
     # a comment that ends the file, without a newline, is still a comment
     src = H3 + 'qubit q;\nh q; // include "/etc/passwd";'
     assert codec.load_circuit(src, limits=LIMITS).count_ops()["h"] == 1
-    assert [t.text for t in codec._tokens("x; /* a */ // include 'y'")] == ["x", ";"]
+    assert [t.text for t in qasm_scan.tokenize("x; /* a */ // include 'y'")] == ["x", ";"]
 
 
 # ---------------------------------------------------------------- clean errors
