@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,15 +41,18 @@ class Api:
         r.raise_for_status()
         return r.json()
 
-    def events(self, after: str | None, timeout_s: float) -> dict[str, Any]:
+    def events(self, after: str | None, timeout_s: float, status: str = "") -> dict[str, Any]:
         params: dict[str, Any] = {"timeout_s": timeout_s}
         if after:
             params["after"] = after
+        if status:
+            params["status"] = status
         r = self.http.get("events", params=params)
         r.raise_for_status()
         return r.json()
 
     def close(self) -> None:
+        self.closing = True
         self.http.close()
 
 
@@ -244,40 +248,127 @@ def b6(api: Api, cfg: BenchConfig, n: int, chunk: int, worker_args: list[str]) -
 
 
 # ---- B3 ------------------------------------------------------------------------------
-def b3(api: Api, cfg: BenchConfig, n: int, worker_args: list[str]) -> dict[str, Any]:
-    """Submit one task, wait for its completed event via the events long poll; repeat."""
+HOPS = ("post_s", "post_to_running_s", "running_to_completed_s", "completed_to_client_s")
+
+
+class LongPoll:
+    """Client.wait_for's way: ``GET events?after=…&status=<finished>`` long polls until
+    the task's event (so there is no ``running`` timestamp: that hop reads 0)."""
+
+    name = "long_poll"
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.cursor = api.events(None, 0)["cursor"]
+
+    def wait(self, tid: str, deadline: float) -> dict[str, float]:
+        seen: dict[str, float] = {}
+        while "completed" not in seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {tid}: no completed event in time")
+            got = self.api.events(self.cursor, 5, "cancelled,completed,failed")
+            self.cursor = got["cursor"]
+            seen.update((e["status"], e["ts"]) for e in got["events"] if e["task_id"] == tid)
+        return seen
+
+    def close(self) -> None:
+        pass
+
+
+class Sse:
+    """The live table's way: one ``GET events`` server-sent-events stream, read by a
+    thread; each task's events are handed over as they arrive."""
+
+    name = "sse"
+
+    def __init__(self, api: Api) -> None:
+        self.seen: dict[str, dict[str, float]] = {}
+        self.cond = threading.Condition()
+        self.http = httpx.Client(base_url=api.base, headers=api.headers, timeout=None)
+        self.ready = threading.Event()
+        self.closing = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(30):
+            raise TimeoutError("the events stream did not open")
+
+    def _read(self) -> None:
+        try:
+            self._frames()
+        except httpx.HTTPError:
+            if not self.closing:
+                raise
+
+    def _frames(self) -> None:
+        headers = {"Accept": "text/event-stream"}
+        with self.http.stream("GET", "events", headers=headers) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                self.ready.set()
+                if not line.startswith("data: "):
+                    continue
+                e = json.loads(line[6:])
+                with self.cond:
+                    self.seen.setdefault(e["task_id"], {})[e["status"]] = e["ts"]
+                    self.cond.notify_all()
+
+    def wait(self, tid: str, deadline: float) -> dict[str, float]:
+        with self.cond:
+            while "completed" not in self.seen.get(tid, {}):
+                if not self.cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"task {tid}: no completed event in time")
+            return self.seen.pop(tid)
+
+    def close(self) -> None:
+        self.closing = True
+        self.http.close()
+
+
+def _latencies(api: Api, cfg: BenchConfig, n: int, waiter: LongPoll | Sse) -> dict[str, Any]:
+    """Submit one task, wait for its completed event; repeat. Besides the latency, each
+    task's hops come from the events' own timestamps (one clock: everything runs on this
+    machine): the POST, POST answered → ``running`` (worker woke and claimed),
+    ``running`` → ``completed`` (job process + writes), ``completed`` → the client."""
     lat: list[float] = []
+    hops: dict[str, list[float]] = {h: [] for h in HOPS}
     spec = {**bell_spec(cfg.shots), "enqueue": True}
-    with Fleet(cfg).start(1, worker_args):
-        cursor = api.events(None, 0)["cursor"]
-        for i in range(n + 5):
-            t0 = time.perf_counter()
-            tid = api.post_task(spec)["task_id"]
-            done = False
-            deadline = time.monotonic() + 30
-            while not done:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"task {tid}: no completed event in 30 s")
-                got = api.events(cursor, 5)
-                cursor = got["cursor"]
-                done = any(
-                    e["task_id"] == tid and e["status"] == "completed" for e in got["events"]
-                )
-            if i >= 5:  # the first few warm the connection pools
-                lat.append(time.perf_counter() - t0)
-            time.sleep(0.002)  # an idle worker: let it park in XREADGROUP BLOCK again
-    clear_state(cfg)
-    lat.sort()
-    ms = [x * 1000 for x in lat]
+    for i in range(n + 5):
+        t0, w0 = time.perf_counter(), time.time()
+        tid = api.post_task(spec)["task_id"]
+        w_post = time.time()
+        seen = waiter.wait(tid, time.monotonic() + 30)
+        t1, w1 = time.perf_counter(), time.time()
+        if i >= 5:  # the first few warm the connection pools
+            lat.append(t1 - t0)
+            running = seen.get("running", w_post)
+            hops["post_s"].append(w_post - w0)
+            hops["post_to_running_s"].append(running - w_post)
+            hops["running_to_completed_s"].append(seen["completed"] - running)
+            hops["completed_to_client_s"].append(w1 - seen["completed"])
+        time.sleep(0.002)  # an idle worker: let it park in XREADGROUP BLOCK again
+    ms = sorted(x * 1000 for x in lat)
     return {
         "n": n,
         "p50_ms": statistics.median(ms),
         "p90_ms": ms[int(0.9 * (len(ms) - 1))],
         "p99_ms": ms[int(0.99 * (len(ms) - 1))],
         "max_ms": ms[-1],
-        "target_p50_ms": 10,
-        "target_p99_ms": 50,
+        "hops_p50_ms": {h: statistics.median(v) * 1000 for h, v in hops.items()},
     }
+
+
+def b3(api: Api, cfg: BenchConfig, n: int, worker_args: list[str]) -> dict[str, Any]:
+    """B3 through both ways of getting events, same worker, same run."""
+    out: dict[str, Any] = {"n": n, "target_p50_ms": 10, "target_p99_ms": 50}
+    with Fleet(cfg).start(1, worker_args):
+        for make in (Sse, LongPoll):
+            waiter = make(api)
+            try:
+                out[waiter.name] = _latencies(api, cfg, n, waiter)
+            finally:
+                waiter.close()
+    clear_state(cfg)
+    return out
 
 
 # ---- B4 ------------------------------------------------------------------------------

@@ -310,9 +310,17 @@ class Client:
     def counts(self, batch_id: str | None = None) -> dict[str, int]:
         return dict(self.request("GET", "tasks/counts", params={"batch_id": batch_id})["counts"])
 
-    def events(self, after: str | None = None, timeout_s: float = POLL_S) -> dict[str, Any]:
-        """One long poll: ``{"events": [...], "cursor": id}`` (pass cursor back as after)."""
-        params = {"after": after, "timeout_s": timeout_s}
+    def events(
+        self,
+        after: str | None = None,
+        timeout_s: float = POLL_S,
+        statuses: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """One long poll: ``{"events": [...], "cursor": id}`` (pass cursor back as after);
+        ``statuses`` keeps only events with those statuses."""
+        params: dict[str, Any] = {"after": after, "timeout_s": timeout_s}
+        if statuses is not None:
+            params["status"] = ",".join(sorted(statuses))
         return dict(self.request("GET", "events", params=params, timeout=timeout_s + 15))
 
     def health(self) -> dict[str, Any]:
@@ -351,7 +359,11 @@ class Client:
                         f"timed out after {timeout_s:g} s waiting for {desc}: "
                         f"{done} of {total} finished"
                     )
-                body = self.events(after=cursor, timeout_s=round(min(left, POLL_S), 3))
+                # Only finished tasks change (done, total): queued / running events would
+                # end each long poll for nothing.
+                body = self.events(
+                    after=cursor, timeout_s=round(min(left, POLL_S), 3), statuses=TERMINAL
+                )
                 cursor = body["cursor"]
                 events = body["events"]
                 # No event at all (timeout) also re-reads: it is the fallback for a lost one.

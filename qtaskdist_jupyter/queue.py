@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,7 +23,8 @@ from .streams import (
     STREAMS,
     WORKERS_KEY,
     TaskMessage,
-    event_fields,
+    event_tail,
+    message_tail,
 )
 
 # Move due entries of the delay ZSET onto their streams atomically, so two workers
@@ -51,15 +52,39 @@ for body in string.gmatch(ARGV[1], '[^\\n]+') do
 end
 return ids
 """
-_XADD_EVENTS = """
+# Task messages and events for many rows in one call. ARGV[2] holds one line per row,
+# "<task id> TAB <KEYS index of its task stream, 0: event only> TAB <ARGV index of the
+# message tail> TAB <ARGV index of the event tail>"; both bodies are TASK_ID_HEAD + id +
+# tail, and rows of one kind share their tails, so Python sends ids, not 2 JSON per row.
+_PUBLISH = """
 local n = 0
-for body in string.gmatch(ARGV[2], '[^\\n]+') do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', body)
+for id, k, m, e in string.gmatch(ARGV[2], '([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)') do
+  local head = '{"task_id":"' .. id
+  k = tonumber(k)
+  if k > 0 then
+    redis.call('XADD', KEYS[k], '*', 'm', head .. ARGV[tonumber(m)])
+  end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', head .. ARGV[tonumber(e)])
   n = n + 1
 end
 return n
 """
-_JSON = json.JSONEncoder(separators=(",", ":"))
+# KEYS of _PUBLISH: the events stream first, then every task stream.
+_PUBLISH_KEYS = [EVENTS_STREAM, *STREAMS.values()]
+_STREAM_KEYS = {t: i for i, t in enumerate(STREAMS, start=2)}
+
+
+def _intern(
+    tails: dict[Any, int], args: list[Any], key: Any, make: Callable[..., str], *how: Any
+) -> int:
+    """The ARGV index (1-based, as Lua counts) of the tail for ``key``, made once."""
+    index = tails.get(key)
+    if index is None:
+        args.append(make(*how))
+        index = tails[key] = len(args)
+    return index
+
+
 # Entries per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
 _SCRIPT_CHUNK = 1000
 
@@ -81,7 +106,7 @@ class Broker:
         self.events_maxlen = events_maxlen
         self._promote = redis.register_script(_PROMOTE)
         self._xadd_many = redis.register_script(_XADD_MANY)
-        self._xadd_events = redis.register_script(_XADD_EVENTS)
+        self._publish = redis.register_script(_PUBLISH)
 
     @classmethod
     def from_url(cls, redis_url: str, *, events_maxlen: int = 100_000) -> Broker:
@@ -193,14 +218,18 @@ class Broker:
         """XACK + XDEL, pipelined: acked entries leave the stream so memory stays bounded."""
         if not acks:
             return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._queue_acks(pipe, acks)
+            await pipe.execute()
+
+    @staticmethod
+    def _queue_acks(pipe: Any, acks: Sequence[tuple[str, str]]) -> None:
         by_stream: dict[str, list[str]] = {}
         for stream, eid in acks:
             by_stream.setdefault(stream, []).append(eid)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, GROUP, *ids)
-                pipe.xdel(stream, *ids)
-            await pipe.execute()
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
 
     @_redis_errors
     async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
@@ -210,37 +239,58 @@ class Broker:
 
     # ---- events --------------------------------------------------------------------
     @_redis_errors
-    async def emit(self, rows: Iterable[dict[str, Any]], **extra: Any) -> None:
+    async def publish(self, rows: Iterable[dict[str, Any]]) -> None:
+        """XADD each row's task message onto its stream, then its event; rows are dicts
+        with task_id, task_type, status, owner, attempt and batch_id, just committed."""
+        await self._write(rows, messages=True)
+
+    @_redis_errors
+    async def emit(self, rows: Iterable[dict[str, Any]]) -> None:
         """One event per row (a dict with task_id, status, owner, task_type, attempt)."""
+        await self._write(rows, messages=False)
+
+    @_redis_errors
+    async def settle(
+        self, events: Sequence[dict[str, Any]], acks: Sequence[tuple[str, str]]
+    ) -> None:
+        """Events of rows just committed and XACK + XDEL of the entries they came from,
+        in one round trip (a worker ends every batch with both)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for args in self._script_args(events, messages=False):
+                await self._publish(keys=_PUBLISH_KEYS, args=args, client=pipe)
+            self._queue_acks(pipe, acks)
+            await pipe.execute()
+
+    async def _write(self, rows: Iterable[dict[str, Any]], *, messages: bool) -> None:
+        for args in self._script_args(rows, messages=messages):
+            await self._publish(keys=_PUBLISH_KEYS, args=args)
+
+    def _script_args(self, rows: Iterable[dict[str, Any]], *, messages: bool) -> list[list[Any]]:
+        """ARGV of one _PUBLISH call per chunk of rows."""
         rows = list(rows)
-        if not rows:
-            return
-        if extra:
-            bodies = [
-                event_fields(
-                    r["task_id"], str(r["status"]), owner=r["owner"], task_type=r["task_type"],
-                    attempt=r["attempt"], batch_id=r.get("batch_id"), **extra,
-                )[FIELD]
-                for r in rows
-            ]  # fmt: skip
-        else:
-            # The same JSON as event_fields, built without its per-call overhead: this runs
-            # for every task two or three times.
-            ts = time.time()
-            enc = _JSON.encode
-            bodies = [
-                enc({
-                    "task_id": str(r["task_id"]), "status": str(r["status"]),
-                    "owner": r["owner"], "task_type": r["task_type"], "attempt": r["attempt"],
-                    "batch_id": str(r["batch_id"]) if r.get("batch_id") else None, "ts": ts,
-                })
-                for r in rows
-            ]  # fmt: skip
-        for start in range(0, len(bodies), _SCRIPT_CHUNK):
-            chunk = bodies[start : start + _SCRIPT_CHUNK]
-            await self._xadd_events(
-                keys=[EVENTS_STREAM], args=[self.events_maxlen, "\n".join(chunk)]
-            )
+        ts = time.time()
+        calls = []
+        for start in range(0, len(rows), _SCRIPT_CHUNK):
+            tails: dict[Any, int] = {}
+            args: list[Any] = [self.events_maxlen, ""]
+            lines = []
+            for r in rows[start : start + _SCRIPT_CHUNK]:
+                ttype, attempt, status = r["task_type"], r["attempt"], str(r["status"])
+                k = m = 0
+                if messages:
+                    k = _STREAM_KEYS[ttype]
+                    m = _intern(tails, args, ("m", ttype, attempt), message_tail, ttype, attempt)
+                owner, batch = r["owner"], r.get("batch_id")
+                e = _intern(
+                    tails, args, ("e", status, owner, ttype, attempt, batch),
+                    lambda s=status, o=owner, t=ttype, a=attempt, b=batch: event_tail(
+                        s, owner=o, task_type=t, attempt=a, batch_id=b, ts=ts
+                    ),
+                )  # fmt: skip
+                lines.append(f"{r['task_id']}\t{k}\t{m}\t{e}")
+            args[1] = "\n".join(lines)
+            calls.append(args)
+        return calls
 
     @_redis_errors
     async def read_events(

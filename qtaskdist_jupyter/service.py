@@ -21,7 +21,6 @@ from .models import TaskStatus
 from .queue import Broker
 from .schemas import TaskCreate, validate_payload
 from .store import NewTask, TaskStore
-from .streams import TaskMessage
 
 # Validated payloads kept per service: entries and the largest key (bounds its memory).
 _MEMO_SIZE = 256
@@ -30,10 +29,6 @@ _MEMO_MAX_KEY = 64 * 1024
 
 # The event ``status`` sent when a finished task is deleted.
 DELETED = "deleted"
-
-
-def _message(row: dict[str, Any]) -> TaskMessage:
-    return TaskMessage(task_id=row["task_id"], task_type=row["task_type"], attempt=row["attempt"])
 
 
 class TaskService:
@@ -102,10 +97,13 @@ class TaskService:
             meta_data=spec.meta_data,
         )
 
-    async def create(self, new: Sequence[NewTask], *, enqueue: bool) -> list[dict[str, Any]]:
-        """Insert all rows in one transaction; with ``enqueue``, queue them too."""
+    async def create(
+        self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False
+    ) -> list[dict[str, Any]]:
+        """Insert all rows at once; with ``enqueue``, queue them too. ``full`` returns
+        every column as written (few rows only), so a single POST needs no second read."""
         if not enqueue:
-            rows = await self.store.insert_many(new)
+            rows = await self.store.insert_many(new, full=full)
             # The rows are written and pending, as asked; answering 503 for a lost event
             # would make the caller retry and create them twice.
             await self._emit_quietly(rows)
@@ -114,7 +112,7 @@ class TaskService:
         await self.broker.ping()
         # Rows are written as ``queued`` directly: same order of writes as pending→queued
         # (row first, XADD second) without a second statement over every row.
-        rows = await self.store.insert_many(new, status=TaskStatus.QUEUED.value)
+        rows = await self.store.insert_many(new, status=TaskStatus.QUEUED.value, full=full)
         await self._publish(rows)
         return rows
 
@@ -126,16 +124,15 @@ class TaskService:
         return moved
 
     async def _publish(self, rows: Sequence[dict[str, Any]]) -> None:
-        """XADD rows just committed as ``queued``, then their events.
+        """XADD rows just committed as ``queued``, with their events (one script call).
 
         If the XADD fails the rows go back to ``pending`` (visible, enqueueable later).
         """
         try:
-            await self.broker.enqueue([_message(r) for r in rows])
+            await self.broker.publish(rows)
         except QueueUnavailable:
             await self.store.unqueue([r["task_id"] for r in rows])
             raise
-        await self._emit_quietly(rows)
 
     async def _emit_quietly(self, rows: Sequence[dict[str, Any]]) -> None:
         """Events feed only the live views; the committed change stands without them."""

@@ -7,25 +7,19 @@ instead, so a stale worker or a double click changes nothing and learns why.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, text, tuple_, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .errors import (
-    ConfigError,
-    DatabaseUnavailable,
-    InvalidInput,
-    TaskNotFound,
-    TransitionError,
-)
+from .db import NewTask, decode_cursor, encode_cursor, make_engine
+from .db import db_errors as _db_errors
+from .errors import ConfigError, InvalidInput, TaskNotFound, TransitionError
 from .models import FINISHED, Task, TaskStatus
 
 tasks = Task.__table__
@@ -47,84 +41,14 @@ _LIGHT = (
 )
 
 
+# What insert_many reads back: what the events and stream messages need.
+_INSERTED = (
+    tasks.c.task_id, tasks.c.task_type, tasks.c.status, tasks.c.owner, tasks.c.attempt,
+    tasks.c.batch_id,
+)  # fmt: skip
+
 # Below this many rows a plain INSERT beats setting up a COPY.
 _COPY_MIN = 64
-
-
-@dataclass
-class NewTask:
-    task_type: str
-    payload: dict[str, Any]
-    owner: str
-    name: str | None = None
-    tags: list[str] | None = None
-    max_retries: int = 3
-    batch_id: uuid.UUID | None = None
-    meta_data: dict[str, Any] | None = None
-    task_id: uuid.UUID | None = None
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id or uuid.uuid4(),
-            "task_type": self.task_type,
-            "payload": self.payload,
-            "owner": self.owner,
-            "name": self.name,
-            "tags": self.tags or [],
-            "max_retries": self.max_retries,
-            "batch_id": self.batch_id,
-            "meta_data": self.meta_data or {},
-        }
-
-
-def _db_errors(fn):  # type: ignore[no-untyped-def]
-    """Map driver connection failures onto DatabaseUnavailable."""
-    import functools
-
-    @functools.wraps(fn)
-    async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return await fn(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            raise DatabaseUnavailable(f"database unreachable: {_first_line(exc)}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise DatabaseUnavailable(f"database connection lost: {_first_line(exc)}") from exc
-            raise
-        except OSError as exc:
-            raise DatabaseUnavailable(f"database unreachable: {exc}") from exc
-
-    return wrapper
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip().splitlines()[0][:300] if str(orig).strip() else type(orig).__name__
-
-
-def encode_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(task_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, tid = json.loads(raw)
-        return datetime.fromisoformat(ts), uuid.UUID(tid)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
-
-
-def make_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(
-        database_url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args={"connect_timeout": 5},
-    )
 
 
 class TaskStore:
@@ -145,75 +69,55 @@ class TaskStore:
 
     # ---- create / read -------------------------------------------------------------
     @_db_errors
-    async def create(self, new: NewTask, conn: AsyncConnection | None = None) -> dict[str, Any]:
-        rows = await self.create_many([new], conn=conn, returning=True)
-        return rows[0]
-
-    @_db_errors
-    async def create_many(
-        self,
-        new: Sequence[NewTask],
-        *,
-        conn: AsyncConnection | None = None,
-        returning: bool = False,
-    ) -> list[dict[str, Any]]:
-        """Insert all rows in one transaction (the caller's, when ``conn`` is given)."""
-        values = [n.row() for n in new]
-        stmt = insert(tasks)
-        if returning:
-            stmt = stmt.returning(*_ROW, sort_by_parameter_order=True)
-
-        async def run(c: AsyncConnection) -> list[dict[str, Any]]:
-            res = await c.execute(stmt, values)
-            return [dict(r._mapping) for r in res] if returning else values
-
-        if conn is not None:
-            return await run(conn)
-        async with self.engine.begin() as c:
-            return await run(c)
-
-    @_db_errors
     async def insert_many(
-        self, new: Sequence[NewTask], *, status: str = S.PENDING.value
+        self, new: Sequence[NewTask], *, status: str = S.PENDING.value, full: bool = False
     ) -> list[dict[str, Any]]:
-        """Insert all rows in one transaction with ``status``; return their light rows.
+        """Insert all rows with ``status``, all or none; return their light rows (with
+        ``full``, every column as stored: small batches only).
 
-        Large batches go through COPY (about 3x the rows/s of a multi-row INSERT); the
-        returned rows are built here, not read back, because every value that matters to
-        the caller (id, type, owner, attempt 0, batch) is known before the write.
+        Each path is one statement, so atomic under autocommit: a multi-row
+        ``INSERT … RETURNING`` (SQLAlchemy's insertmanyvalues, one statement up to 1,000
+        rows) for small batches, ``COPY`` (about 3x the rows/s) for large ones, whose light
+        rows are built here because every value the caller needs is known before the write.
         """
         values = [n.row() for n in new]
         if len(values) < _COPY_MIN:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(tasks), [{**v, "status": status} for v in values])
-        else:
-            cols = ("task_id", "task_type", "status", "payload", "owner", "name", "tags",
-                    "max_retries", "batch_id", "meta_data")  # fmt: skip
-            dumps = json.JSONEncoder(separators=(",", ":")).encode
-            async with self.engine.begin() as conn:
-                raw = await conn.get_raw_connection()
-                pg = raw.driver_connection
-                assert pg is not None
-                async with pg.cursor() as cur:
-                    copy_sql = f"COPY tasks ({', '.join(cols)}) FROM STDIN"
-                    async with cur.copy(copy_sql) as copy:
-                        # Equal payloads (a sweep of one circuit) are dumped once.
-                        memo: dict[int, str] = {}
-                        for v in values:
-                            p = v["payload"]
-                            text_p = memo.get(id(p))
-                            if text_p is None:
-                                text_p = memo[id(p)] = dumps(p)
-                            await copy.write_row((
-                                v["task_id"], v["task_type"], status, text_p, v["owner"],
-                                v["name"], v["tags"], v["max_retries"], v["batch_id"],
-                                dumps(v["meta_data"]),
-                            ))  # fmt: skip
+            cols = _ROW if full else _INSERTED
+            stmt = insert(tasks).returning(*cols, sort_by_parameter_order=True)
+            async with self.engine.connect() as conn:
+                res = await conn.execute(stmt, [{**v, "status": status} for v in values])
+                return [dict(r._mapping) for r in res]
+        if full:
+            raise ValueError(f"full rows are read back for fewer than {_COPY_MIN} tasks")
+        await self._copy_in(values, status)
         return [
             {"task_id": v["task_id"], "task_type": v["task_type"], "status": status,
              "owner": v["owner"], "attempt": 0, "batch_id": v["batch_id"]}
             for v in values
         ]  # fmt: skip
+
+    async def _copy_in(self, values: list[dict[str, Any]], status: str) -> None:
+        cols = ("task_id", "task_type", "status", "payload", "owner", "name", "tags",
+                "max_retries", "batch_id", "meta_data")  # fmt: skip
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            pg = raw.driver_connection
+            assert pg is not None
+            async with pg.cursor() as cur:
+                async with cur.copy(f"COPY tasks ({', '.join(cols)}) FROM STDIN") as copy:
+                    # Equal payloads (a sweep of one circuit) are dumped once.
+                    memo: dict[int, str] = {}
+                    for v in values:
+                        p = v["payload"]
+                        text_p = memo.get(id(p))
+                        if text_p is None:
+                            text_p = memo[id(p)] = dumps(p)
+                        await copy.write_row((
+                            v["task_id"], v["task_type"], status, text_p, v["owner"],
+                            v["name"], v["tags"], v["max_retries"], v["batch_id"],
+                            dumps(v["meta_data"]),
+                        ))  # fmt: skip
 
     @_db_errors
     async def get(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:
@@ -294,7 +198,7 @@ class TaskStore:
         if owner is not None:
             cond.append(tasks.c.owner == owner)
         stmt = update(tasks).where(*cond).values(**fields, updated_at=func.now()).returning(*_ROW)
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             raise TaskNotFound(f"task {task_id} not found", task_id=str(task_id))
@@ -317,7 +221,7 @@ class TaskStore:
                 tasks.c.batch_id,
             )
         )
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
             if row is None:
                 await self._why(conn, task_id, owner, "delete", FINISHED)
@@ -364,7 +268,6 @@ class TaskStore:
         values: dict[str, Any],
         attempt: int | None = None,
         owner: str | None = None,
-        conn: AsyncConnection | None = None,
     ) -> dict[str, Any]:
         allowed = [str(s) for s in allowed]
         cond = [tasks.c.task_id == task_id, tasks.c.status.in_(allowed)]
@@ -379,21 +282,14 @@ class TaskStore:
             .returning(*_LIGHT, tasks.c.status)
         )
 
-        async def run(c: AsyncConnection) -> dict[str, Any]:
-            row = (await c.execute(stmt)).first()
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
             if row is None:
-                await self._why(c, task_id, owner, action, allowed, attempt)
+                await self._why(conn, task_id, owner, action, allowed, attempt)
             return dict(row._mapping)
 
-        if conn is not None:
-            return await run(conn)
-        async with self.engine.begin() as c:
-            return await run(c)
-
     @_db_errors
-    async def mark_queued(
-        self, task_ids: Sequence[uuid.UUID], *, conn: AsyncConnection | None = None
-    ) -> list[dict[str, Any]]:
+    async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
         """pending → queued for many rows; returns the rows that moved."""
         stmt = (
             update(tasks)
@@ -401,10 +297,8 @@ class TaskStore:
             .values(status=S.QUEUED.value, updated_at=func.now())
             .returning(*_LIGHT)
         )
-        if conn is not None:
+        async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(stmt)]
-        async with self.engine.begin() as c:
-            return [dict(r._mapping) for r in await c.execute(stmt)]
 
     @_db_errors
     async def claim_many(
@@ -433,7 +327,7 @@ class TaskStore:
             )
             .returning(*_LIGHT)
         )
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(stmt)]
 
     @_db_errors
@@ -476,7 +370,7 @@ class TaskStore:
                       tasks.attempt, tasks.batch_id
             """
         )
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             res = await conn.execute(stmt, {"rows": json.dumps(payload, default=str)})
             return [dict(r._mapping) for r in res]
 
@@ -612,7 +506,7 @@ class TaskStore:
             .where(tasks.c.task_id.in_(task_ids), tasks.c.status == S.QUEUED)
             .values(status=S.PENDING.value, updated_at=func.now())
         )
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             await conn.execute(stmt)
 
     @_db_errors

@@ -247,6 +247,14 @@ async def test_events_long_poll_in_order_and_filtered(api, jp_serverapp) -> None
     ]  # fmt: skip
     assert "owner" not in got["events"][0] and got["cursor"] == got["events"][-1]["id"]
 
+    # status= keeps only those events; the cursor still moves past the others.
+    params = {"after": start["cursor"], "timeout_s": "5", "status": "cancelled,completed"}
+    code, done = await api("GET", "events", params=params)
+    assert [(e["task_id"], e["status"]) for e in done["events"]] == [(tid, "cancelled")]
+    assert done["cursor"] == got["cursor"]
+    code, err = await api("GET", "events", params={"status": "queued,finished"})
+    assert code == 422 and err["field"] == "status" and "'finished'" in err["detail"]
+
     # Nothing new: the poll blocks for its timeout and hands the cursor back unchanged.
     t0 = time.monotonic()
     code, idle = await api("GET", "events", params={"after": got["cursor"], "timeout_s": "0.5"})

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Int, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
 from qtaskdist_jupyter import config
 from qtaskdist_jupyter.config import Limits, Settings
@@ -72,6 +72,13 @@ class QtaskdistApp(ExtensionApp):
         "every visibility_timeout/3 = 20 s by default; 3 missed beats).",
     )
     events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
+    freeze_gc = Bool(
+        True,
+        config=True,
+        help="After start-up, move the objects alive then (Jupyter's and qiskit's modules) "
+        "out of the garbage collector's reach (gc.freeze): a full collection then skips "
+        "them, which took ~70 ms of each 10,000-task batch.",
+    )
     home = Unicode(None, allow_none=True, config=True, help="Embedded services' data directory.")
     owner_from = Enum(
         ["auto", "username", "server"],
@@ -160,6 +167,12 @@ class QtaskdistApp(ExtensionApp):
 
         # The port is final only once the HTTP server is bound.
         self.export_kernel_env()
+        if self.freeze_gc:
+            import gc
+
+            # Garbage first, so nothing that is already dead is kept for good.
+            gc.collect()
+            gc.freeze()
         if not self._migrated:
             self._migrator = asyncio.ensure_future(self._migrate_until_done())
 

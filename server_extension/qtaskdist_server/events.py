@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qtaskdist_jupyter.errors import InvalidInput
+from qtaskdist_jupyter.models import TaskStatus
 from qtaskdist_jupyter.queue import Broker
+from qtaskdist_jupyter.service import DELETED
 from qtaskdist_jupyter.streams import decode_event
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
@@ -36,18 +38,41 @@ def parse_after(after: str | None) -> str | None:
     return after
 
 
-class EventTail:
-    """Reads the events stream from ``cursor`` on, keeping only ``owner``'s events."""
+def parse_statuses(raw: str | None) -> frozenset[str] | None:
+    """``status=completed,failed``: only events that carry one of these (None: all)."""
+    if not raw:
+        return None
+    known = {s.value for s in TaskStatus} | {DELETED}
+    wanted = frozenset(s for s in raw.split(",") if s)
+    bad = sorted(wanted - known)
+    if bad:
+        raise InvalidInput(f"status={bad[0]!r} is not one of {sorted(known)}", field="status")
+    return wanted
 
-    def __init__(self, broker: Broker, owner: str, cursor: str) -> None:
+
+class EventTail:
+    """Reads the events stream from ``cursor`` on, keeping only ``owner``'s events (and,
+    with ``statuses``, only those statuses: a waiter asks for the finished ones and its
+    long poll no longer returns at every queued / running event)."""
+
+    def __init__(
+        self, broker: Broker, owner: str, cursor: str, statuses: frozenset[str] | None = None
+    ) -> None:
         self.broker = broker
         self.owner = owner
         self.cursor = cursor
+        self.statuses = statuses
 
     @classmethod
-    async def start(cls, broker: Broker, owner: str, after: str | None) -> EventTail:
+    async def start(
+        cls,
+        broker: Broker,
+        owner: str,
+        after: str | None,
+        statuses: frozenset[str] | None = None,
+    ) -> EventTail:
         cursor = after if after is not None else await broker.last_event_id()
-        return cls(broker, owner, cursor)
+        return cls(broker, owner, cursor, statuses)
 
     async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
         """One XREAD (``block_ms=None``: don't block); the cursor moves past other
@@ -60,7 +85,9 @@ class EventTail:
                 event = decode_event(eid, fields)
             except (ValueError, TypeError, KeyError):
                 continue  # not ours to interpret; never fatal for a reader
-            if event.get("owner") == self.owner:
+            if event.get("owner") == self.owner and (
+                self.statuses is None or event.get("status") in self.statuses
+            ):
                 event.pop("owner", None)
                 out.append(event)
         return out

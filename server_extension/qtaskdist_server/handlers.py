@@ -39,7 +39,7 @@ from qtaskdist_jupyter.schemas import (
 )
 from qtaskdist_jupyter.streams import STREAMS, stream_for
 
-from .events import EventTail, parse_after, stream_sse
+from .events import EventTail, parse_after, parse_statuses, stream_sse
 
 M = TypeVar("M", bound=BaseModel)
 API = r"/qtaskdist/api"
@@ -140,8 +140,8 @@ class TasksHandler(QtaskdistHandler):
         limits = self.service.settings.limits
         spec = self.body(TaskCreate, limits.max_payload_bytes * 2 + _BODY_SLACK)
         new = self.service.to_new_task(spec, self.owner)
-        (row,) = await self.service.create([new], enqueue=spec.enqueue)
-        self.json(task_json(await self.service.store.get(row["task_id"], self.owner)), 201)
+        (row,) = await self.service.create([new], enqueue=spec.enqueue, full=True)
+        self.json(task_json(row), 201)
 
     @web.authenticated
     @authorized
@@ -300,7 +300,10 @@ class EventsHandler(QtaskdistHandler):
     @authorized
     async def get(self) -> None:
         after = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
-        tail = await EventTail.start(self.service.broker, self.owner, parse_after(after))
+        statuses = parse_statuses(self.get_query_argument("status", None))
+        tail = await EventTail.start(
+            self.service.broker, self.owner, parse_after(after), statuses
+        )
         if "text/event-stream" in self.request.headers.get("Accept", ""):
             await self._sse(tail)
             return

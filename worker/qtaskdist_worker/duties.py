@@ -9,7 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.errors import ServiceUnavailable, TaskNotFound, TransitionError
-from qtaskdist_jupyter.streams import TaskMessage, decode_event
+from qtaskdist_jupyter.streams import decode_event
 
 from . import reconciler
 from .outcomes import HOST, InFlight
@@ -157,11 +157,9 @@ class Duties:
             except (TransitionError, TaskNotFound):
                 pass
         if moved:
-            msgs = [TaskMessage(r["task_id"], r["task_type"], r["attempt"]) for r in moved]
-            await self._retrying(lambda: self.broker.enqueue(msgs), "re-enqueue")
             for r in moved:
                 r["status"] = "queued"
-            await self._retrying(lambda: self.broker.emit(moved), "emit")
+            await self._retrying(lambda: self.broker.publish(moved), "re-enqueue")
             log.warning("released %d unfinished tasks back to the queue", len(moved))
         if left:
             await self._retrying(

@@ -24,6 +24,8 @@ class InFlight:
     row: dict[str, Any]
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: bool = False
+    # Set while its ``running`` event is being written (see Worker._start).
+    announced: asyncio.Future[None] | None = None
 
     @property
     def task_id(self) -> uuid.UUID:

@@ -115,12 +115,9 @@ async def reconcile(
             continue  # it moved on while we looked: someone else handled it
         moved.append(row)
     if moved:
-        await broker.enqueue(
-            [TaskMessage(r["task_id"], r["task_type"], r["attempt"]) for r in moved]
-        )
         for r in moved:
             r["status"] = "queued"
-        await broker.emit(moved)
+        await broker.publish(moved)
         released = len(moved)
     if requeued or released:
         log.warning(

@@ -262,10 +262,18 @@ class Worker(Duties):
             items.append(item)
         for reason, fields in dead:
             await self._retrying(lambda r=reason, f=fields: self.broker.dead_letter(r, f), "dead")
-        if items:
-            await self._retrying(lambda: self.broker.emit([i.row for i in items]), "emit")
-        if acks:
-            await self._retrying(lambda: self.broker.ack(acks), "ack")
+        self._dispatch(items)
+        if items or acks:
+            # The jobs are already on their way: the running events go out while they
+            # run, and a batch's completion waits for this (InFlight.announced).
+            announced = asyncio.ensure_future(
+                self._retrying(lambda: self.broker.settle([i.row for i in items], acks), "emit")
+            )
+            for i in items:
+                i.announced = announced
+            await announced
+
+    def _dispatch(self, items: list[InFlight]) -> None:
         groups: dict[Any, list[InFlight]] = {}
         for item in items:
             ttype = item.row["task_type"]
@@ -406,11 +414,13 @@ class Worker(Duties):
             self.completed += len(done)
         for item, out, meta, retry in failures:
             events += await self._fail(item, out, meta, bool(retry))
-        if events:
-            await self._retrying(lambda: self.broker.emit(events), "emit")
-        await self._retrying(
-            lambda: self.broker.ack([(i.stream, i.entry_id) for i in items]), "ack"
-        )
+        announced = {i.announced for i in items if i.announced is not None}
+        if announced:
+            # A completed event must not overtake its running event (whose failure, if
+            # any, the main loop handles: not raised again here).
+            await asyncio.wait(announced)
+        acks = [(i.stream, i.entry_id) for i in items]
+        await self._retrying(lambda: self.broker.settle(events, acks), "settle")
         for item in items:
             self.inflight.pop(item.task_id, None)
 
