@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -200,3 +201,38 @@ async def test_a_pooled_connection_killed_while_busy_fails_once(database_url) ->
             await store.get(uuid.uuid4())
     finally:
         await store.close()
+
+
+async def test_publish_mixes_streams_owners_and_statuses_in_one_call(service, sync_redis) -> None:
+    """Rows of different kinds share one script call; each gets its own message and event,
+    and JSON-special characters in an owner survive the shared tails."""
+    batch = uuid.uuid4()
+    rows = [
+        {"task_id": uuid.uuid4(), "task_type": t, "status": "queued", "owner": o,
+         "attempt": a, "batch_id": b}
+        for t, o, a, b in [
+            ("simulate", 'bob "the" \\ builder ü', 0, batch),
+            ("c_qir_convert", "alice", 2, None),
+            ("simulate", "alice", 0, batch),
+            ("backend_run", "alice", 1, None),
+        ]
+    ]  # fmt: skip
+    await service.broker.publish(rows)
+    for t, stream in STREAMS.items():
+        got = [TaskMessage.decode(f) for _id, f in sync_redis.xrange(stream)]
+        want = [TaskMessage(r["task_id"], t, r["attempt"]) for r in rows if r["task_type"] == t]
+        assert got == want
+    events = [json.loads(f["m"]) for _id, f in sync_redis.xrange(EVENTS_STREAM)]
+    assert [
+        (e["task_id"], e["status"], e["owner"], e["task_type"], e["attempt"], e["batch_id"])
+        for e in events
+    ] == [
+        (str(r["task_id"]), "queued", r["owner"], r["task_type"], r["attempt"],
+         str(r["batch_id"]) if r["batch_id"] else None)
+        for r in rows
+    ]  # fmt: skip
+    await service.broker.emit([{**rows[1], "status": "running"}])
+    assert sync_redis.xlen(STREAMS["c_qir_convert"]) == 1  # an event only, no message
+    assert json.loads(sync_redis.xrevrange(EVENTS_STREAM, count=1)[0][1]["m"])["status"] == (
+        "running"
+    )
