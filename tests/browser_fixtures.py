@@ -188,14 +188,22 @@ def write_notebook(path: Path) -> None:
     path.write_text(json.dumps(nb))
 
 
+def _not_run(why: str) -> None:
+    """Skip (loudly) on a developer's machine; in CI (``CI`` set) a browser test that
+    cannot run is a failure: .ci/run installs Chromium, so its absence is a broken CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"BROWSER TEST NOT RUN in CI: {why}")
+    pytest.skip(f"BROWSER TEST NOT RUN: {why}")
+
+
 @pytest.fixture
 def chromium_context(tmp_path: Path) -> Iterator[Any]:
     """A fresh headless Chromium profile; skips (loudly) only when Chromium is unusable."""
     exe = chromium_path()
     if exe is None:
-        pytest.skip(
-            "BROWSER TEST NOT RUN: no Chromium found (install Debian's 'chromium' package; "
-            ".ci/run does so when apt-get works)"
+        _not_run(
+            "no Chromium found (install Debian's 'chromium' package; .ci/run does so when "
+            "apt-get works)"
         )
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
@@ -210,7 +218,7 @@ def chromium_context(tmp_path: Path) -> Iterator[Any]:
                 viewport={"width": 1280, "height": 1500},
             )
         except PlaywrightError as exc:
-            pytest.skip(f"BROWSER TEST NOT RUN: Chromium at {exe} failed to launch: {exc}")
+            _not_run(f"Chromium at {exe} failed to launch: {exc}")
         try:
             yield ctx
         finally:
