@@ -15,12 +15,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import QueueUnavailable
 from .streams import (
+    CANCELS_MAXLEN,
+    CANCELS_STREAM,
     DEAD_STREAM,
     DELAYED_KEY,
     EVENTS_STREAM,
     FIELD,
     GROUP,
     STREAMS,
+    TASK_TYPES,
     WORKERS_KEY,
     TaskMessage,
     event_tail,
@@ -52,13 +55,16 @@ for body in string.gmatch(ARGV[1], '[^\\n]+') do
 end
 return ids
 """
-# Task messages and events for many rows in one call. ARGV[2] holds one line per row,
+
+# Task messages and events for many rows in one call. ARGV[3] holds one line per row,
 # "<task id> TAB <KEYS index of its task stream, 0: event only> TAB <ARGV index of the
 # message tail> TAB <ARGV index of the event tail>"; both bodies are TASK_ID_HEAD + id +
 # tail, and rows of one kind share their tails, so Python sends ids, not 2 JSON per row.
+# ARGV[4] holds "<KEYS index> TAB <entry id>" lines to XACK + XDEL in the same call (a
+# worker ends each batch with both; in a pipeline redis-py adds a SCRIPT EXISTS trip).
 _PUBLISH = """
 local n = 0
-for id, k, m, e in string.gmatch(ARGV[2], '([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)') do
+for id, k, m, e in string.gmatch(ARGV[3], '([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)') do
   local head = '{"task_id":"' .. id
   k = tonumber(k)
   if k > 0 then
@@ -66,6 +72,10 @@ for id, k, m, e in string.gmatch(ARGV[2], '([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)'
   end
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', head .. ARGV[tonumber(e)])
   n = n + 1
+end
+for k, eid in string.gmatch(ARGV[4], '(%d+)\\t([^\\n]+)') do
+  redis.call('XACK', KEYS[tonumber(k)], ARGV[2], eid)
+  redis.call('XDEL', KEYS[tonumber(k)], eid)
 end
 return n
 """
@@ -254,15 +264,40 @@ class Broker:
         self, events: Sequence[dict[str, Any]], acks: Sequence[tuple[str, str]]
     ) -> None:
         """Events of rows just committed and XACK + XDEL of the entries they came from,
-        in one round trip (a worker ends every batch with both)."""
+        in one script call (a worker ends every batch with both)."""
+        await self._write(events, messages=False, acks=acks)
+
+    @_redis_errors
+    async def cancelled(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Events for cancelled rows, and their ids on CANCELS_STREAM for the workers."""
+        await self._write(rows, messages=False)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for args in self._script_args(events, messages=False):
-                await self._publish(keys=_PUBLISH_KEYS, args=args, client=pipe)
-            self._queue_acks(pipe, acks)
+            for r in rows:
+                pipe.xadd(
+                    CANCELS_STREAM, {FIELD: str(r["task_id"])},
+                    maxlen=CANCELS_MAXLEN, approximate=True,
+                )  # fmt: skip
             await pipe.execute()
 
-    async def _write(self, rows: Iterable[dict[str, Any]], *, messages: bool) -> None:
-        for args in self._script_args(rows, messages=messages):
+    @_redis_errors
+    async def read_cancels(self, after: str, *, block_ms: int) -> list[tuple[str, str]]:
+        """[(entry id, task id)] after ``after`` ("$": from now on)."""
+        got = await self.redis.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
+        return [(eid, f.get(FIELD, "")) for _s, entries in got or [] for eid, f in entries]
+
+    async def _write(
+        self,
+        rows: Iterable[dict[str, Any]],
+        *,
+        messages: bool,
+        acks: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        calls = self._script_args(rows, messages=messages)
+        if acks:
+            if not calls:
+                calls = [[self.events_maxlen, GROUP, "", ""]]
+            calls[-1][3] = "\n".join(f"{_STREAM_KEYS[TASK_TYPES[s]]}\t{e}" for s, e in acks)
+        for args in calls:
             await self._publish(keys=_PUBLISH_KEYS, args=args)
 
     def _script_args(self, rows: Iterable[dict[str, Any]], *, messages: bool) -> list[list[Any]]:
@@ -272,7 +307,7 @@ class Broker:
         calls = []
         for start in range(0, len(rows), _SCRIPT_CHUNK):
             tails: dict[Any, int] = {}
-            args: list[Any] = [self.events_maxlen, ""]
+            args: list[Any] = [self.events_maxlen, GROUP, "", ""]
             lines = []
             for r in rows[start : start + _SCRIPT_CHUNK]:
                 ttype, attempt, status = r["task_type"], r["attempt"], str(r["status"])
@@ -288,7 +323,7 @@ class Broker:
                     ),
                 )  # fmt: skip
                 lines.append(f"{r['task_id']}\t{k}\t{m}\t{e}")
-            args[1] = "\n".join(lines)
+            args[2] = "\n".join(lines)
             calls.append(args)
         return calls
 

@@ -163,8 +163,10 @@ class TaskService:
     async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
         row = await self.store.cancel(task_id, owner)
         # A queued message now matches no claim (status is cancelled); a running task's
-        # worker learns of it from this event (or its next heartbeat's row check).
-        await self._emit_quietly([row])
+        # worker learns of it from stream:cancels (or its next heartbeat's row check), so
+        # losing this write to a Redis outage delays the stop; it loses nothing.
+        with contextlib.suppress(QueueUnavailable):
+            await self.broker.cancelled([row])
         return await self.store.get(task_id, owner)
 
     async def retry(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:

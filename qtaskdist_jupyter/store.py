@@ -13,7 +13,21 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    Uuid,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -46,6 +60,32 @@ _INSERTED = (
     tasks.c.task_id, tasks.c.task_type, tasks.c.status, tasks.c.owner, tasks.c.attempt,
     tasks.c.batch_id,
 )  # fmt: skip
+
+# queued → running for (task_id, attempt) pairs passed as two arrays: the SQL text is the
+# same for any batch size, so it is compiled once and PostgreSQL can prepare it (an IN
+# list of pairs is new text for every size).
+_CLAIMS = (
+    func.unnest(bindparam("ids", type_=ARRAY(Uuid)), bindparam("attempts", type_=ARRAY(Integer)))
+    .table_valued("id", "attempt")
+    .render_derived(name="claims")
+)
+_CLAIM = (
+    update(tasks)
+    .where(
+        tasks.c.task_id == _CLAIMS.c.id,
+        tasks.c.attempt == _CLAIMS.c.attempt,
+        tasks.c.status == S.QUEUED.value,
+        or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
+    )
+    .values(
+        status=S.RUNNING.value,
+        attempt=tasks.c.attempt + 1,
+        started_at=func.now(),
+        worker=bindparam("worker"),
+        updated_at=func.now(),
+    )
+    .returning(*_LIGHT)
+)
 
 # Below this many rows a plain INSERT beats setting up a COPY.
 _COPY_MIN = 64
@@ -311,24 +351,10 @@ class TaskStore:
         """
         if not claims:
             return []
-        stmt = (
-            update(tasks)
-            .where(
-                tuple_(tasks.c.task_id, tasks.c.attempt).in_([(t, a) for t, a in claims]),
-                tasks.c.status == S.QUEUED,
-                or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
-            )
-            .values(
-                status=S.RUNNING.value,
-                attempt=tasks.c.attempt + 1,
-                started_at=func.now(),
-                worker=worker,
-                updated_at=func.now(),
-            )
-            .returning(*_LIGHT)
-        )
+        params = {"ids": [t for t, _a in claims], "attempts": [a for _t, a in claims]}
+        params["worker"] = worker
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(stmt)]
+            return [dict(r._mapping) for r in await conn.execute(_CLAIM, params)]
 
     @_db_errors
     async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> dict[str, Any]:

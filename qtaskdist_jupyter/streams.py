@@ -28,7 +28,10 @@ EVENTS_STREAM = "stream:events"
 DEAD_STREAM = "stream:dead"
 DELAYED_KEY = "qtaskdist:delayed"  # ZSET of messages to XADD later, scored by unix time
 WORKERS_KEY = "qtaskdist:workers"  # HASH name -> heartbeat JSON
-CANCEL_CHANNEL = "qtaskdist:cancel"  # pub/sub: task ids cancelled while running
+# Task ids of cancelled tasks, for workers to stop them; trimmed to CANCELS_MAXLEN. Its own
+# stream so that a worker does not read (and every worker again) three events per task.
+CANCELS_STREAM = "stream:cancels"
+CANCELS_MAXLEN = 10_000
 GROUP = "qtaskdist"
 FIELD = "m"
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
+
 import pytest
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
 from .conftest import BELL_QASM2
-from .worker_fixtures import rows, run_worker, submit
+from .worker_fixtures import (
+    heavy_payload,
+    kill_tree,
+    rows,
+    run_worker,
+    start_worker,
+    stop,
+    submit,
+    wait_until,
+)
 
 METHODS = ["automatic", "statevector", "density_matrix", "matrix_product_state", "stabilizer"]
 GHZ3 = """OPENQASM 2.0;
@@ -131,3 +144,37 @@ measure q -> c;
         assert "\n" not in r["error"] and r["meta_data"]["traceback"]
     assert "GPU" in gpu["error"]
     assert "ZZZ" in bad_obs["error"] and "2 qubits" in bad_obs["error"]
+
+
+async def test_cancelling_a_running_simulate_kills_its_job_and_the_worker_goes_on(
+    service, settings, sync_redis, tmp_path
+) -> None:
+    """The cancel reaches the worker through stream:cancels: the one job process (which
+    would run for ~2 minutes) is killed and replaced, and the next task completes."""
+    (slow,) = await submit(service, "simulate", [heavy_payload(layers=1500)])
+    log = tmp_path / "w.log"
+    w = start_worker(settings, "--concurrency", "1", log=log)
+    try:
+
+        async def running() -> bool:
+            return (await service.store.get(slow))["status"] == "running"
+
+        await wait_until(running, timeout=60)
+        await asyncio.sleep(1.0)  # inside Aer by now
+        t0 = time.monotonic()
+        await service.cancel(slow, "alice")
+        (bell,) = await submit(service, "simulate", [{"circuit": BELL_QASM2, "seed": 7}])
+
+        async def bell_done() -> bool:
+            return (await service.store.get(bell))["status"] == "completed"
+
+        await wait_until(bell_done, timeout=60)
+        assert time.monotonic() - t0 < 60  # the slow job did not run to its end
+        assert sync_redis.xlen("stream:simulate") == 0  # both entries acked
+        assert stop(w, signal.SIGTERM) == 0
+    finally:
+        kill_tree(w)
+    s, b = await rows(service, [slow, bell])
+    assert s["status"] == "cancelled" and s["result"] is None, s
+    assert b["result"]["counts"] == _aer(BELL_QASM2, "automatic", 1024, 7)
+    assert "was cancelled; stopping it" in log.read_text()
