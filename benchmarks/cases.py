@@ -195,20 +195,29 @@ def end_to_end(api: Api, cfg: BenchConfig, n: int, chunk: int, timeout_s: float)
     return {"n": n, "submit_s": submitted, "wall_s": wall, "tasks_per_s": n / wall}
 
 
-def b2(api: Api, cfg: BenchConfig, n: int, chunk: int, worker_args: list[str]) -> dict[str, Any]:
+def b2(
+    api: Api, cfg: BenchConfig, n: int, chunk: int, setups: dict[str, list[str]]
+) -> dict[str, Any]:
+    """Each worker setup (name → worker args) end to end, ÷ the in-process loop; the
+    first setup is the headline (the worker's defaults)."""
     base_default = inproc(n, cfg.shots, BELL, omp=None)
     base_omp1 = inproc(n, cfg.shots, BELL, omp="1")
     best = min(base_default["wall_s"], base_omp1["wall_s"])
-    with Fleet(cfg).start(1, worker_args):
-        e2e = end_to_end(api, cfg, n, chunk, timeout_s=max(120.0, n / 50))
-    clear_state(cfg)
+    pipelines = {}
+    for name, args in setups.items():
+        with Fleet(cfg).start(1, args):
+            e2e = end_to_end(api, cfg, n, chunk, timeout_s=max(120.0, n / 50))
+        clear_state(cfg)
+        ratio = best / e2e["wall_s"]
+        pipelines[name] = {**e2e, "worker_args": args, "ratio_inproc_over_pipeline": ratio}
+    head = pipelines[next(iter(setups))]
     return {
-        "pipeline": e2e,
+        "pipeline": head,
+        "pipelines": pipelines,
         "inproc_loop_omp_default": base_default,
         "inproc_loop_omp1": base_omp1,
-        "ratio_inproc_over_pipeline": best / e2e["wall_s"],
+        "ratio_inproc_over_pipeline": head["ratio_inproc_over_pipeline"],
         "target_ratio": 1.0,
-        "worker_args": worker_args,
     }
 
 

@@ -20,6 +20,9 @@ from qtaskdist_jupyter.store import NewTask
 ROOT = Path(__file__).resolve().parents[1]
 # Short timings so crash / retry tests finish in seconds.
 FAST = [
+    # One job process unless a test asks for more: the default (one per core) would
+    # start extra Aer processes in every test on a many-core machine.
+    "--concurrency", "1",
     "--visibility-timeout-s", "1.5",
     "--reconcile-interval-s", "1",
     "--retry-base-s", "0.2",

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-c",
         type=_positive(int),
         default=d.concurrency,
-        help="job processes for simulate/convert (default %(default)s)",
+        help="job processes for simulate/convert (default: one per usable core, at most "
+        "4: %(default)s here)",
     )
     p.add_argument("--name", default=None, help="consumer name (default host-pid)")
     p.add_argument(

@@ -42,10 +42,24 @@ POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
 PREFETCH_BATCHES = 3
 
 
+# Job processes when --concurrency is not given: one per usable core (a job process runs
+# one Aer call at a time on --threads-per-job threads, 1 by default), at most this many,
+# since each holds qiskit and Aer (~130 MB RSS measured here).
+MAX_DEFAULT_CONCURRENCY = 4
+
+
+def default_concurrency() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_CONCURRENCY))
+
+
 @dataclass
 class WorkerOptions:
     task_types: list[str] = field(default_factory=lambda: list(STREAMS))
-    concurrency: int = 1
+    concurrency: int = field(default_factory=default_concurrency)
     name: str = field(default_factory=lambda: f"{HOST}-{os.getpid()}")
     batch_size: int = 64
     visibility_timeout_s: float = 60.0
