@@ -72,7 +72,16 @@ def machine_info() -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # Results files are written by the runs themselves: not a change of the code.
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+            ],  # fmt: skip
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Run the benchmarks from the repository root with the project's virtualenv.
+# From a fresh clone: install (scripts/bootstrap.sh, quick when done), then run the
+# benchmarks with the project's virtualenv. Arguments go to `python -m benchmarks`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
 exec .venv/bin/python -m benchmarks "$@"
