@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import TaskFailed
@@ -126,6 +127,7 @@ class BatchHandle:
         self.task_ids = [str(t) for t in task_ids]
         self.handles = [TaskHandle(client, t) for t in self.task_ids]
         self._counts: dict[str, int] = {}
+        self._counts_at: str | None = None  # when _counts was read (local time)
 
     def __repr__(self) -> str:
         return f"BatchHandle({self.batch_id!r}, {len(self.task_ids)} tasks)"
@@ -142,6 +144,7 @@ class BatchHandle:
     def status_counts(self) -> dict[str, int]:
         """Tasks of this batch per status (statuses with none left out)."""
         self._counts = {k: v for k, v in self.client.counts(self.batch_id).items() if v}
+        self._counts_at = time.strftime("%H:%M:%S")
         return self._counts
 
     def wait(self, timeout_s: float | None = None, progress: bool = True) -> dict[str, int]:
@@ -214,12 +217,15 @@ class BatchHandle:
         done = sum(c.get(s, 0) for s in TERMINAL)
         pct = 100.0 * done / total if total else 0.0
         parts = " ".join(f"{status_badge(s)} {n}" for s, n in sorted(c.items()) if n)
+        # A snapshot, and it says so: the live views are wait(progress=True) and the table.
+        when = f"as of {self._counts_at}" if self._counts_at else "not read yet"
         return (
             f"<div class='qtd-batch'><b>qtaskdist batch</b> <code>{html.escape(self.batch_id)}"
             f"</code> · {total} tasks {parts}"
             f"<div style='background:#eee;width:240px;height:8px;border-radius:4px'>"
             f"<div style='background:#43a047;width:{pct:.0f}%;height:8px;border-radius:4px'>"
-            f"</div></div></div>"
+            f"</div></div><small>{done}/{total} finished, {when}; live: "
+            f"<code>.wait()</code> or <code>%qtask table</code></small></div>"
         )
 
 

@@ -33,8 +33,8 @@ from qtaskdist_jupyter.store import TaskStore
 from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage
 
 from .duties import Duties
-from .outcomes import HOST, InFlight, batch_key, profile, time_limit
-from .retry import backoff_s
+from .outcomes import HOST, InFlight, batch_key, time_limit
+from .settle import Settling
 
 log = logging.getLogger("qtaskdist_worker")
 T = TypeVar("T")
@@ -75,7 +75,7 @@ class WorkerOptions:
     block_ms: int = 1000
 
 
-class Worker(Duties):
+class Worker(Duties, Settling):
     def __init__(self, settings: Settings, opts: WorkerOptions) -> None:
         if not settings.database_url or not settings.redis_url:
             raise ConfigError("the worker needs DATABASE_URL and REDIS_URL (or embedded ones)")
@@ -398,78 +398,6 @@ class Worker(Duties):
         await self._retrying(
             lambda: self.broker.ack([(i.stream, i.entry_id) for i in items]), "ack"
         )
-
-    async def _finish(
-        self, items: list[InFlight], replies: dict[str, Any], run_time_s: float
-    ) -> None:
-        done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
-        events: list[dict[str, Any]] = []
-        failures = []
-        for item in items:
-            out = replies.get(str(item.task_id)) or {
-                "ok": False, "error": "the job process returned no result", "retryable": True,
-            }  # fmt: skip
-            kind = "completed" if out["ok"] else "failed"
-            retry = (
-                not out["ok"]
-                and out.get("retryable")
-                and (item.row["retry_count"] < item.row["max_retries"])
-            )
-            meta = profile(
-                item, out, worker=self.name, run_time_s=run_time_s, batched_with=len(items),
-                versions=self.versions, result_kind="retry" if retry else kind,
-            )  # fmt: skip
-            if out["ok"]:
-                done.append((item.task_id, item.attempt, out["result"], meta))
-            else:
-                failures.append((item, out, meta, retry))
-        if done:
-            events += await self._retrying(lambda: self.store.complete_many(done), "complete")
-            self.completed += len(done)
-        for item, out, meta, retry in failures:
-            events += await self._fail(item, out, meta, bool(retry))
-        announced = {i.announced for i in items if i.announced is not None}
-        if announced:
-            # A completed event must not overtake its running event (whose failure, if
-            # any, the main loop handles: not raised again here).
-            await asyncio.wait(announced)
-        acks = [(i.stream, i.entry_id) for i in items]
-        await self._retrying(lambda: self.broker.settle(events, acks), "settle")
-        for item in items:
-            self.inflight.pop(item.task_id, None)
-
-    async def _fail(
-        self, item: InFlight, out: dict[str, Any], meta: dict[str, Any], retry: bool
-    ) -> list[dict[str, Any]]:
-        error = out["error"]
-        try:
-            if retry:
-                delay = backoff_s(
-                    item.row["retry_count"],
-                    base_s=self.opts.retry_base_s,
-                    cap_s=self.opts.retry_cap_s,
-                )
-                meta["retry_delay_s"] = round(delay, 3)
-                row = await self._retrying(
-                    lambda: self.store.retry_later(item.task_id, item.attempt, error, delay, meta),
-                    "retry",
-                )
-                msg = TaskMessage(item.task_id, item.row["task_type"], item.attempt)
-                await self._retrying(lambda: self.broker.enqueue_later(msg, delay), "delay")
-                log.info("task %s: %s; retry in %.2f s", item.task_id, error, delay)
-                return [row]
-            row = await self._retrying(
-                lambda: self.store.fail(item.task_id, item.attempt, error, meta), "fail"
-            )
-        except (TransitionError, TaskNotFound):
-            return []  # cancelled or taken over meanwhile: the row is someone else's now
-        if out.get("retryable"):
-            fields = {**item.msg.encode(), "task_id": str(item.task_id), "stream": item.stream}
-            await self._retrying(
-                lambda: self.broker.dead_letter(f"retries exhausted: {error}", fields), "dead"
-            )
-        log.info("task %s failed: %s", item.task_id, error)
-        return [row]
 
 
 def describe(opts: WorkerOptions) -> str:
