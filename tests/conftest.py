@@ -6,11 +6,17 @@ PostgreSQL 15 and Redis 7 this machine and CI start). A missing service fails lo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import re
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import fasteners
 import psycopg
 import pytest
 import redis
@@ -34,6 +40,9 @@ REDIS_DB_BENCHMARKS = 14  # benchmarks/ (never run by the test suite)
 REDIS_DB_NBVAL = 13  # notebooks/conftest.py
 REDIS_DB_BROWSER = 12  # tests/test_browser.py
 _redis_dbs = itertools.cycle(range(1, 12))
+# A per-test database is also locked on disk while a test holds it, so two test runs on
+# one machine (a developer's and CI's, or two sessions) never flush each other's.
+_REDIS_LOCKS = Path(tempfile.gettempdir()) / "qtaskdist-test-redis-dbs"
 
 
 def _admin() -> psycopg.Connection:
@@ -72,9 +81,35 @@ def database_url(pg_template: str) -> Iterator[str]:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def _free_redis_db(wait_s: float = 600.0) -> Iterator[int]:
+    """A database of the rotation that no other test process holds, locked until the
+    test ends; waits while every one of them is taken."""
+    _REDIS_LOCKS.mkdir(exist_ok=True)
+    prefix = re.sub(r"\W+", "_", TEST_REDIS_URL)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for _ in range(11):
+            db = next(_redis_dbs)
+            lock = fasteners.InterProcessLock(str(_REDIS_LOCKS / f"{prefix}-{db}.lock"))
+            if lock.acquire(blocking=False):
+                try:
+                    yield db
+                finally:
+                    lock.release()
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"no free Redis test database (1-11) in {wait_s:g} s", pytrace=False)
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    db = next(_redis_dbs)
+    with _free_redis_db() as db:
+        yield from _flushed_redis(db)
+
+
+def _flushed_redis(db: int) -> Iterator[str]:
     url = f"{TEST_REDIS_URL.rstrip('/')}/{db}"
     client = redis.Redis.from_url(url, socket_connect_timeout=5)
     try:
