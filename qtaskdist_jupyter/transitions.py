@@ -13,7 +13,18 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, Uuid, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    Uuid,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .db import db_errors as _db_errors
@@ -63,6 +74,26 @@ _CLAIM = (
     )
     .returning(*LIGHT)
 )
+
+
+def _utc_iso(ts: Any) -> Any:
+    """A timestamp as the worker writes them (Python's isoformat in UTC), whatever the
+    session's TimeZone."""
+    return func.to_char(func.timezone("UTC", ts), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+
+def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
+    """``meta`` with an entry for the attempt that ends here unfinished appended to its
+    ``attempts`` (a finished attempt gets its entry from the worker, see outcomes.profile).
+    In an UPDATE's SET every column still holds the old row: the lost attempt's number,
+    worker and start."""
+    entry = func.jsonb_build_object(
+        "attempt", tasks.c.attempt, "worker", tasks.c.worker,
+        "started_at", _utc_iso(tasks.c.started_at), "finished_at", _utc_iso(func.now()),
+        "outcome", outcome, "error", why,
+    )  # fmt: skip
+    history = func.coalesce(tasks.c.meta_data["attempts"], literal_column("'[]'::jsonb"))
+    return func.jsonb_set(meta, literal_column("'{attempts}'"), history.op("||")(entry))
 
 
 class Transitions:
@@ -161,6 +192,7 @@ class Transitions:
     @_db_errors
     async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> dict[str, Any]:
         """running (attempt n, its worker gone) → running (attempt n+1, this worker)."""
+        why = "its stream entry was idle past the visibility timeout; another worker took it"
         return await self._transition(
             task_id,
             action="take over",
@@ -170,6 +202,7 @@ class Transitions:
                 "attempt": tasks.c.attempt + 1,
                 "started_at": func.now(),
                 "worker": worker,
+                "meta_data": _ended_unfinished(tasks.c.meta_data, "taken_over", why),
             },
         )
 
@@ -258,9 +291,11 @@ class Transitions:
 
     @_db_errors
     async def release(
-        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any] | None = None
+        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any] | None = None, *, why: str
     ) -> dict[str, Any]:
-        """running → queued, same retry_count: the worker gave it back unfinished."""
+        """running → queued, same retry_count: the worker gave it back unfinished (or
+        stopped heartbeating); ``why`` goes into the attempt's history entry."""
+        merged = tasks.c.meta_data.op("||")(meta or {})
         return await self._transition(
             task_id,
             action="release",
@@ -270,7 +305,7 @@ class Transitions:
                 "status": S.QUEUED.value,
                 "worker": None,
                 "scheduled_for": None,
-                "meta_data": tasks.c.meta_data.op("||")(meta or {}),
+                "meta_data": _ended_unfinished(merged, "released", why),
             },
         )
 

@@ -278,11 +278,13 @@ async def test_reconciler_releases_dead_workers_rows_and_requeues_lost_ones(
     assert row["attempt"] == 2
     assert row["meta_data"]["released_by"] == "reconciler"
     assert row["meta_data"]["dead_worker"] == "ghost"
-    # The worker records finished attempts; the ghost's attempt 1 never finished.
+    # The ghost's attempt 1 never finished: the release wrote its entry, the worker its own.
     history = row["meta_data"]["attempts"]
     assert [(a["attempt"], a["worker"], a["outcome"]) for a in history] == [
-        (2, "living", "completed")
-    ]
+        (1, "ghost", "released"), (2, "living", "completed")
+    ]  # fmt: skip
+    assert history[0]["error"] == "worker ghost stopped heartbeating"
+    assert history[0]["started_at"] <= history[0]["finished_at"] <= history[1]["started_at"]
     with pytest.raises(TransitionError):
         await service.store.complete(ghosted, 1, {"counts": {"00": 10}}, {})
     assert len(completion_events(sync_redis, ghosted)) == 1

@@ -46,6 +46,13 @@ async def test_sigkill_mid_task_another_worker_completes_it_once(
     row = await service.store.get(tid)
     assert row["status"] == "completed" and row["worker"] == "rescuer"
     assert row["attempt"] == 2  # the dead worker's attempt 1 can never complete it now
+    history = [(a["attempt"], a["worker"], a["outcome"]) for a in row["meta_data"]["attempts"]]
+    # Taken over (entry idle past the visibility timeout) or released by the reconciler,
+    # whichever of the rescuer's duties came first: either way attempt 1 is on record.
+    assert history in (
+        [(1, "doomed", "taken_over"), (2, "rescuer", "completed")],
+        [(1, "doomed", "released"), (2, "rescuer", "completed")],
+    ), history
     assert len(completion_events(sync_redis, tid)) == 1
     assert all(r["status"] == "completed" for r in await rows(service, quick))
     assert (await service.store.counts(owner=None))["running"] == 0
@@ -159,3 +166,6 @@ async def test_sigterm_past_grace_releases_the_task(service, settings, sync_redi
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = await service.store.get(tid)
     assert row["status"] == "completed" and row["attempt"] == 2
+    first = row["meta_data"]["attempts"][0]
+    assert (first["attempt"], first["outcome"]) == (1, "released")
+    assert "shut down before it finished" in first["error"]

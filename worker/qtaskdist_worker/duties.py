@@ -141,8 +141,9 @@ class Duties:
         for item in left:
             try:
                 row = await self.store.release(
-                    item.task_id, item.attempt, {"released_by": f"{self.name} (shutdown)"}
-                )
+                    item.task_id, item.attempt, {"released_by": f"{self.name} (shutdown)"},
+                    why=f"worker {self.name} shut down before it finished (past --grace-s)",
+                )  # fmt: skip
                 moved.append(row)
             except (TransitionError, TaskNotFound):
                 pass

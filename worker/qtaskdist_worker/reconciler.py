@@ -110,6 +110,7 @@ async def reconcile(
                 r["task_id"],
                 r["attempt"],
                 {"released_by": "reconciler", "dead_worker": r["worker"]},
+                why=f"worker {r['worker']} stopped heartbeating",
             )
         except (TransitionError, TaskNotFound):
             continue  # it moved on while we looked: someone else handled it
