@@ -366,3 +366,13 @@ async def test_database_down_is_503(api, redis_url) -> None:
     code, h = await api("GET", "health")
     assert code == 200 and h["database"]["ok"] is False and h["redis"]["ok"] is True
     assert redis.Redis.from_url(redis_url).xlen(EVENTS_STREAM) == 0
+
+
+async def test_server_start_freezes_its_startup_heap(jp_serverapp) -> None:
+    """QtaskdistApp.freeze_gc (default on): full collections skip the start-up heap."""
+    import gc
+
+    (ext,) = jp_serverapp.extension_manager.extension_apps["qtaskdist_server"]
+    # The hook a started server runs (the in-process test server is never start()ed).
+    await ext._start_jupyter_server_extension(jp_serverapp)
+    assert gc.get_freeze_count() > 0

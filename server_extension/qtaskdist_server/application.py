@@ -42,6 +42,22 @@ def _in_thread(fn: Callable[..., T], *args: Any) -> T:
         return pool.submit(fn, *args).result()
 
 
+_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """gc.freeze once per process (a second server in one process, as in tests, would
+    otherwise freeze the first one's garbage-to-be too); garbage first, so nothing that is
+    already dead is kept for good."""
+    global _frozen
+    if not _frozen:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
 class QtaskdistApp(ExtensionApp):
     name = "qtaskdist_server"
     # Configured as ServerApp extension only; it never launches a server of its own.
@@ -168,11 +184,7 @@ class QtaskdistApp(ExtensionApp):
         # The port is final only once the HTTP server is bound.
         self.export_kernel_env()
         if self.freeze_gc:
-            import gc
-
-            # Garbage first, so nothing that is already dead is kept for good.
-            gc.collect()
-            gc.freeze()
+            _freeze_startup_heap()
         if not self._migrated:
             self._migrator = asyncio.ensure_future(self._migrate_until_done())
 
