@@ -255,3 +255,16 @@ def test_services_down(nb_server: NbServer, tmp_path: Any, monkeypatch: pytest.M
         assert "database: ok" in cap.stdout
     finally:
         stop_server(down)
+
+
+def test_statevector_and_probabilities_are_returned_and_drawn(shell: InteractiveShell) -> None:
+    cell = "%%qtask simulate --shots 100 --seed 3 --statevector --probabilities --out qt_sv --wait"
+    res, cap = run(shell, f"{cell}\n{BELL_QASM2}")
+    assert res.error_in_exec is None, cap.stderr
+    pngs = [out for out in cap.outputs if "image/png" in out.data]
+    assert len(pngs) == 3  # counts, probabilities, |statevector|²
+    result = shell.user_ns["qt_sv"].row["result"]
+    amplitudes = [complex(re, im) for re, im in result["statevector"]]
+    assert [abs(a) ** 2 for a in amplitudes] == pytest.approx([0.5, 0, 0, 0.5])
+    assert result["probabilities"] == pytest.approx({"00": 0.5, "11": 0.5})
+    assert sum(result["counts"].values()) == 100
