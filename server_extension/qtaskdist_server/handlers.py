@@ -301,9 +301,7 @@ class EventsHandler(QtaskdistHandler):
     async def get(self) -> None:
         after = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
         statuses = parse_statuses(self.get_query_argument("status", None))
-        tail = await EventTail.start(
-            self.service.broker, self.owner, parse_after(after), statuses
-        )
+        tail = await EventTail.start(self.service.broker, self.owner, parse_after(after), statuses)
         if "text/event-stream" in self.request.headers.get("Accept", ""):
             await self._sse(tail)
             return
