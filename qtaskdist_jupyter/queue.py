@@ -44,18 +44,6 @@ end
 return #due
 """
 
-# Many XADDs in one command, the bodies joined by newlines (JSON bodies hold none): one
-# round trip, and no per-argument packing in redis-py, which costs more than the XADDs.
-# Measured on 2 loaded cores: 10k XADDs 0.63 s pipelined, 0.29 s as script arguments,
-# 0.08 s joined.
-_XADD_MANY = """
-local ids = {}
-for body in string.gmatch(ARGV[1], '[^\\n]+') do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'm', body)
-end
-return ids
-"""
-
 # Task messages and events for many rows in one call. ARGV[3] holds one line per row,
 # "<task id> TAB <KEYS index of its task stream, 0: event only> TAB <ARGV index of the
 # message tail> TAB <ARGV index of the event tail>"; both bodies are TASK_ID_HEAD + id +
@@ -115,7 +103,6 @@ class Broker:
         self.redis = redis
         self.events_maxlen = events_maxlen
         self._promote = redis.register_script(_PROMOTE)
-        self._xadd_many = redis.register_script(_XADD_MANY)
         self._publish = redis.register_script(_PUBLISH)
 
     @classmethod
@@ -140,29 +127,6 @@ class Broker:
         await self.redis.ping()
 
     # ---- tasks ---------------------------------------------------------------------
-    @_redis_errors
-    async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
-        """XADD every message in order; one script call per stream and 1,000 messages."""
-        ids: list[str] = []
-        if len(messages) == 1:
-            m = messages[0]
-            return [await self.redis.xadd(STREAMS[m.task_type], m.encode())]
-        start = 0
-        while start < len(messages):
-            # Runs of one stream keep the order of the input across streams.
-            stream = STREAMS[messages[start].task_type]
-            end = start
-            while (
-                end < len(messages)
-                and end - start < _SCRIPT_CHUNK
-                and STREAMS[messages[end].task_type] == stream
-            ):
-                end += 1
-            bodies = [m.encode()[FIELD] for m in messages[start:end]]
-            ids.extend(await self._xadd_many(keys=[stream], args=["\n".join(bodies)]))
-            start = end
-        return ids
-
     @_redis_errors
     async def enqueue_later(self, message: TaskMessage, delay_s: float) -> None:
         member = f"{STREAMS[message.task_type]}|{message.encode()[FIELD]}"

@@ -11,7 +11,6 @@ so a duplicate delivery of an old message matches no row.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -79,30 +78,6 @@ class TaskMessage:
         return msg
 
 
-def event_fields(
-    task_id: uuid.UUID | str,
-    status: str,
-    *,
-    owner: str,
-    task_type: str,
-    attempt: int,
-    batch_id: uuid.UUID | str | None = None,
-    **extra: Any,
-) -> dict[str, str]:
-    """One status change, as stored on ``stream:events``."""
-    body = {
-        "task_id": str(task_id),
-        "status": status,
-        "owner": owner,
-        "task_type": task_type,
-        "attempt": attempt,
-        "batch_id": str(batch_id) if batch_id else None,
-        "ts": time.time(),
-        **extra,
-    }
-    return {FIELD: json.dumps(body, separators=(",", ":"), default=str)}
-
-
 # Both wire formats start with the task id, so a bulk write can send ids plus one shared
 # tail per kind of row and let Redis put them together (see Broker.publish): building
 # 20,000 JSON documents in Python cost more than the XADDs themselves.
@@ -129,7 +104,8 @@ def event_tail(
     batch_id: uuid.UUID | str | None,
     ts: float,
 ) -> str:
-    """What follows the task id in an event; the same JSON as :func:`event_fields`."""
+    """What follows the task id in an event (its keys in the order docs/message-format.md
+    shows)."""
     return _tail({
         "status": status, "owner": owner, "task_type": task_type, "attempt": attempt,
         "batch_id": str(batch_id) if batch_id else None, "ts": ts,

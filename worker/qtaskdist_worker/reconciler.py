@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from qtaskdist_jupyter.errors import QueueUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.queue import Broker
 from qtaskdist_jupyter.store import TaskStore
-from qtaskdist_jupyter.streams import STREAMS, TaskMessage
+from qtaskdist_jupyter.streams import STREAMS
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "qtaskdist:reconcile"
@@ -92,9 +92,8 @@ async def reconcile(
         if r["task_type"] in task_types and r["task_id"].hex not in held
     ]
     if lost:
-        await broker.enqueue(
-            [TaskMessage(r["task_id"], r["task_type"], r["attempt"]) for r in lost]
-        )
+        # Their rows are still ``queued``: a message (and a ``queued`` event) each.
+        await broker.publish(lost)
         requeued = len(lost)
 
     alive = live_workers(await broker.workers(), stale_after_s)
