@@ -21,14 +21,11 @@ from .models import TaskStatus
 from .queue import Broker
 from .schemas import TaskCreate, validate_payload
 from .store import NewTask, TaskStore
+from .streams import DELETED
 
 # Validated payloads kept per service: entries and the largest key (bounds its memory).
 _MEMO_SIZE = 256
 _MEMO_MAX_KEY = 64 * 1024
-
-
-# The event ``status`` sent when a finished task is deleted.
-DELETED = "deleted"
 
 
 class TaskService:

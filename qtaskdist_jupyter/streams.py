@@ -32,6 +32,8 @@ WORKERS_KEY = "qtaskdist:workers"  # HASH name -> heartbeat JSON
 CANCELS_STREAM = "stream:cancels"
 CANCELS_MAXLEN = 10_000
 GROUP = "qtaskdist"
+# The event ``status`` sent when a finished task is deleted (not a status a row can have).
+DELETED = "deleted"
 FIELD = "m"
 
 

@@ -21,8 +21,7 @@ from typing import Any
 from qtaskdist_jupyter.errors import InvalidInput
 from qtaskdist_jupyter.models import TaskStatus
 from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.service import DELETED
-from qtaskdist_jupyter.streams import decode_event
+from qtaskdist_jupyter.streams import DELETED, decode_event
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
