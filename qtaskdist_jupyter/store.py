@@ -108,6 +108,10 @@ class TaskStore(Transitions):
         stmt = select(*_ROW).where(tasks.c.task_id == task_id)
         if owner is not None:
             stmt = stmt.where(tasks.c.owner == owner)
+        return await self._one(stmt, task_id)
+
+    async def _one(self, stmt: Any, task_id: uuid.UUID) -> dict[str, Any]:
+        """The statement's one row; TaskNotFound when there is none (or not the owner's)."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
@@ -182,11 +186,7 @@ class TaskStore(Transitions):
         if owner is not None:
             cond.append(tasks.c.owner == owner)
         stmt = update(tasks).where(*cond).values(**fields, updated_at=func.now()).returning(*_ROW)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-        if row is None:
-            raise TaskNotFound(f"task {task_id} not found", task_id=str(task_id))
-        return dict(row._mapping)
+        return await self._one(stmt, task_id)
 
     @_db_errors
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
