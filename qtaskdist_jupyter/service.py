@@ -10,7 +10,6 @@ row says ``queued`` and drop it.
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +22,8 @@ from .schemas import TaskCreate, validate_payload
 from .store import NewTask, TaskStore
 from .streams import DELETED
 
-# Validated payloads kept per service: entries and the largest key (bounds its memory).
+# Circuits that passed the check, kept per service: entries and the largest key (bounds
+# its memory).
 _MEMO_SIZE = 256
 _MEMO_MAX_KEY = 64 * 1024
 
@@ -33,7 +33,7 @@ class TaskService:
         self.store = store
         self.broker = broker
         self.settings = settings
-        self._memo: dict[str, dict[str, Any]] = {}
+        self._memo: dict[str, bool] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
@@ -56,29 +56,25 @@ class TaskService:
         spec: TaskCreate,
         owner: str,
         batch_id: uuid.UUID | None = None,
-        memo: dict[str, dict[str, Any]] | None = None,
+        memo: dict[str, bool] | None = None,
     ) -> NewTask:
         """Validate the payload for its task_type (and its circuit) into a NewTask.
 
-        A memo maps a payload's canonical JSON to its validated form, so a batch that
-        sweeps one circuit parses it once, not once per task (the QASM parse is ~90% of
-        validation). Equal JSON validates equally, so the answer is the same. ``memo``
-        defaults to this service's bounded memo, shared by requests.
+        The circuit check (a full parse: nearly all of validation's cost) is memoized on
+        the circuit text alone, so a batch that sends one circuit many times, with other
+        seeds, shots or bindings, parses it once. The same text always checks the same.
+        ``memo`` defaults to this service's bounded memo, shared by requests.
         """
         from . import codec
 
         memo = self._memo if memo is None else memo
-        key = f"{spec.task_type}\0{json.dumps(spec.payload, sort_keys=True, default=str)}"
-        payload = memo.get(key)
-        if payload is None:
-            payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
-            codec.inspect_circuit(
-                payload["circuit"],
-                payload.get("circuit_format", "auto"),
-                limits=self.settings.limits,
-            )
+        payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
+        fmt = payload.get("circuit_format", "auto")
+        key = f"{fmt}\0{payload['circuit']}"
+        if key not in memo:
+            codec.inspect_circuit(payload["circuit"], fmt, limits=self.settings.limits)
             if len(key) <= _MEMO_MAX_KEY:
-                memo[key] = payload
+                memo[key] = True
                 if len(memo) > _MEMO_SIZE:
                     # Oldest first (dict order); another validating thread may race us.
                     with contextlib.suppress(RuntimeError, StopIteration):

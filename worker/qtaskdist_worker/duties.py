@@ -49,7 +49,8 @@ class Duties:
         if not item.cancelled:
             log.info("task %s was cancelled; stopping it", item.task_id)
         item.cancelled = True
-        item.cancel.set()
+        if item.cancel is not None:
+            item.cancel.set()
 
     async def _watch_cancels(self) -> None:
         last = "$"

@@ -5,8 +5,11 @@ returns on some inputs (a QASM 3 ``while`` whose condition never changes), so a 
 runs past its time limit can only be stopped by killing the process it runs in.
 
 Each child imports qiskit and Aer once at start, then serves one request at a time over a
-pipe. Requests and replies travel as JSON bytes (never pickles): the payloads come from the
-database and stay plain data.
+pipe. A request carries several *units* (one Aer call, or one conversion, each) that the
+child runs one after another, answering after each: so the worker pays one pipe round trip,
+one claim and one completion statement per request, while every unit keeps its own time
+limit. Requests and replies travel as JSON bytes (never pickles): the payloads come from
+the database and stay plain data.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -35,6 +39,12 @@ class ChildDied(JobError):
     """The child exited without answering (crash, OOM kill): worth one more try."""
 
     retryable = True
+
+
+def at_unit(exc: JobError, unit: int) -> JobError:
+    """Mark which unit of a request did not answer (see :meth:`ExecutorPool.run`)."""
+    exc.unit = unit  # type: ignore[attr-defined]
+    return exc
 
 
 def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
@@ -57,10 +67,15 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
         except (EOFError, OSError):
             return
         request = json.loads(raw)
-        request.setdefault("threads", threads)
-        request.setdefault("limits", limits)
-        reply = handle_request(request)
-        conn.send_bytes(json.dumps(reply, default=str).encode())
+        # One reply per unit, sent as soon as the unit ends: the worker settles finished
+        # units while later ones run, and times each unit on its own limit.
+        for unit in request["units"]:
+            started = time.perf_counter()
+            reply = handle_request(
+                {"kind": request["kind"], "tasks": unit, "threads": threads, "limits": limits}
+            )
+            reply["wall_s"] = time.perf_counter() - started
+            conn.send_bytes(json.dumps(reply, default=str).encode())
 
 
 class Child:
@@ -80,13 +95,6 @@ class Child:
             raise RuntimeError("job process did not start in time")
         self.info = json.loads(self.conn.recv_bytes())
         return self.info
-
-    def roundtrip(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        """Blocking: send, wait up to ``timeout`` s; None when the time ran out."""
-        self.conn.send_bytes(json.dumps(request, default=str).encode())
-        if not self.conn.poll(timeout):
-            return None
-        return json.loads(self.conn.recv_bytes())
 
     def kill(self, why: str) -> None:
         self.killed_for = why
@@ -112,8 +120,8 @@ class ExecutorPool:
         self.limits = limits
         self._idle: asyncio.Queue[Child] = asyncio.Queue()
         self._all: set[Child] = set()
-        # One thread per child blocks on its pipe, so the event loop never does.
-        self._threads = ThreadPoolExecutor(max_workers=size + 2, thread_name_prefix="qtd-pipe")
+        # Start-up and shutdown block (waiting for imports, joining): off the event loop.
+        self._threads = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="qtd-pipe")
         self.info: dict[str, Any] = {}
         self.closing = False  # shutting down: a killed child is not replaced
 
@@ -134,44 +142,98 @@ class ExecutorPool:
         return self._idle.qsize()
 
     async def run(
-        self, request: dict[str, Any], timeout_s: float, cancel: asyncio.Event | None = None
-    ) -> dict[str, Any]:
-        """Run one request; raise JobTimeout / JobCancelled / ChildDied (child replaced)."""
+        self,
+        kind: str,
+        units: list[list[dict[str, Any]]],
+        timeouts_s: list[float],
+        on_reply: Callable[[int, dict[str, Any]], None],
+        cancel: asyncio.Event | None = None,
+    ) -> None:
+        """Run a request of ``units`` (each one ``handle_request``'s tasks) on an idle child,
+        calling ``on_reply(unit index, reply)`` as each unit ends. Unit ``j`` may run for
+        ``timeouts_s[j]`` from the end of unit ``j - 1``.
+
+        When it stops early it raises, with ``exc.unit`` the unit that did not answer:
+        :class:`JobTimeout` (that unit overran its limit), :class:`JobCancelled`, or
+        :class:`ChildDied`. The child is then replaced; the caller decides what happens to
+        the units after ``exc.unit``, which never started or never finished.
+        """
         child = await self._idle.get()
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._threads, child.roundtrip, request, timeout_s)
+        ended: asyncio.Future[None] = loop.create_future()
+        fd = child.conn.fileno()
+        answered = 0
+
+        def overran() -> None:
+            child.kill("timeout")
+            if not ended.done():
+                ended.set_result(None)
+
+        deadline = loop.call_later(timeouts_s[0], overran)
+
+        def readable() -> None:
+            # The event loop reads the pipe itself, with no thread hop per reply: a reply
+            # is one small write, so a readable pipe holds a whole frame (or the rest of
+            # one the child is writing at this moment).
+            nonlocal answered, deadline
+            try:
+                reply = json.loads(child.conn.recv_bytes())
+            except (EOFError, OSError):
+                loop.remove_reader(fd)
+                if not ended.done():
+                    ended.set_result(None)
+                return
+            deadline.cancel()
+            answered += 1
+            on_reply(answered - 1, reply)
+            if answered < len(units):
+                deadline = loop.call_later(timeouts_s[answered], overran)
+            elif not ended.done():
+                ended.set_result(None)
+
+        def cancelled(_: Any) -> None:
+            child.kill("cancelled")
+            if not ended.done():
+                ended.set_result(None)
+
         waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         started = time.monotonic()
         try:
+            child.conn.send_bytes(json.dumps({"kind": kind, "units": units}).encode())
+            loop.add_reader(fd, readable)
             if waiter is not None:
-                await asyncio.wait({fut, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if waiter.done() and not fut.done():
-                    child.kill("cancelled")
-            reply = await fut
-        except (EOFError, OSError, BrokenPipeError):
-            reply = None
+                waiter.add_done_callback(cancelled)
+            await ended
         except asyncio.CancelledError:
+            # The worker is shutting down: the child may be mid-unit.
             child.kill("shutdown")
-            await self._replace(child)
             raise
+        except (EOFError, OSError):
+            pass  # the child died before it took the request: handled as below
         finally:
+            deadline.cancel()
+            loop.remove_reader(fd)
             if waiter is not None:
+                waiter.remove_done_callback(cancelled)
                 waiter.cancel()
-        if reply is not None:
+            if child.killed_for == "shutdown":
+                await self._replace(child)
+        if answered == len(units):
             self._idle.put_nowait(child)
-            return reply
+            return
         why = child.killed_for
-        if why is None and child.proc.is_alive():
-            child.kill("timeout")
-            why = "timeout"
         await self._replace(child)
         if why == "cancelled":
-            raise JobCancelled("the task was cancelled while it ran")
+            raise at_unit(JobCancelled("the task was cancelled while it ran"), answered)
         if why == "timeout":
-            raise JobTimeout(f"exceeded its time limit of {timeout_s:g} s")
-        raise ChildDied(
-            f"the job process exited with code {child.proc.exitcode} after "
-            f"{time.monotonic() - started:.1f} s"
+            limit_s = timeouts_s[answered]
+            raise at_unit(JobTimeout(f"exceeded its time limit of {limit_s:g} s"), answered)
+        raise at_unit(
+            ChildDied(
+                f"the job process exited with code {child.proc.exitcode} after "
+                f"{time.monotonic() - started:.1f} s"
+            ),
+            answered,
         )
 
     async def _replace(self, child: Child) -> None:

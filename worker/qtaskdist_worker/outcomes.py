@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from qtaskdist_jupyter.streams import TaskMessage
 
 HOST = socket.gethostname()
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -22,7 +23,9 @@ class InFlight:
     entry_id: str
     msg: TaskMessage
     row: dict[str, Any]
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the task is cancelled while it runs; created when its job starts (the
+    # simulate / convert tasks of one request share one).
+    cancel: asyncio.Event | None = None
     cancelled: bool = False
     # Set while its ``running`` event is being written (see Worker._start).
     announced: asyncio.Future[None] | None = None
@@ -109,3 +112,42 @@ def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
         float(noise.get("readout", 0)),
         payload.get("time_limit_s"),
     )
+
+
+def cost_hint(payload: dict[str, Any]) -> float:
+    """A rough, parse-free guess of a task's run time, used only to order a request.
+
+    Longer circuit text, more shots and more bindings mean more work; a saved statevector
+    or probabilities hints at a big register. A wrong guess costs latency, never results.
+    """
+    n_points = len(payload.get("parameter_bindings") or [None])
+    heavy = 64 if payload.get("statevector") or payload.get("probabilities") else 1
+    return len(payload.get("circuit") or "") * max(1, payload.get("shots") or 1) * n_points * heavy
+
+
+def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
+    """Cut claimed pool tasks into units, each one Aer call (or one conversion).
+
+    Unseeded simulate tasks with equal options share a unit (see batch_key); every other
+    task is a unit of its own. Units come cheapest first (cost_hint), so a slow task runs
+    after its request-mates instead of in front of them.
+    """
+    shared: dict[tuple[Any, ...], list[InFlight]] = {}
+    units: list[list[InFlight]] = []
+    for item in items:
+        key = batch_key(item.row["payload"]) if item.row["task_type"] == "simulate" else None
+        if key is None:
+            units.append([item])
+        else:
+            shared.setdefault(key, []).append(item)
+    for group in shared.values():
+        units += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    units.sort(key=lambda unit: sum(cost_hint(i.row["payload"]) for i in unit))
+    return units
+
+
+def split_requests(units: list[T], parts: int) -> list[list[T]]:
+    """Deal units round-robin into at most ``parts`` requests (one per job process), so
+    the processes share the work and each request stays cheapest first."""
+    n = max(1, min(parts, len(units)))
+    return [units[k::n] for k in range(n)] if units else []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
@@ -18,17 +19,64 @@ from .retry import backoff_s
 log = logging.getLogger("qtaskdist_worker")
 
 
-class Settling:
-    async def _finish(
-        self, items: list[InFlight], replies: dict[str, Any], run_time_s: float
+# A task's end as the worker settles it: (task, outcome, run time in s, tasks in its unit).
+Finished = tuple[InFlight, dict[str, Any], float, int]
+
+
+class Settler:
+    """Collects the finished units of one request and settles them together.
+
+    A unit's tasks wait at most ``settle_after_s`` for request-mates, so a request of quick
+    tasks costs one completion statement and one events + acks call, while a slow unit
+    never holds back tasks that finished before it.
+    """
+
+    def __init__(
+        self, finish: Callable[[list[Finished]], Awaitable[None]], settle_after_s: float
     ) -> None:
+        self.finish = finish
+        self.settle_after_s = settle_after_s
+        self.waiting: list[Finished] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.flushes: set[asyncio.Future[None]] = set()
+
+    def add(self, unit: list[InFlight], replies: dict[str, Any], wall_s: float) -> None:
+        missing = {"ok": False, "error": "the job process returned no result", "retryable": True}
+        self.waiting += [
+            (i, replies.get(str(i.task_id)) or missing, wall_s, len(unit)) for i in unit
+        ]
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.settle_after_s, self._flush_in_background)
+
+    def _flush_in_background(self) -> None:
+        self.timer = None
+        flush = asyncio.ensure_future(self.flush())
+        self.flushes.add(flush)
+        flush.add_done_callback(self.flushes.discard)
+
+    async def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.waiting = self.waiting, []
+        if batch:
+            await self.finish(batch)
+
+    async def close(self) -> None:
+        """Settle everything still waiting, and wait for the flushes under way."""
+        await self.flush()
+        if self.flushes:
+            await asyncio.gather(*self.flushes)
+
+
+class Settling:
+    async def _finish(self, finished: list[Finished]) -> None:
         done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
         events: list[dict[str, Any]] = []
         failures = []
-        for item in items:
-            out = replies.get(str(item.task_id)) or {
-                "ok": False, "error": "the job process returned no result", "retryable": True,
-            }  # fmt: skip
+        items = [f[0] for f in finished]
+        for item, out, run_time_s, batched_with in finished:
             kind = "completed" if out["ok"] else "failed"
             retry = (
                 not out["ok"]
@@ -36,7 +84,7 @@ class Settling:
                 and (item.row["retry_count"] < item.row["max_retries"])
             )
             meta = profile(
-                item, out, worker=self.name, run_time_s=run_time_s, batched_with=len(items),
+                item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
                 versions=self.versions, result_kind="retry" if retry else kind,
             )  # fmt: skip
             if out["ok"]:

@@ -27,19 +27,34 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from qtaskdist_jupyter.config import Settings
-from qtaskdist_jupyter.errors import ConfigError, ServiceUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.errors import (
+    ConfigError,
+    JobError,
+    JobTimeout,
+    ServiceUnavailable,
+    TaskNotFound,
+    TransitionError,
+)
 from qtaskdist_jupyter.queue import Broker
 from qtaskdist_jupyter.store import TaskStore
 from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage
 
 from .duties import Duties
-from .outcomes import HOST, InFlight, batch_key, time_limit
-from .settle import Settling
+from .executor import JobCancelled
+from .jobs.common import error_report
+from .outcomes import HOST, InFlight, plan_units, split_requests, time_limit
+from .settle import Settler, Settling
 
 log = logging.getLogger("qtaskdist_worker")
 T = TypeVar("T")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
-PREFETCH_BATCHES = 3
+# Pool tasks claimed ahead, in --batch-size reads: the next read and claim overlap the
+# running requests, so the job processes never wait for a round trip.
+PREFETCH_BATCHES = 2
+# How long a finished unit may wait for its request-mates before it is settled on its own:
+# a request's completions go out in one statement, yet a slow unit never holds back the
+# finished ones for longer than this.
+SETTLE_AFTER_S = 0.05
 
 
 # Job processes when --concurrency is not given: one per usable core (a job process runs
@@ -90,8 +105,11 @@ class Worker(Duties, Settling):
         self.inflight: dict[uuid.UUID, InFlight] = {}
         self.jobs: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
-        self.capacity = asyncio.Event()
-        self.pool_jobs = 0
+        # Each lane (job processes, backend polls) reads its own streams and waits on its
+        # own room: a full pool must never park the loop in a blocking read of the
+        # backend stream (that was the stall of issue 12), nor the other way round.
+        self.room = {"pool": asyncio.Event(), "backend": asyncio.Event()}
+        self.pool_tasks = 0
         self.backend_jobs = 0
         self.versions: dict[str, Any] = {}
         self.started = time.time()
@@ -153,7 +171,8 @@ class Worker(Duties, Settling):
         if not self.stopping.is_set():
             log.info("worker %s: stop requested; finishing tasks in flight", self.name)
         self.stopping.set()
-        self.capacity.set()
+        for room in self.room.values():
+            room.set()
 
     async def _check_schema(self) -> None:
         await self.store.check_schema()
@@ -180,28 +199,33 @@ class Worker(Duties, Settling):
             await asyncio.sleep(period_s)
 
     # ---- reading ---------------------------------------------------------------------
+    def _lanes(self) -> dict[str, list[str]]:
+        pool = [STREAMS[t] for t in self.opts.task_types if t in POOL_TYPES]
+        backend = [STREAMS[t] for t in self.opts.task_types if t == "backend_run"]
+        return {k: v for k, v in (("pool", pool), ("backend", backend)) if v}
+
+    def _has_room(self, lane: str) -> bool:
+        if lane == "pool":
+            return self.pool_tasks < self.opts.batch_size * PREFETCH_BATCHES
+        return self.backend_jobs < self.opts.backend_concurrency
+
     def _readable(self) -> list[str]:
-        out = []
-        for t in self.opts.task_types:
-            # A few batches more than there are job processes: they are claimed and wait
-            # for the next free process, so the DB and Redis round trips of several
-            # batches overlap each other and the simulation (B5: one worker is bound by
-            # round-trip latency, not CPU).
-            if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency + PREFETCH_BATCHES:
-                out.append(STREAMS[t])
-            elif t == "backend_run" and self.backend_jobs < self.opts.backend_concurrency:
-                out.append(STREAMS[t])
-        return out
+        return [
+            s for lane, streams in self._lanes().items() if self._has_room(lane) for s in streams
+        ]
 
     async def _main_loop(self) -> None:
+        await asyncio.gather(*(self._lane(k, v) for k, v in self._lanes().items()))
+
+    async def _lane(self, lane: str, streams: list[str]) -> None:
         block = min(self.opts.block_ms, 200) if self.opts.burst else self.opts.block_ms
+        room = self.room[lane]
         delay = 0.2
         while not self.stopping.is_set():
-            streams = self._readable()
-            if not streams:
-                self.capacity.clear()
+            if not self._has_room(lane):
+                room.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.capacity.wait(), timeout=0.5)
+                    await asyncio.wait_for(room.wait(), timeout=0.5)
                 continue
             try:
                 entries = await self.broker.read(
@@ -210,7 +234,7 @@ class Worker(Duties, Settling):
                 if entries:
                     await self._accept(entries)
                 elif self.opts.burst and await self._drained():
-                    log.info("burst: nothing left to do")
+                    log.info("burst: nothing left to do on %s", ", ".join(streams))
                     return
                 delay = 0.2
             except (ServiceUnavailable, RedisError) as exc:
@@ -288,18 +312,17 @@ class Worker(Duties, Settling):
             await announced
 
     def _dispatch(self, items: list[InFlight]) -> None:
-        groups: dict[Any, list[InFlight]] = {}
+        pool: dict[str, list[InFlight]] = {}
         for item in items:
             ttype = item.row["task_type"]
             if ttype == "backend_run":
                 self._spawn(self._run_backend(item))
-            elif ttype == "simulate" and (key := batch_key(item.row["payload"])) is not None:
-                groups.setdefault(key, []).append(item)
             else:
-                self._spawn(self._run_pool(POOL_TYPES[ttype], [item]))
-        for group in groups.values():
-            for i in range(0, len(group), self.opts.batch_size):
-                self._spawn(self._run_pool("simulate", group[i : i + self.opts.batch_size]))
+                pool.setdefault(POOL_TYPES[ttype], []).append(item)
+        for kind, group in pool.items():
+            units = plan_units(group, self.opts.batch_size)
+            for request in split_requests(units, self.opts.concurrency):
+                self._spawn(self._run_request(kind, request))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -307,58 +330,66 @@ class Worker(Duties, Settling):
         task.add_done_callback(self.jobs.discard)
 
     # ---- running ---------------------------------------------------------------------
-    async def _run_pool(self, kind: str, items: list[InFlight]) -> None:
-        from qtaskdist_jupyter.errors import JobTimeout
-
-        from .executor import ChildDied, JobCancelled
-        from .jobs.common import error_report
-
-        self.pool_jobs += 1
+    async def _run_request(self, kind: str, units: list[list[InFlight]]) -> None:
+        held = sum(len(u) for u in units)
+        self.pool_tasks += held
         try:
-            lim = self.settings.limits
-            timeout = min(time_limit(i.row["payload"], lim.time_limit_s, self.cap_s) for i in items)
-            cancel = asyncio.Event()
-            for i in items:
-                i.cancel = cancel
-            started = time.monotonic()
-            request = {"kind": kind, "tasks": [i.request() for i in items]}
-            try:
-                replies = (await self.pool.run(request, timeout, cancel))["replies"]
-            except JobTimeout as exc:
-                if len(items) > 1:
-                    # Someone in the batch is slow: give each its own run and limit.
-                    for i in items:
-                        self.pool_jobs -= 1
-                        try:
-                            await self._run_pool(kind, [i])
-                        finally:
-                            self.pool_jobs += 1
-                    return
-                replies = {str(items[0].task_id): error_report(exc)}
-            except JobCancelled:
-                rest = [i for i in items if not i.cancelled]
-                await self._drop([i for i in items if i.cancelled])
-                if rest:
-                    self.pool_jobs -= 1
-                    try:
-                        await self._run_pool(kind, rest)
-                    finally:
-                        self.pool_jobs += 1
-                return
-            except ChildDied as exc:
-                replies = {str(i.task_id): error_report(exc) for i in items}
-            await self._finish(items, replies, time.monotonic() - started)
+            await self._run_units(kind, units)
         finally:
-            self.pool_jobs -= 1
-            self.capacity.set()
+            self.pool_tasks -= held
+            self.room["pool"].set()
+
+    async def _run_units(self, kind: str, units: list[list[InFlight]]) -> None:
+        """One request on one job process; finished units are settled as they come (see
+        SETTLE_AFTER_S). When the request stops early, what ran is settled, the unit that
+        stopped is judged on its own, and the units behind it run again in a new request."""
+        lim = self.settings.limits
+        timeouts_s = [
+            min(time_limit(i.row["payload"], lim.time_limit_s, self.cap_s) for i in unit)
+            for unit in units
+        ]
+        cancel = asyncio.Event()
+        for unit in units:
+            for i in unit:
+                i.cancel = cancel
+                if i.cancelled:
+                    cancel.set()
+        wire = [[i.request() for i in unit] for unit in units]
+        settler = Settler(self._finish, SETTLE_AFTER_S)
+        stop: JobError | None = None
+
+        def on_reply(j: int, reply: dict[str, Any]) -> None:
+            settler.add(units[j], reply["replies"], float(reply.get("wall_s", 0.0)))
+
+        try:
+            await self.pool.run(kind, wire, timeouts_s, on_reply, cancel)
+        except JobError as exc:
+            stop = exc
+        await settler.close()
+        if stop is None:
+            return
+        at = int(getattr(stop, "unit", 0))
+        stuck, rest = units[at], units[at + 1 :]
+        if isinstance(stop, JobCancelled):
+            await self._drop([i for unit in units[at:] for i in unit if i.cancelled])
+            rest = [u for u in ([i for i in unit if not i.cancelled] for unit in units[at:]) if u]
+        elif isinstance(stop, JobTimeout) and len(stuck) > 1:
+            # Someone in the shared Aer call is slow: each gets its own run and limit.
+            rest = [[i] for i in stuck] + rest
+        else:
+            # A timeout of a lone task, or a crash while it ran (retryable, see ChildDied).
+            await self._finish([(i, error_report(stop), 0.0, len(stuck)) for i in stuck])
+        if rest:
+            await self._run_units(kind, rest)
 
     async def _run_backend(self, item: InFlight) -> None:
-        from .executor import JobCancelled
         from .jobs.backend import run_backend
-        from .jobs.common import error_report
 
         self.backend_jobs += 1
         started = time.monotonic()
+        item.cancel = asyncio.Event()
+        if item.cancelled:
+            item.cancel.set()
         try:
             lim = self.settings.limits
             try:
@@ -379,10 +410,10 @@ class Worker(Duties, Settling):
                 outcome = error_report(exc)
                 if getattr(exc, "retryable", False):
                     outcome["retryable"] = True
-            await self._finish([item], {str(item.task_id): outcome}, time.monotonic() - started)
+            await self._finish([(item, outcome, time.monotonic() - started, 1)])
         finally:
             self.backend_jobs -= 1
-            self.capacity.set()
+            self.room["backend"].set()
 
     async def _annotate(self, item: InFlight, meta: dict[str, Any]) -> None:
         with contextlib.suppress(TransitionError, TaskNotFound):
