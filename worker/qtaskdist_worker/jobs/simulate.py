@@ -13,11 +13,13 @@ actually used is stored in ``meta_data.seed_simulator`` so any result can be rep
 
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
 from typing import Any
 
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
@@ -108,8 +110,7 @@ def _with_saves(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
     return out
 
 
-def _bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
-    by_name = {param.name: param for param in circuit.parameters}
+def _check_binding(binding: dict[str, float], by_name: dict[str, Parameter]) -> None:
     missing = sorted(set(by_name) - set(binding))
     extra = sorted(set(binding) - set(by_name))
     if missing or extra:
@@ -117,11 +118,21 @@ def _bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
             f"parameter binding {binding} does not match the circuit's parameters "
             f"{sorted(by_name)}" + (f" (missing {missing})" if missing else "")
         )
+
+
+def _bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
+    by_name = {param.name: param for param in circuit.parameters}
+    _check_binding(binding, by_name)
     return circuit.assign_parameters({by_name[k]: v for k, v in binding.items()})
 
 
-def execute(sim: AerSimulator, circuits: list[Any], options: dict[str, Any]) -> Any:
-    """``sim.run(circuits, **options).result()``, without the job thread.
+def execute(
+    sim: AerSimulator,
+    circuits: list[Any],
+    options: dict[str, Any],
+    parameter_binds: list[dict[Parameter, list[float]]] | None = None,
+) -> Any:
+    """``sim.run(circuits, parameter_binds, **options).result()``, without the job thread.
 
     ``run`` hands every call to a fresh ``AerJob`` whose executor thread we then wait on:
     for a small seeded circuit that hand-off costs about a third of the whole call. The
@@ -131,8 +142,8 @@ def execute(sim: AerSimulator, circuits: list[Any], options: dict[str, Any]) -> 
     """
     body = getattr(sim, "_execute_circuits_job", None)
     if body is None:  # pragma: no cover - depends on the installed qiskit-aer
-        return sim.run(circuits, **options).result()
-    return body(circuits, None, dict(options))
+        return sim.run(circuits, parameter_binds, **options).result()
+    return body(circuits, parameter_binds, dict(options))
 
 
 def warm_up() -> None:
@@ -152,7 +163,12 @@ def _prepared(source: str, fmt: str, limits: Any, method: str, device: str) -> Q
     return prepare(load_circuit(source, fmt, limits), method, device)
 
 
-def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, list[Any]]:
+# Experiments are (circuit, parameter_binds) pairs: Aer binds a sweep itself, one result per
+# binding, in binding order, with the same seeds as a list of bound circuits would get.
+Experiment = tuple[QuantumCircuit, dict[Parameter, list[float]] | None]
+
+
+def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, list[Experiment]]:
     p = parse_payload("simulate", payload)
     assert isinstance(p, SimulatePayload)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
@@ -163,8 +179,46 @@ def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, 
             f"the circuit has unbound parameters ({names}); pass parameter_bindings"
         )
     if p.parameter_bindings is None:
-        return p, [_with_saves(circuit, p)]
-    return p, [_with_saves(_bind(circuit, b), p) for b in p.parameter_bindings]
+        return p, [(_saved(circuit, p), None)]
+    if _phase_is_parameterized(circuit):
+        # Aer's own binding does not carry a parameterized global phase over to every
+        # binding, which a statevector would show: bind in Python instead.
+        return p, [(_with_saves(_bind(circuit, b), p), None) for b in p.parameter_bindings]
+    return p, [(_saved(circuit, p), _binds(circuit, p.parameter_bindings))]
+
+
+def _phase_is_parameterized(circuit: QuantumCircuit) -> bool:
+    phase = circuit.global_phase
+    return isinstance(phase, ParameterExpression) and bool(phase.parameters)
+
+
+def _binds(
+    circuit: QuantumCircuit, bindings: list[dict[str, float]]
+) -> dict[Parameter, list[float]]:
+    by_name = {param.name: param for param in circuit.parameters}
+    for binding in bindings:
+        _check_binding(binding, by_name)
+    return {param: [float(b[name]) for b in bindings] for name, param in by_name.items()}
+
+
+# Circuits with their saves, per prepared circuit (by identity: _prepared keeps it alive)
+# and save options: a batch of observable tasks builds the same circuit once.
+_SAVED: dict[tuple[int, str], tuple[QuantumCircuit, QuantumCircuit]] = {}
+_SAVED_MAX = 64
+
+
+def _saved(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
+    if not (p.statevector or p.probabilities or p.observables):
+        return circuit
+    key = (id(circuit), json.dumps([p.statevector, p.probabilities, p.observables], sort_keys=True))
+    hit = _SAVED.get(key)
+    if hit is not None and hit[0] is circuit:
+        return hit[1]
+    out = _with_saves(circuit, p)
+    if len(_SAVED) >= _SAVED_MAX:
+        _SAVED.pop(next(iter(_SAVED)))
+    _SAVED[key] = (circuit, out)
+    return out
 
 
 def _one(result: Any, i: int, p: SimulatePayload, n_qubits: int) -> dict[str, Any]:
@@ -194,23 +248,29 @@ def _one(result: Any, i: int, p: SimulatePayload, n_qubits: int) -> dict[str, An
     return out
 
 
+def _size(exp: Experiment) -> int:
+    """How many results an experiment gives: one per binding, or one."""
+    binds = exp[1]
+    return len(next(iter(binds.values()))) if binds else 1
+
+
 def run_group(request: dict[str, Any]) -> dict[str, Any]:
-    """Run all tasks of the request as one Aer call; reply {task_id: outcome}."""
+    """Run all tasks of the unit as one Aer call; reply {task_id: outcome}."""
     limits = limits_from(request.get("limits"))
     threads = int(request.get("threads") or 1)
     replies: dict[str, Any] = {}
-    ready: list[tuple[str, SimulatePayload, list[Any]]] = []
+    ready: list[tuple[str, SimulatePayload, list[Experiment]]] = []
     payloads = {t["task_id"]: t["payload"] for t in request["tasks"]}
     for task in request["tasks"]:
         try:
-            p, circs = experiments(task["payload"], limits)
-            ready.append((task["task_id"], p, circs))
+            p, exps = experiments(task["payload"], limits)
+            ready.append((task["task_id"], p, exps))
         except Exception as exc:  # noqa: BLE001 - reported per task
             replies[task["task_id"]] = error_report(exc)
     if not ready:
         return {"replies": replies}
     p0 = ready[0][1]
-    all_circs = [c for _t, _p, circs in ready for c in circs]
+    all_exps = [e for _t, _p, exps in ready for e in exps]
     nm = noise_model(*(
         (p0.noise.depolarizing_1q, p0.noise.depolarizing_2q, p0.noise.readout)
         if p0.noise else (0.0, 0.0, 0.0)
@@ -221,13 +281,14 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
         options["seed_simulator"] = p0.seed
     if nm is not None:
         options["noise_model"] = nm
+    binds = [b or {} for _c, b in all_exps] if any(b for _c, b in all_exps) else None
     started = time.perf_counter()
     try:
-        result = execute(simulator(p0.method, p0.device), all_circs, options)
+        result = execute(simulator(p0.method, p0.device), [c for c, _b in all_exps], options, binds)
     except Exception as exc:  # noqa: BLE001
         if len(ready) > 1:
             # One bad circuit must not fail its batch-mates: run each on its own.
-            for tid, _p, _c in ready:
+            for tid, _p, _e in ready:
                 one = run_group({**request, "tasks": [{"task_id": tid, "payload": payloads[tid]}]})
                 replies.update(one["replies"])
             return {"replies": replies}
@@ -235,11 +296,13 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
         return {"replies": replies}
     wall = time.perf_counter() - started
     i = 0
-    for tid, p, circs in ready:
+    for tid, p, exps in ready:
+        n = sum(_size(e) for e in exps)
         try:
-            parts = [_one(result, i + k, p, c.num_qubits) for k, c in enumerate(circs)]
-            sim_time = sum(float(result.results[i + k].time_taken) for k in range(len(circs)))
-            seeds = [int(result.results[i + k].seed_simulator) for k in range(len(circs))]
+            qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
+            parts = [_one(result, i + k, p, qubits[k]) for k in range(n)]
+            sim_time = sum(float(result.results[i + k].time_taken) for k in range(n))
+            seeds = [int(result.results[i + k].seed_simulator) for k in range(n)]
             if p.parameter_bindings is None:
                 body: dict[str, Any] = parts[0]
             else:
@@ -260,5 +323,5 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
             }
         except Exception as exc:  # noqa: BLE001
             replies[tid] = error_report(exc)
-        i += len(circs)
+        i += n
     return {"replies": replies}

@@ -1,0 +1,49 @@
+"""The worker's request planning (pure functions: no services)."""
+
+from __future__ import annotations
+
+import uuid
+
+from qtaskdist_worker.outcomes import InFlight, cost_hint, plan_units, split_requests
+
+from qtaskdist_jupyter.streams import TaskMessage
+
+
+def _item(task_type: str = "simulate", **payload) -> InFlight:
+    tid = uuid.uuid4()
+    row = {"task_id": tid, "task_type": task_type, "attempt": 1,
+           "payload": {"circuit": "OPENQASM 2.0;", "shots": 100, **payload}}  # fmt: skip
+    return InFlight("stream:simulate", "1-0", TaskMessage(tid, task_type, 1), row)
+
+
+def test_unseeded_equal_options_share_a_unit_and_seeded_run_alone() -> None:
+    shared = [_item() for _ in range(5)]
+    seeded = [_item(seed=s) for s in range(3)]
+    other_shots = _item(shots=7)
+    units = plan_units([*seeded, *shared, other_shots], batch_size=64)
+    assert sorted(len(u) for u in units) == [1, 1, 1, 1, 5]
+    assert [i for u in units if len(u) == 5 for i in u] == shared
+
+
+def test_shared_units_are_cut_at_the_batch_size() -> None:
+    units = plan_units([_item() for _ in range(10)], batch_size=4)
+    assert sorted(len(u) for u in units) == [2, 4, 4]
+
+
+def test_units_come_cheapest_first() -> None:
+    big = _item(seed=1, shots=100_000)
+    sweep = _item(seed=2, parameter_bindings=[{"t": 0.0}] * 50)
+    small = _item(seed=3, shots=10)
+    conv = _item("c_qir_convert")
+    units = plan_units([big, sweep, small, conv], batch_size=64)
+    assert [u[0] for u in units] == sorted(
+        [big, sweep, small, conv], key=lambda i: cost_hint(i.row["payload"])
+    )
+    assert units[0] == [small] and units[-1] == [big]
+
+
+def test_requests_are_dealt_round_robin_and_stay_ordered() -> None:
+    assert split_requests([1, 2, 3, 4, 5], 2) == [[1, 3, 5], [2, 4]]
+    assert split_requests([1, 2], 4) == [[1], [2]]
+    assert split_requests([], 3) == []
+    assert split_requests([1, 2, 3], 1) == [[1, 2, 3]]
