@@ -17,7 +17,7 @@ from typing import Any
 
 from qtaskdist_worker.worker import default_concurrency
 
-from . import cases
+from . import cases, users
 from .env import BenchConfig, machine_info, reset_database, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,7 +31,13 @@ SIZES = {
     "B4": (24, 20),
     "B5": (5_000, 500),
     "B6": (100_000, 5_000),
+    "B2-SEEDED": (5_000, 500),
+    "B2-CONVERT": (1_000, 100),
+    "B2-OBS": (2_000, 300),
+    "B2-MIXED": (3_000, 300),
+    "B7": (1_000, 200),
 }
+B7_CHUNK = 50
 
 
 def worker_args(threads: int) -> list[str]:
@@ -84,6 +90,12 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
             # One big circuit: the job process may use every core, as in-process Aer does.
             ("B4", lambda: cases.b4(api, cfg, size["B4"], worker_args(cores))),
             ("B6", lambda: cases.b6(api, cfg, size["B6"], chunk, worker_args(1))),
+            # What users send (issue 12), each against its own in-process loop.
+            ("B2-SEEDED", lambda: users.b2_workload(api, cfg, "seeded", size["B2-SEEDED"])),
+            ("B2-CONVERT", lambda: users.b2_workload(api, cfg, "convert", size["B2-CONVERT"])),
+            ("B2-OBS", lambda: users.b2_workload(api, cfg, "observables", size["B2-OBS"])),
+            ("B2-MIXED", lambda: users.b2_workload(api, cfg, "mixed", size["B2-MIXED"])),
+            ("B7", lambda: users.b7_sweep(api, cfg, size["B7"], B7_CHUNK)),
         ]
         for name, fn in steps:
             if only and name not in only:
@@ -158,9 +170,38 @@ def table(out: dict[str, Any]) -> str:
                      f"(peak {b['used_memory_peak_bytes'] / 2**20:.1f})",
                      f"XLEN simulate {sl['stream:simulate']}, events {sl['stream:events']}, "
                      f"pending {b['pending_simulate']}"))  # fmt: skip
+    rows += user_rows(r)
     widths = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     return "\n".join(lines)
+
+
+TARGETS = {"B2-SEEDED": 1.5, "B2-CONVERT": 1.5, "B2-OBS": 1.5, "B2-MIXED": 1.2}
+
+
+def user_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, target in TARGETS.items():
+        if name not in r:
+            continue
+        b = r[name]
+        p = b["pipeline"]
+        loop_s = b["inproc_loop"]["wall_s"]
+        ratio = b["ratio_inproc_over_pipeline"]
+        rows.append((name, f"{p['n']} {b['workload']} tasks, 1 worker, defaults",
+                     f"{p['wall_s']:.2f} s ({p['tasks_per_s']:,.0f}/s), loop {loop_s:.2f} s, "
+                     f"max gap {p['largest_finish_gap_ms']:.0f} ms",
+                     f"in-proc/pipeline = {ratio:.2f} (≥ {target})"))  # fmt: skip
+    if "B7" in r:
+        b = r["B7"]
+        for key, v in b.items():
+            if key.startswith(("one_task", "chunk_")):
+                rows.append(("B7", f"sweep of {b['n_points']} points, {key}",
+                             f"{v['wall_s']:.2f} s, batched call "
+                             f"{b['inproc_batched_call']['wall_s']:.2f} s",
+                             f"in-proc/pipeline = {v['ratio_inproc_over_pipeline']:.2f}"
+                             + (" (≥ 0.8)" if key == "one_task" else "")))  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 from qtaskdist_jupyter import config
 from qtaskdist_jupyter.config import Limits, Settings
 from qtaskdist_jupyter.errors import ConfigError
+from qtaskdist_jupyter.runtime import freeze_startup_heap
 from qtaskdist_jupyter.service import TaskService
 
 # What the notebook side reads to find this server with no configuration.
@@ -40,22 +41,6 @@ T = TypeVar("T")
 def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(fn, *args).result()
-
-
-_frozen = False
-
-
-def _freeze_startup_heap() -> None:
-    """gc.freeze once per process (a second server in one process, as in tests, would
-    otherwise freeze the first one's garbage-to-be too); garbage first, so nothing that is
-    already dead is kept for good."""
-    global _frozen
-    if not _frozen:
-        import gc
-
-        gc.collect()
-        gc.freeze()
-        _frozen = True
 
 
 class QtaskdistApp(ExtensionApp):
@@ -184,7 +169,7 @@ class QtaskdistApp(ExtensionApp):
         # The port is final only once the HTTP server is bound.
         self.export_kernel_env()
         if self.freeze_gc:
-            _freeze_startup_heap()
+            freeze_startup_heap()
         if not self._migrated:
             self._migrator = asyncio.ensure_future(self._migrate_until_done())
 

@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from qtaskdist_jupyter.errors import JobError, JobTimeout
+from qtaskdist_jupyter.runtime import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 _CTX = mp.get_context("spawn")
@@ -53,12 +54,10 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
     # otherwise every idle OpenMP thread spin-waits and one job burns two cores.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .jobs import handle_request, versions  # heavy imports happen here, once
-    from .jobs.simulate import warm_up
+    from .jobs import handle_request, versions, warm_up  # heavy imports happen here, once
 
-    # The first Aer run in a process costs seconds (imports, kernel loading, OpenMP pool):
-    # pay it before the worker says it is ready, not inside a task's time.
     warm_up()
+    freeze_startup_heap()
 
     conn.send_bytes(json.dumps({"ready": True, **versions()}).encode())
     while True:

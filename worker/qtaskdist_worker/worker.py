@@ -36,6 +36,7 @@ from qtaskdist_jupyter.errors import (
     TransitionError,
 )
 from qtaskdist_jupyter.queue import Broker
+from qtaskdist_jupyter.runtime import freeze_startup_heap
 from qtaskdist_jupyter.store import TaskStore
 from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage
 
@@ -135,6 +136,7 @@ class Worker(Duties, Settling):
             from .backend import BackendRunner
 
             self.runner = BackendRunner(self.settings.qbraid_api_key, self.settings.qbraid_api_url)
+        freeze_startup_heap()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)

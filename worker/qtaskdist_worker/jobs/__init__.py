@@ -23,4 +23,15 @@ def handle_request(request: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-__all__ = ["handle_request", "versions"]
+def warm_up() -> None:
+    """Pay every first-call cost before the job process says it is ready, not inside a
+    task's time: Aer's first run (kernels, OpenMP pool), the OpenQASM 3 parser, and the
+    QIR converter's imports and first conversion."""
+    from .convert import warm_up as warm_convert
+    from .simulate import warm_up as warm_simulate
+
+    warm_simulate()
+    warm_convert()
+
+
+__all__ = ["handle_request", "versions", "warm_up"]

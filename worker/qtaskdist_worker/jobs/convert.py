@@ -83,6 +83,12 @@ def _profile_of(entry: Any) -> str | None:
         return None
 
 
+def warm_up() -> None:
+    """Import the converter and run one tiny conversion (see jobs.warm_up)."""
+    program = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[1] q;\nbit[1] c;\nh q[0];\n'
+    convert({"circuit": program + "c[0] = measure q[0];\n"}, limits_from(None))
+
+
 def run_many(request: dict[str, Any]) -> dict[str, Any]:
     limits = limits_from(request.get("limits"))
     replies: dict[str, Any] = {}
