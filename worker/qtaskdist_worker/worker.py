@@ -367,6 +367,10 @@ class Worker(Duties, Settling):
             await self.pool.run(kind, wire, timeouts_s, on_reply, cancel)
         except JobError as exc:
             stop = exc
+        except asyncio.CancelledError:
+            # Shutting down past --grace-s: keep what finished; the drain releases the rest.
+            await settler.close()
+            raise
         await settler.close()
         if stop is None:
             return
