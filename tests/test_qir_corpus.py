@@ -20,12 +20,12 @@ from qiskit.circuit import Parameter
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.circuit.random import random_circuit
 from qiskit.quantum_info import Statevector
-
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import PermanentJobError, ProfileViolation, QirModuleInvalid
 from qtaskdist_worker.jobs import qir_verify
 from qtaskdist_worker.jobs.convert import convert
 from qtaskdist_worker.jobs.qir_profile import check_module
+
+from qtaskdist_jupyter.config import Limits
+from qtaskdist_jupyter.errors import PermanentJobError, ProfileViolation, QirModuleInvalid
 
 H3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 H2 = 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
@@ -114,7 +114,8 @@ CORPUS: dict[str, tuple[str, str, str, dict[str, float]]] = {
         "at line 7", BUG, {"00": 0.5, "01": 0.5},
     ),
     "measure-then-reuse": (
-        H3 + "qubit[1] q;\nbit[2] c;\nh q[0];\nc[0] = measure q[0];\nx q[0];\nc[1] = measure q[0];\n",
+        H3 + "qubit[1] q;\nbit[2] c;\nh q[0];\nc[0] = measure q[0];\nx q[0];\n"
+        "c[1] = measure q[0];\n",
         "qubit q[0], measured at line 6, used again at line 7", "ok", {"01": 0.5, "10": 0.5},
     ),
     "teleport": (

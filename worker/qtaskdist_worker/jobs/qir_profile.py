@@ -85,7 +85,8 @@ class _SourceWalker:
     def use(self, ref: Any, node: Any, *, measure: bool = False) -> None:
         for qubit in self.resolve(ref, node):
             if qubit in self.measured:
-                name = qubit[0] if self.registers.get(qubit[0]) is None else f"{qubit[0]}[{qubit[1]}]"
+                reg, i = qubit
+                name = reg if self.registers.get(reg) is None else f"{reg}[{i}]"
                 self.refuse(
                     f"qubit {name}, measured at {self.where.format(self.measured[qubit])}, "
                     "used again",
