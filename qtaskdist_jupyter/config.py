@@ -23,6 +23,11 @@ variable                    meaning
 ``QTASKDIST_TIME_LIMIT_S``       default execution limit per task (300)
 ``QTASKDIST_MAX_TIME_LIMIT_S``   cap a task may ask for (3600)
 ``QTASKDIST_EVENTS_MAXLEN``      approximate length kept of stream:events (100000)
+``QTASKDIST_QIR_VERIFY_MAX_QUBITS``  c_qir_convert ``verify: "auto"`` executes modules of up
+                                 to this many qubits in qir-runner (20; 0: never by default)
+``QTASKDIST_QIR_VERIFY_SHOTS``   qir-runner shots per module when the payload names none (1000)
+``QTASKDIST_QIR_VERIFY_TIME_S``  ``verify: "auto"`` takes fewer shots (never under 100), or
+                                 skips, when the shots would take longer than this (30)
 =========================== ========================================================
 """
 
@@ -57,6 +62,9 @@ class Limits:
     max_batch_tasks: int = 20_000
     time_limit_s: float = 300.0
     max_time_limit_s: float = 3600.0
+    qir_verify_max_qubits: int = 20
+    qir_verify_shots: int = 1000
+    qir_verify_time_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,11 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_batch_tasks=_int(env, "QTASKDIST_MAX_BATCH_TASKS", d.max_batch_tasks, 1),
         time_limit_s=_float(env, "QTASKDIST_TIME_LIMIT_S", d.time_limit_s),
         max_time_limit_s=_float(env, "QTASKDIST_MAX_TIME_LIMIT_S", d.max_time_limit_s),
+        qir_verify_max_qubits=_int(
+            env, "QTASKDIST_QIR_VERIFY_MAX_QUBITS", d.qir_verify_max_qubits, 0
+        ),
+        qir_verify_shots=_int(env, "QTASKDIST_QIR_VERIFY_SHOTS", d.qir_verify_shots, 100),
+        qir_verify_time_s=_float(env, "QTASKDIST_QIR_VERIFY_TIME_S", d.qir_verify_time_s),
     )
 
 

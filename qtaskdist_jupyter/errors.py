@@ -134,6 +134,19 @@ class PermanentJobError(JobError):
     code = "permanent_job_error"
 
 
+class ProfileViolation(PermanentJobError):
+    """c_qir_convert: the circuit needs more than the requested QIR profile allows."""
+
+    code = "qir_profile_violation"
+
+
+class QirModuleInvalid(PermanentJobError):
+    """c_qir_convert: the produced module breaks its profile or does not compute what the
+    circuit does (a converter bug); the module is not returned."""
+
+    code = "qir_module_invalid"
+
+
 class RetryableJobError(JobError):
     code = "retryable_job_error"
     retryable = True

@@ -134,8 +134,34 @@ class SimulatePayload(_CircuitPayload):
 
 
 class ConvertPayload(_CircuitPayload):
+    """c_qir_convert; the fields are documented in docs/message-format.md."""
+
     profile: Literal["base", "adaptive"] = "base"
     module_name: str = Field(default="main", pattern=_MODULE.pattern)
+    # One object: one module; a list: one module per binding, in one task.
+    parameter_bindings: dict[str, Number] | list[dict[str, Number]] | None = Field(
+        default=None, union_mode="left_to_right"
+    )
+    verify: Literal["auto", "execute", "static"] = "auto"
+    verify_shots: StrictInt | None = Field(default=None, ge=100, le=100_000)
+    verify_seed: StrictInt | None = Field(default=None, ge=0, le=SEED_MAX)
+
+    @field_validator("parameter_bindings")
+    @classmethod
+    def _bindings(cls, v: Any) -> Any:
+        bindings = [v] if isinstance(v, dict) else (v or [])
+        if isinstance(v, list) and not 1 <= len(v) <= 1000:
+            raise ValueError("give between 1 and 1000 bindings (one module each)")
+        for binding in bindings:
+            for name in binding:
+                if not _PARAM.match(name):
+                    raise ValueError(f"parameter name {name!r} is not an identifier")
+        return v
+
+    @field_validator("verify_shots")
+    @classmethod
+    def _verify_shots(cls, v: int | None, info: ValidationInfo) -> int | None:
+        return v if v is None else _check_shots(v, info)
 
 
 class BackendPayload(_CircuitPayload):

@@ -25,6 +25,25 @@ c[0] = measure q[0];
 x q[0];
 c[1] = measure q[0];
 """
+SWEEP = """OPENQASM 3.0;
+include "stdgates.inc";
+input angle theta;
+qubit[1] q;
+bit[1] c;
+rx(theta) q[0];
+c = measure q;
+"""
+# The issue's report: a barrier on a qubit subset, then a mid-circuit reset.
+BARRIER_RESET = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[3] q;
+bit[3] c;
+h q[0];
+cx q[0], q[1];
+barrier q[0], q[1];
+reset q[2];
+c = measure q;
+"""
 
 
 async def test_convert_to_qir_and_refusals(service, settings) -> None:
@@ -37,11 +56,16 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
             {"circuit": IF_QASM2},
             {"circuit": REUSE, "profile": "base"},
             {"circuit": IF_QASM2, "profile": "adaptive"},
+            {
+                "circuit": SWEEP,
+                "parameter_bindings": [{"theta": 0.0}, {"theta": 3.141592653589793}],
+            },
+            {"circuit": BARRIER_RESET},
         ],
     )
     proc = run_worker(settings, "--task-types", "c_qir_convert")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    q2, q3, if_row, reuse, if_adaptive = await rows(service, ids)
+    q2, q3, if_row, reuse, if_adaptive, sweep, barrier = await rows(service, ids)
     for row, profile in ((q2, "base"), (q3, "adaptive")):
         assert row["status"] == "completed", row["error"]
         res = row["result"]
@@ -57,7 +81,22 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
     assert '"qir_profiles"="base"' in q2["result"]["llvm_ir"]
     assert if_adaptive["status"] == "completed", if_adaptive["error"]
     assert if_adaptive["result"]["profile"] == "adaptive"
-    for row, words in ((if_row, "Base Profile"), (reuse, "Base Profile")):
+    for row, words in (
+        (if_row, "an if/else on a measurement result at line 7"),
+        (reuse, "qubit q[0], measured at line 5, used again at line 6"),
+    ):
         assert row["status"] == "failed" and row["retry_count"] == 0, row["error"]
-        assert words in row["error"] and "\n" not in row["error"]
-        assert row["meta_data"]["traceback"]
+        assert words in row["error"] and 'profile: "adaptive"' in row["error"]
+        assert "\n" not in row["error"] and row["meta_data"]["traceback"]
+    # Every returned module was executed in qir-runner and matched; the figures are in
+    # the result and in the row's metadata.
+    for row in (q2, q3, if_adaptive, barrier):
+        check = row["result"]["verification"]
+        assert check["status"] == "matched" and check["shots"] == 1000, check
+        assert 0 <= check["tvd"] <= check["tvd_bound"]
+        assert row["meta_data"]["qir_verification"] == check
+    assert sweep["status"] == "completed", sweep["error"]
+    modules = sweep["result"]["modules"]
+    assert [m["parameters"] for m in modules] == [{"theta": 0.0}, {"theta": 3.141592653589793}]
+    assert all(m["verification"]["status"] == "matched" for m in modules)
+    assert sweep["meta_data"]["qir_verification"]["matched"] == 2

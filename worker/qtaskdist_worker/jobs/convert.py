@@ -1,86 +1,253 @@
 """``c_qir_convert``: OpenQASM / QPY → QIR with qbraid-qir (inside an executor child).
 
-Every input goes through ``qasm3_to_qir`` with the requested profile (base | adaptive):
-QASM 3 text as sent, QASM 2 and QPY after loading and dumping as QASM 3. (``qiskit_to_qir``
-has no profile option and marks its modules ``qir_profiles="custom"``.) Refusals, such as
-a measured qubit reused or an ``if`` under the base profile, fail permanently with the
-converter's message.
-Every module is re-parsed from its bitcode with pyqir and verified before it is stored.
+Per module: bind the parameters, drop barriers and delays (scheduling hints with no meaning
+in QIR), decompose every gate outside :data:`BASIS`, export as OpenQASM 3 and convert with
+``qasm3_to_qir`` under the requested profile. The source is checked against the profile
+first (:mod:`.qir_profile`, a refusal names the construct and its line); the module is then
+re-parsed from its bitcode, verified by pyqir, walked for profile compliance and, unless
+``verify`` says otherwise, executed in qir-runner against the circuit's exact distribution
+(:mod:`.qir_verify`). A module that fails any of these is never returned.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 from typing import Any
 
 import pyqir
 
-from qtaskdist_jupyter.errors import PermanentJobError
+from qtaskdist_jupyter.config import Limits
+from qtaskdist_jupyter.errors import PermanentJobError, QirModuleInvalid
 from qtaskdist_jupyter.schemas import ConvertPayload, parse_payload
 
+from . import qir_verify
 from .common import error_report, first_line, limits_from, load_circuit
+from .qir_profile import check_module, check_source
+
+# What qbraid-qir maps one-to-one onto QIR's quantum instruction set; anything else
+# (u, p, cp, crx, rzz, cswap, custom gates, ...) is decomposed into it by qiskit first.
+BASIS = (
+    "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
+    "rx", "ry", "rz", "cx", "cz", "swap", "ccx",
+)  # fmt: skip
+_KEEP = ("measure", "reset", "if_else", "while_loop", "for_loop", "switch_case", "box")
+_DROP = ("barrier", "delay")
+_MIN_SHOTS = 100
 
 
-def _is_qasm3(source: str, fmt: str) -> bool:
-    if fmt != "auto":
-        return fmt == "qasm3"
-    for line in source.lstrip().splitlines()[:5]:
-        line = line.strip()
-        if line.startswith("OPENQASM"):
-            return line.split()[1].rstrip(";").startswith("3")
-    return False
-
-
-def _to_qasm3(circuit: Any) -> str:
-    try:
-        from qtaskdist_jupyter.codec import to_qasm3
-    except ImportError:  # pragma: no cover - only until the shared codec is installed
-        from qiskit.qasm3 import dumps as to_qasm3
-    return to_qasm3(circuit)
-
-
-def convert(payload: dict[str, Any], limits: Any) -> dict[str, Any]:
+def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One task: the result (one module, or ``{"modules": [...]}`` for a list of bindings)
+    and the metadata to merge into the task row."""
     p = parse_payload("c_qir_convert", payload)
     assert isinstance(p, ConvertPayload)
+    from qtaskdist_jupyter.codec import detect_format
+
     circuit = load_circuit(p.circuit, p.circuit_format, limits)  # limits, includes, syntax
+    fmt = detect_format(p.circuit) if p.circuit_format == "auto" else p.circuit_format
+    if fmt == "qpy":
+        check_source(_to_qasm3(circuit), p.profile, "line {} of the circuit's OpenQASM 3 export")
+    else:
+        check_source(p.circuit, p.profile)
+    bindings = p.parameter_bindings
+    if bindings is None and circuit.parameters:
+        names = ", ".join(sorted(x.name for x in circuit.parameters))
+        raise PermanentJobError(
+            f"the circuit has unbound parameters ({names}); pass parameter_bindings"
+        )
+    several = isinstance(bindings, list)
+    todo = bindings if isinstance(bindings, list) else [bindings]
+    modules = []
+    for i, binding in enumerate(todo):
+        where = f" (parameter_bindings[{i}])" if several else ""
+        modules.append(convert_one(circuit, binding, p, limits, where=where))
+    checks = [m["verification"] for m in modules]
+    if not several:
+        return modules[0], {"qir_verification": checks[0]}
+    summary = {
+        "modules": len(modules),
+        "matched": sum(c["status"] == "matched" for c in checks),
+        "skipped": sum(c["status"] == "skipped" for c in checks),
+        "max_tvd": max((c["tvd"] for c in checks if "tvd" in c), default=None),
+    }
+    return {"modules": modules, "profile": p.profile}, {"qir_verification": summary}
+
+
+def convert_one(
+    circuit: Any, binding: dict[str, float] | None, p: ConvertPayload, limits: Limits, *,
+    where: str = "",
+) -> dict[str, Any]:  # fmt: skip
     from qbraid_qir.qasm3 import qasm3_to_qir
 
-    if _is_qasm3(p.circuit, p.circuit_format):
-        program = p.circuit
-    else:
-        program = _to_qasm3(circuit)
+    bound = _bind(circuit, binding) if binding is not None else circuit
+    program = _to_qasm3(prepare(bound))
     try:
         module = qasm3_to_qir(program, name=p.module_name, profile=p.profile)
     except Exception as exc:  # noqa: BLE001 - the converter's own refusal, kept verbatim
-        raise PermanentJobError(f"QIR conversion refused: {first_line(exc)}") from exc
+        raise PermanentJobError(f"QIR conversion refused{where}: {first_line(exc)}") from exc
     bitcode = module.bitcode
     # Re-parse what we are about to store: a module that does not survive a round trip
     # through bitcode is a converter bug the user should hear about now, not downstream.
     reparsed = pyqir.Module.from_bitcode(pyqir.Context(), bitcode)
     problem = reparsed.verify()
     if problem is not None:
-        raise PermanentJobError(f"the QIR module does not verify: {first_line(Exception(problem))}")
+        raise QirModuleInvalid(f"the QIR module does not verify{where}: {problem.splitlines()[0]}")
     entries = [f for f in reparsed.functions if pyqir.is_entry_point(f)]
     if len(entries) != 1:
-        raise PermanentJobError(f"the QIR module has {len(entries)} entry points, expected 1")
+        raise QirModuleInvalid(f"the QIR module has {len(entries)} entry points, expected 1")
     entry = entries[0]
-    return {
+    check_module(reparsed, entry, p.profile)
+    n_qubits = pyqir.required_num_qubits(entry) or 0
+    reference = bound if _register_ordered(bound) else _reload(program)
+    verification = verify(reference, bitcode, entry, n_qubits, p, limits, where=where)
+    result = {
         "llvm_ir": str(reparsed),
         "bitcode_base64": base64.b64encode(bitcode).decode("ascii"),
-        "required_num_qubits": pyqir.required_num_qubits(entry),
+        "required_num_qubits": n_qubits,
         "required_num_results": pyqir.required_num_results(entry),
-        "profile": _profile_of(entry) or p.profile,
+        "profile": p.profile,
         "entry_point": entry.name,
         "module_name": p.module_name,
+        "verification": verification,
     }
+    if binding is not None:
+        result["parameters"] = dict(binding)
+    return result
 
 
-def _profile_of(entry: Any) -> str | None:
+def verify(
+    reference: Any, bitcode: bytes, entry: Any, n_qubits: int, p: ConvertPayload,
+    limits: Limits, *, where: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """Execute the module in qir-runner and compare (or say why not); raise on a mismatch."""
+    auto = p.verify == "auto"
+    if p.verify == "static":
+        return _skipped('verify: "static" was asked (pyqir and profile checks only)')
+    if auto and n_qubits > limits.qir_verify_max_qubits:
+        return _skipped(
+            f"{n_qubits} qubits is over the execution check's limit of "
+            f"{limits.qir_verify_max_qubits} (QTASKDIST_QIR_VERIFY_MAX_QUBITS)"
+        )
+    started = time.perf_counter()
     try:
-        return entry.attributes.func["qir_profiles"].string_value
-    except (KeyError, AttributeError):
-        return None
+        exact = qir_verify.exact_distribution(reference)
+        order = qir_verify.record_order(entry)
+    except (qir_verify.ReferenceUnavailable, qir_verify.OutputUnreadable) as exc:
+        if auto:
+            return _skipped(str(exc))
+        raise PermanentJobError(f"cannot execution-check the module{where}: {exc}") from exc
+    shots = p.verify_shots or limits.qir_verify_shots
+    seed = p.verify_seed if p.verify_seed is not None else secrets.randbits(63)
+    counts: dict[int, int] = {}
+    try:
+        # A first slice times one shot, so "auto" can fit the rest into the time budget.
+        first = min(shots, 20)
+        t0 = time.perf_counter()
+        _merge(counts, qir_verify.run_shots(bitcode, entry.name, first, seed, order))
+        per_shot_s = (time.perf_counter() - t0) / first
+        rest = shots - first
+        if auto and per_shot_s * rest > limits.qir_verify_time_s:
+            rest = int(limits.qir_verify_time_s / per_shot_s)
+            if first + rest < min(_MIN_SHOTS, shots):
+                return _skipped(
+                    f"{_MIN_SHOTS} shots in qir-runner would take about "
+                    f"{per_shot_s * _MIN_SHOTS:.0f} s, over the {limits.qir_verify_time_s:g} s "
+                    "budget (QTASKDIST_QIR_VERIFY_TIME_S)"
+                )
+        if rest > 0:
+            _merge(counts, qir_verify.run_shots(bitcode, entry.name, rest, seed + 1, order))
+    except qir_verify.OutputUnreadable as exc:
+        raise QirModuleInvalid(f"qir-runner could not run the module{where}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - qir-runner's own failure, one line
+        raise QirModuleInvalid(
+            f"qir-runner could not run the module{where}: {first_line(exc)}"
+        ) from exc
+    figures = qir_verify.compare(exact, counts, sum(counts.values()))
+    problem = figures.pop("problem")
+    figures.update(seed=seed, time_s=round(time.perf_counter() - started, 4))
+    if problem is not None:
+        exc = QirModuleInvalid(
+            f"the QIR module does not compute what the circuit does{where}: {problem} "
+            f"(qir-runner, seed {seed}); a converter bug, so no module is returned"
+        )
+        exc.meta = {"qir_verification": {"status": "mismatch", **figures}}  # type: ignore[attr-defined]
+        raise exc
+    return {"status": "matched", "method": "qir-runner", **figures}
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason}
+
+
+def _merge(total: dict[int, int], part: dict[int, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+
+
+def _bind(circuit: Any, binding: dict[str, float]) -> Any:
+    by_name = {param.name: param for param in circuit.parameters}
+    missing = sorted(set(by_name) - set(binding))
+    extra = sorted(set(binding) - set(by_name))
+    if missing or extra:
+        detail = f"missing {missing}" if missing else f"the circuit has no {extra}"
+        raise PermanentJobError(
+            f"parameter binding {binding} does not match the circuit's parameters "
+            f"{sorted(by_name)} ({detail})"
+        )
+    return circuit.assign_parameters({by_name[k]: v for k, v in binding.items()})
+
+
+def prepare(circuit: Any) -> Any:
+    """Barriers and delays out, every gate outside BASIS decomposed (control flow kept)."""
+    stripped = _strip(circuit)
+    if not _needs_decomposition(stripped):
+        return stripped
+    from qiskit import transpile
+
+    return transpile(stripped, basis_gates=[*BASIS, *_KEEP], optimization_level=0)
+
+
+def _strip(circuit: Any) -> Any:
+    out = circuit.copy_empty_like()
+    for inst in circuit.data:
+        op = inst.operation
+        if op.name in _DROP:
+            continue
+        if getattr(op, "blocks", None):
+            op = op.replace_blocks([_strip(b) for b in op.blocks])
+        out.append(op, inst.qubits, inst.clbits)
+    return out
+
+
+def _needs_decomposition(circuit: Any) -> bool:
+    for inst in circuit.data:
+        op = inst.operation
+        if getattr(op, "blocks", None):
+            if any(_needs_decomposition(b) for b in op.blocks):
+                return True
+        elif op.name not in BASIS and op.name not in _KEEP:
+            return True
+    return False
+
+
+def _register_ordered(circuit: Any) -> bool:
+    """Do the classical registers, in order, lay out exactly the circuit's clbits? Then
+    qbraid-qir's result ids (declaration order) are the clbit indices."""
+    laid = [bit for reg in circuit.cregs for bit in reg]
+    return laid == list(circuit.clbits)
+
+
+def _reload(program: str) -> Any:
+    from qiskit import qasm3
+
+    return qasm3.loads(program)
+
+
+def _to_qasm3(circuit: Any) -> str:
+    from qtaskdist_jupyter.codec import to_qasm3
+
+    return to_qasm3(circuit)
 
 
 def warm_up() -> None:
@@ -95,12 +262,12 @@ def run_many(request: dict[str, Any]) -> dict[str, Any]:
     for task in request["tasks"]:
         started = time.perf_counter()
         try:
-            result = convert(task["payload"], limits)
-            replies[task["task_id"]] = {
-                "ok": True,
-                "result": result,
-                "meta": {"simulator_time_s": time.perf_counter() - started},
-            }
+            result, meta = convert(task["payload"], limits)
+            meta["simulator_time_s"] = time.perf_counter() - started
+            replies[task["task_id"]] = {"ok": True, "result": result, "meta": meta}
         except Exception as exc:  # noqa: BLE001 - reported per task
-            replies[task["task_id"]] = error_report(exc)
+            report = error_report(exc)
+            if getattr(exc, "meta", None):
+                report["meta"] = exc.meta
+            replies[task["task_id"]] = report
     return {"replies": replies}
