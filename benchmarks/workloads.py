@@ -10,8 +10,12 @@ Workloads (each task → the user's own loop):
 
 * seeded: a Bell circuit as OpenQASM 2 text, 100 shots, ``seed = i`` → parse, then
   ``AerSimulator().run(qc, shots=100, seed_simulator=i)``;
-* convert: a Bell circuit as OpenQASM 3 text to QIR (base profile) → ``qasm3_to_qir``,
-  then pyqir parses and verifies the bitcode;
+* convert: a Bell circuit as OpenQASM 3 text to QIR (base profile, ``verify: "static"``:
+  profile checks, no execution) → ``qasm3_to_qir``, then pyqir parses and verifies the
+  bitcode; ``convert-exec`` is the same with the default ``verify`` (each module executed
+  in qir-runner), against the same loop, so the cost of that check shows as a ratio;
+  ``own-convert[-exec]`` is the worker's own conversion function in one process, the
+  baseline that shows what the pipeline adds;
 * observables: one point of a 4-qubit VQE ansatz, 4 Pauli terms, ``seed = i`` → bind θ
   into the template (saves built once), ``run``;
 * mixed: the three above interleaved, a third each → the three loops, interleaved;
@@ -69,8 +73,9 @@ def seeded_spec(i: int) -> dict[str, Any]:
     return {"task_type": "simulate", "payload": {"circuit": BELL2, "shots": SHOTS, "seed": i}}
 
 
-def convert_spec(_i: int) -> dict[str, Any]:
-    return {"task_type": "c_qir_convert", "payload": {"circuit": BELL3, "profile": "base"}}
+def convert_spec(_i: int, verify: str = "static") -> dict[str, Any]:
+    payload = {"circuit": BELL3, "profile": "base", "verify": verify}
+    return {"task_type": "c_qir_convert", "payload": payload}
 
 
 def observables_spec(i: int, n: int) -> dict[str, Any]:
@@ -106,6 +111,10 @@ def kind_of(workload: str, i: int) -> str:
     return ("seeded", "convert", "observables")[i % 3] if workload == "mixed" else workload
 
 
+def verify_of(workload: str) -> str:
+    return "auto" if workload.endswith("-exec") else "static"
+
+
 def specs(workload: str, n: int) -> list[dict[str, Any]]:
     """The n task specs of a B2 workload, in submission order."""
     out = []
@@ -113,8 +122,8 @@ def specs(workload: str, n: int) -> list[dict[str, Any]]:
         kind = kind_of(workload, i)
         if kind == "seeded":
             out.append(seeded_spec(i))
-        elif kind == "convert":
-            out.append(convert_spec(i))
+        elif kind.startswith("convert"):
+            out.append(convert_spec(i, verify_of(kind)))
         else:
             out.append(observables_spec(i, n))
     return out
@@ -161,6 +170,16 @@ class Loop:
         assert reparsed.verify() is None
         return len(module.bitcode)
 
+    def own_convert(self, verify: str) -> int:
+        """The worker's own conversion (profile checks, decomposition, pyqir checks and,
+        unless static, execution in qir-runner), called in this process."""
+        from qtaskdist_worker.jobs.convert import run_many
+
+        task = {"task_id": "t", "payload": convert_spec(0, verify)["payload"]}
+        reply = run_many({"tasks": [task]})["replies"]["t"]
+        assert reply["ok"], reply
+        return len(reply["result"]["bitcode_base64"])
+
     def observables(self, i: int, n: int) -> list[float]:
         bound = self.template.assign_parameters({self.theta: theta(i, n)})
         data = self.sim.run(bound, shots=SHOTS, seed_simulator=i).result().data(0)
@@ -177,6 +196,8 @@ class Loop:
 
 def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
     loop = Loop()
+    if workload.startswith("own-"):
+        loop.own_convert(verify_of(workload))  # its imports and first-call costs
     walls = []
     answers: list[Any] = []
     for _ in range(reps):
@@ -189,8 +210,10 @@ def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
                 kind = kind_of(workload, i)
                 if kind == "seeded":
                     answers.append(loop.seeded(i))
-                elif kind == "convert":
+                elif kind.startswith("convert"):
                     answers.append(loop.convert())
+                elif kind.startswith("own-convert"):
+                    answers.append(loop.own_convert(verify_of(kind)))
                 else:
                     answers.append(loop.observables(i, n))
         walls.append(time.perf_counter() - start)
@@ -207,7 +230,8 @@ def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.workloads")
-    ap.add_argument("workload", choices=["seeded", "convert", "observables", "mixed", "sweep"])
+    kinds = ["seeded", "convert", "convert-exec", "own-convert", "own-convert-exec"]
+    ap.add_argument("workload", choices=[*kinds, "observables", "mixed", "sweep"])
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--reps", type=int, default=1, help="repeat; wall_s is the fastest")
     ap.add_argument("--out", required=True, help="JSON file for the timings and answers")
