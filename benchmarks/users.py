@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import workloads
+from .cases import wait_finished
 from .env import ROOT, BenchConfig, Fleet, clear_state, pg
 
 # The worker as a user starts it: no flags. (Fleet names the stream types itself, so
@@ -63,17 +64,8 @@ def _submit(api: Any, specs: list[dict[str, Any]]) -> float:
 
 
 def _finished_rows(cfg: BenchConfig, n: int, timeout_s: float) -> list[tuple[Any, ...]]:
-    deadline = time.monotonic() + timeout_s
+    wait_finished(cfg, n, timeout_s)
     with pg(cfg) as conn:
-        while True:
-            (done,) = conn.execute(
-                "SELECT count(*) FROM tasks WHERE status IN ('completed','failed','cancelled')"
-            ).fetchone()
-            if done >= n:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{done}/{n} finished after {timeout_s} s")
-            time.sleep(0.05)
         return conn.execute(
             "SELECT task_type, status, payload, result, error,"
             " extract(epoch FROM finished_at)::float8, extract(epoch FROM started_at)::float8"

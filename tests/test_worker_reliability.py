@@ -11,6 +11,7 @@ from qtaskdist_jupyter.streams import DEAD_STREAM, WORKERS_KEY, TaskMessage
 
 from .conftest import BELL_QASM2
 from .worker_fixtures import (
+    FOREVER_QASM3,
     completion_events,
     heavy_payload,
     kill_tree,
@@ -114,16 +115,7 @@ async def test_malformed_message_is_dead_lettered_and_worker_goes_on(
 
 
 async def test_time_limit_fails_the_task_and_the_worker_goes_on(service, settings) -> None:
-    forever = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[1] q;
-bit[1] c;
-bit[1] d;
-c[0] = measure q[0];
-while (c[0] == false) { x q[0]; x q[0]; }
-d[0] = measure q[0];
-"""
-    (slow,) = await submit(service, "simulate", [{"circuit": forever, "time_limit_s": 1}])
+    (slow,) = await submit(service, "simulate", [{"circuit": FOREVER_QASM3, "time_limit_s": 1}])
     after = await submit(service, "simulate", [{"circuit": BELL_QASM2, "shots": 10, "seed": 1}])
     proc = run_worker(settings, "--task-types", "simulate")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,17 +12,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 
 from .conftest import BELL_QASM2
-from .worker_fixtures import heavy_payload, rows, run_worker, submit
-
-FOREVER = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[1] q;
-bit[1] c;
-bit[1] d;
-c[0] = measure q[0];
-while (c[0] == false) { x q[0]; x q[0]; }
-d[0] = measure q[0];
-"""
+from .worker_fixtures import FOREVER_QASM3, heavy_payload, rows, run_worker, submit
 
 
 def _loop_counts(qasm: str, shots: int, seeds: list[int]) -> list[dict[str, int]]:
@@ -77,7 +67,7 @@ async def test_a_task_over_its_limit_fails_alone_and_its_request_mates_complete(
     before = await submit(
         service, "simulate", [{"circuit": BELL_QASM2, "shots": 100, "seed": s} for s in range(5)]
     )
-    (endless,) = await submit(service, "simulate", [{"circuit": FOREVER, "time_limit_s": 1}])
+    (endless,) = await submit(service, "simulate", [{"circuit": FOREVER_QASM3, "time_limit_s": 1}])
     after = await submit(
         service,
         "simulate",

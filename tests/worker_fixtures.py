@@ -139,6 +139,18 @@ def completion_events(sync_redis: Any, task_id: uuid.UUID) -> list[dict[str, Any
     return out
 
 
+# A QASM 3 program whose loop never ends: Aer runs it until the job process is killed.
+FOREVER_QASM3 = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[1] q;
+bit[1] c;
+bit[1] d;
+c[0] = measure q[0];
+while (c[0] == false) { x q[0]; x q[0]; }
+d[0] = measure q[0];
+"""
+
+
 def heavy_qasm(layers: int, n: int = 20) -> str:
     """A 20-qubit statevector circuit that takes about 0.18 s per layer on one core."""
     lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q[{n}];", f"creg c[{n}];"]
