@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import TaskFailed
+from .lazy_result import lazy_result
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -73,11 +74,13 @@ class TaskHandle:
         return self.row
 
     def result(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """The result dict; TaskFailed for a failed or cancelled task."""
+        """The result dict; TaskFailed for a failed or cancelled task. Large arrays
+        (statevector, probabilities, memory) are numpy arrays, downloaded on first access
+        (``LazyResult.summary(key)`` describes one without downloading)."""
         row = self.wait(timeout_s)
         if row["status"] != "completed":
             raise TaskFailed(failure_message(row), task_id=self.task_id, status=row["status"])
-        return dict(row.get("result") or {})
+        return lazy_result(self.client, self.task_id, row.get("result"))
 
     def counts(self, timeout_s: float | None = None) -> dict[str, int] | list[dict[str, int]]:
         """Counts; a task with parameter bindings gives one dict per binding."""
@@ -165,10 +168,10 @@ class BatchHandle:
 
     def rows(self) -> list[dict[str, Any]]:
         """All rows, in submission order (one list request per 1,000 tasks)."""
-        got = {
-            r["task_id"]: r
-            for r in self.client.tasks(batch_id=self.batch_id, limit=len(self.task_ids))
-        }
+        listed = self.client.tasks(
+            batch_id=self.batch_id, limit=len(self.task_ids), include=("result",)
+        )
+        got = {r["task_id"]: r for r in listed}
         for h in self.handles:
             h.row = got.get(h.task_id, h.row)
         return [h.row for h in self.handles]
@@ -184,7 +187,7 @@ class BatchHandle:
                 + failure_message(bad[0]),
                 batch_id=self.batch_id,
             )
-        return [dict(r.get("result") or {}) for r in rows]
+        return [lazy_result(self.client, r["task_id"], r.get("result")) for r in rows]
 
     def counts(self, timeout_s: float | None = None) -> list[Any]:
         out: list[Any] = []

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from .arrays import check_result_size
 from .config import Settings
 from .errors import QueueUnavailable
 from .models import TaskStatus
@@ -72,11 +73,15 @@ class TaskService:
         payload = memo.get(key)
         if payload is None:
             payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
-            codec.inspect_circuit(
+            info = codec.inspect_circuit(
                 payload["circuit"],
                 payload.get("circuit_format", "auto"),
                 limits=self.settings.limits,
             )
+            if spec.task_type == "simulate":
+                check_result_size(
+                    payload, info.num_qubits, info.num_clbits, self.settings.limits.max_result_bytes
+                )
             if len(key) <= _MEMO_MAX_KEY:
                 memo[key] = payload
                 if len(memo) > _MEMO_SIZE:

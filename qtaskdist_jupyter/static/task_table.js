@@ -421,6 +421,11 @@ class Table {
       body = h("div", {}, `not finished yet (${t.status})`);
     } else if (res.llvm_ir) {
       body = h("pre", { class: "qtd-qir" }, res.llvm_ir);
+    } else if (ARRAY_KEYS.some((k) => res[k] && res[k]["$array"])) {
+      // Stored arrays: their summary only; the array itself is a link, never drawn here.
+      body = h("div", {},
+        res.counts && Object.keys(res.counts).length ? histogram(res.counts) : null,
+        ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).map((k) => this.arraySummary(t.task_id, res[k])));
     } else if (res.counts) {
       body = histogram(res.counts);
     } else if (res.results) {
@@ -433,11 +438,30 @@ class Table {
     this.detailEl.replaceChildren(head, body);
   }
 
+  arraySummary(taskId, ref) {
+    const top = (ref.top || []).slice(0, 4).map((e) => `|${e.bitstring}⟩ ${e.probability.toFixed(4)}`);
+    const first = (ref.first || []).slice(0, 4).join(" ");
+    return h("div", { class: "qtd-array-summary", "data-array": ref["$array"] },
+      h("b", {}, ref["$array"]),
+      ` ${ref.dtype} [${(ref.shape || []).join("×")}] · ${bytes(ref.nbytes)} (stored ${bytes(ref.stored_bytes)}) · `,
+      top.length ? "top: " + top.join(", ") + " · " : (first ? "first shots: " + first + " · " : ""),
+      h("a", { href: this.url(`tasks/${taskId}/result/${ref["$array"]}`), download: "" }, ".npy"));
+  }
+
   close() {
     this.closed = true;
     clearInterval(this.timer);
     if (this.source) this.source.close();
   }
+}
+
+const ARRAY_KEYS = ["statevector", "probabilities", "memory"];
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  for (n = +n || 0; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
 }
 
 // Sweep bindings as "theta = 1.6526", not a 17-digit JSON float.

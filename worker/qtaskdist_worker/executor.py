@@ -16,6 +16,8 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -37,7 +39,7 @@ class ChildDied(JobError):
     retryable = True
 
 
-def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
+def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_dir: str) -> None:
     """Entry point of a child process: import once, then serve requests until EOF."""
     # OpenMP reads these when the library loads, so they must be set before Aer imports;
     # otherwise every idle OpenMP thread spin-waits and one job burns two cores.
@@ -59,16 +61,21 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
         request = json.loads(raw)
         request.setdefault("threads", threads)
         request.setdefault("limits", limits)
+        # Large arrays go to files here, not through the pipe (qtaskdist_jupyter.arrays).
+        request["spool_dir"] = spool_dir
         reply = handle_request(request)
         conn.send_bytes(json.dumps(reply, default=str).encode())
 
 
 class Child:
-    def __init__(self, threads: int, limits: dict[str, Any]) -> None:
+    def __init__(self, threads: int, limits: dict[str, Any], spool_dir: str) -> None:
         parent, child = _CTX.Pipe(duplex=True)
         self.conn = parent
         self.proc = _CTX.Process(
-            target=_child_main, args=(child, threads, limits), daemon=True, name="qtaskdist-job"
+            target=_child_main,
+            args=(child, threads, limits, spool_dir),
+            daemon=True,
+            name="qtaskdist-job",
         )
         self.proc.start()
         child.close()
@@ -116,6 +123,8 @@ class ExecutorPool:
         self._threads = ThreadPoolExecutor(max_workers=size + 2, thread_name_prefix="qtd-pipe")
         self.info: dict[str, Any] = {}
         self.closing = False  # shutting down: a killed child is not replaced
+        # Where children write large result arrays; only the worker creates its name.
+        self.spool_dir = tempfile.mkdtemp(prefix="qtaskdist-spool-")
 
     async def start(self) -> None:
         children = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
@@ -124,7 +133,7 @@ class ExecutorPool:
 
     async def _spawn(self) -> Child:
         loop = asyncio.get_running_loop()
-        child = Child(self.threads, self.limits)
+        child = Child(self.threads, self.limits, self.spool_dir)
         self._all.add(child)
         self.info = await loop.run_in_executor(self._threads, child.wait_ready)
         return child
@@ -191,3 +200,4 @@ class ExecutorPool:
             await loop.run_in_executor(self._threads, child.close)
         self._all.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.spool_dir, ignore_errors=True)

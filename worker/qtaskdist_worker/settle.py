@@ -13,6 +13,7 @@ from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.streams import TaskMessage
 
 from .outcomes import InFlight, profile
+from .results_out import complete_all, store_arrays
 from .retry import backoff_s
 
 log = logging.getLogger("qtaskdist_worker")
@@ -25,6 +26,8 @@ class Settling:
         done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
         events: list[dict[str, Any]] = []
         failures = []
+        spool = getattr(self.pool, "spool_dir", None)
+        await store_arrays(self.store, spool, self._retrying, items, replies)
         for item in items:
             out = replies.get(str(item.task_id)) or {
                 "ok": False, "error": "the job process returned no result", "retryable": True,
@@ -44,8 +47,16 @@ class Settling:
             else:
                 failures.append((item, out, meta, retry))
         if done:
-            events += await self._retrying(lambda: self.store.complete_many(done), "complete")
-            self.completed += len(done)
+            rows, refused = await complete_all(self.store, self._retrying, done)
+            events += rows
+            self.completed += len(done) - len(refused)
+            for item in (i for i in items if i.task_id in refused):
+                out = {"ok": False, "error": refused[item.task_id], "retryable": False}
+                meta = profile(
+                    item, out, worker=self.name, run_time_s=run_time_s, batched_with=len(items),
+                    versions=self.versions, result_kind="failed",
+                )  # fmt: skip
+                failures.append((item, out, meta, False))
         for item, out, meta, retry in failures:
             events += await self._fail(item, out, meta, bool(retry))
         announced = {i.announced for i in items if i.announced is not None}
