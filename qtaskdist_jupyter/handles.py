@@ -6,6 +6,8 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import arrays
+from .display import array_summary_html
 from .errors import TaskFailed
 from .lazy_result import lazy_result
 
@@ -116,6 +118,9 @@ class TaskHandle:
                 extra = f"<div>{len(res['results'])} parameter bindings</div>"
             elif "llvm_ir" in res:
                 extra = f"<div>QIR module, {len(res['llvm_ir'])} chars of LLVM IR</div>"
+        if r.get("status") == "completed":
+            # Stored arrays are summarized from the row; nothing is downloaded to draw this.
+            extra += "".join(array_summary_html(k, v) for k, v in arrays.refs(r.get("result")))
         return (
             "<div class='qtd-handle'><b>qtaskdist task</b> " + " · ".join(cells) + extra + "</div>"
         )
@@ -213,6 +218,23 @@ class BatchHandle:
                 if exc.status != 409:  # finished meanwhile: nothing to cancel
                     raise
         return n
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """Live in a notebook: the task table's front end, showing this batch only (with
+        its retry buttons); the dated snapshot below where widgets cannot render."""
+        try:
+            from .widget import TaskTable
+
+            table = TaskTable.for_client(self.client, batch_id=self.batch_id, page_size=10)
+            bundle = super(TaskTable, table)._repr_mimebundle_(**kwargs)
+            data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+            if not self._counts_at:
+                self.status_counts()
+            data["text/html"] = self._repr_html_()
+            data["text/plain"] = repr(self)
+            return data, meta
+        except Exception:  # noqa: BLE001 - no widget support: the snapshot still shows
+            return {"text/html": self._repr_html_(), "text/plain": repr(self)}
 
     def _repr_html_(self) -> str:
         c = self._counts or {}

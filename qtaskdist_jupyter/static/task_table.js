@@ -178,7 +178,8 @@ class Table {
     let cursor = null;
     let n = 0;
     do {
-      const params = { limit: "1000", ...(filter || {}) };
+      // Only what a row shows: never payloads or results (a statevector is megabytes).
+      const params = { limit: "1000", fields: ROW_FIELDS, ...(filter || {}) };
       if (cursor) params.cursor = cursor;
       const page = await this.call("GET", "tasks", params);
       for (const t of page.tasks) this.applyRow(t);
@@ -193,7 +194,8 @@ class Table {
       // The cursor first: events after it are not lost while the list loads.
       const first = await this.call("GET", "events", { timeout_s: "0" });
       this.cursor = first.cursor;
-      await this.loadAll();
+      const batch = this.model.get("batch_id");
+      await this.loadAll(batch ? { batch_id: batch } : null);
       this.setError("");
     } catch (e) {
       this.setError("cannot reach the qtaskdist API: " + e.message);
@@ -456,6 +458,7 @@ class Table {
 }
 
 const ARRAY_KEYS = ["statevector", "probabilities", "memory"];
+const ROW_FIELDS = "task_id,name,task_type,status,attempt,batch_id,created_at,started_at,finished_at,updated_at,error";
 
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];
