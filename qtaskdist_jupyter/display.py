@@ -169,7 +169,7 @@ def array_summary_html(key: str, ref: dict[str, Any]) -> str:
     """One line about a stored array: dtype, shape, sizes and its top states."""
     shape = "×".join(str(d) for d in ref.get("shape") or [])
     top = ", ".join(
-        f"|{e['bitstring']}⟩ {e['probability']:.4f}" for e in (ref.get("top") or [])[:4]
+        f"|{e['bitstring']}⟩ {e['probability']:.3g}" for e in (ref.get("top") or [])[:4]
     )
     first = " ".join(str(m) for m in (ref.get("first") or [])[:4])
     extra = f" · top: {top}" if top else (f" · first shots: {first}" if first else "")

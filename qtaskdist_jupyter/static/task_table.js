@@ -131,6 +131,8 @@ class Table {
   }
 
   applyEvent(ev) {
+    // A batch handle's view counts and shows its own batch only.
+    if (this.batchOnly && ev.batch_id !== this.batchOnly) return;
     if (ev.status === "deleted") {
       this.rows.delete(ev.task_id);
       if (this.selected === ev.task_id) { this.selected = null; this.renderDetail(); }
@@ -282,7 +284,11 @@ class Table {
     this.tbody = h("tbody");
     const cols = ["id", "name", "type", "status", "attempt", "queue wait", "run time", "age", ""];
     this.detailEl = h("div", { class: "qtd-detail" });
-    this.el.append(h("div", { class: "qtd-root" }, this.err, this.countsEl, this.batchesEl,
+    // A batch handle's view (opened on one batch) is marked, so pages and tests can tell
+    // it from the full table.
+    this.batchOnly = m.get("batch_id") || "";
+    const rootClass = "qtd-root" + (this.batchOnly ? " qtd-batch-view" : "");
+    this.el.append(h("div", { class: rootClass }, this.err, this.countsEl, this.batchesEl,
       h("div", { class: "qtd-controls" }, this.statusSel, this.typeSel, this.batchInput, prev, this.pager, next),
       h("table", { class: "qtd-table" }, h("thead", {}, h("tr", {}, ...cols.map((c) => h("th", {}, c)))), this.tbody),
       this.detailEl));
@@ -441,7 +447,7 @@ class Table {
   }
 
   arraySummary(taskId, ref) {
-    const top = (ref.top || []).slice(0, 4).map((e) => `|${e.bitstring}⟩ ${e.probability.toFixed(4)}`);
+    const top = (ref.top || []).slice(0, 4).map((e) => `|${e.bitstring}⟩ ${e.probability.toPrecision(3)}`);
     const first = (ref.first || []).slice(0, 4).join(" ");
     return h("div", { class: "qtd-array-summary", "data-array": ref["$array"] },
       h("b", {}, ref["$array"]),
