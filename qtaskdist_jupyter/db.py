@@ -85,6 +85,9 @@ def classify(exc: BaseException) -> str:
         if state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES:
             return "unavailable"
         return "other"
+    if isinstance(orig, psycopg.DataError):
+        # Refused by the driver before sending (a NUL character in a text value).
+        return "data"
     if isinstance(exc, _CONNECTION_ERRORS):
         return "unavailable"
     return "other"
@@ -94,6 +97,8 @@ def refused(exc: BaseException) -> DataRefused:
     """The one-line DataRefused for a statement whose data PostgreSQL would not take."""
     orig = getattr(exc, "orig", None) or exc
     state = str(getattr(orig, "sqlstate", "") or "")
+    if not state:
+        return DataRefused(f"the database driver refused the data: {_first_line(exc)}")
     kind = _DATA_CLASSES.get(state[:2], "refused")
     return DataRefused(
         f"PostgreSQL refused the data ({kind}, SQLSTATE {state}): {_first_line(exc)}",

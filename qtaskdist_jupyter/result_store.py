@@ -70,6 +70,10 @@ class ResultArrays:
                         n += 1
             return n
 
+    async def drop_arrays(self, task_id: uuid.UUID) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(delete(chunks).where(chunks.c.task_id == task_id))
+
     @_db_errors
     async def array_chunk(self, task_id: uuid.UUID, attempt: int, name: str, seq: int) -> bytes:
         """One stored chunk (b"" past the last): a reader holds one chunk at a time."""
