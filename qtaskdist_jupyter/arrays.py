@@ -197,17 +197,58 @@ def find_ref(result: Any, name: str) -> dict[str, Any] | None:
 
 
 # ---- decoding (server stream, client) ---------------------------------------------------
-def zstd_decompressobj() -> Any:
-    return zstandard.ZstdDecompressor().decompressobj()
+class _Fed:
+    """The decompressor's source: bytes appended as stored chunks arrive."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        n = len(self.buf) if n < 0 else n
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
 
 
-def npy_chunks(stored: Iterable[bytes]) -> Iterator[bytes]:
-    """The ``.npy`` bytes of stored (compressed) chunks, decompressed chunk by chunk."""
-    d = zstd_decompressobj()
-    for chunk in stored:
-        out = d.decompress(chunk)
-        if out:
-            yield out
+class NpyStream:
+    """A stored frame in, its ``.npy`` bytes out, at most ``size`` bytes per :meth:`take`.
+
+    Memory stays bounded whatever the compression ratio (one zstd RLE block turns 4 bytes
+    into 128 KiB, so a uniform statevector's frame of a few KB decompresses to gigabytes):
+    the caller keeps :attr:`buffered` above one stored chunk while chunks remain, then
+    takes. Output stops only where the input ends.
+    """
+
+    def __init__(self, read_size: int = 64 * 1024) -> None:
+        self._src = _Fed()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(self._src, read_size=read_size)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._src.buf)
+
+    def feed(self, data: bytes) -> None:
+        self._src.buf += data
+
+    def take(self, size: int = CHUNK_BYTES) -> bytes:
+        return bytes(self._reader.read(size))
+
+
+def npy_chunks(stored: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The ``.npy`` bytes of stored (compressed) chunks, in pieces of at most ``size``."""
+    stream = NpyStream()
+    it = iter(stored)
+    more = True
+    while True:
+        while more and stream.buffered < 2 * CHUNK_BYTES:
+            try:
+                stream.feed(next(it))
+            except StopIteration:
+                more = False
+        out = stream.take(size)
+        if not out:
+            return
+        yield out
 
 
 class _IterReader(io.RawIOBase):

@@ -5,7 +5,8 @@ migrations/versions/0002_results.py and docs/message-format.md."""
 from __future__ import annotations
 
 import uuid
-from typing import IO
+from collections.abc import AsyncIterator
+from typing import IO, Any
 
 from sqlalchemy import (
     Column,
@@ -23,8 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .arrays import CHUNK_BYTES
+from .arrays import CHUNK_BYTES, NpyStream, find_ref
 from .db import db_errors as _db_errors
+from .errors import ArrayNotFound
 from .models import Base
 
 chunks = Table(
@@ -88,6 +90,37 @@ class ResultArrays:
         async with self.engine.connect() as conn:
             data = (await conn.execute(stmt)).scalar_one_or_none()
         return bytes(data) if data is not None else b""
+
+    async def array_ref(self, task_id: uuid.UUID, owner: str | None, name: str) -> dict[str, Any]:
+        """The reference to a stored array of the task's result (owner's tasks only)."""
+        row = await self.get(task_id, owner)  # type: ignore[attr-defined]
+        ref = find_ref(row.get("result"), name)
+        if ref is None:
+            raise ArrayNotFound(
+                f"task {task_id} stores no result array {name!r}", task_id=str(task_id)
+            )
+        return ref
+
+    async def iter_array(
+        self, task_id: uuid.UUID, name: str, ref: dict[str, Any], *, npy: bool
+    ) -> AsyncIterator[bytes]:
+        """The stored frame chunk by chunk; with ``npy``, its ``.npy`` bytes in pieces of
+        at most CHUNK_BYTES, the decompressor kept two stored chunks ahead (bounded
+        memory even for a frame that expands a thousandfold)."""
+        attempt, n = int(ref["attempt"]), int(ref["chunks"])
+        if not npy:
+            for seq in range(n):
+                yield await self.array_chunk(task_id, attempt, name, seq)
+            return
+        stream, seq = NpyStream(), 0
+        while True:
+            while seq < n and stream.buffered < 2 * CHUNK_BYTES:
+                stream.feed(await self.array_chunk(task_id, attempt, name, seq))
+                seq += 1
+            piece = stream.take(CHUNK_BYTES)
+            if not piece:
+                return
+            yield piece
 
     @_db_errors
     async def array_bytes(self, task_id: uuid.UUID | None = None) -> int:

@@ -63,3 +63,19 @@ async def test_a_nul_character_is_refused_by_the_driver(service) -> None:
     (row,) = await service.store.insert_many([_task()])
     with pytest.raises(DataRefused, match="driver refused the data"):
         await service.store.update(row["task_id"], "alice", {"name": "a\x00b"})
+
+
+def test_npy_stream_is_bounded_for_a_frame_that_expands_a_thousandfold(tmp_path) -> None:
+    """A uniform statevector (H on every qubit) compresses ~10,000:1; the server's .npy
+    stream must still hand out at most one chunk at a time."""
+    import hashlib
+
+    ref = arrays.spill(np.full(1 << 21, 2**-10.5, dtype="<c16"), str(tmp_path))
+    frame = (tmp_path / ref["file"]).read_bytes()
+    assert len(frame) * 1000 < ref["npy_bytes"]
+    digest, total, biggest = hashlib.sha256(), 0, 0
+    for piece in arrays.npy_chunks([frame]):
+        digest.update(piece)
+        total, biggest = total + len(piece), max(biggest, len(piece))
+    assert total == ref["npy_bytes"] and digest.hexdigest() == ref["sha256"]
+    assert biggest <= arrays.CHUNK_BYTES
