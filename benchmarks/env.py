@@ -108,7 +108,7 @@ def clear_state(cfg: BenchConfig) -> None:
     Workers must be stopped: flushing drops the consumer groups they read from.
     """
     with psycopg.connect(libpq_url(normalize_database_url(cfg.database_url)), autocommit=True) as c:
-        c.execute("TRUNCATE tasks")
+        c.execute("TRUNCATE tasks CASCADE")  # and their stored result arrays (FK)
         c.execute("VACUUM ANALYZE tasks")
     r = redis.Redis.from_url(cfg.redis_url)
     r.flushdb()

@@ -272,6 +272,17 @@ class Client:
     def handle(self, task_id: str) -> TaskHandle:
         return TaskHandle(self, task_id, self.get(task_id))
 
+    def array(self, task_id: str, name: str, *, progress: bool | None = None) -> Any:
+        """One stored result array (e.g. ``"statevector"``, ``"results.2.memory"``) as a
+        numpy array, streamed; a progress bar over a few MB unless ``progress`` says."""
+        from . import arrays
+        from .lazy_result import ArrayNotFound, fetch_array
+
+        ref = arrays.find_ref(self.get(task_id).get("result"), name)
+        if ref is None:
+            raise ArrayNotFound(f"task {task_id} stores no result array {name!r}")
+        return fetch_array(self, task_id, ref, progress=progress)
+
     def cancel(self, task_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"tasks/{task_id}/cancel"))
 
@@ -285,8 +296,10 @@ class Client:
         batch_id: str | None = None,
         name: str | None = None,
         limit: int = 100,
+        include: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
-        """Newest first, up to ``limit`` rows (pages of 1,000 under the hood)."""
+        """Newest first, up to ``limit`` rows (pages of 1,000 under the hood). Rows leave
+        out ``payload`` and ``result`` unless ``include`` names them."""
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
         out: list[dict[str, Any]] = []
@@ -299,6 +312,7 @@ class Client:
                 "name": name,
                 "limit": min(1000, limit - len(out)),
                 "cursor": cursor,
+                "include": ",".join(include) or None,
             }
             page = self.request("GET", "tasks", params=params)
             out += page["tasks"]

@@ -20,6 +20,10 @@ variable                    meaning
 ``QTASKDIST_MAX_INSTRUCTIONS``   instructions after gate expansion (200000)
 ``QTASKDIST_MAX_SHOTS``          (1000000)
 ``QTASKDIST_MAX_BATCH_TASKS``    tasks in one batch request (20000)
+``QTASKDIST_MAX_RESULT_BYTES``   largest result a task may produce, counted as its
+                                 uncompressed arrays (statevector 16 B × 2^n, …);
+                                 over it the submit is refused (422) when the size
+                                 is known then, else the task fails (512 MiB)
 ``QTASKDIST_TIME_LIMIT_S``       default execution limit per task (300)
 ``QTASKDIST_MAX_TIME_LIMIT_S``   cap a task may ask for (3600)
 ``QTASKDIST_EVENTS_MAXLEN``      approximate length kept of stream:events (100000)
@@ -60,6 +64,7 @@ class Limits:
     max_instructions: int = 200_000
     max_shots: int = 1_000_000
     max_batch_tasks: int = 20_000
+    max_result_bytes: int = 512 * 1024 * 1024
     time_limit_s: float = 300.0
     max_time_limit_s: float = 3600.0
     qir_verify_max_qubits: int = 20
@@ -165,6 +170,7 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_instructions=_int(env, "QTASKDIST_MAX_INSTRUCTIONS", d.max_instructions, 1),
         max_shots=_int(env, "QTASKDIST_MAX_SHOTS", d.max_shots, 1),
         max_batch_tasks=_int(env, "QTASKDIST_MAX_BATCH_TASKS", d.max_batch_tasks, 1),
+        max_result_bytes=_int(env, "QTASKDIST_MAX_RESULT_BYTES", d.max_result_bytes, 1),
         time_limit_s=_float(env, "QTASKDIST_TIME_LIMIT_S", d.time_limit_s),
         max_time_limit_s=_float(env, "QTASKDIST_MAX_TIME_LIMIT_S", d.max_time_limit_s),
         qir_verify_max_qubits=_int(

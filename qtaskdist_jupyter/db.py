@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .errors import DatabaseUnavailable, InvalidInput
+from .errors import DatabaseUnavailable, DataRefused, InvalidInput
 
 
 @dataclass
@@ -45,21 +46,83 @@ class NewTask:
         }
 
 
+# SQLSTATE classes whose statements a retry can fix: the connection (08), the server
+# going down or starting (57P0x), too many connections / out of memory or disk (53),
+# serialization failures and deadlocks (40), a statement or lock timeout (57014, 55P03).
+_TRANSIENT_CLASSES = ("08", "53", "40")
+_TRANSIENT_STATES = ("57P01", "57P02", "57P03", "57P04", "57P05", "57014", "55P03")
+# SQLSTATE classes that refuse the statement's data: a retry sends the same data again.
+# 22 data exception (encoding, bad value, string too long), 23 integrity constraint,
+# 54 program limit exceeded (jsonb / array / field size, nesting depth).
+_DATA_CLASSES = {
+    "22": "data exception",
+    "23": "integrity constraint violation",
+    "54": "program limit exceeded",
+}
+
+
+# Errors without a SQLSTATE at these types are the connection's (refused, reset, closed).
+_CONNECTION_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+)
+
+
+def classify(exc: BaseException) -> str:
+    """``"unavailable"`` (a retry may succeed), ``"data"`` (the database refused this data:
+    never retry) or ``"other"`` (a bug: let it surface). ``exc`` is a SQLAlchemy or driver
+    error; connection-level failures carry no SQLSTATE."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "unavailable"
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None)
+    if state:
+        if state[:2] in _DATA_CLASSES:
+            return "data"
+        if state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES:
+            return "unavailable"
+        return "other"
+    if isinstance(orig, psycopg.DataError):
+        # Refused by the driver before sending (a NUL character in a text value).
+        return "data"
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return "unavailable"
+    return "other"
+
+
+def refused(exc: BaseException) -> DataRefused:
+    """The one-line DataRefused for a statement whose data PostgreSQL would not take."""
+    orig = getattr(exc, "orig", None) or exc
+    state = str(getattr(orig, "sqlstate", "") or "")
+    if not state:
+        return DataRefused(f"the database driver refused the data: {_first_line(exc)}")
+    kind = _DATA_CLASSES.get(state[:2], "refused")
+    return DataRefused(
+        f"PostgreSQL refused the data ({kind}, SQLSTATE {state}): {_first_line(exc)}",
+        sqlstate=state,
+    )
+
+
 def db_errors(fn):  # type: ignore[no-untyped-def]
-    """Map driver connection failures onto DatabaseUnavailable."""
+    """Map driver errors onto ours: connection-level failures onto DatabaseUnavailable,
+    statements refused for their data onto DataRefused (never an outage)."""
 
     @functools.wraps(fn)
     async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
         try:
             return await fn(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            raise DatabaseUnavailable(f"database unreachable: {_first_line(exc)}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise DatabaseUnavailable(f"database connection lost: {_first_line(exc)}") from exc
+        except (DBAPIError, psycopg.Error, OSError) as exc:
+            kind = classify(exc)
+            if kind == "data":
+                raise refused(exc) from exc
+            if kind == "unavailable":
+                lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                what = "database connection lost" if lost else "database unreachable"
+                raise DatabaseUnavailable(f"{what}: {_first_line(exc)}") from exc
             raise
-        except OSError as exc:
-            raise DatabaseUnavailable(f"database unreachable: {exc}") from exc
 
     return wrapper
 

@@ -173,7 +173,7 @@ def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
         for text in notebook_text(nb):
             print("    " + text.replace("\n", "\n    "))
         with Client(server.url, server.token) as client:
-            rows = client.tasks(limit=20)
+            rows = client.tasks(limit=20, include=("result",))
         print()
         say("task table (newest first)")
         print(format_table(rows))

@@ -11,6 +11,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from . import arrays
+
 MAX_BARS = 64
 
 
@@ -145,6 +147,14 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
         return
     if res.get("counts"):
         _show(counts_figure(res["counts"], title))
+    stored = [(k, v) for k, v in res.items() if arrays.is_ref(v)]
+    for key, ref in stored:
+        # A stored array is summarized, never downloaded: its top states are in the row.
+        display(HTML(array_summary_html(key, ref)))
+        if ref.get("top"):
+            top = {e["bitstring"]: e["probability"] for e in ref["top"]}
+            _show(probabilities_figure(top, f"{title}: top {len(top)} of {key}"))
+    res = {k: v for k, v in res.items() if not arrays.is_ref(v)}
     if res.get("probabilities") is not None:
         _show(probabilities_figure(res["probabilities"], f"{title}: probabilities"))
     if res.get("statevector") is not None:
@@ -153,6 +163,23 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
     if res.get("expectation_values") is not None:
         vals = ", ".join(f"{v:.4g}" for v in res["expectation_values"])
         display(HTML(f"<div>expectation values: {html.escape(vals)}</div>"))
+
+
+def array_summary_html(key: str, ref: dict[str, Any]) -> str:
+    """One line about a stored array: dtype, shape, sizes and its top states."""
+    shape = "×".join(str(d) for d in ref.get("shape") or [])
+    top = ", ".join(
+        f"|{e['bitstring']}⟩ {e['probability']:.3g}" for e in (ref.get("top") or [])[:4]
+    )
+    first = " ".join(str(m) for m in (ref.get("first") or [])[:4])
+    extra = f" · top: {top}" if top else (f" · first shots: {first}" if first else "")
+    return (
+        f"<div class='qtd-array-summary'><b>{html.escape(key)}</b> "
+        f"{html.escape(str(ref.get('dtype')))} [{shape}] · "
+        f"{arrays.human_bytes(int(ref.get('nbytes') or 0))} "
+        f"(stored {arrays.human_bytes(int(ref.get('stored_bytes') or 0))}){html.escape(extra)}"
+        " · <code>handle.result()[key]</code> downloads it</div>"
+    )
 
 
 def show_batch(rows: Sequence[dict[str, Any]], *, observables: Sequence[str] = ()) -> None:

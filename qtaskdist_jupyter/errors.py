@@ -8,9 +8,13 @@
     │   ├── CircuitError               QASM / QPY that does not parse (line, column)
     │   │   └── IncludeRefused         include other than qelib1.inc / stdgates.inc
     │   ├── LimitExceeded              qubits, instructions, shots, batch size   -> 422
-    │   │   └── PayloadTooLarge        body / payload bytes over the limit       -> 413
-    │   └── UnknownTaskType            task_type not in STREAMS                  -> 422
+    │   │   ├── PayloadTooLarge        body / payload bytes over the limit       -> 413
+    │   │   └── ResultTooLarge         result over QTASKDIST_MAX_RESULT_BYTES    -> 422
+    │   ├── UnknownTaskType            task_type not in STREAMS                  -> 422
+    │   └── DataRefused                PostgreSQL refused a statement's data (size,
+    │                                  encoding, constraint): not an outage     -> 422
     ├── TaskNotFound                   missing, or owned by someone else         -> 404
+    │   └── ArrayNotFound              no stored result array of that name       -> 404
     ├── TransitionError                guarded UPDATE matched no row             -> 409
     ├── ServiceUnavailable             a backing service cannot be reached       -> 503
     │   ├── DatabaseUnavailable
@@ -102,9 +106,28 @@ class UnknownTaskType(InvalidInput):
     code = "unknown_task_type"
 
 
+class DataRefused(InvalidInput):
+    """PostgreSQL refused a statement for its data (SQLSTATE class 22, 23 or 54): sending
+    the same data again fails the same way, so nobody retries it."""
+
+    code = "data_refused"
+
+
+class ResultTooLarge(LimitExceeded):
+    """A task's result would exceed QTASKDIST_MAX_RESULT_BYTES."""
+
+    code = "result_too_large"
+
+
 class TaskNotFound(QtaskdistError):
     http_status = 404
     code = "task_not_found"
+
+
+class ArrayNotFound(TaskNotFound):
+    """The task exists but its result stores no array of that name."""
+
+    code = "task_array_not_found"
 
 
 class TransitionError(QtaskdistError):

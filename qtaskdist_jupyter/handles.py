@@ -6,7 +6,10 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import arrays
+from .display import array_summary_html
 from .errors import TaskFailed
+from .lazy_result import lazy_result
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -73,11 +76,13 @@ class TaskHandle:
         return self.row
 
     def result(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """The result dict; TaskFailed for a failed or cancelled task."""
+        """The result dict; TaskFailed for a failed or cancelled task. Large arrays
+        (statevector, probabilities, memory) are numpy arrays, downloaded on first access
+        (``LazyResult.summary(key)`` describes one without downloading)."""
         row = self.wait(timeout_s)
         if row["status"] != "completed":
             raise TaskFailed(failure_message(row), task_id=self.task_id, status=row["status"])
-        return dict(row.get("result") or {})
+        return lazy_result(self.client, self.task_id, row.get("result"))
 
     def counts(self, timeout_s: float | None = None) -> dict[str, int] | list[dict[str, int]]:
         """Counts; a task with parameter bindings gives one dict per binding."""
@@ -113,6 +118,9 @@ class TaskHandle:
                 extra = f"<div>{len(res['results'])} parameter bindings</div>"
             elif "llvm_ir" in res:
                 extra = f"<div>QIR module, {len(res['llvm_ir'])} chars of LLVM IR</div>"
+        if r.get("status") == "completed":
+            # Stored arrays are summarized from the row; nothing is downloaded to draw this.
+            extra += "".join(array_summary_html(k, v) for k, v in arrays.refs(r.get("result")))
         return (
             "<div class='qtd-handle'><b>qtaskdist task</b> " + " · ".join(cells) + extra + "</div>"
         )
@@ -165,10 +173,10 @@ class BatchHandle:
 
     def rows(self) -> list[dict[str, Any]]:
         """All rows, in submission order (one list request per 1,000 tasks)."""
-        got = {
-            r["task_id"]: r
-            for r in self.client.tasks(batch_id=self.batch_id, limit=len(self.task_ids))
-        }
+        listed = self.client.tasks(
+            batch_id=self.batch_id, limit=len(self.task_ids), include=("result",)
+        )
+        got = {r["task_id"]: r for r in listed}
         for h in self.handles:
             h.row = got.get(h.task_id, h.row)
         return [h.row for h in self.handles]
@@ -184,7 +192,7 @@ class BatchHandle:
                 + failure_message(bad[0]),
                 batch_id=self.batch_id,
             )
-        return [dict(r.get("result") or {}) for r in rows]
+        return [lazy_result(self.client, r["task_id"], r.get("result")) for r in rows]
 
     def counts(self, timeout_s: float | None = None) -> list[Any]:
         out: list[Any] = []
@@ -210,6 +218,23 @@ class BatchHandle:
                 if exc.status != 409:  # finished meanwhile: nothing to cancel
                     raise
         return n
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """Live in a notebook: the task table's front end, showing this batch only (with
+        its retry buttons); the dated snapshot below where widgets cannot render."""
+        try:
+            from .widget import TaskTable
+
+            table = TaskTable.for_client(self.client, batch_id=self.batch_id, page_size=10)
+            bundle = super(TaskTable, table)._repr_mimebundle_(**kwargs)
+            data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+            if not self._counts_at:
+                self.status_counts()
+            data["text/html"] = self._repr_html_()
+            data["text/plain"] = repr(self)
+            return data, meta
+        except Exception:  # noqa: BLE001 - no widget support: the snapshot still shows
+            return {"text/html": self._repr_html_(), "text/plain": repr(self)}
 
     def _repr_html_(self) -> str:
         c = self._counts or {}

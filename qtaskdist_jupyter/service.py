@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .arrays import check_result_size
 from .config import Settings
 from .errors import QueueUnavailable
 from .models import TaskStatus
@@ -21,6 +22,9 @@ from .queue import Broker
 from .schemas import TaskCreate, validate_payload
 from .store import NewTask, TaskStore
 from .streams import DELETED
+
+if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
+    from .codec import CircuitInfo
 
 # Circuits that passed the check, kept per service: entries and the largest key (bounds
 # its memory).
@@ -33,7 +37,7 @@ class TaskService:
         self.store = store
         self.broker = broker
         self.settings = settings
-        self._memo: dict[str, bool] = {}
+        self._memo: dict[str, CircuitInfo] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
@@ -56,7 +60,7 @@ class TaskService:
         spec: TaskCreate,
         owner: str,
         batch_id: uuid.UUID | None = None,
-        memo: dict[str, bool] | None = None,
+        memo: dict[str, CircuitInfo] | None = None,
     ) -> NewTask:
         """Validate the payload for its task_type (and its circuit) into a NewTask.
 
@@ -71,14 +75,18 @@ class TaskService:
         payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
         fmt = payload.get("circuit_format", "auto")
         key = f"{fmt}\0{payload['circuit']}"
-        if key not in memo:
-            codec.inspect_circuit(payload["circuit"], fmt, limits=self.settings.limits)
+        info = memo.get(key)
+        if info is None:
+            info = codec.inspect_circuit(payload["circuit"], fmt, limits=self.settings.limits)
             if len(key) <= _MEMO_MAX_KEY:
-                memo[key] = True
+                memo[key] = info
                 if len(memo) > _MEMO_SIZE:
                     # Oldest first (dict order); another validating thread may race us.
                     with contextlib.suppress(RuntimeError, StopIteration):
                         memo.pop(next(iter(memo)), None)
+        if spec.task_type == "simulate":
+            max_bytes = self.settings.limits.max_result_bytes
+            check_result_size(payload, info.num_qubits, info.num_clbits, max_bytes)
         return NewTask(
             task_type=spec.task_type,
             payload=payload,

@@ -20,6 +20,7 @@ from .db import NewTask, decode_cursor, encode_cursor, make_engine
 from .db import db_errors as _db_errors
 from .errors import ConfigError, InvalidInput, TaskNotFound
 from .models import FINISHED, Task, TaskStatus
+from .result_store import ResultArrays
 from .transitions import LIGHT, Transitions
 
 tasks = Task.__table__
@@ -35,7 +36,7 @@ _INSERTED = (
 _COPY_MIN = 64
 
 
-class TaskStore(Transitions):
+class TaskStore(Transitions, ResultArrays):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -135,9 +136,15 @@ class TaskStore(Transitions):
         name: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        columns: Sequence[str] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first; keyset pagination on (created_at, task_id)."""
-        stmt = select(*_ROW)
+        """Newest first; keyset pagination on (created_at, task_id). ``columns`` (names
+        of the tasks table) limits what is read: a list leaves payload and result out."""
+        cols = _ROW
+        if columns is not None:
+            wanted = {"created_at", "task_id", *columns}
+            cols = tuple(c for c in _ROW if c.name in wanted)
+        stmt = select(*cols)
         if owner is not None:
             stmt = stmt.where(tasks.c.owner == owner)
         if status:

@@ -100,6 +100,7 @@ class Transitions:
     """Every status change of a task row; mixed into :class:`~.store.TaskStore`."""
 
     engine: AsyncEngine
+    drop_arrays: Any  # ResultArrays.drop_arrays (TaskStore has both)
 
     async def _why(
         self,
@@ -321,8 +322,9 @@ class Transitions:
 
     @_db_errors
     async def requeue(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
-        """A user's retry: failed | cancelled → queued, fresh retry budget."""
-        return await self._transition(
+        """A user's retry: failed | cancelled → queued, fresh retry budget; arrays an
+        earlier attempt stored go (the result that named them is cleared)."""
+        row = await self._transition(
             task_id,
             action="retry",
             allowed=[S.FAILED, S.CANCELLED],
@@ -337,6 +339,8 @@ class Transitions:
                 "worker": None,
             },
         )
+        await self.drop_arrays(task_id)
+        return row
 
     @_db_errors
     async def merge_meta(

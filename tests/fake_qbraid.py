@@ -120,6 +120,9 @@ class FakeQbraid:
         # jobs end FAILED instead of COMPLETED.
         self.fail_submits_after_commit = 0
         self.fail_jobs = False
+        # Results carry a NUL character in their bitstrings (a provider's garbage that
+        # PostgreSQL's jsonb refuses to store).
+        self.corrupt_counts = False
         # Answer every request with this HTTP status (e.g. 500, 429) while set.
         self.force_status: int | None = None
         self.requests: list[tuple[str, str]] = []
@@ -180,6 +183,8 @@ class FakeQbraid:
             seed = job.runtime_options.get("seed")
             result = AerSimulator().run(circuit, shots=job.shots, seed_simulator=seed).result()
             job.counts = dict(result.get_counts())
+            if self.corrupt_counts:
+                job.counts = {f"{k}\x00": v for k, v in job.counts.items()}
             job.status = "COMPLETED"
         except Exception as exc:  # the fake reports what a provider would: a failed job
             job.status, job.status_msg = "FAILED", f"{type(exc).__name__}: {exc}"

@@ -30,7 +30,7 @@ async def test_b1_bulk_path_runs(api, database_url: str, redis_url: str) -> None
         with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
             (queued,) = conn.execute("SELECT count(*) FROM tasks WHERE status='queued'").fetchone()
             seen.append(queued)
-            conn.execute("TRUNCATE tasks")
+            conn.execute("TRUNCATE tasks CASCADE")  # and their stored result arrays
         assert sync_redis.xlen("stream:simulate") == n
         sync_redis.flushdb()
 

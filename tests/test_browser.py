@@ -154,13 +154,13 @@ class Notebook:
         )
 
     def rows(self, status: str | None = None) -> Any:
-        sel = "tr.qtd-row" + (f'[data-status="{status}"]' if status else "")
+        sel = f"{TABLE} tr.qtd-row" + (f'[data-status="{status}"]' if status else "")
         return self.page.locator(sel)
 
     def wait_rows(
         self, n: int, status: str | None = None, timeout_s: float = 30, at_least: bool = False
     ) -> None:
-        sel = "tr.qtd-row" + (f'[data-status="{status}"]' if status else "")
+        sel = f"{TABLE} tr.qtd-row" + (f'[data-status="{status}"]' if status else "")
         self.page.wait_for_function(
             "([sel, n, atLeast]) => { const k = document.querySelectorAll(sel).length;"
             " return atLeast ? k >= n : k === n; }",
@@ -178,6 +178,16 @@ class Notebook:
         path = self.shots_dir / f"{self.n_shots:02d}-{name}.png"
         self.page.screenshot(path=str(path))
         return path
+
+
+# The full table (%qtask table); a batch handle's output is a smaller view of it.
+TABLE = ".qtd-root:not(.qtd-batch-view)"
+
+
+def h_all_qasm(n: int) -> str:
+    """H on every qubit, no measurement: a statevector of 2^n equal amplitudes."""
+    gates = "".join(f"h q[{i}];\n" for i in range(n))
+    return f'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[{n}];\n{gates}'
 
 
 def _row_ids(nb: Notebook, status: str) -> list[str]:
@@ -235,7 +245,7 @@ def test_live_table_in_jupyterlab(
         nb.run_cell(1, "%qtask table")
         nb.wait_cell_done(1)
         page.wait_for_selector(".qtd-root .qtd-counts .qtd-count", timeout=30_000)
-        assert "cannot reach" not in page.locator(".qtd-err").inner_text()
+        assert "cannot reach" not in page.locator(f"{TABLE} .qtd-err").inner_text()
 
         # ---- a 20-circuit sweep and a convert task, the worker paused -------------
         wait_until(lambda: worker_alive(lab, worker_name), 60, "the worker's heartbeat")
@@ -246,7 +256,8 @@ def test_live_table_in_jupyterlab(
         nb.run_cell(3, CONVERT_CELL)
         nb.wait_cell_done(3)
         nb.wait_rows(21, "queued")
-        convert_row = page.locator("tr.qtd-row", has_text="c_qir_convert")
+        table = page.locator(TABLE)
+        convert_row = table.locator("tr.qtd-row", has_text="c_qir_convert")
         assert convert_row.count() == 1
         convert_id = convert_row.get_attribute("data-task-id")
         assert convert_id
@@ -268,12 +279,17 @@ def test_live_table_in_jupyterlab(
         assert nb.prompt(4) == "[*]:", "the sleep cell ended before the table caught up"
         assert time.monotonic() - sleep_started < SLEEP_S
         assert sorted(_row_ids(nb, "completed")) == sorted(sweep_ids)
-        assert page.locator(".qtd-count.qtd-status-completed").inner_text() == "completed 20"
+        assert table.locator(".qtd-count.qtd-status-completed").inner_text() == "completed 20"
+        # The sweep cell's own output is live too: the table's front end on that batch.
+        batch_view = page.locator(".qtd-batch-view")
+        assert batch_view.count() == 1
+        assert batch_view.locator(".qtd-count.qtd-status-completed").inner_text() == "completed 20"
+        assert batch_view.locator(".qtd-counts").inner_text().startswith("20 tasks")
         nb.shot("sweep-completed-kernel-busy")
 
         # ---- a row's result: the histogram -------------------------------------------
         # sweep[10] (theta ~ pi/2): both outcomes, so the histogram has two bars.
-        row = page.locator("tr.qtd-row").filter(
+        row = table.locator("tr.qtd-row").filter(
             has=page.locator("td", has_text=re.compile(r"^sweep\[10\]$"))
         )
         row_id = row.get_attribute("data-task-id")
@@ -291,7 +307,7 @@ def test_live_table_in_jupyterlab(
 
         # ---- cancel the queued convert task from its button ---------------------
         assert api_get(lab, f"tasks/{convert_id}")["status"] == "queued"
-        page.locator(f'tr.qtd-row[data-task-id="{convert_id}"] button.qtd-cancel').click()
+        table.locator(f'tr.qtd-row[data-task-id="{convert_id}"] button.qtd-cancel').click()
         page.wait_for_selector(
             f'tr.qtd-row[data-task-id="{convert_id}"][data-status="cancelled"]', timeout=15_000
         )
@@ -340,12 +356,39 @@ def test_live_table_in_jupyterlab(
         nb.wait_rows(22)
         nb.shot("after-kernel-restart")
         # Filters still work with no kernel behind the widget's model.
-        page.select_option("select.qtd-filter-status", "cancelled")
+        table.locator("select.qtd-filter-status").select_option("cancelled")
         nb.wait_rows(1)
         assert _row_ids(nb, "cancelled") == [convert_id]
-        page.select_option("select.qtd-filter-status", "")
+        table.locator("select.qtd-filter-status").select_option("")
         nb.wait_rows(22)
-        assert page.locator(".qtd-err").text_content() == ""
+
+        # ---- a large result: its row shows the summary, the array stays on the server --
+        qubits = 20
+        big = api_post(
+            lab,
+            "tasks",
+            {
+                "task_type": "simulate",
+                "enqueue": True,
+                "name": "big-statevector",
+                "payload": {"circuit": h_all_qasm(qubits), "shots": 1, "statevector": True},
+            },
+        )
+        big_row = f'tr.qtd-row[data-task-id="{big["task_id"]}"]'
+        page.wait_for_selector(big_row + '[data-status="completed"]', timeout=60_000)
+        table.locator(big_row).click()
+        summary = page.wait_for_selector(
+            '.qtd-array-summary[data-array="statevector"]', timeout=15_000
+        )
+        text = summary.inner_text()
+        assert f"<c16 [{1 << qubits}]" in text and "16.0 MiB" in text, text
+        assert "top: |" in text and text.count("⟩") == 4, text
+        nb.shot("large-result-summary")
+        # Drawing the row and its summary downloaded no array; lists asked for row fields.
+        assert not [u for _k, u in api_requests if "/result/" in u], api_requests
+        lists = [u for _k, u in api_requests if re.search(r"/api/tasks\?", u)]
+        assert lists and all("fields=" in u for u in lists), lists
+        assert table.locator(".qtd-err").text_content() == ""
         errors = [c for c in console if c.startswith("pageerror")]
         assert not errors, errors
         # The table followed the server's events stream itself, as server-sent events.

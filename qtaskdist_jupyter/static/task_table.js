@@ -131,6 +131,8 @@ class Table {
   }
 
   applyEvent(ev) {
+    // A batch handle's view counts and shows its own batch only.
+    if (this.batchOnly && ev.batch_id !== this.batchOnly) return;
     if (ev.status === "deleted") {
       this.rows.delete(ev.task_id);
       if (this.selected === ev.task_id) { this.selected = null; this.renderDetail(); }
@@ -178,7 +180,8 @@ class Table {
     let cursor = null;
     let n = 0;
     do {
-      const params = { limit: "1000", ...(filter || {}) };
+      // Only what a row shows: never payloads or results (a statevector is megabytes).
+      const params = { limit: "1000", fields: ROW_FIELDS, ...(filter || {}) };
       if (cursor) params.cursor = cursor;
       const page = await this.call("GET", "tasks", params);
       for (const t of page.tasks) this.applyRow(t);
@@ -193,7 +196,8 @@ class Table {
       // The cursor first: events after it are not lost while the list loads.
       const first = await this.call("GET", "events", { timeout_s: "0" });
       this.cursor = first.cursor;
-      await this.loadAll();
+      const batch = this.model.get("batch_id");
+      await this.loadAll(batch ? { batch_id: batch } : null);
       this.setError("");
     } catch (e) {
       this.setError("cannot reach the qtaskdist API: " + e.message);
@@ -280,7 +284,11 @@ class Table {
     this.tbody = h("tbody");
     const cols = ["id", "name", "type", "status", "attempt", "queue wait", "run time", "age", ""];
     this.detailEl = h("div", { class: "qtd-detail" });
-    this.el.append(h("div", { class: "qtd-root" }, this.err, this.countsEl, this.batchesEl,
+    // A batch handle's view (opened on one batch) is marked, so pages and tests can tell
+    // it from the full table.
+    this.batchOnly = m.get("batch_id") || "";
+    const rootClass = "qtd-root" + (this.batchOnly ? " qtd-batch-view" : "");
+    this.el.append(h("div", { class: rootClass }, this.err, this.countsEl, this.batchesEl,
       h("div", { class: "qtd-controls" }, this.statusSel, this.typeSel, this.batchInput, prev, this.pager, next),
       h("table", { class: "qtd-table" }, h("thead", {}, h("tr", {}, ...cols.map((c) => h("th", {}, c)))), this.tbody),
       this.detailEl));
@@ -421,6 +429,11 @@ class Table {
       body = h("div", {}, `not finished yet (${t.status})`);
     } else if (res.llvm_ir) {
       body = h("pre", { class: "qtd-qir" }, res.llvm_ir);
+    } else if (ARRAY_KEYS.some((k) => res[k] && res[k]["$array"])) {
+      // Stored arrays: their summary only; the array itself is a link, never drawn here.
+      body = h("div", {},
+        res.counts && Object.keys(res.counts).length ? histogram(res.counts) : null,
+        ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).map((k) => this.arraySummary(t.task_id, res[k])));
     } else if (res.counts) {
       body = histogram(res.counts);
     } else if (res.results) {
@@ -433,11 +446,31 @@ class Table {
     this.detailEl.replaceChildren(head, body);
   }
 
+  arraySummary(taskId, ref) {
+    const top = (ref.top || []).slice(0, 4).map((e) => `|${e.bitstring}⟩ ${e.probability.toPrecision(3)}`);
+    const first = (ref.first || []).slice(0, 4).join(" ");
+    return h("div", { class: "qtd-array-summary", "data-array": ref["$array"] },
+      h("b", {}, ref["$array"]),
+      ` ${ref.dtype} [${(ref.shape || []).join("×")}] · ${bytes(ref.nbytes)} (stored ${bytes(ref.stored_bytes)}) · `,
+      top.length ? "top: " + top.join(", ") + " · " : (first ? "first shots: " + first + " · " : ""),
+      h("a", { href: this.url(`tasks/${taskId}/result/${ref["$array"]}`), download: "" }, ".npy"));
+  }
+
   close() {
     this.closed = true;
     clearInterval(this.timer);
     if (this.source) this.source.close();
   }
+}
+
+const ARRAY_KEYS = ["statevector", "probabilities", "memory"];
+const ROW_FIELDS = "task_id,name,task_type,status,attempt,batch_id,created_at,started_at,finished_at,updated_at,error";
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  for (n = +n || 0; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
 }
 
 // Sweep bindings as "theta = 1.6526", not a 17-digit JSON float.

@@ -160,8 +160,10 @@ class QtaskdistApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         from .handlers import default_handlers
+        from .results import handlers as result_handlers
 
         self.handlers.extend(default_handlers)
+        self.handlers.extend(result_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         import asyncio

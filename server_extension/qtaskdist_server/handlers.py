@@ -40,6 +40,7 @@ from qtaskdist_jupyter.schemas import (
 from qtaskdist_jupyter.streams import STREAMS, stream_for
 
 from .events import EventTail, parse_after, parse_statuses, stream_sse
+from .listing import list_fields, row_json
 
 M = TypeVar("M", bound=BaseModel)
 API = r"/qtaskdist/api"
@@ -166,8 +167,9 @@ class TasksHandler(QtaskdistHandler):
             name=arg("name", None) or None,
             limit=int(raw_limit),
             cursor=arg("cursor", None) or None,
+            columns=(fields := list_fields(arg("include", None), arg("fields", None))),
         )
-        self.json({"tasks": [task_json(r) for r in rows], "next_cursor": nxt})
+        self.json({"tasks": [row_json(r, fields) for r in rows], "next_cursor": nxt})
 
 
 class BatchHandler(QtaskdistHandler):
@@ -393,4 +395,5 @@ default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
     (rf"{API}/events", EventsHandler),
     (rf"{API}/health", HealthHandler),
 ]
+
 __all__ = ["default_handlers", "STREAMS"]

@@ -19,6 +19,8 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +50,7 @@ def at_unit(exc: JobError, unit: int) -> JobError:
     return exc
 
 
-def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
+def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_dir: str) -> None:
     """Entry point of a child process: import once, then serve requests until EOF."""
     # OpenMP reads these when the library loads, so they must be set before Aer imports;
     # otherwise every idle OpenMP thread spin-waits and one job burns two cores.
@@ -67,22 +69,27 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any]) -> None:
             return
         request = json.loads(raw)
         # One reply per unit, sent as soon as the unit ends: the worker settles finished
-        # units while later ones run, and times each unit on its own limit.
+        # units while later ones run, and times each unit on its own limit. Large arrays
+        # go to files in spool_dir, not through the pipe (qtaskdist_jupyter.arrays).
         for unit in request["units"]:
             started = time.perf_counter()
             reply = handle_request(
-                {"kind": request["kind"], "tasks": unit, "threads": threads, "limits": limits}
-            )
+                {"kind": request["kind"], "tasks": unit, "threads": threads, "limits": limits,
+                 "spool_dir": spool_dir}
+            )  # fmt: skip
             reply["wall_s"] = time.perf_counter() - started
             conn.send_bytes(json.dumps(reply, default=str).encode())
 
 
 class Child:
-    def __init__(self, threads: int, limits: dict[str, Any]) -> None:
+    def __init__(self, threads: int, limits: dict[str, Any], spool_dir: str) -> None:
         parent, child = _CTX.Pipe(duplex=True)
         self.conn = parent
         self.proc = _CTX.Process(
-            target=_child_main, args=(child, threads, limits), daemon=True, name="qtaskdist-job"
+            target=_child_main,
+            args=(child, threads, limits, spool_dir),
+            daemon=True,
+            name="qtaskdist-job",
         )
         self.proc.start()
         child.close()
@@ -123,6 +130,8 @@ class ExecutorPool:
         self._threads = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="qtd-pipe")
         self.info: dict[str, Any] = {}
         self.closing = False  # shutting down: a killed child is not replaced
+        # Where children write large result arrays; only the worker creates its name.
+        self.spool_dir = tempfile.mkdtemp(prefix="qtaskdist-spool-")
 
     async def start(self) -> None:
         children = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
@@ -131,7 +140,7 @@ class ExecutorPool:
 
     async def _spawn(self) -> Child:
         loop = asyncio.get_running_loop()
-        child = Child(self.threads, self.limits)
+        child = Child(self.threads, self.limits, self.spool_dir)
         self._all.add(child)
         self.info = await loop.run_in_executor(self._threads, child.wait_ready)
         return child
@@ -252,3 +261,4 @@ class ExecutorPool:
             await loop.run_in_executor(self._threads, child.close)
         self._all.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.spool_dir, ignore_errors=True)

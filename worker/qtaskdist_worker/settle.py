@@ -14,6 +14,7 @@ from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.streams import TaskMessage
 
 from .outcomes import InFlight, profile
+from .results_out import complete_all, store_arrays
 from .retry import backoff_s
 
 log = logging.getLogger("qtaskdist_worker")
@@ -76,7 +77,11 @@ class Settling:
         events: list[dict[str, Any]] = []
         failures = []
         items = [f[0] for f in finished]
-        for item, out, run_time_s, batched_with in finished:
+        replies = {str(i.task_id): out for i, out, _r, _b in finished}
+        spool = getattr(self.pool, "spool_dir", None)
+        await store_arrays(self.store, spool, self._retrying, items, replies)
+        for item, _out, run_time_s, batched_with in finished:
+            out = replies[str(item.task_id)]
             kind = "completed" if out["ok"] else "failed"
             retry = (
                 not out["ok"]
@@ -92,8 +97,18 @@ class Settling:
             else:
                 failures.append((item, out, meta, retry))
         if done:
-            events += await self._retrying(lambda: self.store.complete_many(done), "complete")
-            self.completed += len(done)
+            rows, refused = await complete_all(self.store, self._retrying, done)
+            events += rows
+            self.completed += len(done) - len(refused)
+            for item, _out, run_time_s, batched_with in finished:
+                if item.task_id not in refused:
+                    continue
+                out = {"ok": False, "error": refused[item.task_id], "retryable": False}
+                meta = profile(
+                    item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
+                    versions=self.versions, result_kind="failed",
+                )  # fmt: skip
+                failures.append((item, out, meta, False))
         for item, out, meta, retry in failures:
             events += await self._fail(item, out, meta, bool(retry))
         announced = {i.announced for i in items if i.announced is not None}

@@ -18,12 +18,14 @@ import time
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
+from qtaskdist_jupyter import arrays
 from qtaskdist_jupyter.errors import PermanentJobError
 from qtaskdist_jupyter.schemas import SimulatePayload, parse_payload
 
@@ -173,6 +175,9 @@ def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, 
     assert isinstance(p, SimulatePayload)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
     circuit = _prepared(p.circuit, p.circuit_format, limits, p.method, p.device)
+    # Before Aer builds the arrays: the worker's limit may be below the server's.
+    max_bytes = limits.max_result_bytes
+    arrays.check_result_size(payload, circuit.num_qubits, circuit.num_clbits, max_bytes)
     if p.parameter_bindings is None and circuit.parameters:
         names = ", ".join(sorted(x.name for x in circuit.parameters))
         raise PermanentJobError(
@@ -236,28 +241,31 @@ def _counts(result: Any, i: int) -> dict[str, int]:
     return dict(result.get_counts(i))
 
 
-def _one(result: Any, i: int, p: SimulatePayload, n_qubits: int) -> dict[str, Any]:
+def _one(
+    result: Any, i: int, p: SimulatePayload, n_qubits: int, spool_dir: str | None
+) -> dict[str, Any]:
+    """One experiment's result; arrays over arrays.INLINE_JSON_MAX_BYTES go to a file in
+    ``spool_dir`` as compressed .npy, and the reply carries their description."""
     exp = result.results[i]
     if not exp.success:
         raise PermanentJobError(f"Aer could not run the circuit: {exp.status}")
     data = result.data(i)
     out: dict[str, Any] = {}
-    try:
-        out["counts"] = _counts(result, i)
-    except Exception:  # noqa: BLE001 - a circuit without measurements has no counts
-        out["counts"] = {}
+    # Without measurements there are no counts: qiskit's get_counts would derive 2^n
+    # "counts" from a saved statevector, the very array that must stay out of the row.
+    out["counts"] = _counts(result, i) if "counts" in data else {}
     if p.memory:
         try:
-            out["memory"] = list(result.get_memory(i))
+            memory = list(result.get_memory(i))
         except Exception:  # noqa: BLE001
-            out["memory"] = []
+            memory = []
+        out["memory"] = arrays.memory_part(memory, spool_dir)
     if p.statevector:
-        out["statevector"] = [[float(z.real), float(z.imag)] for z in data["statevector"].data]
+        sv = np.asarray(data["statevector"].data)
+        out["statevector"] = arrays.statevector_part(sv, n_qubits, spool_dir)
     if p.probabilities:
-        probs = data["probabilities"]
-        out["probabilities"] = {
-            format(k, f"0{n_qubits}b"): float(v) for k, v in enumerate(probs) if v > 1e-15
-        }
+        probs = np.asarray(data["probabilities"], dtype=float)
+        out["probabilities"] = arrays.probabilities_part(probs, n_qubits, spool_dir)
     if p.observables:
         out["expectation_values"] = [float(data[f"exp{k}"]) for k in range(len(p.observables))]
     return out
@@ -314,8 +322,9 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
     for tid, p, exps in ready:
         n = sum(_size(e) for e in exps)
         try:
+            spool = request.get("spool_dir")
             qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
-            parts = [_one(result, i + k, p, qubits[k]) for k in range(n)]
+            parts = [_one(result, i + k, p, qubits[k], spool) for k in range(n)]
             sim_time = sum(float(result.results[i + k].time_taken) for k in range(n))
             seeds = [int(result.results[i + k].seed_simulator) for k in range(n)]
             if p.parameter_bindings is None:
