@@ -331,3 +331,13 @@ def test_verification_skips_say_why() -> None:
     assert "2 qubits is over the execution check's limit of 1" in result["verification"]["reason"]
     result, _ = convert({"circuit": bell, "verify": "execute"}, small)
     assert result["verification"]["status"] == "matched"
+
+
+def test_convert_n_runs_the_job_code_with_the_verify_option() -> None:
+    from qtaskdist_worker.jobs.convert import convert_n
+
+    bell = CORPUS["bell-qasm3"][0]
+    assert (
+        convert_n({"circuit": bell, "verify": "static"}, 2)["verification"]["status"] == "skipped"
+    )
+    assert convert_n({"circuit": bell, "verify": "execute"}, 2)["verification"]["shots"] == 1000

@@ -250,6 +250,17 @@ def _to_qasm3(circuit: Any) -> str:
     return to_qasm3(circuit)
 
 
+def convert_n(payload: dict[str, Any], n: int, limits: Limits | None = None) -> dict[str, Any]:
+    """Convert the same payload ``n`` times in-process; the last result. benchmarks/ (B2
+    convert) times this with ``verify: "static"`` against ``verify: "execute"`` to report
+    what the execution check costs."""
+    limits = limits or Limits()
+    result: dict[str, Any] = {}
+    for _ in range(n):
+        result, _ = convert(payload, limits)
+    return result
+
+
 def run_many(request: dict[str, Any]) -> dict[str, Any]:
     limits = limits_from(request.get("limits"))
     replies: dict[str, Any] = {}
