@@ -33,6 +33,15 @@ bit[1] c;
 rx(theta) q[0];
 c = measure q;
 """
+IF_REGISTER = """OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[1];
+creg c[2];
+h q[0];
+measure q[0] -> c[0];
+if (c==1) x q[0];
+measure q[0] -> c[1];
+"""
 # The issue's report: a barrier on a qubit subset, then a mid-circuit reset.
 BARRIER_RESET = """OPENQASM 3.0;
 include "stdgates.inc";
@@ -61,11 +70,12 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
                 "parameter_bindings": [{"theta": 0.0}, {"theta": 3.141592653589793}],
             },
             {"circuit": BARRIER_RESET},
+            {"circuit": IF_REGISTER, "profile": "adaptive"},
         ],
     )
     proc = run_worker(settings, "--task-types", "c_qir_convert")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    q2, q3, if_row, reuse, if_adaptive, sweep, barrier = await rows(service, ids)
+    q2, q3, if_row, reuse, if_adaptive, sweep, barrier, wrong = await rows(service, ids)
     for row, profile in ((q2, "base"), (q3, "adaptive")):
         assert row["status"] == "completed", row["error"]
         res = row["result"]
@@ -100,3 +110,8 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
     assert [m["parameters"] for m in modules] == [{"theta": 0.0}, {"theta": 3.141592653589793}]
     assert all(m["verification"]["status"] == "matched" for m in modules)
     assert sweep["meta_data"]["qir_verification"]["matched"] == 2
+    # qbraid-qir's module for `if (c==1)` on a 2-bit register acts on c == 0b10 instead:
+    # the execution check catches it and the task fails, permanently, with no module.
+    assert wrong["status"] == "failed" and wrong["retry_count"] == 0 and wrong["result"] is None
+    assert "does not compute what the circuit does" in wrong["error"], wrong["error"]
+    assert wrong["meta_data"]["qir_verification"]["status"] == "mismatch"

@@ -142,7 +142,7 @@ def verify(
     counts: dict[int, int] = {}
     try:
         # A first slice times one shot, so "auto" can fit the rest into the time budget.
-        first = min(shots, 20)
+        first = min(shots, 10)
         t0 = time.perf_counter()
         _merge(counts, qir_verify.run_shots(bitcode, entry.name, first, seed, order))
         per_shot_s = (time.perf_counter() - t0) / first

@@ -19,7 +19,6 @@ module computes something else (see docs/message-format.md, "QIR verification"):
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,12 +72,11 @@ def _add_terminal(dist: np.ndarray, br: _Branch, pending: dict[int, int]) -> Non
     base = br.bits
     for c in clbits:
         base &= ~(1 << c)
-    for idx in np.nonzero(probs > 0)[0]:
-        value = base
-        for c, q in zip(clbits, qubits, strict=True):
-            if (idx >> unique.index(q)) & 1:
-                value |= 1 << c
-        dist[value] += br.prob * probs[idx]
+    idx = np.nonzero(probs > 0)[0]
+    values = np.full(len(idx), base, dtype=np.int64)
+    for c, q in zip(clbits, qubits, strict=True):
+        values |= ((idx >> unique.index(q)) & 1) << c
+    np.add.at(dist, values, br.prob * probs[idx])
 
 
 Pending = dict[int, int]  # clbit -> qubit: measured, not collapsed until its outcome matters
@@ -358,8 +356,3 @@ def compare(exact: np.ndarray, counts: dict[int, int], shots: int) -> dict[str, 
     else:
         figures["problem"] = None
     return figures
-
-
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    return fn(*args, **kwargs), time.perf_counter() - started
