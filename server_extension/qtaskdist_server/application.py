@@ -88,6 +88,11 @@ class QtaskdistApp(ExtensionApp):
         "every visibility_timeout/3 = 20 s by default; 3 missed beats).",
     )
     events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
+    metrics_cache_s = Float(
+        5.0,
+        config=True,
+        help="GET metrics reads PostgreSQL and Redis at most this often (docs/metrics.md).",
+    )
     freeze_gc = Bool(
         True,
         config=True,
@@ -175,8 +180,9 @@ class QtaskdistApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         from .handlers import default_handlers
+        from .metrics import metrics_handlers
 
-        self.handlers.extend(default_handlers)
+        self.handlers.extend(default_handlers + metrics_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         import asyncio

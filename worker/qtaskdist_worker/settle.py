@@ -12,6 +12,7 @@ from typing import Any
 from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.streams import TaskMessage
 
+from . import metrics
 from .outcomes import InFlight, profile
 from .retry import backoff_s
 
@@ -39,13 +40,17 @@ class Settling:
                 item, out, worker=self.name, run_time_s=run_time_s, batched_with=len(items),
                 versions=self.versions, result_kind="retry" if retry else kind,
             )  # fmt: skip
+            outcome = "retry" if retry else kind
+            metrics.task_finished(item.row["task_type"], outcome, run_time_s, meta["queue_wait_s"])
             if out["ok"]:
                 done.append((item.task_id, item.attempt, out["result"], meta))
             else:
                 failures.append((item, out, meta, retry))
         if done:
-            events += await self._retrying(lambda: self.store.complete_many(done), "complete")
-            self.completed += len(done)
+            settled = await self._retrying(lambda: self.store.complete_many(done), "complete")
+            events += settled
+            self.completed += len(settled)
+            self._refused(items, done, settled)
         for item, out, meta, retry in failures:
             events += await self._fail(item, out, meta, bool(retry))
         announced = {i.announced for i in items if i.announced is not None}
@@ -57,6 +62,23 @@ class Settling:
         await self._retrying(lambda: self.broker.settle(events, acks), "settle")
         for item in items:
             self.inflight.pop(item.task_id, None)
+
+    def _refused(self, items: list[InFlight], done: list[Any], settled: list[Any]) -> None:
+        """Completions the attempt fence refused: the task was taken over (this worker was
+        cut off or frozen past the visibility timeout) or cancelled meanwhile."""
+        if len(settled) == len(done):
+            return
+        kept = {r["task_id"] for r in settled}
+        late = [t for t, *_ in done if t not in kept]
+        types = {i.task_id: i.row["task_type"] for i in items}
+        for task_id in late:
+            metrics.fence_refused(types[task_id])
+        log.warning(
+            "dropped %d late completion(s) refused by the attempt fence (taken over or "
+            "cancelled meanwhile): %s",
+            len(late),
+            ", ".join(str(t) for t in late[:5]) + (" ..." if len(late) > 5 else ""),
+        )
 
     async def _fail(
         self, item: InFlight, out: dict[str, Any], meta: dict[str, Any], retry: bool
