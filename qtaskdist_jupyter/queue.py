@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -87,11 +88,17 @@ def _intern(
 
 # A command that meets a dropped pooled connection (ConnectionError / TimeoutError) is sent
 # again on a fresh one this many times, with jittered exponential backoff, before the
-# error reaches the caller as "Redis unreachable": a healthy Redis answers the first retry,
-# and a Redis that is down costs a caller about 1.5 s of backoff, not redis-py's default ~6 s.
-REDIS_RETRIES = 5
+# error reaches the caller as "Redis unreachable": a healthy Redis answers the first retry.
+REDIS_RETRIES = 2
 REDIS_BACKOFF_BASE_S = 0.05
 REDIS_BACKOFF_CAP_S = 0.8
+# A command unanswered this long is a lost link (a partition sends no RST: without a
+# timeout the caller would hang until TCP gives up, minutes later). Blocking reads that
+# wait longer on purpose (the events long poll) use a second client without one.
+REDIS_SOCKET_TIMEOUT_S = 5.0
+# Connecting takes milliseconds on a LAN, and redis-py retries a connect inside each retry of
+# a command (3 x 3 tries): with 1 s, a partitioned Redis is reported after about 15 s.
+REDIS_CONNECT_TIMEOUT_S = 1.0
 
 # Entries per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
 _SCRIPT_CHUNK = 1000
@@ -109,32 +116,47 @@ def _redis_errors(fn):  # type: ignore[no-untyped-def]
 
 
 class Broker:
-    def __init__(self, redis: aioredis.Redis, *, events_maxlen: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        events_maxlen: int = 100_000,
+        blocking: aioredis.Redis | None = None,
+    ) -> None:
         self.redis = redis
+        # XREAD BLOCK of the events long poll: no socket timeout (see REDIS_SOCKET_TIMEOUT_S).
+        self.blocking = blocking if blocking is not None else redis
         self.events_maxlen = events_maxlen
         self._promote = redis.register_script(_PROMOTE)
         self._publish = redis.register_script(_PUBLISH)
 
     @classmethod
     def from_url(cls, redis_url: str, *, events_maxlen: int = 100_000) -> Broker:
-        client = aioredis.from_url(
-            redis_url,
-            decode_responses=True,
-            socket_connect_timeout=5,
-            # redis-py 8 defaults socket_timeout to 5 s, which turns every XREAD BLOCK
-            # longer than that (events long poll, up to 30 s) into a TimeoutError; dead
-            # connections are caught by the health check instead.
-            socket_timeout=None,
-            health_check_interval=30,
-            retry=CountingRetry(
-                ExponentialWithJitterBackoff(base=REDIS_BACKOFF_BASE_S, cap=REDIS_BACKOFF_CAP_S),
-                retries=REDIS_RETRIES,
-            ),
+        def client(socket_timeout_s: float | None) -> aioredis.Redis:
+            return aioredis.from_url(
+                redis_url,
+                decode_responses=True,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                socket_timeout=socket_timeout_s,
+                health_check_interval=30,
+                retry=CountingRetry(
+                    ExponentialWithJitterBackoff(
+                        base=REDIS_BACKOFF_BASE_S, cap=REDIS_BACKOFF_CAP_S
+                    ),
+                    retries=REDIS_RETRIES,
+                ),
+            )
+
+        # redis-py 8 defaults socket_timeout to 5 s, which would turn every events long
+        # poll longer than that (up to 30 s) into a TimeoutError: that client has none.
+        return cls(
+            client(REDIS_SOCKET_TIMEOUT_S), events_maxlen=events_maxlen, blocking=client(None)
         )
-        return cls(client, events_maxlen=events_maxlen)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.blocking is not self.redis:
+            await self.blocking.aclose()
 
     @_redis_errors
     async def ping(self) -> None:
@@ -309,7 +331,11 @@ class Broker:
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
     ) -> list[tuple[str, dict[str, str]]]:
-        got = await self.redis.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
+        # A partition sends no RST: past the block and a socket timeout, the link is lost
+        # (asyncio's TimeoutError is an OSError: "Redis unreachable" like the rest).
+        limit_s = (block_ms or 0) / 1000 + REDIS_SOCKET_TIMEOUT_S
+        read = self.blocking.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
+        got = await asyncio.wait_for(read, limit_s)
         return [(eid, f) for _s, entries in got or [] for eid, f in entries]
 
     @_redis_errors

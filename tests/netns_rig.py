@@ -134,8 +134,9 @@ class Rig:
         embedded._pg(home, user, "initdb", "--auth=trust", "-U", "postgres", timeout=120)
         with (pgdata / "pg_hba.conf").open("a") as f:
             f.write(f"host all all {SUBNET}.0/24 trust\n")
-        cmd = [str(embedded._bin_dir() / "postgres"), "-D", str(pgdata), "-h", self.addr[host],
-               "-p", str(port), "-k", "", "-c", "fsync=off", "-c", "max_connections=200"]  # fmt: skip
+        cmd = [str(embedded._bin_dir() / "postgres"), "-D", str(pgdata),
+               "-h", self.addr[host], "-p", str(port), "-k", "",
+               "-c", "fsync=off", "-c", "max_connections=200"]  # fmt: skip
         if user is not None:
             cmd = ["runuser", "-u", user.pw_name, "--", *cmd]
         self.popen(host, cmd, log=log)
