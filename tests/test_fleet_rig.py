@@ -293,8 +293,9 @@ def test_worker_partitioned_mid_run(fleet: Fleet) -> None:
             fence_refusals=len(refusals), recovery_s=recovery_s)  # fmt: skip
 
 
+@pytest.mark.parametrize("outage_s", [5.0, 60.0])
 @pytest.mark.parametrize("service_host", ["pg", "redis"])
-def test_worker_loses_one_service_for_5_s(fleet: Fleet, service_host: str) -> None:
+def test_worker_loses_one_service(fleet: Fleet, service_host: str, outage_s: float) -> None:
     worker = fleet.start_worker("w1", "--batch-size", "4")
     fleet.wait_workers(1)
     ids = fleet.submit(bell(400))
@@ -304,7 +305,7 @@ def test_worker_loses_one_service_for_5_s(fleet: Fleet, service_host: str) -> No
 
     fleet.wait(lambda: completed() >= 20, 90, "the first completions")
     fleet.rig.link(service_host, False)
-    time.sleep(5.0)
+    time.sleep(outage_s)
     fleet.rig.link(service_host, True)
     back_at, before = time.monotonic(), completed()
     fleet.wait(lambda: completed() > before or before == len(ids), 120, "progress again")
@@ -312,7 +313,8 @@ def test_worker_loses_one_service_for_5_s(fleet: Fleet, service_host: str) -> No
     fleet.wait(lambda: completed() == len(ids), 180, "every task")
     assert worker.poll() is None, "the worker restarted or died"
     rows = exactly_once(fleet, ids)
-    figures(f"worker loses {service_host} for 5 s", tasks=len(ids), completions=len(rows),
+    figures(f"worker loses {service_host} for {outage_s:g} s", tasks=len(ids),
+            completions=len(rows),
             fence_refusals=len(_refusals(fleet, "w1")), recovery_s=recovery_s)  # fmt: skip
 
 
@@ -342,20 +344,23 @@ def test_server_loses_redis(fleet: Fleet) -> None:
     assert code == 503
 
     fleet.rig.link("redis", True)
+    outage_s = time.monotonic() - cut_at
 
     def accepted() -> bool:
         return fleet.api("POST", f"tasks/{pending['task_id']}/enqueue")[0] == 200
 
-    recovery_s = fleet.wait(accepted, 120, "enqueue to work again") + (time.monotonic() - cut_at)
+    recovery_s = fleet.wait(accepted, 120, "enqueue to work again")  # after the link is back
     ids = [uuid.UUID(first["task_id"]), uuid.UUID(pending["task_id"])]
     fleet.wait(lambda: all(r["status"] == "completed" for r in fleet.rows(ids)), 90, "both")
     code, later = fleet.api("GET", "events", params={"after": start["cursor"], "timeout_s": 5})
     assert code == 200
     done = {e["task_id"] for e in later["events"] if e["status"] == "completed"}
-    assert pending["task_id"] in done or pending["task_id"] in str(later)  # events resumed
+    # The pending task was enqueued and run after the outage: its events prove they resumed.
+    assert pending["task_id"] in done, later
     rows = exactly_once(fleet, ids)
     figures("server loses Redis", tasks=len(ids), completions=len(rows), fence_refusals=0,
-            recovery_s=recovery_s, refused_post_answered_in_s=answer_s)  # fmt: skip
+            recovery_s=recovery_s, outage_s=outage_s,
+            refused_post_answered_in_s=answer_s)  # fmt: skip
 
 
 def test_tasks_spread_across_three_worker_hosts(fleet: Fleet) -> None:
