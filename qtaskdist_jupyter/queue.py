@@ -93,8 +93,11 @@ REDIS_RETRIES = 2
 REDIS_BACKOFF_BASE_S = 0.05
 REDIS_BACKOFF_CAP_S = 0.8
 # A command unanswered this long is a lost link (a partition sends no RST: without a
-# timeout the caller would hang until TCP gives up, minutes later). Blocking reads that
-# wait longer on purpose (the events long poll) use a second client without one.
+# timeout the caller would hang until TCP gives up, minutes later). Blocking reads (XREAD /
+# XREADGROUP BLOCK) use a second client without one: they wait on purpose (the events long
+# poll: up to 30 s), and a socket-timeout context around a blocked read that gets cancelled
+# at shutdown left a worker unable to stop. A partitioned worker's read resumes with the
+# link; the server bounds its long poll itself (read_events).
 REDIS_SOCKET_TIMEOUT_S = 5.0
 # Connecting takes milliseconds on a LAN, and redis-py retries a connect inside each retry of
 # a command (3 x 3 tries): with 1 s, a partitioned Redis is reported after about 15 s.
@@ -124,7 +127,7 @@ class Broker:
         blocking: aioredis.Redis | None = None,
     ) -> None:
         self.redis = redis
-        # XREAD BLOCK of the events long poll: no socket timeout (see REDIS_SOCKET_TIMEOUT_S).
+        # XREAD / XREADGROUP BLOCK: no socket timeout (see REDIS_SOCKET_TIMEOUT_S).
         self.blocking = blocking if blocking is not None else redis
         self.events_maxlen = events_maxlen
         self._promote = redis.register_script(_PROMOTE)
@@ -187,7 +190,7 @@ class Broker:
     ) -> list[tuple[str, str, dict[str, str]]]:
         """XREADGROUP new entries: [(stream, entry_id, fields)]."""
         try:
-            got = await self.redis.xreadgroup(
+            got = await self.blocking.xreadgroup(
                 GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms
             )
         except ResponseError as exc:
@@ -282,7 +285,7 @@ class Broker:
     @_redis_errors
     async def read_cancels(self, after: str, *, block_ms: int) -> list[tuple[str, str]]:
         """[(entry id, task id)] after ``after`` ("$": from now on)."""
-        got = await self.redis.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
+        got = await self.blocking.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
         return [(eid, f.get(FIELD, "")) for _s, entries in got or [] for eid, f in entries]
 
     async def _write(

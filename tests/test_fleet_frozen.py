@@ -5,7 +5,6 @@ No network namespace needed, so this runs everywhere (local PostgreSQL and Redis
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -76,4 +75,3 @@ async def test_frozen_worker_is_fenced_then_goes_on(service, settings, sync_redi
         fence_refusals=len(lines),
         recovery_s=recovery_s,
     )
-    await asyncio.sleep(0)
