@@ -92,16 +92,13 @@ def _intern(
 REDIS_RETRIES = 2
 REDIS_BACKOFF_BASE_S = 0.05
 REDIS_BACKOFF_CAP_S = 0.8
-# A command unanswered this long is a lost link (a partition sends no RST: without a
-# timeout the caller would hang until TCP gives up, minutes later). Blocking reads (XREAD /
-# XREADGROUP BLOCK) use a second client without one: they wait on purpose (the events long
-# poll: up to 30 s), and a socket-timeout context around a blocked read that gets cancelled
-# at shutdown left a worker unable to stop. A partitioned worker's read resumes with the
-# link; the server bounds its long poll itself (read_events).
+# No socket timeout on the clients (as before): a socket-timeout context around a command
+# that gets cancelled (a worker's background duties at shutdown) could swallow the cancel on
+# Python 3.11 and keep the worker from stopping. A partition sends no RST, so the calls that
+# must answer during one bound themselves: the server's ping before a submit (-> 503) and
+# its events long poll. A worker's calls wait for the link and resume with it.
 REDIS_SOCKET_TIMEOUT_S = 5.0
-# Connecting takes milliseconds on a LAN, and redis-py retries a connect inside each retry of
-# a command (3 x 3 tries): with 1 s, a partitioned Redis is reported after about 15 s.
-REDIS_CONNECT_TIMEOUT_S = 1.0
+REDIS_CONNECT_TIMEOUT_S = 5.0
 
 # Entries per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
 _SCRIPT_CHUNK = 1000
@@ -151,10 +148,8 @@ class Broker:
             )
 
         # redis-py 8 defaults socket_timeout to 5 s, which would turn every events long
-        # poll longer than that (up to 30 s) into a TimeoutError: that client has none.
-        return cls(
-            client(REDIS_SOCKET_TIMEOUT_S), events_maxlen=events_maxlen, blocking=client(None)
-        )
+        # poll longer than that (up to 30 s) into a TimeoutError.
+        return cls(client(None), events_maxlen=events_maxlen, blocking=client(None))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -163,7 +158,8 @@ class Broker:
 
     @_redis_errors
     async def ping(self) -> None:
-        await self.redis.ping()
+        # Bounded: a partitioned Redis must give "Redis unreachable" (503), not a hang.
+        await asyncio.wait_for(self.redis.ping(), REDIS_SOCKET_TIMEOUT_S)
 
     # ---- tasks ---------------------------------------------------------------------
     @_redis_errors
