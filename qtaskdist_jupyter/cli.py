@@ -1,5 +1,8 @@
 """``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``.
 
+``services start`` pins the embedded pair (it runs until ``services stop``); every other
+process that uses it holds it only while it runs (qtaskdist_jupyter/leases.py).
+
 Subcommands live in one table, :data:`COMMANDS`: a key of one or two words (``"demo"``,
 ``"db upgrade"``) maps to ``(add_arguments, run)``. ``run(args, settings)`` returns the exit
 code. Errors from the qtaskdist tree print as one line on stderr, exit code 2.
@@ -12,6 +15,7 @@ import dataclasses
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,10 +40,11 @@ def _services_start_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _services_start(args: argparse.Namespace, settings: Settings) -> int:
-    """Start (or join) the embedded PostgreSQL + Valkey and print their URLs."""
+    """Start (or join) the embedded PostgreSQL + Valkey, keep them until `services stop`."""
     from .embedded import ensure_services
 
-    svc = ensure_services(settings.home)
+    # Pinned: the pair outlives this command (its processes come and go).
+    svc = ensure_services(settings.home, pin=True)
     prefix = "export " if args.env else ""
     print(f"{prefix}DATABASE_URL={shlex.quote(svc.database_url)}")
     print(f"{prefix}REDIS_URL={shlex.quote(svc.redis_url)}")
@@ -50,11 +55,15 @@ def _services_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _services_stop(args: argparse.Namespace, settings: Settings) -> int:
-    """Stop the embedded servers (their data stays)."""
-    from .embedded import stop_services
+    """Stop the embedded servers whoever holds them (their data stays)."""
+    from .embedded import services_status, stop_services
 
+    holders = [h for h in services_status(settings.home)["holders"] if h["alive"]]
     stopped = stop_services(settings.home)
     print(f"embedded services {'stopped' if stopped else 'were not running'} ({settings.home})")
+    for h in holders:
+        if not h["pinned"]:
+            print(f"  pid {h['pid']} held them and now has none: {h['command']}")
     return 0
 
 
@@ -63,7 +72,7 @@ def _services_status_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _services_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Show whether the embedded servers run (exit 0 if both do, else 1)."""
+    """Show whether the embedded servers run and who holds them (exit 0 if both run)."""
     from .embedded import services_status
 
     status = services_status(settings.home)
@@ -76,6 +85,12 @@ def _services_status(args: argparse.Namespace, settings: Settings) -> int:
         s = status[name]
         state = f"running (pid {s['pid']})" if s["running"] else "stopped"
         print(f"{name:9} {state:22} {s['url'] or '-'}  log {s['log']}")
+    holders = status["holders"]
+    print(f"holders:  {len(holders) or 'none'}")
+    for h in holders:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"]))
+        who = "pinned by" if h["pinned"] else f"pid {h['pid']}{'' if h['alive'] else ' (dead)'}"
+        print(f"  {who:18} since {since}  {h['command']}")
     return 0 if up else 1
 
 

@@ -3,17 +3,22 @@
 Start or join: the first process that needs them starts both as daemons on 127.0.0.1 TCP
 ports and records pids and ports in ``home/services.json``; later processes (workers, the
 server, the CLI) find them there and join. A file lock keeps two processes that start at
-once from starting two pairs. The daemons outlive their starter; ``stop_services`` ends them.
+once from starting two pairs. Each process that uses the pair holds a lease
+(:mod:`.leases`); the last holder out stops it, and a watchdog process
+(:mod:`.embedded_watch`) stops it when every holder died without releasing.
+``stop_services`` ends it whoever holds it.
 
 Layout of ``home``::
 
-    services.json  services.lock
+    services.json  services.lock  leases/<pid>.json  watchdog.log
     postgres/      data/ (PGDATA)  postgres.log      owned by `embedded_postgres` when root
     valkey/        valkey.pid  valkey.log
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +26,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,7 @@ from typing import Any
 
 import psutil
 
+from . import leases
 from .config import Settings
 from .errors import ServiceUnavailable
 
@@ -36,6 +43,7 @@ DATABASE = "qtaskdist"
 PG_SYSTEM_USER = "embedded_postgres"
 START_TIMEOUT_S = 30
 STATE_FILE = "services.json"
+WATCH_MODULE = "qtaskdist_jupyter.embedded_watch"
 
 
 @dataclass(frozen=True)
@@ -332,14 +340,55 @@ def _services(home: Path, state: dict[str, Any], started_now: bool) -> EmbeddedS
     )
 
 
-def ensure_services(home: Path) -> EmbeddedServices:
-    """Join the running pair under ``home``, or start what is missing (under a file lock)."""
+def _watchdog_alive(state: dict[str, Any]) -> bool:
+    return _pid_alive((state.get("watchdog") or {}).get("pid"), "", WATCH_MODULE)
+
+
+def _spawn_watchdog(home: Path, state: dict[str, Any]) -> None:
+    """Start the process that stops the pair once every holder is dead (a SIGKILLed
+    holder cannot release its lease). It outlives us, like the daemons."""
+    with (home / "watchdog.log").open("a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", WATCH_MODULE, str(home)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd="/",
+        )  # fmt: skip
+    state["watchdog"] = {"pid": proc.pid}
+    _write_state(home, state)
+
+
+_released_at_exit: set[tuple[Path, int]] = set()
+
+
+def _release_at_exit(home: Path) -> None:
+    key = (home, os.getpid())
+    if key in _released_at_exit:
+        return
+    _released_at_exit.add(key)
+
+    def release() -> None:
+        if os.getpid() == key[1]:  # not in a forked child that inherited the hook
+            with contextlib.suppress(Exception):
+                release_services(home)
+
+    atexit.register(release)
+
+
+def ensure_services(home: Path, *, pin: bool = False) -> EmbeddedServices:
+    """Join the running pair under ``home``, or start what is missing (under a file lock).
+
+    The caller becomes a holder (:mod:`.leases`): this process until it exits or calls
+    :func:`release_services`, or with ``pin`` the pair itself until :func:`stop_services`.
+    """
     home = Path(home).expanduser().resolve()
-    state = _read_state(home)
-    if _running(home, state, "postgres") and _running(home, state, "valkey"):
-        return _services(home, state, started_now=False)  # fast path: no lock needed
     home.mkdir(parents=True, exist_ok=True)
     with _lock(home):
+        # The lease first: a watchdog that looks in between must see a holder.
+        if pin:
+            leases.pin(home)
+        else:
+            leases.acquire(home)
+            _release_at_exit(home)
         state = _read_state(home)  # another process may have started them meanwhile
         started = False
         for which, start in (("postgres", _start_postgres), ("valkey", _start_valkey)):
@@ -348,19 +397,42 @@ def ensure_services(home: Path) -> EmbeddedServices:
                 state[which] = {"port": port, "pid": start(home, port)}
                 _write_state(home, state)
                 started = True
+        if not _watchdog_alive(state):
+            _spawn_watchdog(home, state)
         return _services(home, state, started_now=started)
 
 
-def stop_services(home: Path, timeout_s: float = 15.0) -> bool:
-    """Stop both servers; True if something was running. Data and ports stay recorded."""
+def _stop_pair(home: Path, state: dict[str, Any], timeout_s: float) -> bool:
+    pg = _stop_postgres(home, (state.get("postgres") or {}).get("pid"), timeout_s)
+    vk = _stop_valkey(home, state.get("valkey") or {}, timeout_s)
+    return pg or vk
+
+
+def release_services(home: Path, timeout_s: float = 15.0) -> bool:
+    """This process stops holding the pair; the last live holder out stops it (True then)."""
     home = Path(home).expanduser().resolve()
     if not home.exists():
         return False
     with _lock(home):
+        leases.release(home)
+        if leases.live_holders(home):
+            return False
+        return _stop_pair(home, _read_state(home), timeout_s)
+
+
+def stop_services(home: Path, timeout_s: float = 15.0) -> bool:
+    """Stop both servers whoever holds them; True if something was running. Data and
+    ports stay recorded; the leases are dropped."""
+    home = Path(home).expanduser().resolve()
+    if not home.exists():
+        return False
+    with _lock(home):
+        leases.clear(home)
         state = _read_state(home)
-        pg = _stop_postgres(home, (state.get("postgres") or {}).get("pid"), timeout_s)
-        vk = _stop_valkey(home, state.get("valkey") or {}, timeout_s)
-        return pg or vk
+        watchdog = (state.get("watchdog") or {}).get("pid")
+        if watchdog != os.getpid() and _watchdog_alive(state):
+            _kill(watchdog, 5)
+        return _stop_pair(home, state, timeout_s)
 
 
 def services_running(home: Path) -> bool:
@@ -385,11 +457,17 @@ def services_status(home: Path) -> dict[str, Any]:
             "port": port,
             "log": str(logs[which]),
         }
+    out["holders"] = [lease.as_dict() for lease in leases.holders(home)]
+    out["watchdog"] = {
+        "pid": (state.get("watchdog") or {}).get("pid"),
+        "running": _watchdog_alive(state),
+    }
     return out
 
 
 def resolve_settings(settings: Settings) -> Settings:
-    """Fill a missing DATABASE_URL / REDIS_URL with the embedded services' URLs."""
+    """Fill a missing DATABASE_URL / REDIS_URL with the embedded services' URLs (this
+    process then holds the pair until it exits)."""
     if not settings.embedded:
         return settings
     svc = ensure_services(settings.home)

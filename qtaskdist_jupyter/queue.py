@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -9,11 +10,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import QueueUnavailable
+from .metrics import CountingRetry
 from .streams import (
     CANCELS_MAXLEN,
     CANCELS_STREAM,
@@ -83,6 +86,20 @@ def _intern(
     return index
 
 
+# A command that meets a dropped pooled connection (ConnectionError / TimeoutError) is sent
+# again on a fresh one this many times, with jittered exponential backoff, before the
+# error reaches the caller as "Redis unreachable": a healthy Redis answers the first retry.
+REDIS_RETRIES = 2
+REDIS_BACKOFF_BASE_S = 0.05
+REDIS_BACKOFF_CAP_S = 0.8
+# No socket timeout on the clients (as before): a socket-timeout context around a command
+# that gets cancelled (a worker's background duties at shutdown) could swallow the cancel on
+# Python 3.11 and keep the worker from stopping. A partition sends no RST, so the calls that
+# must answer during one bound themselves: the server's ping before a submit (-> 503) and
+# its events long poll. A worker's calls wait for the link and resume with it.
+REDIS_SOCKET_TIMEOUT_S = 5.0
+REDIS_CONNECT_TIMEOUT_S = 5.0
+
 # Entries per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
 _SCRIPT_CHUNK = 1000
 
@@ -99,32 +116,50 @@ def _redis_errors(fn):  # type: ignore[no-untyped-def]
 
 
 class Broker:
-    def __init__(self, redis: aioredis.Redis, *, events_maxlen: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        events_maxlen: int = 100_000,
+        blocking: aioredis.Redis | None = None,
+    ) -> None:
         self.redis = redis
+        # XREAD / XREADGROUP BLOCK: no socket timeout (see REDIS_SOCKET_TIMEOUT_S).
+        self.blocking = blocking if blocking is not None else redis
         self.events_maxlen = events_maxlen
         self._promote = redis.register_script(_PROMOTE)
         self._publish = redis.register_script(_PUBLISH)
 
     @classmethod
     def from_url(cls, redis_url: str, *, events_maxlen: int = 100_000) -> Broker:
-        client = aioredis.from_url(
-            redis_url,
-            decode_responses=True,
-            socket_connect_timeout=5,
-            # redis-py 8 defaults socket_timeout to 5 s, which turns every XREAD BLOCK
-            # longer than that (events long poll, up to 30 s) into a TimeoutError; dead
-            # connections are caught by the health check instead.
-            socket_timeout=None,
-            health_check_interval=30,
-        )
-        return cls(client, events_maxlen=events_maxlen)
+        def client(socket_timeout_s: float | None) -> aioredis.Redis:
+            return aioredis.from_url(
+                redis_url,
+                decode_responses=True,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                socket_timeout=socket_timeout_s,
+                health_check_interval=30,
+                retry=CountingRetry(
+                    ExponentialWithJitterBackoff(
+                        base=REDIS_BACKOFF_BASE_S, cap=REDIS_BACKOFF_CAP_S
+                    ),
+                    retries=REDIS_RETRIES,
+                ),
+            )
+
+        # redis-py 8 defaults socket_timeout to 5 s, which would turn every events long
+        # poll longer than that (up to 30 s) into a TimeoutError.
+        return cls(client(None), events_maxlen=events_maxlen, blocking=client(None))
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.blocking is not self.redis:
+            await self.blocking.aclose()
 
     @_redis_errors
     async def ping(self) -> None:
-        await self.redis.ping()
+        # Bounded: a partitioned Redis must give "Redis unreachable" (503), not a hang.
+        await asyncio.wait_for(self.redis.ping(), REDIS_SOCKET_TIMEOUT_S)
 
     # ---- tasks ---------------------------------------------------------------------
     @_redis_errors
@@ -151,7 +186,7 @@ class Broker:
     ) -> list[tuple[str, str, dict[str, str]]]:
         """XREADGROUP new entries: [(stream, entry_id, fields)]."""
         try:
-            got = await self.redis.xreadgroup(
+            got = await self.blocking.xreadgroup(
                 GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms
             )
         except ResponseError as exc:
@@ -246,7 +281,7 @@ class Broker:
     @_redis_errors
     async def read_cancels(self, after: str, *, block_ms: int) -> list[tuple[str, str]]:
         """[(entry id, task id)] after ``after`` ("$": from now on)."""
-        got = await self.redis.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
+        got = await self.blocking.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
         return [(eid, f.get(FIELD, "")) for _s, entries in got or [] for eid, f in entries]
 
     async def _write(
@@ -295,7 +330,11 @@ class Broker:
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
     ) -> list[tuple[str, dict[str, str]]]:
-        got = await self.redis.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
+        # A partition sends no RST: past the block and a socket timeout, the link is lost
+        # (asyncio's TimeoutError is an OSError: "Redis unreachable" like the rest).
+        limit_s = (block_ms or 0) / 1000 + REDIS_SOCKET_TIMEOUT_S
+        read = self.blocking.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
+        got = await asyncio.wait_for(read, limit_s)
         return [(eid, f) for _s, entries in got or [] for eid, f in entries]
 
     @_redis_errors
@@ -341,6 +380,10 @@ class Broker:
                 pass
             stats[task_type] = {"length": length, "pending": pending}
         return stats
+
+    @_redis_errors
+    async def dead_letter_count(self) -> int:
+        return int(await self.redis.xlen(DEAD_STREAM))
 
     @_redis_errors
     async def queued_ids(self, stream: str) -> set[str]:

@@ -181,6 +181,15 @@ class TaskStore(Transitions, ResultArrays):
         return {s.value: got.get(s.value, 0) for s in TaskStatus}
 
     @_db_errors
+    async def counts_by_type(self) -> dict[tuple[str, str], int]:
+        """(task_type, status) -> rows, every owner: the metrics endpoint's one query."""
+        stmt = select(tasks.c.task_type, tasks.c.status, func.count()).group_by(
+            tasks.c.task_type, tasks.c.status
+        )
+        async with self.engine.connect() as conn:
+            return {(t, s): int(n) for t, s, n in await conn.execute(stmt)}
+
+    @_db_errors
     async def update(
         self, task_id: uuid.UUID, owner: str | None, fields: dict[str, Any]
     ) -> dict[str, Any]:

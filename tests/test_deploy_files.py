@@ -65,7 +65,8 @@ def dockerfiles() -> dict[str, Path]:
 # ---- compose ----------------------------------------------------------------------
 def test_compose_services_images_and_healthchecks() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "postgres", "jupyter", "worker"}
+    assert set(services) == {"redis", "postgres", "jupyter", "worker", "prometheus"}
+    assert services["prometheus"]["profiles"] == ["metrics"]  # opt-in
     assert services["redis"]["image"] == "redis:7-alpine"
     assert services["postgres"]["image"] == "postgres:15-alpine"
     for name, svc in services.items():
@@ -105,6 +106,36 @@ def test_env_example_names_the_variables() -> None:
     # Every ${VAR} the compose file interpolates is documented there.
     used = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text()))
     assert used <= names, used - names
+
+
+def test_prometheus_scrapes_the_server_route_and_every_worker() -> None:
+    from qtaskdist_server.metrics import metrics_handlers
+
+    services = compose()["services"]
+    prom = services["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prom["volumes"]}
+    config_path = mounts["/etc/prometheus/prometheus.yml"]
+    assert config_path == "./docker/prometheus.yml"
+    assert f"--config.file={'/etc/prometheus/prometheus.yml'}" in prom["entrypoint"][-1]
+    jobs = {j["job_name"]: j for j in yaml.safe_load((ROOT / config_path).read_text())[
+        "scrape_configs"
+    ]}  # fmt: skip
+
+    server = jobs["qtaskdist-server"]
+    ((route, _handler),) = metrics_handlers
+    assert re.fullmatch(route, server["metrics_path"]), (route, server["metrics_path"])
+    (target,) = server["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host == "jupyter" and any(p.split(":")[-1] == port for p in services[host]["ports"])
+    # The token file the scrape sends is the one the entrypoint writes from JUPYTER_TOKEN.
+    token_file = server["authorization"]["credentials_file"]
+    assert f"> {token_file}" in prom["entrypoint"][-1] and "JUPYTER_TOKEN" in prom["environment"]
+
+    worker = jobs["qtaskdist-worker"]["dns_sd_configs"][0]
+    assert worker["names"] == ["worker"] and worker["type"] == "A"
+    args = _worker_parser().parse_args(services["worker"]["command"][1:])
+    assert args.metrics_port == worker["port"]
+    assert args.metrics_addr == "0.0.0.0"  # reachable from the prometheus container
 
 
 # ---- Dockerfiles ------------------------------------------------------------------

@@ -39,6 +39,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         stop_services(path)
         assert not _our_processes(path), "embedded daemons leaked"
+        assert not services_status(path)["watchdog"]["running"], "the watchdog leaked"
 
 
 @pytest.fixture

@@ -73,6 +73,11 @@ class QtaskdistApp(ExtensionApp):
         "every visibility_timeout/3 = 20 s by default; 3 missed beats).",
     )
     events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
+    metrics_cache_s = Float(
+        5.0,
+        config=True,
+        help="GET metrics reads PostgreSQL and Redis at most this often (docs/metrics.md).",
+    )
     freeze_gc = Bool(
         True,
         config=True,
@@ -104,7 +109,7 @@ class QtaskdistApp(ExtensionApp):
     settings_obj: Settings
     service: TaskService
     workers: list[subprocess.Popen[bytes]]
-    _embedded_started: bool = False
+    _embedded_held: bool = False
     _migrated: bool = False
     _migrator: Any = None
     _owner_mode: str = "username"
@@ -133,8 +138,8 @@ class QtaskdistApp(ExtensionApp):
             settings = settings.with_urls(
                 settings.database_url or svc.database_url, settings.redis_url or svc.redis_url
             )
-            # Services another process started (a second server, the CLI) are theirs to stop.
-            self._embedded_started = svc.started_now
+            # This server holds a lease on the pair; the last holder out stops it.
+            self._embedded_held = True
             self.log.info(
                 "qtaskdist: embedded services under %s (%s)",
                 settings.home,
@@ -160,10 +165,10 @@ class QtaskdistApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         from .handlers import default_handlers
+        from .metrics import metrics_handlers
         from .results import handlers as result_handlers
 
-        self.handlers.extend(default_handlers)
-        self.handlers.extend(result_handlers)
+        self.handlers.extend(default_handlers + result_handlers + metrics_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         import asyncio
@@ -256,8 +261,12 @@ class QtaskdistApp(ExtensionApp):
         if getattr(self, "service", None) is not None:
             await self.service.close()
             self.service = None  # type: ignore[assignment]
-        if self._embedded_started:
+        if self._embedded_held:
             from qtaskdist_jupyter import embedded as emb
 
-            await asyncio.to_thread(emb.stop_services, self.settings_obj.home)
-            self._embedded_started = False
+            stopped = await asyncio.to_thread(emb.release_services, self.settings_obj.home)
+            self.log.info(
+                "qtaskdist: released the embedded services%s",
+                " (last holder: stopped them)" if stopped else " (others still hold them)",
+            )
+            self._embedded_held = False

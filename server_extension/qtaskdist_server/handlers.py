@@ -124,6 +124,12 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 
+    def on_finish(self) -> None:
+        from .metrics import metrics_of  # the latency histogram of GET metrics
+
+        metrics_of(self.app).observe(self)
+        super().on_finish()
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected refusals are one log line, not a traceback.
         if isinstance(value, QtaskdistError) and value.http_status < 500:

@@ -115,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.poll_interval_s,
         help="longest pause between provider status polls",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=_positive(int),
+        default=None,
+        help="serve Prometheus metrics on this port (default: off; docs/metrics.md)",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="0.0.0.0",
+        help="address of the metrics port (default %(default)s: all interfaces)",
+    )
     p.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     p.add_argument("--redis-url", default=None, help="overrides REDIS_URL")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -165,7 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from qtaskdist_jupyter import embedded
 
             settings = embedded.resolve_settings(settings)
-        return asyncio.run(Worker(settings, options_from(args)).run())
+        worker = Worker(settings, options_from(args))
+        if args.metrics_port:
+            from . import metrics
+
+            try:
+                metrics.serve(worker, args.metrics_port, args.metrics_addr)
+            except OSError as exc:
+                where = f"{args.metrics_addr}:{args.metrics_port}"
+                raise ConfigError(f"cannot serve metrics on {where}: {exc}") from exc
+        return asyncio.run(worker.run())
     except ConfigError as exc:
         print(f"qtaskdist-worker: {exc.message}", file=sys.stderr)
         return 2

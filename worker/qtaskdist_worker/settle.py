@@ -13,6 +13,7 @@ from typing import Any
 from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.streams import TaskMessage
 
+from . import metrics
 from .outcomes import InFlight, profile
 from .results_out import complete_all, store_arrays
 from .retry import backoff_s
@@ -92,6 +93,8 @@ class Settling:
                 item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
                 versions=self.versions, result_kind="retry" if retry else kind,
             )  # fmt: skip
+            outcome = "retry" if retry else kind
+            metrics.task_finished(item.row["task_type"], outcome, run_time_s, meta["queue_wait_s"])
             if out["ok"]:
                 done.append((item.task_id, item.attempt, out["result"], meta))
             else:
@@ -99,7 +102,10 @@ class Settling:
         if done:
             rows, refused = await complete_all(self.store, self._retrying, done)
             events += rows
-            self.completed += len(done) - len(refused)
+            self.completed += len(rows)
+            # Not written: refused by the attempt fence (logged, dropped) or, for its data,
+            # by PostgreSQL (the task fails with the one line why).
+            self._refused(items, [d for d in done if d[0] not in refused], rows)
             for item, _out, run_time_s, batched_with in finished:
                 if item.task_id not in refused:
                     continue
@@ -120,6 +126,23 @@ class Settling:
         await self._retrying(lambda: self.broker.settle(events, acks), "settle")
         for item in items:
             self.inflight.pop(item.task_id, None)
+
+    def _refused(self, items: list[InFlight], done: list[Any], settled: list[Any]) -> None:
+        """Completions the attempt fence refused: the task was taken over (this worker was
+        cut off or frozen past the visibility timeout) or cancelled meanwhile."""
+        if len(settled) == len(done):
+            return
+        kept = {r["task_id"] for r in settled}
+        late = [t for t, *_ in done if t not in kept]
+        types = {i.task_id: i.row["task_type"] for i in items}
+        for task_id in late:
+            metrics.fence_refused(types[task_id])
+        log.warning(
+            "dropped %d late completion(s) refused by the attempt fence (taken over or "
+            "cancelled meanwhile): %s",
+            len(late),
+            ", ".join(str(t) for t in late[:5]) + (" ..." if len(late) > 5 else ""),
+        )
 
     async def _fail(
         self, item: InFlight, out: dict[str, Any], meta: dict[str, Any], retry: bool
