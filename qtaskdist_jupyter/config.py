@@ -23,6 +23,13 @@ variable                    meaning
 ``QTASKDIST_TIME_LIMIT_S``       default execution limit per task (300)
 ``QTASKDIST_MAX_TIME_LIMIT_S``   cap a task may ask for (3600)
 ``QTASKDIST_EVENTS_MAXLEN``      approximate length kept of stream:events (100000)
+``QTASKDIST_LABEL_MAX_BYTES``    a task's labels as JSON (16384)
+``QTASKDIST_LABEL_MAX_DEPTH``    nesting of labels (8)
+``QTASKDIST_LABEL_MAX_KEYS``     keys in a task's labels, all levels (256)
+``QTASKDIST_MAX_ACTIVE_TASKS``   pending+queued+running tasks per owner; 429 above (25000)
+``QTASKDIST_MAX_EVENT_STREAMS``  open events requests (SSE / long poll) per owner (16)
+``QTASKDIST_PRIORITY_MAX_TASKS`` a request of at most this many tasks goes to the
+                                 priority stream of its type (8; 0 turns it off)
 =========================== ========================================================
 """
 
@@ -57,6 +64,13 @@ class Limits:
     max_batch_tasks: int = 20_000
     time_limit_s: float = 300.0
     max_time_limit_s: float = 3600.0
+    label_max_bytes: int = 16_384
+    label_max_depth: int = 8
+    label_max_keys: int = 256
+    # Per owner: enough for one full batch and its follow-ups; a 429 past it.
+    max_active_tasks: int = 25_000
+    max_event_streams: int = 16
+    priority_max_tasks: int = 8
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,12 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_batch_tasks=_int(env, "QTASKDIST_MAX_BATCH_TASKS", d.max_batch_tasks, 1),
         time_limit_s=_float(env, "QTASKDIST_TIME_LIMIT_S", d.time_limit_s),
         max_time_limit_s=_float(env, "QTASKDIST_MAX_TIME_LIMIT_S", d.max_time_limit_s),
+        label_max_bytes=_int(env, "QTASKDIST_LABEL_MAX_BYTES", d.label_max_bytes, 2),
+        label_max_depth=_int(env, "QTASKDIST_LABEL_MAX_DEPTH", d.label_max_depth, 1),
+        label_max_keys=_int(env, "QTASKDIST_LABEL_MAX_KEYS", d.label_max_keys, 0),
+        max_active_tasks=_int(env, "QTASKDIST_MAX_ACTIVE_TASKS", d.max_active_tasks, 1),
+        max_event_streams=_int(env, "QTASKDIST_MAX_EVENT_STREAMS", d.max_event_streams, 1),
+        priority_max_tasks=_int(env, "QTASKDIST_PRIORITY_MAX_TASKS", d.priority_max_tasks, 0),
     )
 
 

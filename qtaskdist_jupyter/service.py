@@ -16,16 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import Settings
-from .errors import QueueUnavailable
+from .errors import QueueUnavailable, QuotaExceeded
 from .models import TaskStatus
 from .queue import Broker
-from .schemas import TaskCreate, validate_payload
+from .schemas import USER_META_KEY, TaskCreate, validate_payload
 from .store import NewTask, TaskStore
 from .streams import DELETED
 
 # Validated payloads kept per service: entries and the largest key (bounds its memory).
 _MEMO_SIZE = 256
 _MEMO_MAX_KEY = 64 * 1024
+# What a 429 tells a client to wait: tasks finish in seconds to minutes.
+QUOTA_RETRY_AFTER_S = 30
 
 
 class TaskService:
@@ -91,8 +93,23 @@ class TaskService:
             tags=spec.tags,
             max_retries=spec.max_retries,
             batch_id=spec.batch_id or batch_id,
-            meta_data=spec.meta_data,
+            # The user's part of meta_data; every other key is the system's.
+            meta_data={USER_META_KEY: labels} if (labels := spec.user_labels()) else None,
         )
+
+    async def admit(self, owner: str, n: int) -> None:
+        """The per-owner quota of active tasks, checked before anything is written (two
+        requests racing may both pass: the cap is approximate by up to one request)."""
+        cap = self.settings.limits.max_active_tasks
+        active = await self.store.active_of(owner)
+        if active + n > cap:
+            raise QuotaExceeded(
+                f"{active} of your tasks are pending, queued or running and this request "
+                f"adds {n}; the limit is {cap}. Wait for some to finish, or cancel some",
+                limit="active_tasks",
+                retry_after_s=QUOTA_RETRY_AFTER_S,
+                maximum=cap,
+            )
 
     async def create(
         self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False

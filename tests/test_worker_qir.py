@@ -60,4 +60,4 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
     for row, words in ((if_row, "Base Profile"), (reuse, "Base Profile")):
         assert row["status"] == "failed" and row["retry_count"] == 0, row["error"]
         assert words in row["error"] and "\n" not in row["error"]
-        assert row["meta_data"]["traceback"]
+        assert row["meta_data"]["error_id"] and "traceback" not in row["meta_data"]
