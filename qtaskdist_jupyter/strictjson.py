@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import BadJson, InvalidInput
@@ -18,6 +19,8 @@ from .errors import BadJson, InvalidInput
 # Deepest request body: a payload's parameter_bindings are 5 levels down; labels have
 # their own, lower limit (Limits.label_max_depth).
 MAX_BODY_DEPTH = 32
+# JSON may spell lone UTF-16 surrogates ("\\ud800"); they have no UTF-8 form.
+_UNENCODABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -52,8 +55,11 @@ def check(value: Any, *, max_depth: int = MAX_BODY_DEPTH, where: str = "") -> in
     while stack:
         v, path, depth = stack.pop()
         if isinstance(v, str):
-            if "\x00" in v:
-                raise InvalidInput(f"{path or 'body'}: NUL characters are not allowed", field=path)
+            if _UNENCODABLE.search(v):
+                raise InvalidInput(
+                    f"{path or 'body'}: NUL characters and lone surrogates are not allowed",
+                    field=path,
+                )
         elif isinstance(v, float):
             if not math.isfinite(v):
                 raise InvalidInput(f"{path or 'body'}: {v} is not a finite number", field=path)
@@ -66,9 +72,9 @@ def check(value: Any, *, max_depth: int = MAX_BODY_DEPTH, where: str = "") -> in
                 keys += len(v)
                 for k, item in v.items():
                     sub = f"{path}.{k}" if path else str(k)
-                    if "\x00" in k:
+                    if _UNENCODABLE.search(k):
                         raise InvalidInput(
-                            f"{path or 'body'}: NUL characters are not allowed in keys",
+                            f"{path or 'body'}: NUL characters and lone surrogates are not allowed in keys",
                             field=path or None,
                         )
                     stack.append((item, sub, depth + 1))
