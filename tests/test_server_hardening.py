@@ -329,3 +329,30 @@ async def test_503_texts_name_no_host(api) -> None:
     assert code == 503 and "127.0.0.1" not in json.dumps(err) and ":1" not in json.dumps(err)
     code, h = await api("GET", "health")
     assert h["redis"]["ok"] is False and "127.0.0.1" not in json.dumps(h), h
+
+
+async def test_sse_keepalives_keep_time_not_other_users_events(service) -> None:
+    """Bob's stream stays silent while alice's events arrive; its keepalive comes on
+    schedule. (The seed wrote one after each burst of anyone's events.)"""
+    from qtaskdist_server.events import EventTail, stream_sse
+
+    tail = await EventTail.start(service.broker, "bob", None)
+    writes: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    async def write(chunk: str) -> None:
+        writes.append((time.monotonic() - t0, chunk))
+
+    closed = asyncio.Event()
+    streaming = asyncio.ensure_future(stream_sse(tail, write, closed, keepalive_s=1.5))
+    alice = {"task_type": "simulate", "owner": "alice", "attempt": 0, "batch_id": None}
+    for i in range(5):
+        await asyncio.sleep(0.2)
+        await service.broker.emit([{**alice, "task_id": f"t{i}", "status": "pending"}])
+    await asyncio.sleep(2.0 - (time.monotonic() - t0))
+    closed.set()
+    await asyncio.wait_for(streaming, 5)
+    assert [c for _t, c in writes][0].startswith("retry:")
+    keepalives = [t for t, c in writes if "keepalive" in c]
+    assert len(writes) == 2 and len(keepalives) == 1, writes
+    assert 1.4 <= keepalives[0] <= 1.9, writes
