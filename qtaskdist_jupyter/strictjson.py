@@ -74,7 +74,8 @@ def check(value: Any, *, max_depth: int = MAX_BODY_DEPTH, where: str = "") -> in
                     sub = f"{path}.{k}" if path else str(k)
                     if _UNENCODABLE.search(k):
                         raise InvalidInput(
-                            f"{path or 'body'}: NUL characters and lone surrogates are not allowed in keys",
+                            f"{path or 'body'}: NUL characters and lone surrogates are not "
+                            "allowed in keys",
                             field=path or None,
                         )
                     stack.append((item, sub, depth + 1))

@@ -288,7 +288,7 @@ async def test_health_internals_only_for_admins(api, sync_redis) -> None:
         await api("POST", "tasks", body=simulate_spec(BELL_QASM2, enqueue=True))
     code, admin = await api("GET", "health")
     assert code == 200 and admin["workers"][0]["host"] == "h1"
-    assert admin["streams"]["simulate"]["length"] == 3
+    assert admin["streams"]["simulate"]["priority_length"] == 3
     assert admin["queue"] == {"pending": 0, "queued": 3, "running": 0}
     code, user = await api("GET", "health", headers=BOB)
     assert code == 200 and set(user) == {"database", "redis", "queue"}, user
@@ -356,3 +356,19 @@ async def test_sse_keepalives_keep_time_not_other_users_events(service) -> None:
     keepalives = [t for t, c in writes if "keepalive" in c]
     assert len(writes) == 2 and len(keepalives) == 1, writes
     assert 1.4 <= keepalives[0] <= 1.9, writes
+
+
+@pytest.mark.parametrize("qtd_config", [TWO_USERS])
+async def test_small_submissions_go_to_the_priority_stream(api, sync_redis) -> None:
+    from qtaskdist_jupyter.streams import PRIORITY_STREAMS, STREAMS
+
+    normal, priority = STREAMS["simulate"], PRIORITY_STREAMS["simulate"]
+    batch = {"tasks": [simulate_spec(BELL_QASM2)] * 20}
+    code, _ = await api("POST", "tasks/batch", body=batch, headers=BOB)
+    assert code == 201 and sync_redis.xlen(normal) == 20 and sync_redis.xlen(priority) == 0
+    code, _ = await api("POST", "tasks", body=simulate_spec(BELL_QASM2, enqueue=True))
+    assert code == 201 and sync_redis.xlen(priority) == 1  # alice has one task: small
+    # Bob, with 20 active, can't jump his own queue by sending tasks one at a time.
+    code, _ = await api("POST", "tasks", body=simulate_spec(BELL_QASM2, enqueue=True),
+                        headers=BOB)  # fmt: skip
+    assert code == 201 and sync_redis.xlen(normal) == 21 and sync_redis.xlen(priority) == 1

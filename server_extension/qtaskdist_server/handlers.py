@@ -192,8 +192,8 @@ class TasksHandler(QtaskdistHandler):
     async def post(self) -> None:
         spec = self.body(TaskCreate)
         new = self.service.to_new_task(spec, self.owner)
-        await self.service.admit(self.owner, 1)
-        (row,) = await self.service.create([new], enqueue=spec.enqueue, full=True)
+        small = await self.service.admit(self.owner, 1)
+        (row,) = await self.service.create([new], enqueue=spec.enqueue, full=True, priority=small)
         self.json(task_json(row), 201)
 
     @web.authenticated
@@ -224,8 +224,8 @@ class BatchHandler(QtaskdistHandler):
         batch_id = spec.batch_id or uuid.uuid4()
         # Circuit checks are CPU work: off the event loop, and all before any row exists.
         new = await asyncio.to_thread(self._validate_all, spec, batch_id)
-        await self.service.admit(self.owner, len(new))
-        await self.service.create(new, enqueue=spec.enqueue)
+        small = await self.service.admit(self.owner, len(new))
+        await self.service.create(new, enqueue=spec.enqueue, priority=small)
         ids = [str(n.task_id) for n in new]
         self.json({"batch_id": str(batch_id), "task_ids": ids, "count": len(ids)}, 201)
 
@@ -320,8 +320,8 @@ class RetryHandler(QtaskdistHandler):
     async def post(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
         await self.service.store.get(tid, owner)  # 404 before the quota says anything
-        await self.service.admit(owner, 1)
-        self.json(task_json(await self.service.retry(tid, owner)))
+        small = await self.service.admit(owner, 1)
+        self.json(task_json(await self.service.retry(tid, owner, priority=small)))
 
 
 class CountsHandler(QtaskdistHandler):

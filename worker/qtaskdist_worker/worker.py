@@ -30,7 +30,7 @@ from qtaskdist_jupyter.config import Settings
 from qtaskdist_jupyter.errors import ConfigError, ServiceUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.queue import Broker
 from qtaskdist_jupyter.store import TaskStore
-from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage
+from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage, streams_of
 
 from .duties import Duties
 from .outcomes import HOST, InFlight, batch_key, time_limit
@@ -82,7 +82,7 @@ class Worker(Duties, Settling):
         self.settings = settings
         self.opts = opts
         self.name = opts.name
-        self.streams = [STREAMS[t] for t in opts.task_types]
+        self.streams = [s for t in opts.task_types for s in streams_of(t)]
         self.store = TaskStore.from_url(settings.database_url, pool_size=4)
         self.broker = Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen)
         self.pool: Any = None
@@ -188,9 +188,9 @@ class Worker(Duties, Settling):
             # batches overlap each other and the simulation (B5: one worker is bound by
             # round-trip latency, not CPU).
             if t in POOL_TYPES and self.pool_jobs < self.opts.concurrency + PREFETCH_BATCHES:
-                out.append(STREAMS[t])
+                out.extend(streams_of(t))  # the priority stream first (fair share)
             elif t == "backend_run" and self.backend_jobs < self.opts.backend_concurrency:
-                out.append(STREAMS[t])
+                out.extend(streams_of(t))
         return out
 
     async def _main_loop(self) -> None:
@@ -233,7 +233,7 @@ class Worker(Duties, Settling):
         for stream, eid, fields in entries:
             try:
                 msg = TaskMessage.decode(fields)
-                if STREAMS[msg.task_type] != stream:
+                if stream not in streams_of(msg.task_type):
                     raise MalformedMessage(f"a {msg.task_type} message on {stream}")
             except MalformedMessage as exc:
                 log.error("dead-lettering %s %s: %s", stream, eid, exc)
