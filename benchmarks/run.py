@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6, print a table, write JSON.
+"""``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6 and FS, print a table, write JSON.
 
 Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from qtaskdist_worker.worker import default_concurrency
 
-from . import cases
+from . import cases, fairshare
 from .env import BenchConfig, machine_info, reset_database, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,6 +31,7 @@ SIZES = {
     "B4": (24, 20),
     "B5": (5_000, 500),
     "B6": (100_000, 5_000),
+    "FS": (20_000, 2_000),
 }
 
 
@@ -84,6 +85,8 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
             # One big circuit: the job process may use every core, as in-process Aer does.
             ("B4", lambda: cases.b4(api, cfg, size["B4"], worker_args(cores))),
             ("B6", lambda: cases.b6(api, cfg, size["B6"], chunk, worker_args(1))),
+            # Fair share starts its own two-user servers (benchmarks/fairshare.py).
+            ("FS", lambda: fairshare.case(cfg, size["FS"])),
         ]
         for name, fn in steps:
             if only and name not in only:
@@ -158,6 +161,13 @@ def table(out: dict[str, Any]) -> str:
                      f"(peak {b['used_memory_peak_bytes'] / 2**20:.1f})",
                      f"XLEN simulate {sl['stream:simulate']}, events {sl['stream:events']}, "
                      f"pending {b['pending_simulate']}"))  # fmt: skip
+    if "FS" in r:
+        b = r["FS"]
+        for way in ("priority_streams", "one_stream"):
+            v = b[way]
+            what = f"A's 1 task after B's {b['n']:,}, 1 worker, {way}"
+            behind = f"behind {v['b_finished_before_a']:,}"
+            rows.append(("FS", what, f"{v['a_latency_s']:.3f} s", behind))
     widths = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     return "\n".join(lines)
