@@ -32,25 +32,30 @@ from qtaskdist_jupyter.streams import decode_event
 
 
 class CursorBook:
-    """Opaque events cursors: token → (owner, stream position), newest kept (LRU).
+    """Opaque events cursors: per owner, token → stream position, the newest kept (LRU).
 
-    A token reveals nothing (it is random); it is valid in this server process only,
-    and only for the owner it was issued to. An unknown token reads from now on."""
+    A token reveals nothing (it is random); it is valid in this server process only, and
+    only for the owner it was issued to. Each owner has a book of their own, so nobody
+    can push another user's tokens out. An unknown token reads from now on."""
 
-    def __init__(self, size: int = 100_000) -> None:
-        self.size = size
-        self._book: OrderedDict[str, tuple[str, str]] = OrderedDict()
+    def __init__(self, per_owner: int = 1024) -> None:
+        self.per_owner = per_owner
+        self._books: dict[str, OrderedDict[str, str]] = {}
 
     def issue(self, owner: str, position: str) -> str:
         token = "c" + secrets.token_hex(16)
-        self._book[token] = (owner, position)
-        if len(self._book) > self.size:
-            self._book.popitem(last=False)
+        book = self._books.setdefault(owner, OrderedDict())
+        book[token] = position
+        if len(book) > self.per_owner:
+            book.popitem(last=False)
         return token
 
     def position(self, owner: str, token: str) -> str | None:
-        got = self._book.get(token)
-        return got[1] if got is not None and got[0] == owner else None
+        book = self._books.get(owner)
+        if book is None or token not in book:
+            return None
+        book.move_to_end(token)
+        return book[token]
 
 
 class StreamCounter:
@@ -98,7 +103,7 @@ class EventTail:
         self.owner = owner
         self.position = position
         self.statuses = statuses
-        self.book = book or CursorBook(size=1)
+        self.book = book or CursorBook(per_owner=1)
         self._own: str | None = None
 
     @classmethod
