@@ -228,10 +228,14 @@ async def test_per_user_quotas(api, database_url) -> None:
     # Bob has his own quota.
     code, _t = await api("POST", "tasks", body=simulate_spec(BELL_QASM2), headers=BOB)
     assert code == 201
-    # A finished task frees its place.
+    # A finished task frees its place; a retry takes one again (both ways of asking).
     await api("POST", f"tasks/{last['task_id']}/cancel")
     code, _t = await api("POST", "tasks", body=simulate_spec(BELL_QASM2))
     assert code == 201
+    code, err = await api("POST", f"tasks/{last['task_id']}/retry")
+    assert code == 429 and err["limit"] == "active_tasks", err
+    code, err = await api("PATCH", f"tasks/{last['task_id']}", body={"status": "queued"})
+    assert code == 429 and err["limit"] == "active_tasks", err
 
     # One open events request per owner here: a second of alice's is 429, bob's is not.
     first = asyncio.ensure_future(api("GET", "events", params={"timeout_s": "2"}))

@@ -274,7 +274,8 @@ class TaskHandler(QtaskdistHandler):
         elif target == TaskStatus.QUEUED and current == TaskStatus.PENDING:
             await self.service.enqueue_one(tid, owner)
         elif target == TaskStatus.QUEUED and current in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            await self.service.retry(tid, owner)
+            small = await self.service.admit(owner, 1)
+            await self.service.retry(tid, owner, priority=small)
         else:
             raise TransitionError(
                 f"cannot move task {tid} from {current} to {target}: a client may only "
