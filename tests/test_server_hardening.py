@@ -62,6 +62,7 @@ def _many(n: int) -> dict[str, int]:
     return {str(i): i for i in range(n)}
 
 
+_NAMED = json.dumps(simulate_spec(BELL_QASM2, name="x")).encode()
 _DIGITS = ', "max_retries": ' + "9" * 5000 + "}"
 
 
@@ -139,6 +140,8 @@ async def test_found_bodies_are_4xx_and_write_nothing(api, database_url) -> None
         ("label too long", json.dumps(simulate_spec(BELL_QASM2, labels={"k": "x" * 20_000}))),
         ("5,000-digit number", json.dumps(simulate_spec(BELL_QASM2))[:-1] + _DIGITS),
         ("not UTF-8", b'{"task_type": "\xff"}'),
+        ("lone surrogate escape", json.dumps(simulate_spec(BELL_QASM2, name="\ud800"))),
+        ("UTF-8 bytes of a surrogate", _NAMED.replace(b'"x"', b'"\xed\xa0\x80"')),
     ] + _nan_bodies()  # fmt: skip
     for what, body in bad:
         raw = body.encode() if isinstance(body, str) else body
