@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6, print a table, write JSON.
+"""``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6 and FS, print a table, write JSON.
 
 Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from qtaskdist_worker.worker import default_concurrency
 
-from . import cases, users
+from . import cases, fairshare, users
 from .env import BenchConfig, machine_info, reset_database, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,6 +37,7 @@ SIZES = {
     "B2-OBS": (2_000, 300),
     "B2-MIXED": (3_000, 300),
     "B7": (1_000, 200),
+    "FS": (20_000, 2_000),
 }
 B7_CHUNK = 50
 
@@ -101,6 +102,8 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
             ("B2-OBS", lambda: users.b2_workload(api, cfg, "observables", size["B2-OBS"])),
             ("B2-MIXED", lambda: users.b2_workload(api, cfg, "mixed", size["B2-MIXED"])),
             ("B7", lambda: users.b7_sweep(api, cfg, size["B7"], B7_CHUNK)),
+            # Fair share starts its own two-user servers (benchmarks/fairshare.py).
+            ("FS", lambda: fairshare.case(cfg, size["FS"])),
         ]
         for name, fn in steps:
             if only and name not in only:
@@ -176,6 +179,13 @@ def table(out: dict[str, Any]) -> str:
                      f"XLEN simulate {sl['stream:simulate']}, events {sl['stream:events']}, "
                      f"pending {b['pending_simulate']}"))  # fmt: skip
     rows += user_rows(r)
+    if "FS" in r:
+        b = r["FS"]
+        for way in ("priority_streams", "one_stream"):
+            v = b[way]
+            what = f"A's 1 task after B's {b['n']:,}, 1 worker, {way}"
+            behind = f"behind {v['b_finished_before_a']:,}"
+            rows.append(("FS", what, f"{v['a_latency_s']:.3f} s", behind))
     widths = [max(len(x[i]) for x in rows) for i in range(4)] if rows else [0] * 4
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     return "\n".join(lines)

@@ -192,10 +192,14 @@ class Client:
         name: str | None = None,
         tags: Sequence[str] | None = None,
         max_retries: int | None = None,
+        labels: dict[str, Any] | None = None,
         meta_data: dict[str, Any] | None = None,
         enqueue: bool = True,
     ) -> TaskHandle | BatchHandle:
-        """One payload → one task (TaskHandle); a list → one batch (BatchHandle)."""
+        """One payload → one task (TaskHandle); a list → one batch (BatchHandle).
+
+        ``labels``: your own JSON for the task (``meta_data`` is its older name; the
+        system's keys in it are refused)."""
 
         def spec(payload: dict[str, Any], i: int | None) -> dict[str, Any]:
             s: dict[str, Any] = {"task_type": task_type, "payload": payload, "enqueue": enqueue}
@@ -205,6 +209,8 @@ class Client:
                 s["tags"] = list(tags)
             if max_retries is not None:
                 s["max_retries"] = max_retries
+            if labels:
+                s["labels"] = labels
             if meta_data:
                 s["meta_data"] = meta_data
             return s

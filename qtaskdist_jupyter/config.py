@@ -32,6 +32,13 @@ variable                    meaning
 ``QTASKDIST_QIR_VERIFY_SHOTS``   qir-runner shots per module when the payload names none (1000)
 ``QTASKDIST_QIR_VERIFY_TIME_S``  ``verify: "auto"`` takes fewer shots (never under 100), or
                                  skips, when the shots would take longer than this (30)
+``QTASKDIST_LABEL_MAX_BYTES``    a task's labels as JSON (16384)
+``QTASKDIST_LABEL_MAX_DEPTH``    nesting of labels (8)
+``QTASKDIST_LABEL_MAX_KEYS``     keys in a task's labels, all levels (256)
+``QTASKDIST_MAX_ACTIVE_TASKS``   pending+queued+running tasks per owner; 429 above (25000)
+``QTASKDIST_MAX_EVENT_STREAMS``  open events requests (SSE / long poll) per owner (16)
+``QTASKDIST_PRIORITY_MAX_TASKS`` a request of at most this many tasks goes to the
+                                 priority stream of its type (8; 0 turns it off)
 =========================== ========================================================
 """
 
@@ -70,6 +77,13 @@ class Limits:
     qir_verify_max_qubits: int = 20
     qir_verify_shots: int = 1000
     qir_verify_time_s: float = 30.0
+    label_max_bytes: int = 16_384
+    label_max_depth: int = 8
+    label_max_keys: int = 256
+    # Per owner: enough for one full batch and its follow-ups; a 429 past it.
+    max_active_tasks: int = 25_000
+    max_event_streams: int = 16
+    priority_max_tasks: int = 8
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,12 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         ),
         qir_verify_shots=_int(env, "QTASKDIST_QIR_VERIFY_SHOTS", d.qir_verify_shots, 100),
         qir_verify_time_s=_float(env, "QTASKDIST_QIR_VERIFY_TIME_S", d.qir_verify_time_s),
+        label_max_bytes=_int(env, "QTASKDIST_LABEL_MAX_BYTES", d.label_max_bytes, 2),
+        label_max_depth=_int(env, "QTASKDIST_LABEL_MAX_DEPTH", d.label_max_depth, 1),
+        label_max_keys=_int(env, "QTASKDIST_LABEL_MAX_KEYS", d.label_max_keys, 0),
+        max_active_tasks=_int(env, "QTASKDIST_MAX_ACTIVE_TASKS", d.max_active_tasks, 1),
+        max_event_streams=_int(env, "QTASKDIST_MAX_EVENT_STREAMS", d.max_event_streams, 1),
+        priority_max_tasks=_int(env, "QTASKDIST_PRIORITY_MAX_TASKS", d.priority_max_tasks, 0),
     )
 
 

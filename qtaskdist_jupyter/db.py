@@ -141,8 +141,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, tid = json.loads(raw)
-        return datetime.fromisoformat(ts), uuid.UUID(tid)
-    except (ValueError, TypeError) as exc:
+        if not (isinstance(ts, str) and isinstance(tid, str)):
+            raise TypeError("cursor items must be strings")
+        at = datetime.fromisoformat(ts)
+        if at.tzinfo is None:
+            raise ValueError("cursor time has no zone")
+        return at, uuid.UUID(tid)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
 
 

@@ -48,7 +48,8 @@ def counts_figure(counts: dict[str, int], title: str | None = None) -> Any:
     ax.set_ylabel("counts")
     ax.tick_params(axis="x", labelrotation=90 if len(items) > 8 else 0)
     shown = "" if len(items) == len(counts) else f" (top {len(items)} of {len(counts)})"
-    ax.set_title((title or "counts") + shown)
+    # Names are user text: "$" must not start mathtext (a bad formula raises).
+    ax.set_title((title or "counts") + shown, parse_math=False)
     return fig
 
 
@@ -62,7 +63,7 @@ def probabilities_figure(probs: dict[str, float] | Sequence[float], title: str =
     ax.bar([k for k, _ in items], [v for _, v in items], color="#8e24aa")
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
-    ax.set_title(title or "probabilities")
+    ax.set_title(title or "probabilities", parse_math=False)
     return fig
 
 

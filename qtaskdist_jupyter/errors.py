@@ -5,14 +5,17 @@
     QtaskdistError
     ├── ConfigError                    bad DATABASE_URL / REDIS_URL / limits (startup)
     ├── InvalidInput                   the caller sent something we refuse        -> HTTP 422
+    │   ├── BadJson                    a body that is not strict JSON             -> 400
     │   ├── CircuitError               QASM / QPY that does not parse (line, column)
     │   │   └── IncludeRefused         include other than qelib1.inc / stdgates.inc
     │   ├── LimitExceeded              qubits, instructions, shots, batch size   -> 422
     │   │   ├── PayloadTooLarge        body / payload bytes over the limit       -> 413
     │   │   └── ResultTooLarge         result over QTASKDIST_MAX_RESULT_BYTES    -> 422
     │   ├── UnknownTaskType            task_type not in STREAMS                  -> 422
+    │   ├── BadJson                    a body that is not strict JSON             -> 400
     │   └── DataRefused                PostgreSQL refused a statement's data (size,
     │                                  encoding, constraint): not an outage     -> 422
+    ├── QuotaExceeded                  a per-user limit (active tasks, streams)   -> 429
     ├── TaskNotFound                   missing, or owned by someone else         -> 404
     │   └── ArrayNotFound              no stored result array of that name       -> 404
     ├── TransitionError                guarded UPDATE matched no row             -> 409
@@ -117,6 +120,22 @@ class ResultTooLarge(LimitExceeded):
     """A task's result would exceed QTASKDIST_MAX_RESULT_BYTES."""
 
     code = "result_too_large"
+
+
+class BadJson(InvalidInput):
+    http_status = 400
+    code = "bad_json"
+
+
+class QuotaExceeded(QtaskdistError):
+    """A per-owner limit; ``retry_after_s`` goes out as the Retry-After header."""
+
+    http_status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int, **detail: Any) -> None:
+        super().__init__(message, limit=limit, retry_after_s=retry_after_s, **detail)
+        self.retry_after_s = retry_after_s
 
 
 class TaskNotFound(QtaskdistError):

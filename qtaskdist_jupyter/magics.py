@@ -327,6 +327,15 @@ class QtaskMagics(Magics):
             lines.append(
                 f"{svc + ':':9} {'ok' if s.get('ok') else 'DOWN (' + str(s.get('error')) + ')'}"
             )
+        if h.get("queue"):
+            q = h["queue"]
+            lines.append(
+                f"yours:    {q.get('pending')} pending, {q.get('queued')} queued, "
+                f"{q.get('running')} running"
+            )
+        if "workers" not in h:  # fleet internals are for qtaskdist:admin users only
+            print("\n".join(lines))
+            return
         alive = [w for w in h.get("workers", []) if w.get("alive")]
         lines.append(f"workers:  {len(alive)} alive of {len(h.get('workers', []))}")
         for w in h.get("workers", []):

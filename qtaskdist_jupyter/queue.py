@@ -25,8 +25,8 @@ from .streams import (
     EVENTS_STREAM,
     FIELD,
     GROUP,
+    PRIORITY_STREAMS,
     STREAMS,
-    TASK_TYPES,
     WORKERS_KEY,
     TaskMessage,
     event_tail,
@@ -70,9 +70,9 @@ for k, eid in string.gmatch(ARGV[4], '(%d+)\\t([^\\n]+)') do
 end
 return n
 """
-# KEYS of _PUBLISH: the events stream first, then every task stream.
-_PUBLISH_KEYS = [EVENTS_STREAM, *STREAMS.values()]
-_STREAM_KEYS = {t: i for i, t in enumerate(STREAMS, start=2)}
+# KEYS of _PUBLISH: the events stream first, then every task stream (normal, priority).
+_PUBLISH_KEYS = [EVENTS_STREAM, *STREAMS.values(), *PRIORITY_STREAMS.values()]
+_KEY_INDEX = {stream: i for i, stream in enumerate(_PUBLISH_KEYS, start=1)}
 
 
 def _intern(
@@ -295,7 +295,7 @@ class Broker:
         if acks:
             if not calls:
                 calls = [[self.events_maxlen, GROUP, "", ""]]
-            calls[-1][3] = "\n".join(f"{_STREAM_KEYS[TASK_TYPES[s]]}\t{e}" for s, e in acks)
+            calls[-1][3] = "\n".join(f"{_KEY_INDEX[s]}\t{e}" for s, e in acks)
         for args in calls:
             await self._publish(keys=_PUBLISH_KEYS, args=args)
 
@@ -312,7 +312,9 @@ class Broker:
                 ttype, attempt, status = r["task_type"], r["attempt"], str(r["status"])
                 k = m = 0
                 if messages:
-                    k = _STREAM_KEYS[ttype]
+                    # A row marked "priority" (a small submission) goes to the stream
+                    # workers read first.
+                    k = _KEY_INDEX[(PRIORITY_STREAMS if r.get("priority") else STREAMS)[ttype]]
                     m = _intern(tails, args, ("m", ttype, attempt), message_tail, ttype, attempt)
                 owner, batch = r["owner"], r.get("batch_id")
                 e = _intern(
@@ -378,7 +380,11 @@ class Broker:
                         pending = int(g["pending"])
             except ResponseError:
                 pass
-            stats[task_type] = {"length": length, "pending": pending}
+            stats[task_type] = {
+                "length": length,
+                "pending": pending,
+                "priority_length": await self.redis.xlen(PRIORITY_STREAMS[task_type]),
+            }
         return stats
 
     @_redis_errors

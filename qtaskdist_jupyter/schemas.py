@@ -22,13 +22,18 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from . import strictjson
 from .config import Limits
 from .errors import InvalidInput, UnknownTaskType
 from .models import TaskStatus
 
 SEED_MAX = 2**63 - 1
+# Where a task's user labels live inside its meta_data column: every other key of
+# meta_data is the system's, and only the system's keys are ever read by a worker.
+USER_META_KEY = "user"
 CircuitFormat = Literal["auto", "qasm2", "qasm3", "qpy"]
 SimMethod = Literal[
     "automatic", "statevector", "density_matrix", "matrix_product_state", "stabilizer"
@@ -213,16 +218,81 @@ def parse_payload(task_type: str, payload: dict[str, Any]) -> _CircuitPayload:
     return PAYLOAD_MODELS[task_type].model_validate(payload, context={"limits": Limits()})
 
 
-class TaskCreate(_Strict):
+# meta_data keys the system writes (provider job records, profiling, retry history,
+# seeds, errors). A request naming one is refused, so nobody believes they set it.
+SYSTEM_META_KEYS = frozenset(
+    {
+        "provider_job_id", "provider_job", "device_id", "attempts", "traceback", "error_id",
+        "error_type", "queue_wait_s", "run_time_s", "simulator_time_s", "worker", "host",
+        "qiskit_version", "aer_version", "batched_with", "seed_simulator", "seed", "seeds",
+        "method", "released_by", "dead_worker", "retry_delay_s", "profiling", USER_META_KEY,
+    }
+)  # fmt: skip
+_LABEL_KEY_CHARS = 128
+Text = Annotated[str, Field(max_length=255)]
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def check_labels(value: dict[str, Any], field: str, limits: Limits) -> dict[str, Any]:
+    """Free user data, bounded: depth, keys, key length and encoded size."""
+    keys = strictjson.check(value, max_depth=limits.label_max_depth, where=field)
+    if keys > limits.label_max_keys:
+        raise ValueError(f"{keys} keys; the limit is {limits.label_max_keys}")
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            for k in v:
+                if len(k) > _LABEL_KEY_CHARS:
+                    raise ValueError(f"key {k[:20]!r}… is over {_LABEL_KEY_CHARS} characters")
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    size = len(strictjson.dumps(value).encode())
+    if size > limits.label_max_bytes:
+        raise ValueError(f"{size} bytes as JSON; the limit is {limits.label_max_bytes}")
+    return value
+
+
+def _user_meta(v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+    if v is None:
+        return v
+    if info.field_name == "meta_data":
+        for key in v:
+            if key in SYSTEM_META_KEYS:
+                raise InvalidInput(
+                    f"meta_data.{key} is written by the system and cannot be set; "
+                    "put your own data in labels",
+                    field=f"meta_data.{key}",
+                )
+    return check_labels(v, str(info.field_name), _limits(info))
+
+
+class _UserFields(_Strict):
+    """What a user may write besides the payload. ``labels`` is theirs, free and bounded;
+    ``meta_data`` is its older spelling (the same namespace), minus the system's keys."""
+
+    @field_validator("labels", "meta_data", check_fields=False)
+    @classmethod
+    def _labels(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        return _user_meta(v, info)
+
+    def user_labels(self) -> dict[str, Any] | None:
+        labels, meta = getattr(self, "labels", None), getattr(self, "meta_data", None)
+        if labels is not None and meta is not None:
+            raise InvalidInput("give labels or meta_data, not both", field="meta_data")
+        return labels if labels is not None else meta
+
+
+class TaskCreate(_UserFields):
     task_type: str
     payload: dict[str, Any]
-    name: str | None = Field(default=None, max_length=255)
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=32
-    )
+    name: Text | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
     max_retries: StrictInt = Field(default=3, ge=0, le=20)
     batch_id: uuid.UUID | None = None
-    meta_data: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, Any] | None = None
+    meta_data: dict[str, Any] | None = None
     enqueue: StrictBool = False
 
 
@@ -232,16 +302,16 @@ class BatchCreate(_Strict):
     batch_id: uuid.UUID | None = None
 
 
-class TaskUpdate(_Strict):
+class TaskUpdate(_UserFields):
     """PATCH body. ``status`` may only move along the user transitions
-    (cancel: pending|queued|running → cancelled; retry: failed|cancelled → queued)."""
+    (cancel: pending|queued|running → cancelled; retry: failed|cancelled → queued).
+    ``labels`` (or ``meta_data``) replaces the user's labels; the system's keys stay."""
 
     status: TaskStatus | None = None
-    name: str | None = Field(default=None, max_length=255)
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
-        default=None, max_length=32
-    )
+    name: Text | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=32)
     max_retries: StrictInt | None = Field(default=None, ge=0, le=20)
+    labels: dict[str, Any] | None = None
     meta_data: dict[str, Any] | None = None
 
 
@@ -281,6 +351,7 @@ class TaskRead(BaseModel):
     updated_at: datetime
     scheduled_for: datetime | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, Any] = Field(default_factory=dict)
     owner: str
     attempt: int
     batch_id: uuid.UUID | None = None
@@ -289,3 +360,13 @@ class TaskRead(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_meta(cls, row: Any) -> Any:
+        """Stored as ``meta_data.user``; answered as ``labels`` beside the system's keys."""
+        if isinstance(row, dict) and isinstance(row.get("meta_data"), dict):
+            meta = dict(row["meta_data"])
+            user = meta.pop(USER_META_KEY, None)
+            row = {**row, "meta_data": meta, "labels": user if isinstance(user, dict) else {}}
+        return row

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from .arrays import check_result_size
 from .config import Settings
-from .errors import QueueUnavailable
+from .errors import QueueUnavailable, QuotaExceeded
 from .models import TaskStatus
 from .queue import Broker
-from .schemas import TaskCreate, validate_payload
+from .schemas import USER_META_KEY, TaskCreate, validate_payload
 from .store import NewTask, TaskStore
 from .streams import DELETED
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
 # its memory).
 _MEMO_SIZE = 256
 _MEMO_MAX_KEY = 64 * 1024
+# What a 429 tells a client to wait: tasks finish in seconds to minutes.
+QUOTA_RETRY_AFTER_S = 30
 
 
 class TaskService:
@@ -95,14 +97,35 @@ class TaskService:
             tags=spec.tags,
             max_retries=spec.max_retries,
             batch_id=spec.batch_id or batch_id,
-            meta_data=spec.meta_data,
+            # The user's part of meta_data; every other key is the system's.
+            meta_data={USER_META_KEY: labels} if (labels := spec.user_labels()) else None,
         )
 
+    async def admit(self, owner: str, n: int) -> bool:
+        """The per-owner quota of active tasks, checked before anything is written (two
+        requests racing may both pass: the cap is approximate by up to one request).
+
+        Returns whether these ``n`` tasks are a small submission (the owner has at most
+        ``priority_max_tasks`` active with them): those go to the priority streams."""
+        limits = self.settings.limits
+        cap = limits.max_active_tasks
+        active = await self.store.active_of(owner)
+        if active + n > cap:
+            raise QuotaExceeded(
+                f"{active} of your tasks are pending, queued or running and this request "
+                f"adds {n}; the limit is {cap}. Wait for some to finish, or cancel some",
+                limit="active_tasks",
+                retry_after_s=QUOTA_RETRY_AFTER_S,
+                maximum=cap,
+            )
+        return active + n <= limits.priority_max_tasks
+
     async def create(
-        self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False
+        self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
     ) -> list[dict[str, Any]]:
-        """Insert all rows at once; with ``enqueue``, queue them too. ``full`` returns
-        every column as written (few rows only), so a single POST needs no second read."""
+        """Insert all rows at once; with ``enqueue``, queue them too (on the priority
+        streams with ``priority``). ``full`` returns every column as written (few rows
+        only), so a single POST needs no second read."""
         if not enqueue:
             rows = await self.store.insert_many(new, full=full)
             # The rows are written and pending, as asked; answering 503 for a lost event
@@ -114,23 +137,25 @@ class TaskService:
         # Rows are written as ``queued`` directly: same order of writes as pending→queued
         # (row first, XADD second) without a second statement over every row.
         rows = await self.store.insert_many(new, status=TaskStatus.QUEUED.value, full=full)
-        await self._publish(rows)
+        await self._publish(rows, priority=priority)
         return rows
 
-    async def enqueue_rows(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    async def enqueue_rows(
+        self, task_ids: Sequence[uuid.UUID], *, priority: bool = False
+    ) -> list[dict[str, Any]]:
         moved = await self.store.mark_queued(task_ids)
         for r in moved:
             r["status"] = TaskStatus.QUEUED.value
-        await self._publish(moved)
+        await self._publish(moved, priority=priority)
         return moved
 
-    async def _publish(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def _publish(self, rows: Sequence[dict[str, Any]], *, priority: bool = False) -> None:
         """XADD rows just committed as ``queued``, with their events (one script call).
 
         If the XADD fails the rows go back to ``pending`` (visible, enqueueable later).
         """
         try:
-            await self.broker.publish(rows)
+            await self.broker.publish([{**r, "priority": True} for r in rows] if priority else rows)
         except QueueUnavailable:
             await self.store.unqueue([r["task_id"] for r in rows])
             raise
@@ -153,7 +178,9 @@ class TaskService:
                 status=row["status"],
             )
         await self.broker.ping()
-        await self.enqueue_rows([task_id])
+        # The row is pending, so already counted among the owner's active tasks.
+        small = await self.store.active_of(row["owner"]) <= self.settings.limits.priority_max_tasks
+        await self.enqueue_rows([task_id], priority=small)
         return await self.store.get(task_id, owner)
 
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
@@ -170,8 +197,10 @@ class TaskService:
             await self.broker.cancelled([row])
         return await self.store.get(task_id, owner)
 
-    async def retry(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def retry(
+        self, task_id: uuid.UUID, owner: str | None, *, priority: bool = False
+    ) -> dict[str, Any]:
         await self.broker.ping()
         row = await self.store.requeue(task_id, owner)
-        await self._publish([row])
+        await self._publish([row], priority=priority)
         return await self.store.get(task_id, owner)

@@ -21,6 +21,7 @@ from .db import db_errors as _db_errors
 from .errors import ConfigError, InvalidInput, TaskNotFound
 from .models import FINISHED, Task, TaskStatus
 from .result_store import ResultArrays
+from .schemas import USER_META_KEY
 from .transitions import LIGHT, Transitions
 
 tasks = Task.__table__
@@ -193,11 +194,16 @@ class TaskStore(Transitions, ResultArrays):
     async def update(
         self, task_id: uuid.UUID, owner: str | None, fields: dict[str, Any]
     ) -> dict[str, Any]:
-        """Plain fields only (name, tags, max_retries, meta_data); status moves elsewhere."""
-        allowed = {"name", "tags", "max_retries", "meta_data"}
+        """Plain fields only (name, tags, max_retries, labels); status moves elsewhere.
+        ``labels`` replaces meta_data's user part; the system's keys are never written here."""
+        allowed = {"name", "tags", "max_retries", "labels"}
         bad = set(fields) - allowed
         if bad:
             raise InvalidInput(f"cannot update {sorted(bad)}", field=sorted(bad)[0])
+        fields = dict(fields)
+        if "labels" in fields:
+            user = {USER_META_KEY: fields.pop("labels")}
+            fields["meta_data"] = tasks.c.meta_data.op("||")(user)
         cond = [tasks.c.task_id == task_id]
         if owner is not None:
             cond.append(tasks.c.owner == owner)
@@ -226,6 +232,16 @@ class TaskStore(Transitions, ResultArrays):
             if row is None:
                 await self._why(conn, task_id, owner, "delete", FINISHED)
             return dict(row._mapping)
+
+    @_db_errors
+    async def active_of(self, owner: str) -> int:
+        """pending + queued + running rows of one owner (the per-user quota)."""
+        stmt = select(func.count()).where(
+            tasks.c.owner == owner,
+            tasks.c.status.in_([S.PENDING.value, S.QUEUED.value, S.RUNNING.value]),
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
 
     @_db_errors
     async def active_count(self, task_types: Sequence[str]) -> int:

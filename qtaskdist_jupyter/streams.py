@@ -23,6 +23,10 @@ STREAMS: dict[str, str] = {
     "backend_run": "stream:backend",
 }
 TASK_TYPES: dict[str, str] = {v: k for k, v in STREAMS.items()}
+# Fair share: small submissions (an owner with few active tasks; see
+# Limits.priority_max_tasks) go to a second stream per type, which workers read first,
+# so one user's interactive task does not wait behind another user's large batch.
+PRIORITY_STREAMS: dict[str, str] = {t: f"{s}:priority" for t, s in STREAMS.items()}
 EVENTS_STREAM = "stream:events"
 DEAD_STREAM = "stream:dead"
 DELAYED_KEY = "qtaskdist:delayed"  # ZSET of messages to XADD later, scored by unix time
@@ -49,6 +53,11 @@ def stream_for(task_type: str) -> str:
             f"unknown task_type {task_type!r}; expected one of {sorted(STREAMS)}",
             field="task_type",
         ) from None
+
+
+def streams_of(task_type: str) -> tuple[str, str]:
+    """The streams a task of ``task_type`` may be on, in the order workers read them."""
+    return PRIORITY_STREAMS[task_type], STREAMS[task_type]
 
 
 @dataclass(frozen=True)

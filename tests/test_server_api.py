@@ -14,11 +14,13 @@ import pytest
 import redis
 
 from qtaskdist_jupyter.config import libpq_url
-from qtaskdist_jupyter.streams import EVENTS_STREAM, TaskMessage
+from qtaskdist_jupyter.streams import EVENTS_STREAM, PRIORITY_STREAMS, TaskMessage
 
 from .conftest import BELL_QASM2
 from .server_fixtures import *  # noqa: F403
 from .server_fixtures import simulate_spec, wait_for
+
+PRIORITY = PRIORITY_STREAMS["simulate"]
 
 
 def _rows(database_url: str) -> int:
@@ -43,12 +45,13 @@ async def test_create_get_and_enqueue(api, sync_redis) -> None:
 
     code, queued = await api("POST", "tasks", body=simulate_spec(BELL_QASM2, enqueue=True))
     assert code == 201 and queued["status"] == "queued", queued
-    (entry,) = sync_redis.xrange("stream:simulate")
+    # One task of an owner with few: a small submission, on the priority stream.
+    (entry,) = sync_redis.xrange(PRIORITY)
     assert str(TaskMessage.decode(entry[1]).task_id) == queued["task_id"]
 
     code, moved = await api("POST", f"tasks/{task['task_id']}/enqueue")
     assert code == 200 and moved["status"] == "queued"
-    assert sync_redis.xlen("stream:simulate") == 2
+    assert sync_redis.xlen(PRIORITY) == 2
     code, err = await api("POST", f"tasks/{task['task_id']}/enqueue")
     assert code == 409 and err["error"] == "illegal_transition" and err["status"] == "queued"
 
@@ -192,7 +195,7 @@ async def test_cancel_retry_delete(api, sync_redis) -> None:
     assert code == 409 and err["status"] == "cancelled"
     code, t = await api("POST", f"tasks/{tid}/retry")
     assert code == 200 and t["status"] == "queued" and t["retry_count"] == 0
-    assert sync_redis.xlen("stream:simulate") == 2  # the retry was enqueued again
+    assert sync_redis.xlen(PRIORITY) == 2  # the retry was enqueued again
     await api("POST", f"tasks/{tid}/cancel")
     code, body = await api("DELETE", f"tasks/{tid}")
     assert code == 204 and body is None
@@ -331,7 +334,7 @@ async def test_health(api, sync_redis) -> None:
     workers = {w["name"]: w for w in h["workers"]}
     assert workers["fresh"]["alive"] is True and workers["fresh"]["host"] == "h1"
     assert workers["old"]["alive"] is False and workers["old"]["last_heartbeat_s"] > 3000
-    assert h["streams"]["simulate"]["length"] == 1
+    assert h["streams"]["simulate"]["priority_length"] == 1
     assert set(h["streams"]) == {"simulate", "c_qir_convert", "backend_run"}
 
 

@@ -97,7 +97,8 @@ async def test_convert_to_qir_and_refusals(service, settings) -> None:
     ):
         assert row["status"] == "failed" and row["retry_count"] == 0, row["error"]
         assert words in row["error"] and 'profile: "adaptive"' in row["error"]
-        assert "\n" not in row["error"] and row["meta_data"]["traceback"]
+        assert "\n" not in row["error"]
+        assert row["meta_data"]["error_id"] and "traceback" not in row["meta_data"]
     # Every returned module was executed in qir-runner and matched; the figures are in
     # the result and in the row's metadata.
     for row in (q2, q3, if_adaptive, barrier):

@@ -141,7 +141,8 @@ measure q -> c;
 
     for r in (gpu, bad_obs, bad_circ):
         assert r["status"] == "failed" and r["retry_count"] == 0  # permanent: no retry
-        assert "\n" not in r["error"] and r["meta_data"]["traceback"]
+        assert "\n" not in r["error"] and r["meta_data"]["error_id"]
+        assert "traceback" not in r["meta_data"]
     assert "GPU" in gpu["error"]
     assert "ZZZ" in bad_obs["error"] and "2 qubits" in bad_obs["error"]
 

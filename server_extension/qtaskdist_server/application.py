@@ -32,6 +32,8 @@ from qtaskdist_jupyter.errors import ConfigError
 from qtaskdist_jupyter.runtime import freeze_startup_heap
 from qtaskdist_jupyter.service import TaskService
 
+from .events import CursorBook, StreamCounter
+
 # What the notebook side reads to find this server with no configuration.
 SERVER_URL_ENV = "QTASKDIST_SERVER_URL"
 TOKEN_ENV = "QTASKDIST_TOKEN"
@@ -65,7 +67,26 @@ class QtaskdistApp(ExtensionApp):
         config=True,
         help="Overrides of qtaskdist_jupyter.config.Limits fields, e.g. {'max_shots': 10000}.",
     )
-    max_batch_bytes = Int(64 * 1024 * 1024, config=True, help="Largest POST tasks/batch body.")
+    max_batch_bytes = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="Largest POST tasks/batch body; a larger Content-Length is refused (413) "
+        "before the body is read.",
+    )
+    max_active_tasks = Int(
+        None,
+        allow_none=True,
+        config=True,
+        help="Pending + queued + running tasks one owner may have; more is answered 429 "
+        "with Retry-After (default: QTASKDIST_MAX_ACTIVE_TASKS, else 25000).",
+    )
+    max_event_streams = Int(
+        None,
+        allow_none=True,
+        config=True,
+        help="Open GET events requests (SSE or long poll) per owner; more is answered 429 "
+        "(default: QTASKDIST_MAX_EVENT_STREAMS, else 16).",
+    )
     worker_stale_s = Float(
         60.0,
         config=True,
@@ -126,6 +147,13 @@ class QtaskdistApp(ExtensionApp):
             if bad:
                 raise ConfigError(f"QtaskdistApp.limits: unknown limits {bad}; known: {known}")
             s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, **self.limits))
+        quotas = {
+            "max_active_tasks": self.max_active_tasks,
+            "max_event_streams": self.max_event_streams,
+        }
+        quotas = {k: v for k, v in quotas.items() if v is not None}
+        if quotas:
+            s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, **quotas))
         return s
 
     def initialize_settings(self) -> None:
@@ -147,6 +175,8 @@ class QtaskdistApp(ExtensionApp):
             )
         assert settings.database_url and settings.redis_url
         self.settings_obj = settings
+        self.event_streams = StreamCounter()
+        self.cursor_book = CursorBook()
         self._migrated = self._try_migrate()
         self.service = TaskService.from_settings(settings, pool_size=10)
         self._owner_mode = self._resolve_owner_mode()

@@ -4,63 +4,107 @@ One blocking XREAD per waiting client, so an idle widget costs Redis nothing but
 connection and the database nothing at all. Two shapes over the same reader:
 
 * long poll: wait up to ``timeout_s`` for at least one of the owner's events, answer
-  ``{"events": [...], "cursor": id}``; the client passes ``cursor`` back as ``after``;
+  ``{"events": [...], "cursor": c}``; the client passes ``cursor`` back as ``after``;
 * server-sent events: ``id:`` is the stream id (so ``Last-Event-ID`` resumes), ``data:``
   the event JSON, and a comment line every ``keepalive_s`` to notice a gone client.
+
+Nothing here tells one user about another's activity. The reader moves past other
+owners' events, but the cursor a client gets back is either the id of its own last event
+or an opaque random token (a :class:`CursorBook` entry) for the position read up to; and
+keepalives go out on a fixed schedule, not when someone else's events arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
+import contextlib
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from qtaskdist_jupyter.errors import InvalidInput
-from qtaskdist_jupyter.models import TaskStatus
+from qtaskdist_jupyter import strictjson
+from qtaskdist_jupyter.errors import QuotaExceeded
+from qtaskdist_jupyter.params import CURSOR_TOKEN
 from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.streams import DELETED, decode_event
-
-_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+from qtaskdist_jupyter.streams import decode_event
 
 
-def parse_after(after: str | None) -> str | None:
-    """A stream id, or None for 'from now on'."""
-    if after in (None, "", "$"):
-        return None
-    if not _STREAM_ID.match(after):
-        raise InvalidInput(
-            f"after={after!r} is not a stream id like 1712345678901-0", field="after"
-        )
-    return after
+class CursorBook:
+    """Opaque events cursors: per owner, token → stream position, the newest kept (LRU).
+
+    A token reveals nothing (it is random); it is valid in this server process only, and
+    only for the owner it was issued to. Each owner has a book of their own, so nobody
+    can push another user's tokens out. An unknown token reads from now on."""
+
+    def __init__(self, per_owner: int = 1024) -> None:
+        self.per_owner = per_owner
+        self._books: dict[str, OrderedDict[str, str]] = {}
+
+    def issue(self, owner: str, position: str) -> str:
+        token = "c" + secrets.token_hex(16)
+        book = self._books.setdefault(owner, OrderedDict())
+        book[token] = position
+        if len(book) > self.per_owner:
+            book.popitem(last=False)
+        return token
+
+    def position(self, owner: str, token: str) -> str | None:
+        book = self._books.get(owner)
+        if book is None or token not in book:
+            return None
+        book.move_to_end(token)
+        return book[token]
 
 
-def parse_statuses(raw: str | None) -> frozenset[str] | None:
-    """``status=completed,failed``: only events that carry one of these (None: all)."""
-    if not raw:
-        return None
-    known = {s.value for s in TaskStatus} | {DELETED}
-    wanted = frozenset(s for s in raw.split(",") if s)
-    bad = sorted(wanted - known)
-    if bad:
-        raise InvalidInput(f"status={bad[0]!r} is not one of {sorted(known)}", field="status")
-    return wanted
+class StreamCounter:
+    """Open events requests per owner (each holds a Redis connection while it waits)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, owner: str, cap: int) -> Iterator[None]:
+        n = self._open.get(owner, 0)
+        if n >= cap:
+            raise QuotaExceeded(
+                f"{n} events requests of yours are open; the limit is {cap}. "
+                "Close a notebook tab or a waiting cell",
+                limit="event_streams",
+                retry_after_s=5,
+                maximum=cap,
+            )
+        self._open[owner] = n + 1
+        try:
+            yield
+        finally:
+            left = self._open[owner] - 1
+            if left:
+                self._open[owner] = left
+            else:
+                del self._open[owner]
 
 
 class EventTail:
-    """Reads the events stream from ``cursor`` on, keeping only ``owner``'s events (and,
+    """Reads the events stream from ``position`` on, keeping only ``owner``'s events (and,
     with ``statuses``, only those statuses: a waiter asks for the finished ones and its
     long poll no longer returns at every queued / running event)."""
 
     def __init__(
-        self, broker: Broker, owner: str, cursor: str, statuses: frozenset[str] | None = None
+        self,
+        broker: Broker,
+        owner: str,
+        position: str,
+        statuses: frozenset[str] | None = None,
+        book: CursorBook | None = None,
     ) -> None:
         self.broker = broker
         self.owner = owner
-        self.cursor = cursor
+        self.position = position
         self.statuses = statuses
+        self.book = book or CursorBook(per_owner=1)
+        self._own: str | None = None
 
     @classmethod
     async def start(
@@ -69,17 +113,32 @@ class EventTail:
         owner: str,
         after: str | None,
         statuses: frozenset[str] | None = None,
+        book: CursorBook | None = None,
     ) -> EventTail:
-        cursor = after if after is not None else await broker.last_event_id()
-        return cls(broker, owner, cursor, statuses)
+        position = None
+        if after is not None and CURSOR_TOKEN.fullmatch(after):
+            position = (book or CursorBook()).position(owner, after)
+        elif after is not None:
+            position = after
+        tail = cls(broker, owner, position or await broker.last_event_id(), statuses, book)
+        if after is not None and not CURSOR_TOKEN.fullmatch(after):
+            tail._own = after  # the client's own id: handing it back reveals nothing
+        return tail
+
+    @property
+    def cursor(self) -> str:
+        """Where to resume: our own last event's id, or a token for the read position."""
+        if self._own is not None and self._own == self.position:
+            return self._own
+        return self.book.issue(self.owner, self.position)
 
     async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
-        """One XREAD (``block_ms=None``: don't block); the cursor moves past other
+        """One XREAD (``block_ms=None``: don't block); the position moves past other
         owners' events too, so a quiet user's poll still advances."""
-        entries = await self.broker.read_events(self.cursor, count=count, block_ms=block_ms)
+        entries = await self.broker.read_events(self.position, count=count, block_ms=block_ms)
         out = []
         for eid, fields in entries:
-            self.cursor = eid
+            self.position = eid
             try:
                 event = decode_event(eid, fields)
             except (ValueError, TypeError, KeyError):
@@ -89,6 +148,7 @@ class EventTail:
             ):
                 event.pop("owner", None)
                 out.append(event)
+                self._own = eid
         return out
 
     async def poll(self, timeout_s: float) -> list[dict[str, Any]]:
@@ -106,7 +166,7 @@ class EventTail:
 
 
 def sse_frame(event: dict[str, Any]) -> str:
-    return f"id: {event['id']}\nevent: task\ndata: {json.dumps(event, default=str)}\n\n"
+    return f"id: {event['id']}\nevent: task\ndata: {strictjson.dumps(event)}\n\n"
 
 
 async def stream_sse(
@@ -116,10 +176,15 @@ async def stream_sse(
     *,
     keepalive_s: float = 15.0,
 ) -> None:
-    """Write frames until the client goes away (``closed`` set or ``write`` raising)."""
-    await write(f"retry: 2000\n: connected {tail.cursor}\n\n")
+    """Write frames until the client goes away (``closed`` set or ``write`` raising).
+
+    A keepalive goes out ``keepalive_s`` after the last write, whatever other users do:
+    the reader wakes on their events too, but that never shows on this stream."""
+    await write("retry: 2000\n: connected\n\n")
+    last_write = time.monotonic()
     while not closed.is_set():
-        reader = asyncio.ensure_future(tail.read(block_ms=int(keepalive_s * 1000)))
+        left_ms = max(1, int((last_write + keepalive_s - time.monotonic()) * 1000))
+        reader = asyncio.ensure_future(tail.read(block_ms=left_ms))
         gone = asyncio.ensure_future(closed.wait())
         done, _ = await asyncio.wait({reader, gone}, return_when=asyncio.FIRST_COMPLETED)
         if reader not in done:
@@ -130,5 +195,7 @@ async def stream_sse(
         events = reader.result()
         if events:
             await write("".join(sse_frame(e) for e in events))
-        else:
+            last_write = time.monotonic()
+        elif time.monotonic() - last_write >= keepalive_s:
             await write(": keepalive\n\n")
+            last_write = time.monotonic()

@@ -2,15 +2,20 @@
 
 Every error is ``{"error": code, "detail": message, ...}`` with the status the exception
 tree assigns (errors.py): 400 bad JSON, 422 invalid (naming ``field``), 404 missing or
-not yours, 409 illegal transition, 413 too large, 503 backing service down. 403 for an
-unauthenticated request comes from jupyter_server itself.
+not yours, 409 illegal transition, 413 too large, 429 over a per-user quota (with
+``Retry-After``), 503 backing service down. 403 for an unauthenticated request comes from
+jupyter_server itself.
+
+Bodies are streamed (``stream_request_body``): a body whose Content-Length is over its
+route's limit is answered 413 before it is read, and a chunked one stops being kept
+once it passes the limit. Bodies are parsed by :mod:`qtaskdist_jupyter.strictjson` and
+query / header parameters by :mod:`qtaskdist_jupyter.params`, so every refusal happens
+before the first write.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 import uuid
 from typing import Any, TypeVar
 
@@ -21,10 +26,17 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from qtaskdist_jupyter import params as qp
+from qtaskdist_jupyter import strictjson
 from qtaskdist_jupyter.errors import (
+    BadJson,
+    DatabaseUnavailable,
     InvalidInput,
+    LimitExceeded,
     PayloadTooLarge,
     QtaskdistError,
+    QueueUnavailable,
+    QuotaExceeded,
     ServiceUnavailable,
     TaskNotFound,
     TransitionError,
@@ -37,36 +49,43 @@ from qtaskdist_jupyter.schemas import (
     TaskUpdate,
     validation_error,
 )
-from qtaskdist_jupyter.streams import STREAMS, stream_for
+from qtaskdist_jupyter.streams import STREAMS
 
-from .events import EventTail, parse_after, parse_statuses, stream_sse
-from .listing import list_fields, row_json
+from .events import EventTail, stream_sse
+from .listing import columns_for, list_fields, row_json
 
 M = TypeVar("M", bound=BaseModel)
 API = r"/qtaskdist/api"
 _ID = r"(?P<task_id>[^/]+)"
-# A single task's JSON may escape its circuit text (newlines, quotes) and carry metadata.
+# A single task's JSON may escape its circuit text (newlines, quotes) and carry labels.
 _BODY_SLACK = 256 * 1024
-
-
-class BadJson(InvalidInput):
-    http_status = 400
-    code = "bad_json"
+# Routes that take no body still get one read, bounded by this.
+_NO_BODY_BYTES = 64 * 1024
+# What a user reads when a backing service is down: no host, port or driver text (those
+# go to the server log).
+_PUBLIC_503 = {
+    DatabaseUnavailable: "the task database is unreachable; try again shortly",
+    QueueUnavailable: "the task queue is unreachable; try again shortly",
+}
+_STREAMS_RETRY_AFTER_S = 5
 
 
 def task_json(row: dict[str, Any]) -> dict[str, Any]:
     return TaskRead.model_validate(row).model_dump(mode="json")
 
 
-def parse_uuid(value: str | None, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{field}={value!r} is not a UUID", field=field) from None
+def public_message(exc: ServiceUnavailable) -> str:
+    for cls, text in _PUBLIC_503.items():
+        if isinstance(exc, cls):
+            return text
+    return "a backing service is unreachable; try again shortly"
 
 
+@web.stream_request_body
 class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "qtaskdist"
+    _chunks: list[bytes]
+    _size: int = 0
 
     @property
     def app(self) -> Any:
@@ -80,26 +99,45 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
     def owner(self) -> str:
         return self.app.owner_of(self.current_user)
 
+    def body_limit(self) -> int:
+        """Largest body this route reads (routes with a body raise it)."""
+        return _NO_BODY_BYTES
+
+    async def prepare(self) -> None:
+        self._chunks, self._size = [], 0
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self.body_limit():
+            # Answered before the body is read; the connection closes after this reply.
+            raise self._too_large(int(declared))
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.body_limit():
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # past the limit nothing more is kept; body() says 413
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        limit = self.body_limit()
+        return PayloadTooLarge(
+            f"request body is {size} bytes; the limit is {limit}",
+            limit="body_bytes",
+            value=size,
+            maximum=limit,
+        )
+
     def task_id(self, raw: str) -> uuid.UUID:
         try:
             return uuid.UUID(raw)
         except ValueError:
             # Same answer as a missing task: an id that can't exist doesn't.
-            raise TaskNotFound(f"task {raw} not found", task_id=raw) from None
+            raise TaskNotFound(f"task {raw[:64]} not found", task_id=raw[:64]) from None
 
-    def body(self, model: type[M], max_bytes: int) -> M:
-        raw = self.request.body
-        if len(raw) > max_bytes:
-            raise PayloadTooLarge(
-                f"request body is {len(raw)} bytes; the limit is {max_bytes}",
-                limit="body_bytes",
-                value=len(raw),
-                maximum=max_bytes,
-            )
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadJson(f"request body is not JSON: {exc}") from None
+    def body(self, model: type[M]) -> M:
+        if self._size > self.body_limit():
+            raise self._too_large(self._size)
+        data = strictjson.loads(b"".join(self._chunks))
         if not isinstance(data, dict):
             raise BadJson("request body must be a JSON object")
         try:
@@ -107,22 +145,32 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
         except ValidationError as exc:
             raise validation_error(exc) from exc
 
+    def params(self, model: type[qp._Params], **context: Any) -> Any:
+        values = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        return qp.parse(model, values, **context)
+
     def json(self, data: Any, status: int = 200) -> None:
+        text = strictjson.dumps(data)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(text)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = (kwargs.get("exc_info") or (None, None, None))[1]
-        if isinstance(exc, QtaskdistError):
+        if isinstance(exc, ServiceUnavailable):
+            self.set_status(exc.http_status)
+            body = {"error": exc.code, "detail": public_message(exc)}
+        elif isinstance(exc, QtaskdistError):
             self.set_status(exc.http_status)
             body = exc.to_json()
+            if isinstance(exc, QuotaExceeded):
+                self.set_header("Retry-After", str(exc.retry_after_s))
         elif isinstance(exc, web.HTTPError):
             body = {"error": f"http_{status_code}", "detail": exc.log_message or self._reason}
         else:
             body = {"error": "internal_error", "detail": "unhandled server error; see its log"}
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
+        self.finish(strictjson.dumps(body))
 
     def on_finish(self) -> None:
         from .metrics import metrics_of  # the latency histogram of GET metrics
@@ -141,52 +189,40 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
 
 
 class TasksHandler(QtaskdistHandler):
+    def body_limit(self) -> int:
+        return self.service.settings.limits.max_payload_bytes * 2 + _BODY_SLACK
+
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        limits = self.service.settings.limits
-        spec = self.body(TaskCreate, limits.max_payload_bytes * 2 + _BODY_SLACK)
+        spec = self.body(TaskCreate)
         new = self.service.to_new_task(spec, self.owner)
-        (row,) = await self.service.create([new], enqueue=spec.enqueue, full=True)
+        small = await self.service.admit(self.owner, 1)
+        (row,) = await self.service.create([new], enqueue=spec.enqueue, full=True, priority=small)
         self.json(task_json(row), 201)
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        q = self.params(qp.ListParams)
         arg = self.get_query_argument
-        statuses = [s for s in arg("status", "").split(",") if s]
-        for s in statuses:
-            if s not in {t.value for t in TaskStatus}:
-                raise InvalidInput(f"status={s!r} is not one of {list(TaskStatus)}", field="status")
-        task_type = arg("task_type", None) or None
-        if task_type:
-            stream_for(task_type)
-        batch = arg("batch_id", None)
-        raw_limit = arg("limit", "100")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-            raise InvalidInput(f"limit={raw_limit!r} must be 1..1000", field="limit")
+        fields = list_fields(arg("include", None), arg("fields", None))
         rows, nxt = await self.service.store.list(
-            owner=self.owner,
-            status=statuses or None,
-            task_type=task_type,
-            batch_id=parse_uuid(batch, "batch_id") if batch else None,
-            name=arg("name", None) or None,
-            limit=int(raw_limit),
-            cursor=arg("cursor", None) or None,
-            columns=(fields := list_fields(arg("include", None), arg("fields", None))),
+            owner=self.owner, columns=columns_for(fields), **q.model_dump()
         )
         self.json({"tasks": [row_json(r, fields) for r in rows], "next_cursor": nxt})
 
 
 class BatchHandler(QtaskdistHandler):
+    def body_limit(self) -> int:
+        return int(self.app.max_batch_bytes)
+
     @web.authenticated
     @authorized
     async def post(self) -> None:
         limits = self.service.settings.limits
-        spec = self.body(BatchCreate, self.app.max_batch_bytes)
+        spec = self.body(BatchCreate)
         if len(spec.tasks) > limits.max_batch_tasks:
-            from qtaskdist_jupyter.errors import LimitExceeded
-
             raise LimitExceeded(
                 f"{len(spec.tasks)} tasks in one batch; the limit is {limits.max_batch_tasks}",
                 limit="batch_tasks",
@@ -197,7 +233,8 @@ class BatchHandler(QtaskdistHandler):
         batch_id = spec.batch_id or uuid.uuid4()
         # Circuit checks are CPU work: off the event loop, and all before any row exists.
         new = await asyncio.to_thread(self._validate_all, spec, batch_id)
-        await self.service.create(new, enqueue=spec.enqueue)
+        small = await self.service.admit(self.owner, len(new))
+        await self.service.create(new, enqueue=spec.enqueue, priority=small)
         ids = [str(n.task_id) for n in new]
         self.json({"batch_id": str(batch_id), "task_ids": ids, "count": len(ids)}, 201)
 
@@ -217,6 +254,9 @@ class BatchHandler(QtaskdistHandler):
 
 
 class TaskHandler(QtaskdistHandler):
+    def body_limit(self) -> int:
+        return self.service.settings.limits.label_max_bytes * 2 + _NO_BODY_BYTES
+
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
@@ -226,10 +266,12 @@ class TaskHandler(QtaskdistHandler):
     @authorized
     async def patch(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
-        upd = self.body(TaskUpdate, _BODY_SLACK)
-        fields = upd.model_dump(exclude_unset=True, exclude={"status"})
+        upd = self.body(TaskUpdate)
+        fields = upd.model_dump(exclude_unset=True, exclude={"status", "labels", "meta_data"})
         # name may be cleared; the other columns are NOT NULL, so null means "leave it".
         fields = {k: v for k, v in fields.items() if v is not None or k == "name"}
+        if (labels := upd.user_labels()) is not None:
+            fields["labels"] = labels
         if upd.status is not None:
             await self._move(tid, owner, upd.status)
         if fields:
@@ -243,7 +285,8 @@ class TaskHandler(QtaskdistHandler):
         elif target == TaskStatus.QUEUED and current == TaskStatus.PENDING:
             await self.service.enqueue_one(tid, owner)
         elif target == TaskStatus.QUEUED and current in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            await self.service.retry(tid, owner)
+            small = await self.service.admit(owner, 1)
+            await self.service.retry(tid, owner, priority=small)
         else:
             raise TransitionError(
                 f"cannot move task {tid} from {current} to {target}: a client may only "
@@ -265,14 +308,12 @@ class EnqueueHandler(QtaskdistHandler):
     @authorized
     async def post(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
-        wanted = self.get_query_argument("task_type", None)
+        wanted = self.params(qp.EnqueueParams).task_type
         row = await self.service.store.get(tid, owner)
-        if wanted:
-            stream_for(wanted)
-            if wanted != row["task_type"]:
-                raise InvalidInput(
-                    f"task {tid} is a {row['task_type']} task, not {wanted}", field="task_type"
-                )
+        if wanted and wanted != row["task_type"]:
+            raise InvalidInput(
+                f"task {tid} is a {row['task_type']} task, not {wanted}", field="task_type"
+            )
         self.json(task_json(await self.service.enqueue_one(tid, owner)))
 
 
@@ -287,17 +328,18 @@ class RetryHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def post(self, task_id: str) -> None:
-        self.json(task_json(await self.service.retry(self.task_id(task_id), self.owner)))
+        tid, owner = self.task_id(task_id), self.owner
+        await self.service.store.get(tid, owner)  # 404 before the quota says anything
+        small = await self.service.admit(owner, 1)
+        self.json(task_json(await self.service.retry(tid, owner, priority=small)))
 
 
 class CountsHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        batch = self.get_query_argument("batch_id", None)
-        counts = await self.service.store.counts(
-            owner=self.owner, batch_id=parse_uuid(batch, "batch_id") if batch else None
-        )
+        q = self.params(qp.CountsParams)
+        counts = await self.service.store.counts(owner=self.owner, batch_id=q.batch_id)
         self.json({"counts": counts})
 
 
@@ -307,23 +349,20 @@ class EventsHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        after = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
-        statuses = parse_statuses(self.get_query_argument("status", None))
-        tail = await EventTail.start(self.service.broker, self.owner, parse_after(after), statuses)
-        if "text/event-stream" in self.request.headers.get("Accept", ""):
-            await self._sse(tail)
-            return
-        raw = self.get_query_argument("timeout_s", "25")
-        try:
-            timeout_s = float(raw)
-        except ValueError:
-            raise InvalidInput(f"timeout_s={raw!r} is not a number", field="timeout_s") from None
-        if not 0 <= timeout_s <= self.app.events_max_timeout_s:
-            raise InvalidInput(
-                f"timeout_s must be 0..{self.app.events_max_timeout_s}", field="timeout_s"
+        values = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        if self.request.headers.get("Last-Event-ID"):
+            values["after"] = self.request.headers["Last-Event-ID"]
+        q = qp.parse(qp.EventsParams, values, max_timeout_s=self.app.events_max_timeout_s)
+        owner = self.owner
+        with self.app.event_streams.hold(owner, self.service.settings.limits.max_event_streams):
+            tail = await EventTail.start(
+                self.service.broker, owner, q.after, q.status, self.app.cursor_book
             )
-        events = await tail.poll(timeout_s)
-        self.json({"events": events, "cursor": tail.cursor})
+            if "text/event-stream" in self.request.headers.get("Accept", ""):
+                await self._sse(tail)
+                return
+            events = await tail.poll(q.timeout_s)
+            self.json({"events": events, "cursor": tail.cursor})
 
     async def _sse(self, tail: EventTail) -> None:
         self._closed = asyncio.Event()
@@ -343,7 +382,8 @@ class EventsHandler(QtaskdistHandler):
             # Headers are sent, so no 503 now: say why and end the stream; EventSource
             # reconnects by itself (retry: 2000) and resumes from Last-Event-ID.
             self.log.warning("qtaskdist events stream ended: %s", exc.message)
-            self.write(f"event: error\ndata: {json.dumps(exc.to_json())}\n\n")
+            frame = {"error": exc.code, "detail": public_message(exc)}
+            self.write(f"event: error\ndata: {strictjson.dumps(frame)}\n\n")
         if not self._finished:
             self.finish()
 
@@ -351,43 +391,6 @@ class EventsHandler(QtaskdistHandler):
         if self._closed is not None:
             self._closed.set()
         super().on_connection_close()
-
-
-class HealthHandler(QtaskdistHandler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        svc = self.service
-        db, redis = await asyncio.gather(_probe(svc.store.ping()), _probe(svc.broker.ping()))
-        workers: list[dict[str, Any]] = []
-        streams: dict[str, Any] = {}
-        if redis["ok"]:
-            try:
-                now, stale = time.time(), self.app.worker_stale_s
-                for name, info in sorted((await svc.broker.workers()).items()):
-                    age = max(0.0, now - float(info.pop("ts", 0)))
-                    workers.append(
-                        {
-                            **info,
-                            "name": name,
-                            "host": info.get("host"),
-                            "pid": info.get("pid"),
-                            "last_heartbeat_s": round(age, 3),
-                            "alive": age < stale,
-                        }
-                    )
-                streams = await svc.broker.stream_stats()
-            except ServiceUnavailable as exc:
-                redis = {"ok": False, "error": exc.message}
-        self.json({"database": db, "redis": redis, "workers": workers, "streams": streams})
-
-
-async def _probe(check: Any) -> dict[str, Any]:
-    try:
-        await asyncio.wait_for(check, timeout=10)
-        return {"ok": True}
-    except (ServiceUnavailable, TimeoutError) as exc:
-        return {"ok": False, "error": getattr(exc, "message", None) or "timed out"}
 
 
 default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
@@ -399,7 +402,11 @@ default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
     (rf"{API}/tasks/{_ID}/cancel", CancelHandler),
     (rf"{API}/tasks/{_ID}/retry", RetryHandler),
     (rf"{API}/events", EventsHandler),
-    (rf"{API}/health", HealthHandler),
 ]
 
 __all__ = ["default_handlers", "STREAMS"]
+
+# Last: health.py builds on the base handler above.
+from .health import HealthHandler  # noqa: E402
+
+default_handlers.append((rf"{API}/health", HealthHandler))

@@ -16,6 +16,7 @@ The qBraid SDK talks to ``{QBRAID_API_URL or https://api-v2.qbraid.com/api/v1}``
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -35,8 +36,37 @@ from .local_device import LOCAL_DEVICE_ID, LOCAL_JOB_PREFIX, LocalJob, LocalProv
 
 log = logging.getLogger(__name__)
 
-# qBraid job tag that carries our task id; it is how duplicates are found.
+# qBraid job tag that carries our task id; it is how duplicates are found, and how a
+# worker checks that a job it is about to resume belongs to the task at hand.
 TASK_TAG = "qtaskdist_task_id"
+# meta_data key of the worker's record of a task's provider job (id, device, task, attempt).
+PROVIDER_JOB = "provider_job"
+# qBraid resource names: colon-separated segments of letters, digits, "_", "." and "-"
+# (``qbraid:qbraid:sim:qir-sv-1a2b3c``). Nothing else may reach a URL path: no "/", "?",
+# "#", "%" or whitespace, so an id can never name another API route.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}(:[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}){0,7}")
+_LOCAL_JOB_ID = re.compile(re.escape(LOCAL_JOB_PREFIX) + r"[0-9a-f\-]{36}")
+
+
+def valid_job_id(job_id: str) -> bool:
+    if job_id.startswith(LOCAL_JOB_PREFIX):
+        return bool(_LOCAL_JOB_ID.fullmatch(job_id))
+    return bool(_JOB_ID.fullmatch(job_id, 0, 512)) and len(job_id) <= 512
+
+
+def _checked(job_id: str) -> str:
+    if not valid_job_id(job_id):
+        raise PermanentJobError(f"{job_id[:80]!r} is not a qBraid job id")
+    return job_id
+
+
+# Transport errors name the API's host and port; users read this text.
+_URLISH = re.compile(r"\w+://[^\s'\"]+|host='[^']*'|port=\d+|\b[\w.\-]+:\d{2,5}\b")
+
+
+def _public(text: str) -> str:
+    return _URLISH.sub("<provider>", text)[:500]
+
 
 _STATUS = {
     JobStatus.INITIALIZING: "queued",
@@ -106,7 +136,7 @@ def _translate(exc: BaseException, doing: str, *, not_found: str | None = None) 
     """Classify an SDK failure by the HTTP status (or transport error) at its root."""
     status = _http_status(exc)
     transport = any(isinstance(e, requests.ConnectionError | requests.Timeout) for e in _chain(exc))
-    detail = f"{doing}: {exc}"
+    detail = _public(f"{doing}: {exc}")
     if status is None and transport:
         return RetryableJobError(f"qBraid API unreachable while {detail}")
     if status is not None and (status >= 500 or status in _RETRYABLE_STATUS):
@@ -151,6 +181,8 @@ class BackendRunner:
         self._local = LocalProvider()
         self._provider: QbraidProvider | None = None
         self._lock = threading.Lock()
+        # Local jobs have no tags: which task each one was started for.
+        self._local_tasks: dict[str, str] = {}
 
     # -- public API ----------------------------------------------------------------
     def submit(
@@ -165,7 +197,9 @@ class BackendRunner:
         """Start ``circuit`` and return the provider's job id."""
         if device_id == LOCAL_DEVICE_ID:
             try:
-                return str(self._local.run(circuit, shots=shots, options=options).id)
+                local_id = str(self._local.run(circuit, shots=shots, options=options).id)
+                self._local_tasks[local_id] = task_id
+                return local_id
             except _SDK_ERRORS as exc:
                 raise PermanentJobError(f"local device refused the job: {exc}") from exc
         provider = self._provider_or_raise()
@@ -190,11 +224,24 @@ class BackendRunner:
         except _SDK_ERRORS as exc:
             raise _translate(exc, f"submitting to {device_id!r}") from exc
         try:
-            return self._settle(client, task_id) or str(job.id)
+            return self._settle(client, task_id) or _checked(str(job.id))
         except JobError as exc:
             # The job exists; a failed clean-up must not make the caller submit again.
             log.warning("could not check task %s for duplicate jobs: %s", task_id, exc)
             return str(job.id)
+
+    def owned_status(self, job_id: str, task_id: str) -> str | None:
+        """``job_id``'s status if the provider says it was started for ``task_id``
+        (its tag); None for anyone else's job."""
+        if job_id.startswith(LOCAL_JOB_PREFIX):
+            if self._local_tasks.get(_checked(job_id)) != task_id:
+                return None
+            return _STATUS[self._local_job(job_id).status()]
+        job = self._get_job(job_id)
+        if (job.tags or {}).get(TASK_TAG) != task_id:
+            log.warning("job %s is not task %s's; not resuming it", job_id, task_id)
+            return None
+        return _STATUS[job.status]
 
     def status(self, job_id: str) -> str:
         """One of ``queued``, ``running``, ``completed``, ``failed``, ``cancelled``."""
@@ -210,7 +257,7 @@ class BackendRunner:
         if job_id.startswith(LOCAL_JOB_PREFIX):
             return self._local_job(job_id).counts()
         try:
-            result = QbraidJob(job_id, client=self._client()).result()
+            result = QbraidJob(_checked(job_id), client=self._client()).result()
             counts = result.data.get_counts()
         except _SDK_ERRORS as exc:
             raise _translate(exc, f"fetching the result of {job_id}") from exc
@@ -226,7 +273,7 @@ class BackendRunner:
         if self._get_job(job_id).status in JobStatus.terminal_states():
             return
         try:
-            self._client().cancel_job(job_id)
+            self._client().cancel_job(_checked(job_id))
         except _SDK_ERRORS as exc:
             # It may have finished between our look and the cancel.
             if self._get_job(job_id).status not in JobStatus.terminal_states():
@@ -245,7 +292,7 @@ class BackendRunner:
 
     # -- helpers -------------------------------------------------------------------
     def _local_job(self, job_id: str) -> LocalJob:
-        job = self._local.job(job_id)
+        job = self._local.job(_checked(job_id))
         if job is None:
             raise PermanentJobError(
                 f"local job {job_id} is unknown to this process (local jobs live in the "
@@ -280,6 +327,7 @@ class BackendRunner:
         return self._provider_or_raise().client
 
     def _get_job(self, job_id: str) -> RuntimeJob:
+        _checked(job_id)
         try:
             return self._client().get_job(job_id)
         except _SDK_ERRORS as exc:
@@ -294,7 +342,11 @@ class BackendRunner:
         except _SDK_ERRORS as exc:
             raise _translate(exc, f"listing jobs of task {task_id}") from exc
         # The filter is the server's; check the tag here too rather than trust it.
-        usable = [j for j in jobs if j.tags.get(TASK_TAG) == task_id and j.status not in _DEAD]
+        usable = [
+            j
+            for j in jobs
+            if j.tags.get(TASK_TAG) == task_id and j.status not in _DEAD and valid_job_id(j.jobQrn)
+        ]
         if not usable:
             return None
         usable.sort(key=lambda j: (_created(j), j.jobQrn))

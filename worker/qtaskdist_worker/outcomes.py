@@ -76,8 +76,9 @@ def profile(
         **{k: v for k, v in versions.items() if k in ("qiskit_version", "aer_version")},
     }
     meta.update(outcome.get("meta") or {})
-    if not outcome.get("ok") and outcome.get("traceback"):
-        meta["traceback"] = outcome["traceback"]
+    if not outcome.get("ok") and outcome.get("error_id"):
+        # The traceback is in the worker's log under this id, not in the row.
+        meta["error_id"] = outcome["error_id"]
     return meta
 
 

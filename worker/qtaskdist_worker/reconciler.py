@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from qtaskdist_jupyter.errors import QueueUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.queue import Broker
 from qtaskdist_jupyter.store import TaskStore
-from qtaskdist_jupyter.streams import STREAMS
+from qtaskdist_jupyter.streams import streams_of
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "qtaskdist:reconcile"
@@ -79,7 +79,7 @@ async def reconcile(
             raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
         if not locked:
             return {"requeued": 0, "released": 0}
-    streams = [STREAMS[t] for t in task_types]
+    streams = [s for t in task_types for s in streams_of(t)]
     await broker.ensure_groups(streams)
     requeued = released = 0
 

@@ -38,7 +38,7 @@ from qtaskdist_jupyter.errors import (
 from qtaskdist_jupyter.queue import Broker
 from qtaskdist_jupyter.runtime import freeze_startup_heap
 from qtaskdist_jupyter.store import TaskStore
-from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage
+from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage, streams_of
 
 from .duties import Duties
 from .executor import JobCancelled
@@ -98,7 +98,7 @@ class Worker(Duties, Settling):
         self.settings = settings
         self.opts = opts
         self.name = opts.name
-        self.streams = [STREAMS[t] for t in opts.task_types]
+        self.streams = [s for t in opts.task_types for s in streams_of(t)]
         self.store = TaskStore.from_url(settings.database_url, pool_size=4)
         self.broker = Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen)
         self.pool: Any = None
@@ -202,8 +202,9 @@ class Worker(Duties, Settling):
 
     # ---- reading ---------------------------------------------------------------------
     def _lanes(self) -> dict[str, list[str]]:
-        pool = [STREAMS[t] for t in self.opts.task_types if t in POOL_TYPES]
-        backend = [STREAMS[t] for t in self.opts.task_types if t == "backend_run"]
+        # Each type's priority stream comes first (fair share, docs/fair-share.md).
+        pool = [s for t in self.opts.task_types if t in POOL_TYPES for s in streams_of(t)]
+        backend = [s for t in self.opts.task_types if t == "backend_run" for s in streams_of(t)]
         return {k: v for k, v in (("pool", pool), ("backend", backend)) if v}
 
     def _has_room(self, lane: str) -> bool:
@@ -259,7 +260,7 @@ class Worker(Duties, Settling):
         for stream, eid, fields in entries:
             try:
                 msg = TaskMessage.decode(fields)
-                if STREAMS[msg.task_type] != stream:
+                if stream not in streams_of(msg.task_type):
                     raise MalformedMessage(f"a {msg.task_type} message on {stream}")
             except MalformedMessage as exc:
                 log.error("dead-lettering %s %s: %s", stream, eid, exc)

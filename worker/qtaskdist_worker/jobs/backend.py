@@ -17,6 +17,7 @@ from qtaskdist_jupyter.config import Limits
 from qtaskdist_jupyter.errors import JobError, JobTimeout, PermanentJobError
 from qtaskdist_jupyter.schemas import BackendPayload, parse_payload
 
+from ..backend import PROVIDER_JOB, valid_job_id
 from ..executor import JobCancelled
 from .common import load_circuit
 
@@ -40,17 +41,8 @@ async def run_backend(
     started = time.monotonic()
     circuit = await asyncio.to_thread(load_circuit, p.circuit, p.circuit_format, limits)
 
-    job_id: str | None = None
-    prior = row.get("meta_data") or {}
-    if prior.get("provider_job_id") and prior.get("device_id") == p.device_id:
-        # A redelivered task resumes the job it already started instead of paying twice.
-        job_id = str(prior["provider_job_id"])
-        try:
-            state = await asyncio.to_thread(runner.status, job_id)
-            if state in ("failed", "cancelled"):
-                job_id = None
-        except PermanentJobError:
-            job_id = None  # e.g. a local job that lived in a worker that is gone
+    attempt = int(row.get("attempt") or 0)
+    job_id = await _resumable(row, runner, task_id, p.device_id, attempt)
     if job_id is None:
         job_id = await asyncio.to_thread(
             runner.submit,
@@ -60,7 +52,16 @@ async def run_backend(
             task_id=task_id,
             options=dict(p.provider_options),
         )
-        await annotate({"provider_job_id": job_id, "device_id": p.device_id})
+        await annotate(
+            {
+                PROVIDER_JOB: {
+                    "id": job_id, "device_id": p.device_id, "task_id": task_id,
+                    "attempt": attempt,
+                },
+                "provider_job_id": job_id,
+                "device_id": p.device_id,
+            }
+        )  # fmt: skip
 
     delay = min(0.05, poll_s)
     while True:
@@ -85,6 +86,39 @@ async def run_backend(
         except TimeoutError:
             pass
         delay = min(delay * 2, poll_s)
+
+
+async def _resumable(
+    row: dict[str, Any], runner: Any, task_id: str, device_id: str, attempt: int
+) -> str | None:
+    """The provider job an earlier attempt of this task started, if it may be resumed.
+
+    Only a record a worker wrote (``meta_data.provider_job``, beside which users can
+    write nothing: their labels live under ``meta_data.user``) for this task, an earlier
+    or this attempt, and the same device counts; the id must have the provider's syntax;
+    and the provider must confirm the job carries this task's tag. Anything else is
+    ignored and a new job is submitted (one per task: the runner finds a tagged twin)."""
+    record = (row.get("meta_data") or {}).get(PROVIDER_JOB)
+    if not isinstance(record, dict):
+        return None
+    job_id, at = record.get("id"), record.get("attempt")
+    if not (
+        isinstance(job_id, str)
+        and record.get("task_id") == task_id
+        and record.get("device_id") == device_id
+        and type(at) is int
+        and 0 < at <= attempt
+        and valid_job_id(job_id)
+    ):
+        log.warning("task %s: ignoring a provider job record it did not write", task_id)
+        return None
+    try:
+        state = await asyncio.to_thread(runner.owned_status, job_id, task_id)
+    except PermanentJobError:
+        return None  # e.g. a local job that lived in a worker that is gone
+    if state is None or state in ("failed", "cancelled"):
+        return None
+    return job_id
 
 
 async def _cancel(runner: Any, job_id: str) -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import traceback
+import uuid
 from typing import Any
 
 from qtaskdist_jupyter.config import Limits
 from qtaskdist_jupyter.errors import JobError, PermanentJobError, QtaskdistError
+
+log = logging.getLogger("qtaskdist_worker.errors")
+_TRACEBACK_CHARS = 16_000
+_URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s'\"<>]+", re.IGNORECASE)
+_HOST_PORT = re.compile(r"host='[^']*'(, port=\d+)?|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b")
+# Absolute paths of two or more parts (/home/u/x.py, C:\\x\\y); "1/2" is not one.
+_PATH = re.compile(r"(?<![\w.])(?:/[\w.\-]+){2,}/?|\b[A-Za-z]:\\[\w.\-\\]+")
 
 
 def versions() -> dict[str, str]:
@@ -49,18 +59,36 @@ def first_line(exc: BaseException) -> str:
 
 
 def error_report(exc: BaseException, *, prefix: str = "") -> dict[str, Any]:
-    """A failed task: one clear line, the traceback apart, and whether to retry."""
+    """A failed task: one clear line for its owner, and whether to retry.
+
+    The traceback (source paths, service URLs) is for operators: it goes to this
+    process's log under ``error_id``, which the task carries (``meta_data.error_id``)."""
     retryable = bool(getattr(exc, "retryable", False))
     if not isinstance(exc, QtaskdistError):
         # Aer and converter errors are deterministic: the same input fails the same way.
         retryable = False
+    error_id = uuid.uuid4().hex[:16]
+    log.error(
+        "error %s (%s): %s\n%s",
+        error_id,
+        type(exc).__name__,
+        first_line(exc),
+        "".join(traceback.format_exception(exc))[-_TRACEBACK_CHARS:],
+    )
     return {
         "ok": False,
-        "error": f"{prefix}{first_line(exc)}",
+        "error": public_text(f"{prefix}{first_line(exc)}"),
         "error_type": type(exc).__name__,
+        "error_id": error_id,
         "retryable": retryable,
-        "traceback": "".join(traceback.format_exception(exc))[-8000:],
     }
+
+
+def public_text(text: str) -> str:
+    """``text`` without what a user must not read: URLs, host:port, absolute paths."""
+    text = _URL.sub("<url>", text)
+    text = _HOST_PORT.sub("<host>", text)
+    return _PATH.sub("<path>", text)
 
 
 def permanent(message: str) -> JobError:
