@@ -179,7 +179,7 @@ def _reset(db: str, rds: str) -> None:
     import redis
 
     with psycopg.connect(libpq_url(db), autocommit=True, connect_timeout=5) as conn:
-        conn.execute("truncate tasks")
+        conn.execute("truncate tasks cascade")
     with redis.Redis.from_url(rds, socket_timeout=10) as r:
         r.flushall()
 
