@@ -1,7 +1,7 @@
 """The benchmark's environment: its own database and Redis DB, a Jupyter server, workers.
 
 Nothing here is mocked: a real ``jupyter server`` with the extension (via
-:class:`qtaskdist_jupyter.launcher.ServerProcess`), real ``python -m qtaskdist_worker``
+:class:`devtools.launcher.ServerProcess`), real ``python -m qtaskdist_worker``
 processes, the local PostgreSQL and Redis.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import redis
 
-from qtaskdist_jupyter.config import libpq_url, normalize_database_url
-from qtaskdist_jupyter.launcher import ServerProcess
+from devtools.launcher import ServerProcess
+from qtaskdist_jupyter.core.config import libpq_url, normalize_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BELL = (
@@ -94,7 +94,7 @@ def machine_info() -> dict[str, Any]:
 
 def reset_database(cfg: BenchConfig) -> None:
     """Drop and recreate the benchmark database, then migrate it to head."""
-    from qtaskdist_jupyter.migrate import upgrade
+    from qtaskdist_jupyter.core.migrate import upgrade
 
     with psycopg.connect(libpq_url(normalize_database_url(cfg.admin_url)), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{cfg.db_name}" WITH (FORCE)')

@@ -24,7 +24,7 @@ from typing import Any
 
 from jupyter_server.auth.identity import IdentityProvider, User
 
-from qtaskdist_jupyter.launcher import ServerProcess
+from devtools.launcher import ServerProcess
 
 from .cases import Api, bell_spec, submit
 from .env import ROOT, BenchConfig, Fleet, clear_state, pg, reset_database, service_env

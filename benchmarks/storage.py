@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from qtaskdist_jupyter.config import Limits, Settings, normalize_database_url
-from qtaskdist_jupyter.schemas import TaskCreate
+from qtaskdist_jupyter.core.config import Limits, Settings, normalize_database_url
+from qtaskdist_jupyter.core.schemas import TaskCreate
 
 from .env import BELL, ROOT, BenchConfig, Fleet, machine_info, pg, reset_database
 
@@ -46,7 +46,7 @@ def sv_qasm(n: int) -> str:
 
 
 async def submit(cfg: BenchConfig, specs: list[dict[str, Any]]) -> None:
-    from qtaskdist_jupyter.service import TaskService
+    from qtaskdist_jupyter.core.service import TaskService
 
     settings = Settings(
         database_url=normalize_database_url(cfg.database_url),

@@ -19,8 +19,8 @@ import time
 
 import redis
 
-from qtaskdist_jupyter.config import load_settings
-from qtaskdist_jupyter.streams import WORKERS_KEY
+from qtaskdist_jupyter.core.broker.wire import WORKERS_KEY
+from qtaskdist_jupyter.core.config import load_settings
 
 
 def newest_beat_age(redis_url: str, host: str) -> float | None:

@@ -29,9 +29,9 @@ import psycopg
 import pytest
 import redis
 
-from qtaskdist_jupyter.config import libpq_url, normalize_database_url
-from qtaskdist_jupyter.demo import server_args, wait_for_worker
-from qtaskdist_jupyter.launcher import ServerProcess
+from devtools.demo import server_args, wait_for_worker
+from devtools.launcher import ServerProcess
+from qtaskdist_jupyter.core.config import libpq_url, normalize_database_url
 
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 
 from conftest import start_server  # noqa: E402
 
-from qtaskdist_jupyter.demo import execute_notebook  # noqa: E402
+from devtools.demo import execute_notebook  # noqa: E402
 
 
 def main(names: list[str]) -> int:

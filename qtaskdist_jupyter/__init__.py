@@ -13,14 +13,14 @@ __version__ = "0.1.0"
 __all__ = ["BatchHandle", "Client", "TaskHandle", "TaskTable", "load_ipython_extension"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import BatchHandle, Client, TaskHandle
-    from .widget import TaskTable
+    from qtaskdist_jupyter.kernel.client import BatchHandle, Client, TaskHandle
+    from qtaskdist_jupyter.kernel.widget import TaskTable
 
 _LAZY = {
-    "Client": "client",
-    "TaskHandle": "client",
-    "BatchHandle": "client",
-    "TaskTable": "widget",
+    "Client": "kernel.client",
+    "TaskHandle": "kernel.client",
+    "BatchHandle": "kernel.client",
+    "TaskTable": "kernel.widget",
 }
 
 
@@ -37,7 +37,7 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext qtaskdist_jupyter``: register the ``%qtask`` / ``%%qtask`` magics."""
-    from .magics import QtaskMagics
+    from qtaskdist_jupyter.kernel.magics import QtaskMagics
 
     ip.register_magics(QtaskMagics)
 

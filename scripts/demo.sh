@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: install into .venv, then `qtaskdist demo`: a Jupyter
+# The main job on the embedded default: install into .venv, then `python -m devtools.demo`: a Jupyter
 # server with the extension (embedded PostgreSQL + Valkey and a local worker when
 # DATABASE_URL / REDIS_URL are unset) runs notebooks/01-quickstart.ipynb headless and
-# prints the task table and the counts. Options go to `qtaskdist demo` (--timeout-s S).
+# prints the task table and the counts. Options go to `devtools/demo.py` (--timeout-s S).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/qtaskdist ]; then
@@ -11,4 +11,4 @@ else
   echo "==> installing qtaskdist-jupyter and its dependencies into .venv (first time: a few minutes)"
 fi
 scripts/bootstrap.sh
-exec .venv/bin/qtaskdist demo "$@"
+exec .venv/bin/python -m devtools.demo "$@"

@@ -1,6 +1,6 @@
 """JupyterLab + a worker + headless Chromium, for the browser test (tests/test_browser.py).
 
-JupyterLab runs as a child process (``qtaskdist_jupyter.launcher.ServerProcess``) with its
+JupyterLab runs as a child process (``devtools.launcher.ServerProcess``) with its
 own config, runtime, settings and workspace folders, so nothing from the user's ~/.jupyter
 leaks in, and with ``local_workers=0``: the test starts the worker itself, at the moment it
 wants tasks to start moving. Chromium is Debian's package driven by Playwright.
@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qtaskdist_jupyter.launcher import ServerProcess
+from devtools.launcher import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "browser"

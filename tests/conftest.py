@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from qtaskdist_jupyter.config import Limits, Settings, libpq_url, normalize_database_url
+from qtaskdist_jupyter.core.config import Limits, Settings, libpq_url, normalize_database_url
 
 # jp_fetch / jp_serverapp for the server extension tests (tests/server_fixtures.py).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -60,7 +60,7 @@ def _url_for(dbname: str) -> str:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A migrated template database; each test clones it (CREATE DATABASE … TEMPLATE)."""
-    from qtaskdist_jupyter.migrate import upgrade
+    from qtaskdist_jupyter.core.migrate import upgrade
 
     with _admin() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
@@ -139,7 +139,7 @@ def settings(database_url: str, redis_url: str, limits: Limits, tmp_path) -> Set
 
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator:
-    from qtaskdist_jupyter.service import TaskService
+    from qtaskdist_jupyter.core.service import TaskService
 
     svc = TaskService.from_settings(settings)
     yield svc

@@ -217,7 +217,7 @@ def nb_server(
 
 @pytest.fixture
 def nb_client(nb_server: NbServer) -> Iterator[Any]:
-    from qtaskdist_jupyter.client import Client
+    from qtaskdist_jupyter.kernel.client import Client
 
     with Client(nb_server.url, nb_server.token, timeout_s=30) as c:
         yield c

@@ -125,7 +125,7 @@ class Rig:
 
     # ---- PostgreSQL / Valkey on their hosts --------------------------------------
     def start_postgres(self, host: str, port: int = 5432) -> str:
-        from qtaskdist_jupyter import embedded
+        from qtaskdist_jupyter.core import embedded
 
         home = self.workdir / "pg"
         user = embedded._pg_user()
@@ -172,7 +172,7 @@ class Rig:
 def _wait_pg(url: str, timeout_s: float = 60) -> None:
     import psycopg
 
-    from qtaskdist_jupyter.config import libpq_url
+    from qtaskdist_jupyter.core.config import libpq_url
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qtaskdist_jupyter.config import libpq_url
+from qtaskdist_jupyter.core.config import libpq_url
 
 from .conftest import BELL_QASM2
 from .server_fixtures import *  # noqa: F403

@@ -12,7 +12,7 @@ from qiskit import QuantumCircuit, transpile
 from qiskit_aer import AerSimulator
 from qtaskdist_worker.backend import TASK_TAG, BackendRunner
 
-from qtaskdist_jupyter.errors import PermanentJobError, RetryableJobError
+from qtaskdist_jupyter.core.errors import PermanentJobError, RetryableJobError
 from tests.fake_qbraid import FakeQbraid, sdk_env
 
 KEY = "test-key"

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from qtaskdist_jupyter.config import libpq_url
-from qtaskdist_jupyter.errors import PermanentJobError
+from qtaskdist_jupyter.core.config import libpq_url
+from qtaskdist_jupyter.core.errors import PermanentJobError
 
 from .conftest import BELL_QASM2
 from .fake_qbraid import FakeQbraid, sdk_env

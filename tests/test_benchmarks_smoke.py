@@ -10,7 +10,7 @@ import psycopg
 import redis
 
 from benchmarks.cases import bulk_submit_rate
-from qtaskdist_jupyter.config import libpq_url
+from qtaskdist_jupyter.core.config import libpq_url
 
 from .server_fixtures import *  # noqa: F403
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from qtaskdist_jupyter.client import Client, find_server
-from qtaskdist_jupyter.errors import ApiError, ServerNotFound, TaskFailed, WaitTimeout
+from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, TaskFailed, WaitTimeout
+from qtaskdist_jupyter.kernel.client import Client, find_server
 
 from .conftest import BELL_QASM2
 from .nb_fixtures import *  # noqa: F403

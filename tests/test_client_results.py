@@ -14,9 +14,9 @@ from IPython.utils.capture import capture_output
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 
-from qtaskdist_jupyter.errors import ApiError
-from qtaskdist_jupyter.lazy_result import LazyResult
-from qtaskdist_jupyter.magics import QtaskMagics
+from qtaskdist_jupyter.core.errors import ApiError
+from qtaskdist_jupyter.kernel.lazy_result import LazyResult
+from qtaskdist_jupyter.kernel.magics import QtaskMagics
 
 from .conftest import BELL_QASM2
 from .nb_fixtures import *  # noqa: F403
@@ -83,7 +83,7 @@ def test_show_summarizes_a_stored_array_without_downloading_it(
 ) -> None:
     h = nb_client.submit_simulate(phased_qasm(14), shots=1, statevector=True)
     h.wait(timeout_s=120)
-    from qtaskdist_jupyter import lazy_result
+    from qtaskdist_jupyter.kernel import lazy_result
 
     def no_download(*a: Any, **k: Any) -> Any:
         raise AssertionError("%qtask show downloaded an array")

@@ -14,9 +14,9 @@ from qiskit import QuantumCircuit, qasm2, qasm3, qpy
 from qiskit.circuit import Parameter, ParameterVector
 from qiskit.circuit.random import random_circuit
 
-from qtaskdist_jupyter import codec, qasm_scan
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import (
+from qtaskdist_jupyter.core.circuits import codec, qasm_scan
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import (
     CircuitError,
     IncludeRefused,
     LimitExceeded,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qtaskdist_jupyter.config import load_settings, normalize_database_url
-from qtaskdist_jupyter.errors import ConfigError
+from qtaskdist_jupyter.core.config import load_settings, normalize_database_url
+from qtaskdist_jupyter.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

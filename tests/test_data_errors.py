@@ -8,9 +8,9 @@ import uuid
 import psycopg
 import pytest
 
-from qtaskdist_jupyter.db import classify
-from qtaskdist_jupyter.errors import DatabaseUnavailable, DataRefused
-from qtaskdist_jupyter.store import NewTask, TaskStore
+from qtaskdist_jupyter.core.errors import DatabaseUnavailable, DataRefused
+from qtaskdist_jupyter.core.store.engine import classify
+from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
 
 from .conftest import BELL_QASM2
 from .fake_qbraid import FakeQbraid, sdk_env

@@ -239,8 +239,8 @@ def test_wheel_holds_the_packages_and_the_extension_config(tmp_path: Path) -> No
     names = zipfile.ZipFile(wheel).namelist()
     for pkg in ("qtaskdist_jupyter", "qtaskdist_server", "qtaskdist_worker"):
         assert f"{pkg}/__init__.py" in names, pkg
-    assert "qtaskdist_jupyter/migrations/env.py" in names or any(
-        n.startswith("qtaskdist_jupyter/migrations/") for n in names
+    assert "qtaskdist_jupyter/core/migrations/env.py" in names or any(
+        n.startswith("qtaskdist_jupyter/core/migrations/") for n in names
     )
     assert any(
         n.endswith("data/data/etc/jupyter/jupyter_server_config.d/qtaskdist_server.json")
@@ -263,7 +263,7 @@ def _healthcheck(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]
 
 
 async def test_worker_healthcheck_follows_heartbeats(redis_url: str) -> None:
-    from qtaskdist_jupyter.queue import Broker
+    from qtaskdist_jupyter.core.broker.broker import Broker
 
     r = _healthcheck(redis_url)
     assert r.returncode == 1 and "no heartbeat" in r.stderr, r

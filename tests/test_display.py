@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from qtaskdist_jupyter import display
+from qtaskdist_jupyter.kernel import display
 
 
 @pytest.mark.parametrize("name", [r"$\foo{$", "$x^$", "cost: $5 and $", r"\$"])

@@ -18,18 +18,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from qtaskdist_jupyter.client import Client
-from qtaskdist_jupyter.demo import server_args
-from qtaskdist_jupyter.embedded import services_running, services_status, stop_services
-from qtaskdist_jupyter.embedded_watch import WATCH_INTERVAL_S
-from qtaskdist_jupyter.launcher import ServerProcess
+from devtools.demo import server_args
+from devtools.launcher import ServerProcess
+from qtaskdist_jupyter.core.embedded import services_running, services_status, stop_services
+from qtaskdist_jupyter.core.embedded_watch import WATCH_INTERVAL_S
+from qtaskdist_jupyter.kernel.client import Client
 
 from .conftest import BELL_QASM2
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDER = """
 import sys
-from qtaskdist_jupyter.embedded import ensure_services
+from qtaskdist_jupyter.core.embedded import ensure_services
 ensure_services(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.read()  # hold until the test closes stdin
@@ -83,7 +83,7 @@ def _watchdog_gone(home: Path) -> bool:
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "qtaskdist_jupyter.cli", *args]
+    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.cli", *args]
     return subprocess.run(cmd, env=_env(home), capture_output=True, text=True, timeout=120)
 
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from qtaskdist_jupyter.config import Settings, libpq_url
-from qtaskdist_jupyter.demo import server_args
+from devtools.demo import server_args
+from qtaskdist_jupyter.core.config import Settings, libpq_url
 
 from .conftest import BELL_QASM2
 from .fleet_checks import check_rows, completion_event_counts, figures
@@ -127,9 +127,9 @@ def _env() -> dict[str, str]:
 
 # ---- functions run in the ctl host (the probe thread) ----------------------------------
 def _submit(db: str, rds: str, home: Path, payloads: list[dict[str, Any]]) -> list[uuid.UUID]:
-    from qtaskdist_jupyter.schemas import validate_payload
-    from qtaskdist_jupyter.service import TaskService
-    from qtaskdist_jupyter.store import NewTask
+    from qtaskdist_jupyter.core.schemas import validate_payload
+    from qtaskdist_jupyter.core.service import TaskService
+    from qtaskdist_jupyter.core.store.store import NewTask
 
     async def go() -> list[uuid.UUID]:
         svc = TaskService.from_settings(Settings(database_url=db, redis_url=rds, home=home))
@@ -210,7 +210,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rig, str, st
     try:
         db = rig.start_postgres("pg")
         rds = rig.start_valkey("redis")
-        from qtaskdist_jupyter.migrate import upgrade
+        from qtaskdist_jupyter.core.migrate import upgrade
 
         rig.probe(upgrade, db)
         yield rig, db, rds, workdir

@@ -13,8 +13,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import CapturedIO, capture_output
 
-from qtaskdist_jupyter.client import BatchHandle, TaskHandle
-from qtaskdist_jupyter.magics import QtaskMagics
+from qtaskdist_jupyter.kernel.client import BatchHandle, TaskHandle
+from qtaskdist_jupyter.kernel.magics import QtaskMagics
 
 from .conftest import BELL_QASM2, BELL_QASM3
 from .nb_fixtures import *  # noqa: F403

@@ -14,11 +14,11 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from qtaskdist_jupyter.config import libpq_url
-from qtaskdist_jupyter.launcher import free_port
-from qtaskdist_jupyter.metrics import REDIS_RETRIES
-from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.streams import DEAD_STREAM, GROUP, STREAMS, WORKERS_KEY
+from devtools.launcher import free_port
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM, GROUP, STREAMS, WORKERS_KEY
+from qtaskdist_jupyter.core.config import libpq_url
+from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
 
 from .conftest import BELL_QASM2
 from .server_fixtures import *  # noqa: F403

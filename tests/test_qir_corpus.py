@@ -24,8 +24,8 @@ from qtaskdist_worker.jobs import qir_verify
 from qtaskdist_worker.jobs.convert import convert
 from qtaskdist_worker.jobs.qir_profile import check_module
 
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import PermanentJobError, ProfileViolation, QirModuleInvalid
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import PermanentJobError, ProfileViolation, QirModuleInvalid
 
 H3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 H2 = 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'

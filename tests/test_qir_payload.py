@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qtaskdist_jupyter.config import Limits, load_limits
-from qtaskdist_jupyter.errors import ConfigError, InvalidInput
-from qtaskdist_jupyter.schemas import validate_payload
+from qtaskdist_jupyter.core.config import Limits, load_limits
+from qtaskdist_jupyter.core.errors import ConfigError, InvalidInput
+from qtaskdist_jupyter.core.schemas import validate_payload
 
 from .conftest import BELL_QASM3
 

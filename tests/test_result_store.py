@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pytest
 
-from qtaskdist_jupyter import arrays
-from qtaskdist_jupyter.errors import DataRefused
-from qtaskdist_jupyter.store import NewTask
+from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core.errors import DataRefused
+from qtaskdist_jupyter.core.store.store import NewTask
 
 from .conftest import BELL_QASM2
 

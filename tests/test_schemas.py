@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import InvalidInput, PayloadTooLarge, UnknownTaskType
-from qtaskdist_jupyter.schemas import SEED_MAX, validate_payload
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import InvalidInput, PayloadTooLarge, UnknownTaskType
+from qtaskdist_jupyter.core.schemas import SEED_MAX, validate_payload
 
 from .conftest import BELL_QASM2
 

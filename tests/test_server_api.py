@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import redis
 
-from qtaskdist_jupyter.config import libpq_url
-from qtaskdist_jupyter.streams import EVENTS_STREAM, PRIORITY_STREAMS, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import EVENTS_STREAM, PRIORITY_STREAMS, TaskMessage
+from qtaskdist_jupyter.core.config import libpq_url
 
 from .conftest import BELL_QASM2
 from .server_fixtures import *  # noqa: F403

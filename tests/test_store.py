@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from qtaskdist_jupyter.errors import QueueUnavailable, TaskNotFound, TransitionError
-from qtaskdist_jupyter.models import TaskStatus
-from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.store import NewTask
-from qtaskdist_jupyter.streams import EVENTS_STREAM, STREAMS, TaskMessage
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.broker.wire import EVENTS_STREAM, STREAMS, TaskMessage
+from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.store.store import NewTask
 
 from .conftest import BELL_QASM2
 
@@ -116,8 +116,8 @@ async def test_keyset_pagination_covers_all_once(service) -> None:
 
 
 async def test_enqueue_with_redis_down_writes_nothing(settings) -> None:
-    from qtaskdist_jupyter.service import TaskService
-    from qtaskdist_jupyter.store import TaskStore
+    from qtaskdist_jupyter.core.service import TaskService
+    from qtaskdist_jupyter.core.store.store import TaskStore
 
     store = TaskStore.from_url(settings.database_url)
     dead = Broker.from_url("redis://127.0.0.1:1/0")
@@ -139,8 +139,8 @@ async def test_concurrent_claims_only_one_wins(service) -> None:
 
 
 async def test_check_schema_names_the_fix_on_an_unmigrated_database() -> None:
-    from qtaskdist_jupyter.errors import ConfigError
-    from qtaskdist_jupyter.store import TaskStore
+    from qtaskdist_jupyter.core.errors import ConfigError
+    from qtaskdist_jupyter.core.store.store import TaskStore
 
     from .conftest import _admin, _url_for
 
@@ -172,8 +172,8 @@ async def _kill_pooled_backends(store) -> None:
 async def test_a_pooled_connection_killed_while_idle_is_replaced_unseen(
     database_url, monkeypatch
 ) -> None:
-    from qtaskdist_jupyter import db
-    from qtaskdist_jupyter.store import TaskStore
+    from qtaskdist_jupyter.core.store import engine as db
+    from qtaskdist_jupyter.core.store.store import TaskStore
 
     monkeypatch.setattr(db, "PING_IF_IDLE_S", 0.05)
     store = TaskStore.from_url(database_url, pool_size=1)
@@ -189,8 +189,8 @@ async def test_a_pooled_connection_killed_while_idle_is_replaced_unseen(
 async def test_a_pooled_connection_killed_while_busy_fails_once(database_url) -> None:
     """Inside the idle window there is no test at checkout: one call reports the lost
     connection (the worker retries it; the API answers 503) and the pool is renewed."""
-    from qtaskdist_jupyter.errors import DatabaseUnavailable
-    from qtaskdist_jupyter.store import TaskStore
+    from qtaskdist_jupyter.core.errors import DatabaseUnavailable
+    from qtaskdist_jupyter.core.store.store import TaskStore
 
     store = TaskStore.from_url(database_url, pool_size=1)
     try:

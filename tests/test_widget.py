@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from qtaskdist_jupyter.widget import STATIC, TaskTable, TaskTableState, browser_base_url
+from qtaskdist_jupyter.kernel.widget import STATIC, TaskTable, TaskTableState, browser_base_url
 
 from .conftest import BELL_QASM2
 from .nb_fixtures import *  # noqa: F403

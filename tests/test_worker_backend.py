@@ -12,7 +12,7 @@ import pytest
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 
-from qtaskdist_jupyter.streams import DEAD_STREAM
+from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM
 
 from .conftest import BELL_QASM2
 from .fake_qbraid import FakeQbraid, sdk_env

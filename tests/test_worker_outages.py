@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy.engine import make_url
 
-from qtaskdist_jupyter.errors import TransitionError
-from qtaskdist_jupyter.streams import WORKERS_KEY, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import WORKERS_KEY, TaskMessage
+from qtaskdist_jupyter.core.errors import TransitionError
 
 from .conftest import BELL_QASM2
 from .worker_fixtures import (

@@ -6,7 +6,7 @@ import uuid
 
 from qtaskdist_worker.outcomes import InFlight, cost_hint, plan_units, split_requests
 
-from qtaskdist_jupyter.streams import TaskMessage
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
 
 
 def _item(task_type: str = "simulate", **payload) -> InFlight:

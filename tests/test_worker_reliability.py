@@ -7,7 +7,7 @@ import asyncio
 import json
 import signal
 
-from qtaskdist_jupyter.streams import DEAD_STREAM, WORKERS_KEY, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM, WORKERS_KEY, TaskMessage
 
 from .conftest import BELL_QASM2
 from .worker_fixtures import (

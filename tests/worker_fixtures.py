@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from qtaskdist_jupyter.config import Settings
-from qtaskdist_jupyter.schemas import validate_payload
-from qtaskdist_jupyter.store import NewTask
+from qtaskdist_jupyter.core.config import Settings
+from qtaskdist_jupyter.core.schemas import validate_payload
+from qtaskdist_jupyter.core.store.store import NewTask
 
 ROOT = Path(__file__).resolve().parents[1]
 # Short timings so crash / retry tests finish in seconds.

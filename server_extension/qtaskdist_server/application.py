@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
-from qtaskdist_jupyter import config
-from qtaskdist_jupyter.config import Limits, Settings
-from qtaskdist_jupyter.errors import ConfigError
-from qtaskdist_jupyter.runtime import freeze_startup_heap
-from qtaskdist_jupyter.service import TaskService
+from qtaskdist_jupyter.core import config
+from qtaskdist_jupyter.core.config import Limits, Settings
+from qtaskdist_jupyter.core.errors import ConfigError
+from qtaskdist_jupyter.core.runtime import freeze_startup_heap
+from qtaskdist_jupyter.core.service import TaskService
 
 from .events import CursorBook, StreamCounter
 
@@ -65,7 +65,7 @@ class QtaskdistApp(ExtensionApp):
     )
     limits = Dict(
         config=True,
-        help="Overrides of qtaskdist_jupyter.config.Limits fields, e.g. {'max_shots': 10000}.",
+        help="Overrides of qtaskdist_jupyter.core.config.Limits fields, e.g. {'max_shots': 10000}.",
     )
     max_batch_bytes = Int(
         64 * 1024 * 1024,
@@ -160,7 +160,7 @@ class QtaskdistApp(ExtensionApp):
         settings = self.resolved_settings()
         embedded = settings.embedded
         if embedded:
-            from qtaskdist_jupyter import embedded as emb
+            from qtaskdist_jupyter.core import embedded as emb
 
             svc = _in_thread(emb.ensure_services, settings.home)
             settings = settings.with_urls(
@@ -213,8 +213,8 @@ class QtaskdistApp(ExtensionApp):
     def _try_migrate(self) -> bool:
         """Migrate now; a database that is down must not keep the server from starting
         (the API answers 503 until it is back)."""
-        from qtaskdist_jupyter import migrate
-        from qtaskdist_jupyter.errors import DatabaseUnavailable
+        from qtaskdist_jupyter.core import migrate
+        from qtaskdist_jupyter.core.errors import DatabaseUnavailable
 
         try:
             _in_thread(migrate.upgrade, self.settings_obj.database_url)
@@ -292,7 +292,7 @@ class QtaskdistApp(ExtensionApp):
             await self.service.close()
             self.service = None  # type: ignore[assignment]
         if self._embedded_held:
-            from qtaskdist_jupyter import embedded as emb
+            from qtaskdist_jupyter.core import embedded as emb
 
             stopped = await asyncio.to_thread(emb.release_services, self.settings_obj.home)
             self.log.info(

@@ -24,11 +24,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from qtaskdist_jupyter import strictjson
-from qtaskdist_jupyter.errors import QuotaExceeded
-from qtaskdist_jupyter.params import CURSOR_TOKEN
-from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.streams import decode_event
+from qtaskdist_jupyter.core import strictjson
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.broker.wire import decode_event
+from qtaskdist_jupyter.core.errors import QuotaExceeded
+from qtaskdist_jupyter.core.params import CURSOR_TOKEN
 
 
 class CursorBook:

@@ -8,8 +8,8 @@ jupyter_server itself.
 
 Bodies are streamed (``stream_request_body``): a body whose Content-Length is over its
 route's limit is answered 413 before it is read, and a chunked one stops being kept
-once it passes the limit. Bodies are parsed by :mod:`qtaskdist_jupyter.strictjson` and
-query / header parameters by :mod:`qtaskdist_jupyter.params`, so every refusal happens
+once it passes the limit. Bodies are parsed by :mod:`qtaskdist_jupyter.core.strictjson` and
+query / header parameters by :mod:`qtaskdist_jupyter.core.params`, so every refusal happens
 before the first write.
 """
 
@@ -26,9 +26,10 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from qtaskdist_jupyter import params as qp
-from qtaskdist_jupyter import strictjson
-from qtaskdist_jupyter.errors import (
+from qtaskdist_jupyter.core import params as qp
+from qtaskdist_jupyter.core import strictjson
+from qtaskdist_jupyter.core.broker.wire import STREAMS
+from qtaskdist_jupyter.core.errors import (
     BadJson,
     DatabaseUnavailable,
     InvalidInput,
@@ -41,15 +42,14 @@ from qtaskdist_jupyter.errors import (
     TaskNotFound,
     TransitionError,
 )
-from qtaskdist_jupyter.models import TaskStatus
-from qtaskdist_jupyter.schemas import (
+from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.schemas import (
     BatchCreate,
     TaskCreate,
     TaskRead,
     TaskUpdate,
     validation_error,
 )
-from qtaskdist_jupyter.streams import STREAMS
 
 from .events import EventTail, stream_sse
 from .listing import columns_for, list_fields, row_json

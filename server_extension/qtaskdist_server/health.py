@@ -12,7 +12,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import ensure_async
 from tornado import web
 
-from qtaskdist_jupyter.errors import ServiceUnavailable
+from qtaskdist_jupyter.core.errors import ServiceUnavailable
 
 from .handlers import QtaskdistHandler, public_message
 

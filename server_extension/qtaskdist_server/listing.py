@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from qtaskdist_jupyter.errors import InvalidInput
-from qtaskdist_jupyter.schemas import TaskRead
+from qtaskdist_jupyter.core.errors import InvalidInput
+from qtaskdist_jupyter.core.schemas import TaskRead
 
 ALL_FIELDS = tuple(TaskRead.model_fields)
 # A list row leaves out what grows with the task: its circuit and its result.

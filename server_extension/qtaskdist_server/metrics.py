@@ -20,10 +20,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tornado import web
 
-from qtaskdist_jupyter.errors import ServiceUnavailable
-from qtaskdist_jupyter.metrics import REDIS_RETRIES
-from qtaskdist_jupyter.models import TaskStatus
-from qtaskdist_jupyter.streams import STREAMS
+from qtaskdist_jupyter.core.broker.wire import STREAMS
+from qtaskdist_jupyter.core.errors import ServiceUnavailable
+from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
+from qtaskdist_jupyter.core.models import TaskStatus
 
 from .handlers import API, QtaskdistHandler
 

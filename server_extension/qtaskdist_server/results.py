@@ -6,8 +6,8 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from qtaskdist_jupyter import arrays
-from qtaskdist_jupyter.errors import InvalidInput
+from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core.errors import InvalidInput
 
 from .handlers import _ID, API, QtaskdistHandler
 

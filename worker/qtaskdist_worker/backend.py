@@ -1,7 +1,7 @@
 """Run a ``backend_run`` task's circuit on a qBraid device, or on ``device_id="local"``.
 
 The API is synchronous; the worker loop calls it through ``asyncio.to_thread``.
-Every failure leaves as a :mod:`qtaskdist_jupyter.errors` job error (``raise ... from``):
+Every failure leaves as a :mod:`qtaskdist_jupyter.core.errors` job error (``raise ... from``):
 
 * cannot reach qBraid, timeouts, 5xx / 408 / 429 → :class:`RetryableJobError`
 * bad API key, unknown or offline device, a circuit the device refuses, other 4xx,
@@ -30,7 +30,7 @@ from qbraid_core.services.runtime.schemas import JobStatus, RuntimeJob
 from qbraid_core.sessions import QbraidSessionV1
 from qiskit import QuantumCircuit
 
-from qtaskdist_jupyter.errors import JobError, PermanentJobError, RetryableJobError
+from qtaskdist_jupyter.core.errors import JobError, PermanentJobError, RetryableJobError
 
 from .local_device import LOCAL_DEVICE_ID, LOCAL_JOB_PREFIX, LocalJob, LocalProvider
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from qtaskdist_jupyter.streams import STREAMS, TASK_TYPES
+from qtaskdist_jupyter.core.broker.wire import STREAMS, TASK_TYPES
 
 from .worker import Worker, WorkerOptions
 
@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in ("qtaskdist_worker", "qtaskdist_jupyter"):
         logging.getLogger(name).setLevel(args.log_level)
-    from qtaskdist_jupyter.config import load_settings
-    from qtaskdist_jupyter.errors import ConfigError, QtaskdistError
+    from qtaskdist_jupyter.core.config import load_settings
+    from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 
     try:
         settings = load_settings()
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if settings.embedded:
             # Only a single-machine setup lacks URLs; join (or start) the embedded services.
-            from qtaskdist_jupyter import embedded
+            from qtaskdist_jupyter.core import embedded
 
             settings = embedded.resolve_settings(settings)
         worker = Worker(settings, options_from(args))

@@ -9,7 +9,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from qtaskdist_jupyter.errors import ServiceUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.errors import ServiceUnavailable, TaskNotFound, TransitionError
 
 from . import reconciler
 from .outcomes import HOST, InFlight

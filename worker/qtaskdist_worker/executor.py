@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from qtaskdist_jupyter.errors import JobError, JobTimeout
-from qtaskdist_jupyter.runtime import freeze_startup_heap
+from qtaskdist_jupyter.core.errors import JobError, JobTimeout
+from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 _CTX = mp.get_context("spawn")
@@ -70,7 +70,7 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_di
         request = json.loads(raw)
         # One reply per unit, sent as soon as the unit ends: the worker settles finished
         # units while later ones run, and times each unit on its own limit. Large arrays
-        # go to files in spool_dir, not through the pipe (qtaskdist_jupyter.arrays).
+        # go to files in spool_dir, not through the pipe (qtaskdist_jupyter.core.arrays).
         for unit in request["units"]:
             started = time.perf_counter()
             reply = handle_request(

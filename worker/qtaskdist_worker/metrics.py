@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from qtaskdist_jupyter.metrics import REDIS_RETRIES
+from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
 
 # Seconds; simulate tasks run from milliseconds (a Bell circuit) to the time limit.
 RUN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from qtaskdist_jupyter.streams import TaskMessage
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
 
 HOST = socket.gethostname()
 T = TypeVar("T")

@@ -18,10 +18,10 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from qtaskdist_jupyter.errors import QueueUnavailable, TaskNotFound, TransitionError
-from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.store import TaskStore
-from qtaskdist_jupyter.streams import streams_of
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.broker.wire import streams_of
+from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.store.store import TaskStore
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "qtaskdist:reconcile"

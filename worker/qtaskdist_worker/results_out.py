@@ -2,7 +2,7 @@
 complete the rows so that a result the database refuses fails its task at once.
 
 Called from :class:`~.settle.Settling`. The job process wrote each large array as a
-compressed .npy file in the pool's spool directory (qtaskdist_jupyter.arrays.spill) and
+compressed .npy file in the pool's spool directory (qtaskdist_jupyter.core.arrays.spill) and
 named it in its reply; the file is read here in chunks of arrays.CHUNK_BYTES, so this
 process never holds an array.
 """
@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qtaskdist_jupyter import arrays
-from qtaskdist_jupyter.errors import DataRefused
-from qtaskdist_jupyter.store import TaskStore
+from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core.errors import DataRefused
+from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .outcomes import InFlight
 

@@ -10,8 +10,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qtaskdist_jupyter.errors import TaskNotFound, TransitionError
-from qtaskdist_jupyter.streams import TaskMessage
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
 
 from . import metrics
 from .outcomes import InFlight, profile

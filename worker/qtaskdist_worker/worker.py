@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from qtaskdist_jupyter.config import Settings
-from qtaskdist_jupyter.errors import (
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.broker.wire import STREAMS, MalformedMessage, TaskMessage, streams_of
+from qtaskdist_jupyter.core.config import Settings
+from qtaskdist_jupyter.core.errors import (
     ConfigError,
     JobError,
     JobTimeout,
@@ -35,10 +37,8 @@ from qtaskdist_jupyter.errors import (
     TaskNotFound,
     TransitionError,
 )
-from qtaskdist_jupyter.queue import Broker
-from qtaskdist_jupyter.runtime import freeze_startup_heap
-from qtaskdist_jupyter.store import TaskStore
-from qtaskdist_jupyter.streams import STREAMS, MalformedMessage, TaskMessage, streams_of
+from qtaskdist_jupyter.core.runtime import freeze_startup_heap
+from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .duties import Duties
 from .executor import JobCancelled

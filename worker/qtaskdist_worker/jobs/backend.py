@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import JobError, JobTimeout, PermanentJobError
-from qtaskdist_jupyter.schemas import BackendPayload, parse_payload
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import JobError, JobTimeout, PermanentJobError
+from qtaskdist_jupyter.core.schemas import BackendPayload, parse_payload
 
 from ..backend import PROVIDER_JOB, valid_job_id
 from ..executor import JobCancelled

@@ -8,8 +8,8 @@ import traceback
 import uuid
 from typing import Any
 
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import JobError, PermanentJobError, QtaskdistError
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import JobError, PermanentJobError, QtaskdistError
 
 log = logging.getLogger("qtaskdist_worker.errors")
 _TRACEBACK_CHARS = 16_000
@@ -33,7 +33,7 @@ def limits_from(data: dict[str, Any] | None) -> Limits:
 def load_circuit(source: str, fmt: str, limits: Limits) -> Any:
     """Parse the task's circuit with the shared codec (CircuitError on bad input)."""
     try:
-        from qtaskdist_jupyter import codec
+        from qtaskdist_jupyter.core.circuits import codec
     except ImportError:  # pragma: no cover - only until the shared codec is installed
         return _plain_load(source, fmt)
     return codec.load_circuit(source, fmt, limits=limits)
@@ -42,7 +42,7 @@ def load_circuit(source: str, fmt: str, limits: Limits) -> Any:
 def _plain_load(source: str, fmt: str) -> Any:
     from qiskit import qasm2, qasm3
 
-    from qtaskdist_jupyter.errors import CircuitError
+    from qtaskdist_jupyter.core.errors import CircuitError
 
     try:
         if fmt == "qasm3" or (fmt == "auto" and "OPENQASM 3" in source[:200]):

@@ -18,9 +18,9 @@ from typing import Any
 
 import pyqir
 
-from qtaskdist_jupyter.config import Limits
-from qtaskdist_jupyter.errors import PermanentJobError, QirModuleInvalid
-from qtaskdist_jupyter.schemas import ConvertPayload, parse_payload
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import PermanentJobError, QirModuleInvalid
+from qtaskdist_jupyter.core.schemas import ConvertPayload, parse_payload
 
 from . import qir_verify
 from .common import error_report, first_line, limits_from, load_circuit
@@ -42,7 +42,7 @@ def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], di
     and the metadata to merge into the task row."""
     p = parse_payload("c_qir_convert", payload)
     assert isinstance(p, ConvertPayload)
-    from qtaskdist_jupyter.codec import detect_format
+    from qtaskdist_jupyter.core.circuits.codec import detect_format
 
     circuit = load_circuit(p.circuit, p.circuit_format, limits)  # limits, includes, syntax
     fmt = detect_format(p.circuit) if p.circuit_format == "auto" else p.circuit_format
@@ -245,7 +245,7 @@ def _reload(program: str) -> Any:
 
 
 def _to_qasm3(circuit: Any) -> str:
-    from qtaskdist_jupyter.codec import to_qasm3
+    from qtaskdist_jupyter.core.circuits.codec import to_qasm3
 
     return to_qasm3(circuit)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtaskdist_jupyter.errors import ProfileViolation, QirModuleInvalid
+from qtaskdist_jupyter.core.errors import ProfileViolation, QirModuleInvalid
 
 _SUGGEST = ' (use profile: "adaptive")'
 

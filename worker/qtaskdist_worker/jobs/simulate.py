@@ -25,9 +25,9 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
-from qtaskdist_jupyter import arrays
-from qtaskdist_jupyter.errors import PermanentJobError
-from qtaskdist_jupyter.schemas import SimulatePayload, parse_payload
+from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core.errors import PermanentJobError
+from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
 from .common import error_report, limits_from, load_circuit
 

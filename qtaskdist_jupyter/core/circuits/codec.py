@@ -1,0 +1,246 @@
+"""Read OpenQASM 2, OpenQASM 3 and base64 QPY into a ``QuantumCircuit``, safely.
+
+Used by the server (validation at submit time, no Aer there) and by the worker. Nothing
+here unpickles, evals or execs: QPY is a struct format (qiskit's reader has no pickle
+path; symbolic expressions go through an AST walker with an allow-list), and QASM goes to
+qiskit's parsers only after :func:`.qasm_scan.scan` has refused every ``include`` but the
+built-in one and counted instructions and qubits, which are checked against the limits
+here, so an exponential gate tower or a ``qreg q[10^9]`` never reaches a parser that would
+allocate it.
+
+QPY gets the equivalent check on its binary header before qiskit reads it (a 400-byte
+file claiming 3*10^8 qubits makes ``qpy.load`` allocate for minutes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from qiskit.circuit import Gate, Instruction, QuantumCircuit
+
+from qtaskdist_jupyter.core.circuits.qasm_scan import scan, tokenize
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import CircuitError, LimitExceeded, PayloadTooLarge
+
+CircuitFormat = Literal["auto", "qasm2", "qasm3", "qpy"]
+QPY_PREFIX = "UUlTS0lU"  # base64 of b"QISKIT"
+_MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True)
+class CircuitInfo:
+    format: str
+    num_qubits: int
+    num_clbits: int
+    num_instructions: int
+    parameters: list[str]
+
+
+# ---------------------------------------------------------------- error cleaning
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_POSITIONS = (
+    re.compile(r"^\s*(?:<input>|[^\s:]*):(\d+),(\d+):\s*"),  # qiskit.qasm2
+    re.compile(r"^\s*L(\d+):C(\d+):\s*"),  # openqasm3
+    re.compile(r"^\s*(\d+),(\d+):\s*"),  # qiskit_qasm3_import
+)
+
+
+def _clean_error(exc: BaseException, what: str) -> CircuitError:
+    line = column = None
+    raw = getattr(exc, "message", None)  # QiskitError's str() is repr(message)
+    msg = _ANSI.sub("", raw if isinstance(raw, str) else str(exc))
+    for marker in ("\nstack backtrace", "\nnote: run with", "\nTraceback"):
+        msg = msg.split(marker, 1)[0]
+    cause: BaseException | None = exc
+    while cause is not None and line is None:  # ANTLR keeps the position on the cause
+        tok = getattr(cause, "offendingToken", None)
+        if tok is not None and getattr(tok, "line", None):
+            line, column = tok.line, tok.column + 1
+            text = getattr(tok, "text", "") or ""
+            near = "end of input" if text == "<EOF>" else repr(text)
+            msg = msg or f"syntax error near {near}"
+        nxt = cause.__cause__ or cause.__context__
+        if nxt is None and cause.args and isinstance(cause.args[0], BaseException):
+            nxt = cause.args[0]
+        cause = nxt
+    msg = " ".join(msg.split())
+    for pattern in _POSITIONS:
+        m = pattern.match(msg)
+        if m:
+            line, column, msg = int(m.group(1)), int(m.group(2)) + 1, msg[m.end() :]
+            break
+    msg = msg or type(exc).__name__
+    if len(msg) > _MAX_MESSAGE:
+        msg = msg[: _MAX_MESSAGE - 3] + "..."
+    return CircuitError(f"{what}: {msg}", line=line, column=column)
+
+
+def _call_parser(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pyo3 PanicException derives from BaseException
+        raise _clean_error(exc, what) from exc
+
+
+# ---------------------------------------------------------------- QPY
+def _qpy_bytes(source: str, limits: Limits) -> bytes:
+    try:
+        raw = base64.b64decode("".join(source.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CircuitError("QPY payload is not valid base64") from exc
+    if not raw.startswith(b"QISKIT") or len(raw) < 20:
+        raise CircuitError("QPY payload does not start with the QPY header 'QISKIT'")
+    version, num_programs = raw[6], struct.unpack_from("!Q", raw, 10)[0]
+    # Versions >= 13 (qiskit >= 1.3) have the layout checked below; older ones go through
+    # qiskit's legacy reader, which we don't guard, so they are refused.
+    if version < 13:
+        raise CircuitError(f"QPY version {version} is too old; re-export with qiskit >= 1.3")
+    if num_programs != 1:
+        raise CircuitError(f"QPY payload must hold exactly one circuit, not {num_programs}")
+    try:
+        if raw[19:20] != b"q":
+            raise CircuitError("QPY payload does not hold a circuit")
+        off = 20
+        if version >= 16:  # a table of circuit offsets; anything but "right after" is odd
+            off = struct.unpack_from("!Q", raw, 20)[0]
+            if off != 28:
+                raise CircuitError("QPY circuit offset table is malformed")
+        # name_size, phase type, phase size, qubits, clbits, metadata, registers, instrs, vars
+        head = struct.unpack_from("!H1cHIIQIQI", raw, off)
+    except struct.error as exc:
+        raise CircuitError("QPY payload is truncated") from exc
+    _, _, _, qubits, clbits, meta, nregs, ninstr, nvars = head
+    _limit("qubits", qubits, limits.max_qubits)
+    _limit("clbits", clbits, limits.max_instructions)
+    _limit("instructions", ninstr, limits.max_instructions)
+    if max(meta, nregs, nvars) > len(raw):
+        raise CircuitError("QPY header claims more data than the payload holds")
+    return raw
+
+
+def _expanded_count(circuit: QuantumCircuit, memo: dict[int, int], keep: list[Any]) -> int:
+    total = 0
+    for inst in circuit.data:
+        op = inst.operation
+        blocks = getattr(op, "blocks", None)
+        if blocks:
+            total += sum(_expanded_count(b, memo, keep) for b in blocks)
+        elif type(op) in (Gate, Instruction) and op.definition is not None:
+            # User-defined (QPY custom / to_gate()); memoized so shared definitions count once.
+            d = op.definition
+            if id(d) not in memo:
+                keep.append(d)
+                memo[id(d)] = _expanded_count(d, memo, keep)
+            total += memo[id(d)]
+        else:
+            total += 1
+    return total
+
+
+# ---------------------------------------------------------------- public API
+def _limit(name: str, value: int, maximum: int) -> None:
+    if value > maximum:
+        msg = f"circuit has {value} {name}; the limit is {maximum}"
+        raise LimitExceeded(msg, limit=name, value=value, maximum=maximum)
+
+
+def detect_format(source: str) -> str:
+    """``qpy`` (base64 of b"QISKIT"), the ``OPENQASM`` header's version, else a guess."""
+    text = source.lstrip("\ufeff \t\r\n")
+    if text.startswith(QPY_PREFIX):
+        return "qpy"
+    try:  # the header comes first; scanning a prefix keeps a 1 MB program cheap
+        toks = tokenize(text[:4096])[:2]
+    except CircuitError:
+        toks = []
+    if len(toks) == 2 and toks[0].text == "OPENQASM":
+        return "qasm3" if toks[1].text.startswith("3") else "qasm2"
+    return "qasm2" if re.search(r"\bqreg\b", text) else "qasm3"
+
+
+def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, int]:
+    size = len(source.encode())
+    if size > limits.max_payload_bytes:
+        top = limits.max_payload_bytes
+        msg = f"circuit is {size} bytes; the limit is {top}"
+        raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top)
+    if fmt not in ("auto", "qasm2", "qasm3", "qpy"):
+        raise CircuitError(f"unknown circuit format {fmt!r}; use auto, qasm2, qasm3 or qpy")
+    fmt = detect_format(source) if fmt == "auto" else fmt
+    if fmt == "qpy":
+        from qiskit import qpy
+
+        raw = _qpy_bytes(source, limits)
+        programs = _call_parser("invalid QPY", qpy.load, io.BytesIO(raw))
+        if len(programs) != 1 or not isinstance(programs[0], QuantumCircuit):
+            raise CircuitError("QPY payload must hold exactly one QuantumCircuit")
+        circuit = programs[0]
+        count = _expanded_count(circuit, {}, [])
+    else:
+        found = scan(source, fmt)
+        count = found.instructions
+        if found.statements == 0:
+            raise CircuitError("the program is empty: it declares no registers or operations")
+        _limit("qubits", found.qubits, limits.max_qubits)
+        _limit("clbits", found.clbits, limits.max_instructions)
+        _limit("instructions", count, limits.max_instructions)
+        if fmt == "qasm2":
+            from qiskit import qasm2
+
+            circuit = _call_parser(
+                "invalid OpenQASM 2",
+                qasm2.loads,
+                source,
+                include_path=(),  # defence in depth: nothing to find even if asked
+                custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS,
+            )
+        else:
+            from qiskit import qasm3
+
+            circuit = _call_parser("invalid OpenQASM 3", qasm3.loads, source)
+    _limit("qubits", circuit.num_qubits, limits.max_qubits)
+    return circuit, fmt, count
+
+
+def load_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits) -> QuantumCircuit:
+    """Parse ``source`` (QASM 2/3 text or base64 QPY); CircuitError / LimitExceeded on refusal."""
+    return _load(source, fmt, limits)[0]
+
+
+def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits) -> CircuitInfo:
+    circuit, resolved, count = _load(source, fmt, limits)
+    return CircuitInfo(
+        format=resolved,
+        num_qubits=circuit.num_qubits,
+        num_clbits=circuit.num_clbits,
+        num_instructions=count,
+        parameters=sorted(p.name for p in circuit.parameters),
+    )
+
+
+def encode_circuit(circuit: QuantumCircuit) -> tuple[str, str]:
+    """Base64 QPY of ``circuit`` (exact, parameters included) and the format name."""
+    from qiskit import qpy
+
+    buf = io.BytesIO()
+    qpy.dump(circuit, buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii"), "qpy"
+
+
+def to_qasm3(circuit: QuantumCircuit) -> str:
+    from qiskit import qasm3
+
+    try:
+        return qasm3.dumps(circuit)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise _clean_error(exc, "cannot export to OpenQASM 3") from exc

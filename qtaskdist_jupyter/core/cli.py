@@ -1,0 +1,169 @@
+"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``.
+
+``services start`` pins the embedded pair (it runs until ``services stop``); every other
+process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
+
+Subcommands live in one table, :data:`COMMANDS`: a key of one or two words
+(``"db upgrade"``) maps to ``(add_arguments, run)``. ``run(args, settings)`` returns the exit
+code.
+Errors from the qtaskdist tree print as one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qtaskdist_jupyter.core.config import Settings, load_settings
+from qtaskdist_jupyter.core.errors import QtaskdistError
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace, Settings], int]
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- services
+def _services_start_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env",
+        action="store_true",
+        help="print 'export VAR=...' lines, for eval $(qtaskdist services start --env)",
+    )
+
+
+def _services_start(args: argparse.Namespace, settings: Settings) -> int:
+    """Start (or join) the embedded PostgreSQL + Valkey, keep them until `services stop`."""
+    from qtaskdist_jupyter.core.embedded import ensure_services
+
+    # Pinned: the pair outlives this command (its processes come and go).
+    svc = ensure_services(settings.home, pin=True)
+    prefix = "export " if args.env else ""
+    print(f"{prefix}DATABASE_URL={shlex.quote(svc.database_url)}")
+    print(f"{prefix}REDIS_URL={shlex.quote(svc.redis_url)}")
+    # The URLs alone go to stdout (eval-able); what happened goes to stderr.
+    verb = "started" if svc.started_now else "already running"
+    print(f"# embedded services {verb} under {svc.home}", file=sys.stderr)
+    return 0
+
+
+def _services_stop(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop the embedded servers whoever holds them (their data stays)."""
+    from qtaskdist_jupyter.core.embedded import services_status, stop_services
+
+    holders = [h for h in services_status(settings.home)["holders"] if h["alive"]]
+    stopped = stop_services(settings.home)
+    print(f"embedded services {'stopped' if stopped else 'were not running'} ({settings.home})")
+    for h in holders:
+        if not h["pinned"]:
+            print(f"  pid {h['pid']} held them and now has none: {h['command']}")
+    return 0
+
+
+def _services_status_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _services_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Show whether the embedded servers run and who holds them (exit 0 if both run)."""
+    from qtaskdist_jupyter.core.embedded import services_status
+
+    status = services_status(settings.home)
+    up = status["postgres"]["running"] and status["valkey"]["running"]
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0 if up else 1
+    print(f"home: {status['home']}")
+    for name in ("postgres", "valkey"):
+        s = status[name]
+        state = f"running (pid {s['pid']})" if s["running"] else "stopped"
+        print(f"{name:9} {state:22} {s['url'] or '-'}  log {s['log']}")
+    holders = status["holders"]
+    print(f"holders:  {len(holders) or 'none'}")
+    for h in holders:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"]))
+        who = "pinned by" if h["pinned"] else f"pid {h['pid']}{'' if h['alive'] else ' (dead)'}"
+        print(f"  {who:18} since {since}  {h['command']}")
+    return 0 if up else 1
+
+
+# ---------------------------------------------------------------- db
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply the Alembic migrations (starting the embedded services if no URL is set)."""
+    from qtaskdist_jupyter.core.embedded import resolve_settings
+    from qtaskdist_jupyter.core.migrate import upgrade
+
+    settings = resolve_settings(settings)
+    assert settings.database_url is not None
+    upgrade(settings.database_url)
+    print("database schema is up to date")
+    return 0
+
+
+# ---------------------------------------------------------------- the table
+# Add a subcommand here: "word" or "group action" -> (add_arguments, run).
+COMMANDS: dict[str, tuple[AddArguments, Run]] = {
+    "services start": (_services_start_args, _services_start),
+    "services stop": (_no_arguments, _services_stop),
+    "services status": (_services_status_args, _services_status),
+    "db upgrade": (_no_arguments, _db_upgrade),
+}
+
+
+def _first_line(doc: str | None) -> str | None:
+    return doc.strip().splitlines()[0] if doc and doc.strip() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qtaskdist", description="qtaskdist: embedded services and database tools"
+    )
+    parser.add_argument(
+        "--home", type=Path, help="data directory of the embedded services (QTASKDIST_HOME)"
+    )
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    for key, (add_arguments, run) in COMMANDS.items():
+        words = key.split()
+        if len(words) == 1:
+            sub = top.add_parser(words[0], help=_first_line(run.__doc__))
+        else:
+            group, action = words
+            if group not in groups:
+                groups[group] = top.add_parser(group).add_subparsers(
+                    dest="action", required=True, metavar="ACTION"
+                )
+            sub = groups[group].add_parser(action, help=_first_line(run.__doc__))
+        add_arguments(sub)
+        sub.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.home is not None:
+            settings = dataclasses.replace(settings, home=args.home.expanduser())
+        return int(args._run(args, settings))
+    except QtaskdistError as exc:
+        # One clean line (the first: multi-line messages carry a log tail after it).
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        print(f"qtaskdist: error: {lines[0]}", file=sys.stderr)
+        if len(lines) > 1:
+            print("\n".join(lines[1:]), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

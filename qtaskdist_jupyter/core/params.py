@@ -1,0 +1,137 @@
+"""Query and header parameters of the REST API: one strict parser (pydantic models).
+
+Every parameter arrives as text. Numbers are ASCII digits only (``int("²")`` and
+``int("٣")`` are not numbers here), bounded before they are converted, so no parameter
+can reach PostgreSQL or Redis in a shape they would refuse with a 500.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from qtaskdist_jupyter.core.broker.wire import DELETED
+from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, validation_error
+from qtaskdist_jupyter.core.store.engine import decode_cursor
+
+_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?", re.ASCII)
+_U64 = 2**64 - 1
+# Opaque events cursors a server hands out (see qtaskdist_server.events).
+CURSOR_TOKEN = re.compile(r"c[0-9a-f]{32}", re.ASCII)
+
+
+def stream_id(value: str) -> str:
+    """A Redis stream id ``ms[-seq]`` with both parts inside Redis's 64-bit range."""
+    if not _STREAM_ID.fullmatch(value) or any(int(p) > _U64 for p in value.split("-")):
+        raise ValueError(f"{value[:40]!r} is not a stream id like 1712345678901-0")
+    return value
+
+
+def _statuses(raw: str, known: set[str]) -> frozenset[str]:
+    wanted = frozenset(s for s in raw.split(",") if s)
+    bad = sorted(wanted - known)
+    if bad:
+        raise ValueError(f"{bad[0][:40]!r} is not one of {sorted(known)}")
+    return wanted
+
+
+class _Params(BaseModel):
+    # Unknown parameters (a cache buster, _xsrf) are ignored, as web APIs do.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ListParams(_Params):
+    status: frozenset[str] | None = None
+    task_type: str | None = None
+    batch_id: uuid.UUID | None = None
+    name: str | None = Field(default=None, max_length=255)
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=200)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, v: Any) -> Any:
+        return _statuses(v, {s.value for s in TaskStatus}) or None if isinstance(v, str) else v
+
+    @field_validator("task_type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:
+        if v and v not in PAYLOAD_MODELS:
+            raise UnknownTaskType(
+                f"task_type: {v[:40]!r} is not one of {sorted(PAYLOAD_MODELS)}", field="task_type"
+            )
+        return v or None
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.fullmatch(r"[0-9]{1,4}", v, re.ASCII):
+            raise ValueError(f"{v[:40]!r} must be a whole number 1..1000")
+        return int(v) if isinstance(v, str) else v
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, v: str | None) -> str | None:
+        if v:
+            decode_cursor(v)  # InvalidInput when it is not one we issued
+        return v or None
+
+
+class CountsParams(_Params):
+    batch_id: uuid.UUID | None = None
+
+
+class EnqueueParams(_Params):
+    task_type: str | None = None
+
+    _type = field_validator("task_type")(ListParams._type.__func__)  # type: ignore[attr-defined]
+
+
+class EventsParams(_Params):
+    after: str | None = None
+    status: frozenset[str] | None = None
+    timeout_s: float = 25.0
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, v: str | None) -> str | None:
+        if v in (None, "", "$"):
+            return None
+        if CURSOR_TOKEN.fullmatch(v):
+            return v
+        return stream_id(v)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, v: Any) -> Any:
+        known = {s.value for s in TaskStatus} | {DELETED}
+        return _statuses(v, known) or None if isinstance(v, str) else v
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str):
+            if not _DECIMAL.fullmatch(v):
+                raise ValueError(f"{v[:40]!r} is not a number of seconds")
+            v = float(v)
+        cap = (info.context or {}).get("max_timeout_s", 30.0)
+        if not (isinstance(v, float | int) and math.isfinite(v) and 0 <= v <= cap):
+            raise ValueError(f"must be 0..{cap:g}")
+        return v
+
+
+def parse(model: type[_Params], values: dict[str, str], **context: Any) -> Any:
+    """Validate ``values`` with ``model``; InvalidInput (422) naming the parameter."""
+    try:
+        return model.model_validate(values, context=context)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    except InvalidInput:
+        raise

@@ -1,0 +1,206 @@
+"""TaskService: the store and the broker together, for the transitions a user drives.
+
+Order of writes when enqueueing: the row becomes ``queued`` in PostgreSQL first, then the
+id is XADDed. If the XADD fails the row is put back to ``pending`` (guarded), so a task is
+never ``queued`` without a message for long; if even that fails the reconciler re-enqueues
+it. The reverse order (XADD first) would let a fast worker read the message before the
+row says ``queued`` and drop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from qtaskdist_jupyter.core.arrays import check_result_size
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.broker.wire import DELETED
+from qtaskdist_jupyter.core.config import Settings
+from qtaskdist_jupyter.core.errors import QueueUnavailable, QuotaExceeded
+from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.schemas import USER_META_KEY, TaskCreate, validate_payload
+from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
+
+if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+
+# Circuits that passed the check, kept per service: entries and the largest key (bounds
+# its memory).
+_MEMO_SIZE = 256
+_MEMO_MAX_KEY = 64 * 1024
+# What a 429 tells a client to wait: tasks finish in seconds to minutes.
+QUOTA_RETRY_AFTER_S = 30
+
+
+class TaskService:
+    def __init__(self, store: TaskStore, broker: Broker, settings: Settings) -> None:
+        self.store = store
+        self.broker = broker
+        self.settings = settings
+        self._memo: dict[str, CircuitInfo] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
+        assert settings.database_url and settings.redis_url, "resolve embedded URLs first"
+        # The circuit checker imports qiskit (~2 s): at startup, not in the first request.
+        from qtaskdist_jupyter.core.circuits import codec  # noqa: F401
+
+        return cls(
+            TaskStore.from_url(settings.database_url, pool_size=pool_size),
+            Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen),
+            settings,
+        )
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.broker.close()
+
+    def to_new_task(
+        self,
+        spec: TaskCreate,
+        owner: str,
+        batch_id: uuid.UUID | None = None,
+        memo: dict[str, CircuitInfo] | None = None,
+    ) -> NewTask:
+        """Validate the payload for its task_type (and its circuit) into a NewTask.
+
+        The circuit check (a full parse: nearly all of validation's cost) is memoized on
+        the circuit text alone, so a batch that sends one circuit many times, with other
+        seeds, shots or bindings, parses it once. The same text always checks the same.
+        ``memo`` defaults to this service's bounded memo, shared by requests.
+        """
+        from qtaskdist_jupyter.core.circuits import codec
+
+        memo = self._memo if memo is None else memo
+        payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
+        fmt = payload.get("circuit_format", "auto")
+        key = f"{fmt}\0{payload['circuit']}"
+        info = memo.get(key)
+        if info is None:
+            info = codec.inspect_circuit(payload["circuit"], fmt, limits=self.settings.limits)
+            if len(key) <= _MEMO_MAX_KEY:
+                memo[key] = info
+                if len(memo) > _MEMO_SIZE:
+                    # Oldest first (dict order); another validating thread may race us.
+                    with contextlib.suppress(RuntimeError, StopIteration):
+                        memo.pop(next(iter(memo)), None)
+        if spec.task_type == "simulate":
+            max_bytes = self.settings.limits.max_result_bytes
+            check_result_size(payload, info.num_qubits, info.num_clbits, max_bytes)
+        return NewTask(
+            task_type=spec.task_type,
+            payload=payload,
+            owner=owner,
+            name=spec.name,
+            tags=spec.tags,
+            max_retries=spec.max_retries,
+            batch_id=spec.batch_id or batch_id,
+            # The user's part of meta_data; every other key is the system's.
+            meta_data={USER_META_KEY: labels} if (labels := spec.user_labels()) else None,
+        )
+
+    async def admit(self, owner: str, n: int) -> bool:
+        """The per-owner quota of active tasks, checked before anything is written (two
+        requests racing may both pass: the cap is approximate by up to one request).
+
+        Returns whether these ``n`` tasks are a small submission (the owner has at most
+        ``priority_max_tasks`` active with them): those go to the priority streams."""
+        limits = self.settings.limits
+        cap = limits.max_active_tasks
+        active = await self.store.active_of(owner)
+        if active + n > cap:
+            raise QuotaExceeded(
+                f"{active} of your tasks are pending, queued or running and this request "
+                f"adds {n}; the limit is {cap}. Wait for some to finish, or cancel some",
+                limit="active_tasks",
+                retry_after_s=QUOTA_RETRY_AFTER_S,
+                maximum=cap,
+            )
+        return active + n <= limits.priority_max_tasks
+
+    async def create(
+        self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
+    ) -> list[dict[str, Any]]:
+        """Insert all rows at once; with ``enqueue``, queue them too (on the priority
+        streams with ``priority``). ``full`` returns every column as written (few rows
+        only), so a single POST needs no second read."""
+        if not enqueue:
+            rows = await self.store.insert_many(new, full=full)
+            # The rows are written and pending, as asked; answering 503 for a lost event
+            # would make the caller retry and create them twice.
+            await self._emit_quietly(rows)
+            return rows
+        # Refuse up front rather than leave rows behind when Redis is down.
+        await self.broker.ping()
+        # Rows are written as ``queued`` directly: same order of writes as pending→queued
+        # (row first, XADD second) without a second statement over every row.
+        rows = await self.store.insert_many(new, status=TaskStatus.QUEUED.value, full=full)
+        await self._publish(rows, priority=priority)
+        return rows
+
+    async def enqueue_rows(
+        self, task_ids: Sequence[uuid.UUID], *, priority: bool = False
+    ) -> list[dict[str, Any]]:
+        moved = await self.store.mark_queued(task_ids)
+        for r in moved:
+            r["status"] = TaskStatus.QUEUED.value
+        await self._publish(moved, priority=priority)
+        return moved
+
+    async def _publish(self, rows: Sequence[dict[str, Any]], *, priority: bool = False) -> None:
+        """XADD rows just committed as ``queued``, with their events (one script call).
+
+        If the XADD fails the rows go back to ``pending`` (visible, enqueueable later).
+        """
+        try:
+            await self.broker.publish([{**r, "priority": True} for r in rows] if priority else rows)
+        except QueueUnavailable:
+            await self.store.unqueue([r["task_id"] for r in rows])
+            raise
+
+    async def _emit_quietly(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Events feed only the live views; the committed change stands without them."""
+        try:
+            await self.broker.emit(rows)
+        except QueueUnavailable:
+            pass
+
+    async def enqueue_one(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        row = await self.store.get(task_id, owner)
+        if row["status"] != TaskStatus.PENDING:
+            from qtaskdist_jupyter.core.errors import TransitionError
+
+            raise TransitionError(
+                f"cannot enqueue task {task_id}: it is {row['status']} (allowed from pending)",
+                task_id=str(task_id),
+                status=row["status"],
+            )
+        await self.broker.ping()
+        # The row is pending, so already counted among the owner's active tasks.
+        small = await self.store.active_of(row["owner"]) <= self.settings.limits.priority_max_tasks
+        await self.enqueue_rows([task_id], priority=small)
+        return await self.store.get(task_id, owner)
+
+    async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
+        row = await self.store.delete(task_id, owner)
+        # Not a status of the row (the row is gone): it tells live tables to drop it.
+        await self._emit_quietly([{**row, "status": DELETED}])
+
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        row = await self.store.cancel(task_id, owner)
+        # A queued message now matches no claim (status is cancelled); a running task's
+        # worker learns of it from stream:cancels (or its next heartbeat's row check), so
+        # losing this write to a Redis outage delays the stop; it loses nothing.
+        with contextlib.suppress(QueueUnavailable):
+            await self.broker.cancelled([row])
+        return await self.store.get(task_id, owner)
+
+    async def retry(
+        self, task_id: uuid.UUID, owner: str | None, *, priority: bool = False
+    ) -> dict[str, Any]:
+        await self.broker.ping()
+        row = await self.store.requeue(task_id, owner)
+        await self._publish([row], priority=priority)
+        return await self.store.get(task_id, owner)

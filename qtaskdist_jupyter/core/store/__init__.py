@@ -1,0 +1,1 @@
+"""TaskStore and its engine: every SQL statement, guarded transitions, result chunks."""

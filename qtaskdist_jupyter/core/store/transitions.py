@@ -1,0 +1,367 @@
+"""TaskStore's guarded state transitions: a mixin it inherits, so all SQL stays in the store.
+
+Each transition is one ``UPDATE … WHERE status IN (…) [AND attempt = :n] RETURNING …``.
+When no row matches, :class:`TransitionError` says what the row holds instead, so a stale
+worker or a double click changes nothing and learns why.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    Uuid,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.models import Task, TaskStatus
+from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+
+tasks = Task.__table__
+S = TaskStatus
+# The columns a transition returns: what a worker needs to run the task and write events.
+LIGHT = (
+    tasks.c.task_id,
+    tasks.c.task_type,
+    tasks.c.status,
+    tasks.c.owner,
+    tasks.c.attempt,
+    tasks.c.batch_id,
+    tasks.c.payload,
+    tasks.c.retry_count,
+    tasks.c.max_retries,
+    tasks.c.created_at,
+    tasks.c.started_at,
+    tasks.c.meta_data,
+)
+
+# queued → running for (task_id, attempt) pairs passed as two arrays: the SQL text is the
+# same for any batch size, so it is compiled once and PostgreSQL can prepare it (an IN
+# list of pairs is new text for every size).
+_CLAIMS = (
+    func.unnest(bindparam("ids", type_=ARRAY(Uuid)), bindparam("attempts", type_=ARRAY(Integer)))
+    .table_valued("id", "attempt")
+    .render_derived(name="claims")
+)
+_CLAIM = (
+    update(tasks)
+    .where(
+        tasks.c.task_id == _CLAIMS.c.id,
+        tasks.c.attempt == _CLAIMS.c.attempt,
+        tasks.c.status == S.QUEUED.value,
+        or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
+    )
+    .values(
+        status=S.RUNNING.value,
+        attempt=tasks.c.attempt + 1,
+        started_at=func.now(),
+        worker=bindparam("worker"),
+        updated_at=func.now(),
+    )
+    .returning(*LIGHT)
+)
+
+
+def _utc_iso(ts: Any) -> Any:
+    """A timestamp as the worker writes them (Python's isoformat in UTC), whatever the
+    session's TimeZone."""
+    return func.to_char(func.timezone("UTC", ts), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+
+def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
+    """``meta`` with an entry for the attempt that ends here unfinished appended to its
+    ``attempts`` (a finished attempt gets its entry from the worker, see outcomes.profile).
+    In an UPDATE's SET every column still holds the old row: the lost attempt's number,
+    worker and start."""
+    entry = func.jsonb_build_object(
+        "attempt", tasks.c.attempt, "worker", tasks.c.worker,
+        "started_at", _utc_iso(tasks.c.started_at), "finished_at", _utc_iso(func.now()),
+        "outcome", outcome, "error", why,
+    )  # fmt: skip
+    history = func.coalesce(tasks.c.meta_data["attempts"], literal_column("'[]'::jsonb"))
+    return func.jsonb_set(meta, literal_column("'{attempts}'"), history.op("||")(entry))
+
+
+class Transitions:
+    """Every status change of a task row; mixed into :class:`~.store.TaskStore`."""
+
+    engine: AsyncEngine
+    drop_arrays: Any  # ResultArrays.drop_arrays (TaskStore has both)
+
+    async def _why(
+        self,
+        conn: AsyncConnection,
+        task_id: uuid.UUID,
+        owner: str | None,
+        action: str,
+        allowed: Iterable[str],
+        attempt: int | None = None,
+    ) -> None:
+        """Raise the error that explains why a guarded statement matched nothing."""
+        stmt = select(tasks.c.status, tasks.c.attempt).where(tasks.c.task_id == task_id)
+        if owner is not None:
+            stmt = stmt.where(tasks.c.owner == owner)
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found", task_id=str(task_id))
+        if attempt is not None and row.attempt != attempt:
+            raise TransitionError(
+                f"cannot {action} task {task_id}: attempt {attempt} is stale "
+                f"(the task is on attempt {row.attempt}, status {row.status})",
+                task_id=str(task_id),
+                status=row.status,
+                attempt=row.attempt,
+            )
+        raise TransitionError(
+            f"cannot {action} task {task_id}: it is {row.status} "
+            f"(allowed from {', '.join(sorted(allowed))})",
+            task_id=str(task_id),
+            status=row.status,
+        )
+
+    async def _transition(
+        self,
+        task_id: uuid.UUID,
+        *,
+        action: str,
+        allowed: Iterable[str],
+        values: dict[str, Any],
+        attempt: int | None = None,
+        owner: str | None = None,
+    ) -> dict[str, Any]:
+        allowed = [str(s) for s in allowed]
+        cond = [tasks.c.task_id == task_id, tasks.c.status.in_(allowed)]
+        if attempt is not None:
+            cond.append(tasks.c.attempt == attempt)
+        if owner is not None:
+            cond.append(tasks.c.owner == owner)
+        stmt = (
+            update(tasks)
+            .where(*cond)
+            .values(**values, updated_at=func.now())
+            .returning(*LIGHT, tasks.c.status)
+        )
+
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+            if row is None:
+                await self._why(conn, task_id, owner, action, allowed, attempt)
+            return dict(row._mapping)
+
+    @_db_errors
+    async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        """pending → queued for many rows; returns the rows that moved."""
+        stmt = (
+            update(tasks)
+            .where(tasks.c.task_id.in_(task_ids), tasks.c.status == S.PENDING)
+            .values(status=S.QUEUED.value, updated_at=func.now())
+            .returning(*LIGHT)
+        )
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+    @_db_errors
+    async def claim_many(
+        self, claims: Sequence[tuple[uuid.UUID, int]], worker: str
+    ) -> list[dict[str, Any]]:
+        """queued → running for every (task_id, attempt) that still matches, in one UPDATE.
+
+        Rows whose ``scheduled_for`` lies in the future are not claimed: they were re-queued
+        with a backoff and a later message will bring them back.
+        """
+        if not claims:
+            return []
+        params = {"ids": [t for t, _a in claims], "attempts": [a for _t, a in claims]}
+        params["worker"] = worker
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(_CLAIM, params)]
+
+    @_db_errors
+    async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> dict[str, Any]:
+        """running (attempt n, its worker gone) → running (attempt n+1, this worker)."""
+        why = "its stream entry was idle past the visibility timeout; another worker took it"
+        return await self._transition(
+            task_id,
+            action="take over",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={
+                "attempt": tasks.c.attempt + 1,
+                "started_at": func.now(),
+                "worker": worker,
+                "meta_data": _ended_unfinished(tasks.c.meta_data, "taken_over", why),
+            },
+        )
+
+    @_db_errors
+    async def complete_many(
+        self, results: Sequence[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """running → completed for each (task_id, attempt, result, meta) still on that attempt.
+
+        One statement for the whole batch (UPDATE … FROM VALUES); rows whose attempt moved on
+        are simply not in the returned list.
+        """
+        if not results:
+            return []
+        payload = [{"id": str(t), "attempt": a, "result": r, "meta": m} for t, a, r, m in results]
+        stmt = text(
+            """
+            UPDATE tasks SET status = 'completed', result = v.result, error = NULL,
+                   meta_data = tasks.meta_data || v.meta, finished_at = now(),
+                   updated_at = now()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                 AS v(id uuid, attempt int, result jsonb, meta jsonb)
+            WHERE tasks.task_id = v.id AND tasks.attempt = v.attempt
+              AND tasks.status = 'running'
+            RETURNING tasks.task_id, tasks.task_type, tasks.status, tasks.owner,
+                      tasks.attempt, tasks.batch_id
+            """
+        )
+        async with self.engine.connect() as conn:
+            res = await conn.execute(stmt, {"rows": json.dumps(payload, default=str)})
+            return [dict(r._mapping) for r in res]
+
+    @_db_errors
+    async def complete(
+        self, task_id: uuid.UUID, attempt: int, result: dict[str, Any], meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._transition(
+            task_id,
+            action="complete",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={
+                "status": S.COMPLETED.value,
+                "result": result,
+                "error": None,
+                "meta_data": tasks.c.meta_data.op("||")(meta),
+                "finished_at": func.now(),
+            },
+        )
+
+    @_db_errors
+    async def fail(
+        self, task_id: uuid.UUID, attempt: int, error: str, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._transition(
+            task_id,
+            action="fail",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={
+                "status": S.FAILED.value,
+                "error": error,
+                "meta_data": tasks.c.meta_data.op("||")(meta),
+                "finished_at": func.now(),
+            },
+        )
+
+    @_db_errors
+    async def retry_later(
+        self, task_id: uuid.UUID, attempt: int, error: str, delay_s: float, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """running → queued with retry_count+1 and scheduled_for = now + delay."""
+        return await self._transition(
+            task_id,
+            action="retry",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={
+                "status": S.QUEUED.value,
+                "error": error,
+                "retry_count": tasks.c.retry_count + 1,
+                "scheduled_for": func.now() + timedelta(seconds=delay_s),
+                "meta_data": tasks.c.meta_data.op("||")(meta),
+            },
+        )
+
+    @_db_errors
+    async def release(
+        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any] | None = None, *, why: str
+    ) -> dict[str, Any]:
+        """running → queued, same retry_count: the worker gave it back unfinished (or
+        stopped heartbeating); ``why`` goes into the attempt's history entry."""
+        merged = tasks.c.meta_data.op("||")(meta or {})
+        return await self._transition(
+            task_id,
+            action="release",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={
+                "status": S.QUEUED.value,
+                "worker": None,
+                "scheduled_for": None,
+                "meta_data": _ended_unfinished(merged, "released", why),
+            },
+        )
+
+    @_db_errors
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        return await self._transition(
+            task_id,
+            action="cancel",
+            allowed=[S.PENDING, S.QUEUED, S.RUNNING],
+            owner=owner,
+            values={"status": S.CANCELLED.value, "finished_at": func.now()},
+        )
+
+    @_db_errors
+    async def requeue(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+        """A user's retry: failed | cancelled → queued, fresh retry budget; arrays an
+        earlier attempt stored go (the result that named them is cleared)."""
+        row = await self._transition(
+            task_id,
+            action="retry",
+            allowed=[S.FAILED, S.CANCELLED],
+            owner=owner,
+            values={
+                "status": S.QUEUED.value,
+                "retry_count": 0,
+                "error": None,
+                "result": None,
+                "scheduled_for": None,
+                "finished_at": None,
+                "worker": None,
+            },
+        )
+        await self.drop_arrays(task_id)
+        return row
+
+    @_db_errors
+    async def merge_meta(
+        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge keys into a running task's meta_data (e.g. the provider's job id)."""
+        return await self._transition(
+            task_id,
+            action="annotate",
+            allowed=[S.RUNNING],
+            attempt=attempt,
+            values={"meta_data": tasks.c.meta_data.op("||")(meta)},
+        )
+
+    @_db_errors
+    async def unqueue(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """queued → pending: the XADD that should have followed the commit failed."""
+        stmt = (
+            update(tasks)
+            .where(tasks.c.task_id.in_(task_ids), tasks.c.status == S.QUEUED)
+            .values(status=S.PENDING.value, updated_at=func.now())
+        )
+        async with self.engine.connect() as conn:
+            await conn.execute(stmt)

@@ -1,0 +1,427 @@
+"""The notebook's Python client for the qtaskdist REST API (sync, httpx).
+
+Finding the server, in order: explicit ``url``/``token`` → ``QTASKDIST_SERVER_URL`` /
+``QTASKDIST_TOKEN`` (exported by the server extension, so every kernel it starts inherits
+them) → the running Jupyter server that started this kernel (``list_running_servers``,
+matched by parent pid, then by asking each server whether it knows our kernel id).
+
+Waiting never polls task rows in a loop: it parks on the events long poll and re-reads
+the rows (one GET) each time it wakes, so a missed event costs one poll period at most.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from qtaskdist_jupyter.core import config
+from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, ServiceUnavailable, WaitTimeout
+from qtaskdist_jupyter.kernel.handles import TERMINAL, BatchHandle, TaskHandle
+
+__all__ = ["BatchHandle", "Client", "TaskHandle", "find_server"]
+
+API_PATH = "qtaskdist/api/"
+# The server caps one long poll at 30 s (QtaskdistApp.events_max_timeout_s).
+POLL_S = 25.0
+HOW_TO_FIX = (
+    "Start JupyterLab / jupyter server with the extension enabled "
+    "(`jupyter server extension enable qtaskdist_server`) and open this notebook from it, "
+    "or pass Client(url='http://host:8888/', token='...')."
+)
+
+
+# ---- discovery ---------------------------------------------------------------------
+def _connection_file() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        return str(get_connection_file())
+    except Exception:  # noqa: BLE001 - not inside an ipykernel: nothing to match
+        return None
+
+
+def _running_servers(runtime_dirs: Iterable[str | None]) -> list[dict[str, Any]]:
+    from jupyter_server.serverapp import list_running_servers
+
+    seen: dict[Any, dict[str, Any]] = {}
+    for d in runtime_dirs:
+        for info in list_running_servers(d):
+            seen.setdefault(info.get("pid"), info)
+    return list(seen.values())
+
+
+def find_server(connection_file: str | None = None) -> tuple[str, str] | None:
+    """The (url, token) of the Jupyter server that runs this kernel, or None."""
+    cf = connection_file or _connection_file()
+    dirs = [os.path.dirname(cf)] if cf else []
+    servers = _running_servers([*dirs, None])
+    ppid = os.getppid()
+    for info in servers:
+        if info.get("pid") == ppid:
+            return str(info["url"]), str(info.get("token") or "")
+    m = re.match(r"kernel-(.+)\.json$", os.path.basename(cf or ""))
+    if not m:
+        return None
+    for info in servers:
+        url, token = str(info["url"]), str(info.get("token") or "")
+        headers = {"Authorization": f"token {token}"} if token else {}
+        try:
+            r = httpx.get(urljoin(url, f"api/kernels/{m.group(1)}"), headers=headers, timeout=3)
+        except httpx.HTTPError:
+            continue
+        if r.status_code == 200:
+            return url, token
+    return None
+
+
+def _error_message(body: dict[str, Any], fallback: str) -> str:
+    msg = str(body.get("detail") or fallback)
+    where = [f"{k} {body[k]}" for k in ("line", "column") if body.get(k) is not None]
+    return f"{msg} ({', '.join(where)})" if where and "line" not in msg else msg
+
+
+# ---- the client --------------------------------------------------------------------
+class Client:
+    """``Client()`` finds the server by itself; ``Client(url, token)`` names it."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, timeout_s: float = 30.0
+    ) -> None:
+        env_url, env_token = config.kernel_server_env()
+        if url is None and env_url:
+            url, token = env_url, token if token is not None else env_token
+        if url is None:
+            found = find_server()
+            if found is None:
+                raise ServerNotFound(
+                    "no Jupyter server with the qtaskdist extension found for this kernel "
+                    f"(QTASKDIST_SERVER_URL is not set). {HOW_TO_FIX}"
+                )
+            url, found_token = found
+            token = token if token is not None else found_token
+        self.url = url if url.endswith("/") else url + "/"
+        self.token = token or ""
+        self.timeout_s = timeout_s
+        headers = {"Authorization": f"token {self.token}"} if self.token else {}
+        self._http = httpx.Client(
+            base_url=urljoin(self.url, API_PATH), headers=headers, timeout=timeout_s
+        )
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- HTTP ----------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call; errors become ServerNotFound / ServiceUnavailable / ApiError."""
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            r = self._http.request(
+                method, path, json=json, params=params, timeout=timeout or self.timeout_s
+            )
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            raise ServerNotFound(
+                f"the Jupyter server at {self.url} is not reachable ({exc}); is it still "
+                f"running? {HOW_TO_FIX}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ServiceUnavailable(
+                f"the Jupyter server at {self.url} did not answer {method} {path} "
+                f"within {timeout or self.timeout_s} s"
+            ) from exc
+        if r.status_code >= 400:
+            raise self._error(r, method, path)
+        return r.json() if r.content else None
+
+    def _error(self, r: httpx.Response, method: str, path: str) -> Exception:
+        try:
+            body = r.json()
+            body = body if isinstance(body, dict) else {}
+        except ValueError:
+            body = {}
+        code = body.get("error")
+        if r.status_code == 503:
+            return ServiceUnavailable(
+                f"qtaskdist services are down: {body.get('detail') or r.reason_phrase}",
+                error=code,
+            )
+        if r.status_code == 404 and not str(code or "").startswith("task_"):
+            return ServerNotFound(
+                f"the Jupyter server at {self.url} has no qtaskdist API ({method} {path} "
+                f"answered 404). {HOW_TO_FIX}"
+            )
+        if r.status_code == 403:
+            return ApiError(
+                f"the Jupyter server at {self.url} refused the token (403); pass the server's "
+                "token as Client(token=...)",
+                status=403,
+                error=code or "forbidden",
+            )
+        extra = {k: v for k, v in body.items() if k not in ("error", "detail", "status")}
+        msg = _error_message(body, f"{method} {path} answered {r.status_code}")
+        return ApiError(msg, status=r.status_code, error=code, **extra)
+
+    # ---- tasks ---------------------------------------------------------------------
+    def submit(
+        self,
+        task_type: str,
+        payloads: dict[str, Any] | Sequence[dict[str, Any]],
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        max_retries: int | None = None,
+        labels: dict[str, Any] | None = None,
+        meta_data: dict[str, Any] | None = None,
+        enqueue: bool = True,
+    ) -> TaskHandle | BatchHandle:
+        """One payload → one task (TaskHandle); a list → one batch (BatchHandle).
+
+        ``labels``: your own JSON for the task (``meta_data`` is its older name; the
+        system's keys in it are refused)."""
+
+        def spec(payload: dict[str, Any], i: int | None) -> dict[str, Any]:
+            s: dict[str, Any] = {"task_type": task_type, "payload": payload, "enqueue": enqueue}
+            if name is not None:
+                s["name"] = name if i is None else f"{name}[{i}]"
+            if tags:
+                s["tags"] = list(tags)
+            if max_retries is not None:
+                s["max_retries"] = max_retries
+            if labels:
+                s["labels"] = labels
+            if meta_data:
+                s["meta_data"] = meta_data
+            return s
+
+        if isinstance(payloads, dict):
+            row = self.request("POST", "tasks", json=spec(payloads, None))
+            return TaskHandle(self, row["task_id"], row)
+        specs = [spec(p, i) for i, p in enumerate(payloads)]
+        body = self.request("POST", "tasks/batch", json={"tasks": specs, "enqueue": enqueue})
+        return BatchHandle(self, body["batch_id"], body["task_ids"])
+
+    def submit_simulate(
+        self,
+        circuits: Any,
+        *,
+        shots: int = 1024,
+        seed: int | None = None,
+        method: str | None = None,
+        noise: dict[str, float] | None = None,
+        observables: Sequence[Any] | None = None,
+        parameter_bindings: Sequence[dict[str, float]] | None = None,
+        memory: bool = False,
+        statevector: bool = False,
+        probabilities: bool = False,
+        device: str | None = None,
+        time_limit_s: float | None = None,
+        **task: Any,
+    ) -> TaskHandle | BatchHandle:
+        opts = {
+            "shots": shots,
+            "seed": seed,
+            "method": method,
+            "noise": noise,
+            "observables": list(observables) if observables else None,
+            "parameter_bindings": list(parameter_bindings) if parameter_bindings else None,
+            "memory": memory or None,
+            "statevector": statevector or None,
+            "probabilities": probabilities or None,
+            "device": device,
+            "time_limit_s": time_limit_s,
+        }
+        return self.submit("simulate", _payloads(circuits, opts), **task)
+
+    def submit_convert(
+        self, circuits: Any, *, profile: str = "base", module_name: str | None = None, **task: Any
+    ) -> TaskHandle | BatchHandle:
+        opts = {"profile": profile, "module_name": module_name}
+        return self.submit("c_qir_convert", _payloads(circuits, opts), **task)
+
+    def submit_backend(
+        self,
+        circuits: Any,
+        *,
+        device_id: str,
+        shots: int = 1024,
+        provider_options: dict[str, Any] | None = None,
+        **task: Any,
+    ) -> TaskHandle | BatchHandle:
+        opts = {"device_id": device_id, "shots": shots, "provider_options": provider_options}
+        return self.submit("backend_run", _payloads(circuits, opts), **task)
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"tasks/{task_id}"))
+
+    def handle(self, task_id: str) -> TaskHandle:
+        return TaskHandle(self, task_id, self.get(task_id))
+
+    def array(self, task_id: str, name: str, *, progress: bool | None = None) -> Any:
+        """One stored result array (e.g. ``"statevector"``, ``"results.2.memory"``) as a
+        numpy array, streamed; a progress bar over a few MB unless ``progress`` says."""
+        from qtaskdist_jupyter.core import arrays
+        from qtaskdist_jupyter.kernel.lazy_result import ArrayNotFound, fetch_array
+
+        ref = arrays.find_ref(self.get(task_id).get("result"), name)
+        if ref is None:
+            raise ArrayNotFound(f"task {task_id} stores no result array {name!r}")
+        return fetch_array(self, task_id, ref, progress=progress)
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"tasks/{task_id}/cancel"))
+
+    def retry(self, task_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"tasks/{task_id}/retry"))
+
+    def tasks(
+        self,
+        status: str | Sequence[str] | None = None,
+        task_type: str | None = None,
+        batch_id: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        include: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Newest first, up to ``limit`` rows (pages of 1,000 under the hood). Rows leave
+        out ``payload`` and ``result`` unless ``include`` names them."""
+        if status is not None and not isinstance(status, str):
+            status = ",".join(status)
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while len(out) < limit:
+            params = {
+                "status": status or None,
+                "task_type": task_type,
+                "batch_id": batch_id,
+                "name": name,
+                "limit": min(1000, limit - len(out)),
+                "cursor": cursor,
+                "include": ",".join(include) or None,
+            }
+            page = self.request("GET", "tasks", params=params)
+            out += page["tasks"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return out
+
+    def counts(self, batch_id: str | None = None) -> dict[str, int]:
+        return dict(self.request("GET", "tasks/counts", params={"batch_id": batch_id})["counts"])
+
+    def events(
+        self,
+        after: str | None = None,
+        timeout_s: float = POLL_S,
+        statuses: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """One long poll: ``{"events": [...], "cursor": id}`` (pass cursor back as after);
+        ``statuses`` keeps only events with those statuses."""
+        params: dict[str, Any] = {"after": after, "timeout_s": timeout_s}
+        if statuses is not None:
+            params["status"] = ",".join(sorted(statuses))
+        return dict(self.request("GET", "events", params=params, timeout=timeout_s + 15))
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.request("GET", "health"))
+
+    # ---- waiting -------------------------------------------------------------------
+    def wait_for(
+        self,
+        check: Callable[[], tuple[int, int]],
+        relevant: Callable[[dict[str, Any]], bool],
+        *,
+        timeout_s: float | None = None,
+        progress: bool = False,
+        desc: str = "tasks",
+    ) -> None:
+        """Block until ``check()`` says (done, total) with done == total.
+
+        The cursor is taken before the first check, so an event that lands between the
+        check and the first poll is still seen.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        cursor = self.events(timeout_s=0)["cursor"]
+        done, total = check()
+        bar = _bar(total, desc) if progress else None
+        try:
+            while True:
+                if bar is not None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+                if done >= total:
+                    return
+                left = POLL_S if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"timed out after {timeout_s:g} s waiting for {desc}: "
+                        f"{done} of {total} finished"
+                    )
+                # Only finished tasks change (done, total): queued / running events would
+                # end each long poll for nothing.
+                body = self.events(
+                    after=cursor, timeout_s=round(min(left, POLL_S), 3), statuses=TERMINAL
+                )
+                cursor = body["cursor"]
+                events = body["events"]
+                # No event at all (timeout) also re-reads: it is the fallback for a lost one.
+                if not events or any(relevant(e) for e in events):
+                    done, total = check()
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _bar(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="task", leave=True)
+
+
+def encode(circuit: Any) -> tuple[str, str]:
+    """A QuantumCircuit → base64 QPY; text → as is (OpenQASM 2/3, format detected)."""
+    if isinstance(circuit, str):
+        return circuit, "auto"
+    if isinstance(circuit, bytes):
+        return circuit.decode(), "auto"
+    from qtaskdist_jupyter.core.circuits import codec
+
+    return codec.encode_circuit(circuit)
+
+
+def _payloads(circuits: Any, opts: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    clean = {k: v for k, v in opts.items() if v is not None}
+
+    def one(c: Any) -> dict[str, Any]:
+        text, fmt = encode(c)
+        return {"circuit": text, "circuit_format": fmt, **clean}
+
+    if isinstance(circuits, (list, tuple)):
+        return [one(c) for c in circuits]
+    return one(circuits)
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL

@@ -1,0 +1,200 @@
+"""Result display: histograms, probabilities / statevector, sweep curves, QIR text, errors.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot, so no global state and no
+GUI backend: works under Agg, headless CI and any kernel) and shown as PNG images.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from qtaskdist_jupyter.core import arrays
+
+MAX_BARS = 64
+
+
+def _figure(width: float = 6.0, height: float = 3.0) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _show(fig: Any) -> None:
+    from IPython.display import Image, display
+
+    display(Image(data=_png(fig), format="png"))
+
+
+def top_items(values: dict[str, float], n: int = MAX_BARS) -> list[tuple[str, float]]:
+    """The ``n`` largest entries, then sorted by key (bitstrings read left to right)."""
+    top = sorted(values.items(), key=lambda kv: -kv[1])[:n]
+    return sorted(top)
+
+
+def counts_figure(counts: dict[str, int], title: str | None = None) -> Any:
+    items = top_items(counts)
+    fig = _figure(max(4.0, min(12.0, 0.45 * len(items) + 2)), 3.0)
+    ax = fig.add_subplot()
+    ax.bar([k for k, _ in items], [v for _, v in items], color="#1e88e5")
+    ax.set_ylabel("counts")
+    ax.tick_params(axis="x", labelrotation=90 if len(items) > 8 else 0)
+    shown = "" if len(items) == len(counts) else f" (top {len(items)} of {len(counts)})"
+    # Names are user text: "$" must not start mathtext (a bad formula raises).
+    ax.set_title((title or "counts") + shown, parse_math=False)
+    return fig
+
+
+def probabilities_figure(probs: dict[str, float] | Sequence[float], title: str = "") -> Any:
+    if not isinstance(probs, dict):
+        n = max(1, (len(probs) - 1).bit_length())
+        probs = {format(i, f"0{n}b"): p for i, p in enumerate(probs)}
+    items = top_items(probs)
+    fig = _figure(max(4.0, min(12.0, 0.45 * len(items) + 2)), 3.0)
+    ax = fig.add_subplot()
+    ax.bar([k for k, _ in items], [v for _, v in items], color="#8e24aa")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(title or "probabilities", parse_math=False)
+    return fig
+
+
+def statevector_probabilities(sv: Sequence[Any]) -> list[float]:
+    """Aer's statevector as JSON: [re, im] pairs or complex-like numbers."""
+    out = []
+    for a in sv:
+        if isinstance(a, (list, tuple)):
+            out.append(float(a[0]) ** 2 + float(a[1]) ** 2)
+        elif isinstance(a, dict):
+            out.append(float(a.get("real", 0)) ** 2 + float(a.get("imag", 0)) ** 2)
+        else:
+            out.append(abs(complex(a)) ** 2)
+    return out
+
+
+def expectation_figure(
+    results: Sequence[dict[str, Any]], parameter: str | None = None, labels: Sequence[str] = ()
+) -> Any:
+    """Expectation values against one swept parameter (the first, unless named)."""
+    rows = [r for r in results if r.get("expectation_values") is not None]
+    if not rows:
+        raise ValueError("no expectation values in these results")
+    parameter = parameter or next(iter(rows[0].get("parameters") or {"index": 0}))
+    xs = [float((r.get("parameters") or {}).get(parameter, i)) for i, r in enumerate(rows)]
+    fig = _figure(6.0, 3.2)
+    ax = fig.add_subplot()
+    for k in range(len(rows[0]["expectation_values"])):
+        ys = [float(r["expectation_values"][k]) for r in rows]
+        label = labels[k] if k < len(labels) else f"observable {k}"
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel(parameter)
+    ax.set_ylabel("expectation value")
+    ax.legend(loc="best")
+    return fig
+
+
+def qir_html(result: dict[str, Any], max_chars: int = 20_000) -> str:
+    text = str(result.get("llvm_ir") or "")
+    head = (
+        f"QIR ({result.get('profile', '?')} profile): "
+        f"{result.get('required_num_qubits', '?')} qubits, "
+        f"{result.get('required_num_results', '?')} results"
+    )
+    cut = "\n… (truncated)" if len(text) > max_chars else ""
+    return (
+        f"<div class='qtd-qir'><b>{html.escape(head)}</b><pre style='max-height:24em;"
+        f"overflow:auto'>{html.escape(text[:max_chars] + cut)}</pre></div>"
+    )
+
+
+def error_line(exc: BaseException) -> str:
+    """Our errors in one line: the message, plus line/column where the parser gave them."""
+    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(msg).split("\n")[0].split())
+
+
+def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None:
+    """Display one task's result the way its task_type calls for."""
+    from IPython.display import HTML, display
+
+    status = row.get("status")
+    if status != "completed":
+        from qtaskdist_jupyter.kernel.handles import failure_message
+
+        display(HTML(f"<div class='qtd-error'>{html.escape(failure_message(row))}</div>"))
+        return
+    res = row.get("result") or {}
+    title = row.get("name") or str(row.get("task_id", ""))[:8]
+    if "llvm_ir" in res:
+        display(HTML(qir_html(res)))
+        return
+    if "results" in res:
+        parts = res["results"]
+        if any(p.get("expectation_values") is not None for p in parts):
+            _show(expectation_figure(parts, labels=list(observables)))
+        for p in parts[:4]:
+            if p.get("counts"):
+                _show(counts_figure(p["counts"], f"{title} {p.get('parameters')}"))
+        if len(parts) > 4:
+            display(HTML(f"<i>… {len(parts) - 4} more bindings</i>"))
+        return
+    if res.get("counts"):
+        _show(counts_figure(res["counts"], title))
+    stored = [(k, v) for k, v in res.items() if arrays.is_ref(v)]
+    for key, ref in stored:
+        # A stored array is summarized, never downloaded: its top states are in the row.
+        display(HTML(array_summary_html(key, ref)))
+        if ref.get("top"):
+            top = {e["bitstring"]: e["probability"] for e in ref["top"]}
+            _show(probabilities_figure(top, f"{title}: top {len(top)} of {key}"))
+    res = {k: v for k, v in res.items() if not arrays.is_ref(v)}
+    if res.get("probabilities") is not None:
+        _show(probabilities_figure(res["probabilities"], f"{title}: probabilities"))
+    if res.get("statevector") is not None:
+        probs = statevector_probabilities(res["statevector"])
+        _show(probabilities_figure(probs, f"{title}: |statevector|²"))
+    if res.get("expectation_values") is not None:
+        vals = ", ".join(f"{v:.4g}" for v in res["expectation_values"])
+        display(HTML(f"<div>expectation values: {html.escape(vals)}</div>"))
+
+
+def array_summary_html(key: str, ref: dict[str, Any]) -> str:
+    """One line about a stored array: dtype, shape, sizes and its top states."""
+    shape = "×".join(str(d) for d in ref.get("shape") or [])
+    top = ", ".join(
+        f"|{e['bitstring']}⟩ {e['probability']:.3g}" for e in (ref.get("top") or [])[:4]
+    )
+    first = " ".join(str(m) for m in (ref.get("first") or [])[:4])
+    extra = f" · top: {top}" if top else (f" · first shots: {first}" if first else "")
+    return (
+        f"<div class='qtd-array-summary'><b>{html.escape(key)}</b> "
+        f"{html.escape(str(ref.get('dtype')))} [{shape}] · "
+        f"{arrays.human_bytes(int(ref.get('nbytes') or 0))} "
+        f"(stored {arrays.human_bytes(int(ref.get('stored_bytes') or 0))}){html.escape(extra)}"
+        " · <code>handle.result()[key]</code> downloads it</div>"
+    )
+
+
+def show_batch(rows: Sequence[dict[str, Any]], *, observables: Sequence[str] = ()) -> None:
+    """A sweep: one curve of expectation values, else the first few histograms."""
+    from IPython.display import HTML, display
+
+    flat: list[dict[str, Any]] = []
+    for r in rows:
+        res = r.get("result") or {}
+        flat += res.get("results") or ([res] if res else [])
+    if any(p.get("expectation_values") is not None and p.get("parameters") for p in flat):
+        _show(expectation_figure(flat, labels=list(observables)))
+        return
+    for r in rows[:4]:
+        show_result(r, observables=observables)
+    if len(rows) > 4:
+        display(HTML(f"<i>… {len(rows) - 4} more tasks</i>"))

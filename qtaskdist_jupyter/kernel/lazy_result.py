@@ -1,0 +1,94 @@
+"""A task's result on the notebook side: stored arrays come back as numpy arrays, fetched
+on first access and streamed (``GET tasks/{id}/result/{name}?encoding=zstd``), with a
+progress bar when there are more than a few MB to move."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core.errors import ArrayNotFound
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from qtaskdist_jupyter.kernel.client import Client
+
+# A download larger than this (compressed bytes) shows a progress bar.
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+
+
+def fetch_array(
+    client: Client, task_id: str, ref: dict[str, Any], *, progress: bool | None = None
+) -> np.ndarray:
+    """Stream one stored array into memory: the array is the only full-size buffer, and
+    its sha256 is checked against the reference."""
+    name = str(ref["$array"])
+    path = f"tasks/{task_id}/result/{name}"
+    show = ref.get("stored_bytes", 0) > PROGRESS_MIN_BYTES if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(ref["stored_bytes"]), unit="B", unit_scale=True, desc=name)
+    try:
+        with client._http.stream("GET", path, params={"encoding": "zstd"}) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise client._error(r, "GET", path)
+            return arrays.decode(
+                r.iter_bytes(arrays.CHUNK_BYTES), ref, bar.update if bar is not None else None
+            )
+    except httpx.HTTPError as exc:
+        from qtaskdist_jupyter.core.errors import ServiceUnavailable
+
+        raise ServiceUnavailable(f"fetching {name} of task {task_id} failed: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class LazyResult(dict):  # type: ignore[type-arg]
+    """The result dict; a stored array is fetched the first time it is read (``[]``,
+    ``get``, ``items``, ``values``) and kept. ``summary(key)`` describes it without
+    fetching (shape, dtype, bytes, top states)."""
+
+    def __init__(self, data: dict[str, Any], fetch: Any) -> None:
+        super().__init__(data)
+        self._fetch = fetch
+        for k, v in data.items():
+            if k == "results" and isinstance(v, list):
+                parts = [LazyResult(p, fetch) if isinstance(p, dict) else p for p in v]
+                super().__setitem__(k, parts)
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if arrays.is_ref(value):
+            value = self._fetch(value)
+            super().__setitem__(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def items(self) -> Any:  # type: ignore[override]
+        return [(k, self[k]) for k in self]
+
+    def values(self) -> Any:  # type: ignore[override]
+        return [self[k] for k in self]
+
+    def summary(self, key: str) -> dict[str, Any] | None:
+        """A stored array's reference (None for inline values and fetched arrays)."""
+        value = super().get(key)
+        return dict(value) if arrays.is_ref(value) else None
+
+
+def lazy_result(client: Client, task_id: str, result: dict[str, Any] | None) -> LazyResult:
+    return LazyResult(
+        dict(result or {}), lambda ref: fetch_array(client, task_id, ref, progress=None)
+    )
+
+
+__all__ = ["ArrayNotFound", "LazyResult", "PROGRESS_MIN_BYTES", "fetch_array", "lazy_result"]

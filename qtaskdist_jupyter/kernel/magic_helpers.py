@@ -1,0 +1,105 @@
+"""The plain functions behind ``%qtask``: no Magics instance, no shell state.
+
+Option parsing (``--sweep``, ``--noise``), the check on a Python cell's value, the one
+line a user sees for an error, and text+HTML output. Apart from :mod:`.magics` so that
+file holds only the command class.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from qtaskdist_jupyter.core.errors import (
+    ApiError,
+    QtaskdistError,
+    ServerNotFound,
+    ServiceUnavailable,
+    WaitTimeout,
+)
+
+
+def user_message(exc: QtaskdistError) -> str:
+    """One line for the user; the API's code decides the prefix."""
+    if isinstance(exc, ServerNotFound):
+        return f"no qtaskdist server: {exc.message}"
+    if isinstance(exc, ServiceUnavailable):
+        return exc.message if "down" in exc.message else f"services down: {exc.message}"
+    if isinstance(exc, WaitTimeout):
+        return exc.message
+    if isinstance(exc, ApiError) and exc.error in ("invalid_circuit", "include_refused"):
+        return f"invalid circuit: {exc.message}"
+    return exc.message
+
+
+def parse_sweep(specs: list[str]) -> list[dict[str, float]]:
+    """``NAME=START:STOP:NUM`` (NUM points, both ends included); several → their product."""
+    axes: list[tuple[str, list[float]]] = []
+    for spec in specs:
+        name, eq, rng = spec.partition("=")
+        parts = rng.split(":")
+        if not eq or not name.isidentifier() or len(parts) != 3:
+            raise UsageError(
+                f"--sweep {spec!r}: expected NAME=START:STOP:NUM, e.g. theta=0:3.14:16"
+            )
+        try:
+            start, stop, num = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise UsageError(
+                f"--sweep {spec!r}: START and STOP are numbers, NUM an integer"
+            ) from None
+        if num < 1:
+            raise UsageError(f"--sweep {spec!r}: NUM must be at least 1")
+        step = (stop - start) / (num - 1) if num > 1 else 0.0
+        axes.append((name, [start + i * step for i in range(num)]))
+    return [
+        dict(zip([a[0] for a in axes], combo, strict=True))
+        for combo in itertools.product(*[a[1] for a in axes])
+    ]
+
+
+def parse_noise(text: str | None) -> dict[str, float] | None:
+    """``P`` (both gate errors) or ``P1,P2[,READOUT]``."""
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--noise {text!r}: expected P or P1,P2[,READOUT]") from None
+    if len(vals) == 1:
+        vals = [vals[0], vals[0]]
+    if len(vals) > 3:
+        raise UsageError(f"--noise {text!r}: at most three numbers")
+    return dict(
+        zip(("depolarizing_1q", "depolarizing_2q", "readout")[: len(vals)], vals, strict=True)
+    )
+
+
+def check_circuits(value: Any) -> Any:
+    from qiskit import QuantumCircuit
+
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items or not all(isinstance(c, (QuantumCircuit, str)) for c in items):
+        got = type(value).__name__
+        raise UsageError(
+            f"the cell's last expression is a {got}; expected a QuantumCircuit or a list of them"
+        )
+    return list(items) if isinstance(value, (list, tuple)) else value
+
+
+def is_uuid(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+        return True
+    except ValueError:
+        return False
+
+
+def emit(text: str, html: str) -> None:
+    from IPython.display import display
+
+    display({"text/plain": text, "text/html": html}, raw=True)

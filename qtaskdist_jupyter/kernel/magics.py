@@ -1,0 +1,356 @@
+"""``%%qtask`` / ``%qtask``: submit circuits and manage tasks from a notebook cell.
+
+Every mistake a user can make (no server, services down, a circuit that does not parse,
+an unknown option, a wait that timed out) ends as one ``UsageError`` line: IPython prints
+it without a traceback, and a notebook run still stops at that cell.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from qtaskdist_jupyter.core.errors import ApiError, QtaskdistError
+from qtaskdist_jupyter.kernel.magic_helpers import (
+    check_circuits,
+    emit,
+    is_uuid,
+    parse_noise,
+    parse_sweep,
+    user_message,
+)
+
+CELL_ACTIONS = ("simulate", "convert", "run")
+LINE_ACTIONS = ("list", "show", "wait", "cancel", "retry", "table", "status")
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@magics_class
+class QtaskMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._client: Any = None
+        self.last: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from qtaskdist_jupyter.kernel.client import Client
+
+            self._client = Client()
+        return self._client
+
+    @magic_arguments()
+    @argument("action", help="cell: simulate | convert | run; line: " + " | ".join(LINE_ACTIONS))
+    @argument("target", nargs="?", help="task or batch id for show / wait / cancel / retry")
+    @argument("--shots", type=int, help="shots per circuit (default 1024)")
+    @argument("--seed", type=int, help="simulator seed")
+    @argument("--method", help="Aer method: automatic, statevector, density_matrix, ...")
+    @argument("--noise", help="depolarizing error P, or P1,P2[,READOUT]")
+    @argument("--observables", nargs="+", help="Pauli strings, e.g. ZZ XI")
+    @argument("--probabilities", action="store_true", help="also return probabilities")
+    @argument("--statevector", action="store_true", help="also return the statevector")
+    @argument("--memory", action="store_true", help="also return per-shot memory")
+    @argument("--sweep", action="append", default=[], help="NAME=START:STOP:NUM (repeatable)")
+    @argument("--chunk", type=int, default=1, help="sweep bindings per task (default 1)")
+    @argument("--profile", choices=["base", "adaptive"], default="base", help="QIR profile")
+    @argument("--module-name", help="QIR module name")
+    @argument("--device", help="backend device id for run ('local' works offline)")
+    @argument("--name", help="task name")
+    @argument("--tags", nargs="+", help="task tags")
+    @argument("--max-retries", type=int, help="retries of a failed task (default 3)")
+    @argument("--wait", action="store_true", help="wait for the result and show it")
+    @argument("--out", help="store the handle in this variable")
+    @argument("--timeout", type=float, help="seconds to wait at most")
+    @argument("--all", action="store_true", help="wait: every unfinished task")
+    @argument("--status", help="list / table: statuses, comma separated")
+    @argument("--type", dest="task_type", help="list / table: task type")
+    @argument("--batch", help="list / table: batch id")
+    @argument("--limit", type=int, default=50, help="list: rows (default 50)")
+    @line_cell_magic
+    def qtask(self, line: str, cell: str | None = None) -> Any:
+        """Submit circuits to qtaskdist workers and manage their tasks.
+
+        Cell magics (the body is OpenQASM 2/3 text, or Python whose last expression is a
+        QuantumCircuit or a list of them, run in your namespace)::
+
+            %%qtask simulate [--shots N] [--seed S] [--sweep theta=0:3.14:16] [--wait]
+            %%qtask convert [--profile base|adaptive]
+            %%qtask run --device local [--shots N]
+
+        Line magics::
+
+            %qtask list [--status queued,running]   %qtask show ID
+            %qtask wait [ID|--all] [--timeout S]    %qtask cancel ID   %qtask retry ID
+            %qtask table                             %qtask status
+        """
+        args = parse_argstring(self.qtask, line)
+        if args.action not in CELL_ACTIONS + LINE_ACTIONS:
+            raise UsageError(
+                f"unknown action {args.action!r}; use one of "
+                + ", ".join(CELL_ACTIONS + LINE_ACTIONS)
+            )
+        if cell is None and args.action in CELL_ACTIONS:
+            raise UsageError(
+                f"'{args.action}' is a cell magic: put %%qtask {args.action} on a cell's first line"
+            )
+        if cell is not None and args.action in LINE_ACTIONS:
+            raise UsageError(f"'{args.action}' is a line magic: use %qtask {args.action}")
+        try:
+            if cell is not None:
+                return self._submit(args, cell)
+            return getattr(self, f"_do_{args.action}")(args)
+        except QtaskdistError as exc:
+            raise UsageError(f"qtask: {user_message(exc)}") from None
+
+    # ---- cell: submit --------------------------------------------------------------
+    def circuits_from_body(self, body: str) -> Any:
+        """OpenQASM text as is; otherwise the value of the cell's last Python expression."""
+        code = [
+            ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("//")
+        ]
+        if code and code[0].upper().startswith("OPENQASM"):
+            return body
+        try:
+            tree = ast.parse(body)
+        except SyntaxError as exc:
+            raise UsageError(
+                f"the cell is neither OpenQASM (no 'OPENQASM' header) nor Python: {exc.msg} "
+                f"(line {exc.lineno}, column {exc.offset})"
+            ) from None
+        if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+            raise UsageError(
+                "the cell's last line must be an expression: a QuantumCircuit or a list of them"
+            )
+        ns = self.shell.user_ns
+        head = ast.Module(body=tree.body[:-1], type_ignores=[])
+        # The user's own code in the user's own kernel, like any other cell.
+        exec(compile(head, "<%%qtask cell>", "exec"), ns)  # noqa: S102
+        value = eval(compile(ast.Expression(tree.body[-1].value), "<%%qtask cell>", "eval"), ns)  # noqa: S307
+        return check_circuits(value)
+
+    def _submit(self, args: Any, body: str) -> Any:
+        circuits = self.circuits_from_body(body)
+        task = {"name": args.name, "tags": args.tags, "max_retries": args.max_retries}
+        if args.action == "simulate":
+            handle = self._simulate(args, circuits, task)
+        elif args.action == "convert":
+            handle = self.client.submit_convert(
+                circuits, profile=args.profile, module_name=args.module_name, **task
+            )
+        else:
+            if not args.device:
+                raise UsageError(
+                    "%%qtask run needs --device ID (--device local runs on Aer offline)"
+                )
+            handle = self.client.submit_backend(
+                circuits, device_id=args.device, shots=args.shots or 1024, **task
+            )
+        self.last = handle
+        if args.out:
+            self.shell.user_ns[args.out] = handle
+        if not args.wait:
+            return handle
+        self._wait_and_show(handle, args)
+        return None
+
+    def _simulate(self, args: Any, circuits: Any, task: dict[str, Any]) -> Any:
+        opts = {
+            "shots": args.shots or 1024,
+            "seed": args.seed,
+            "method": args.method,
+            "noise": parse_noise(args.noise),
+            "observables": args.observables,
+            "probabilities": args.probabilities,
+            "statevector": args.statevector,
+            "memory": args.memory,
+        }
+        if not args.sweep:
+            return self.client.submit_simulate(circuits, **opts, **task)
+        if isinstance(circuits, list):
+            raise UsageError("--sweep takes one parameterised circuit, not a list")
+        if args.chunk < 1:
+            raise UsageError("--chunk must be at least 1")
+        from qtaskdist_jupyter.kernel.client import encode
+
+        bindings = parse_sweep(args.sweep)
+        text, fmt = encode(circuits)
+        base = {k: v for k, v in opts.items() if v not in (None, False)}
+        payloads = [
+            {
+                "circuit": text,
+                "circuit_format": fmt,
+                **base,
+                "parameter_bindings": bindings[i : i + args.chunk],
+            }
+            for i in range(0, len(bindings), args.chunk)
+        ]
+        # Always a batch, even for one chunk: a sweep is watched and shown as one.
+        return self.client.submit(
+            "simulate", payloads, **{k: v for k, v in task.items() if v is not None}
+        )
+
+    def _wait_and_show(self, handle: Any, args: Any) -> None:
+        from qtaskdist_jupyter.kernel import display
+        from qtaskdist_jupyter.kernel.handles import BatchHandle
+
+        if isinstance(handle, BatchHandle):
+            handle.wait(args.timeout, progress=True)
+            display.show_batch(handle.rows(), observables=args.observables or ())
+        else:
+            row = handle.wait(args.timeout, progress=False)
+            display.show_result(row, observables=args.observables or ())
+
+    # ---- line actions --------------------------------------------------------------
+    def _target(self, args: Any) -> Any:
+        """A TaskHandle for a task id, a BatchHandle for a batch id, else the last handle."""
+        from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle
+
+        if not args.target:
+            if self.last is None:
+                raise UsageError(f"%qtask {args.action} needs a task or batch id")
+            return self.last
+        try:
+            return TaskHandle(self.client, args.target, self.client.get(args.target))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        ids = (
+            [r["task_id"] for r in self.client.tasks(batch_id=args.target, limit=20_000)]
+            if is_uuid(args.target)
+            else []
+        )
+        if not ids:
+            raise UsageError(f"qtask: no task or batch {args.target!r}")
+        return BatchHandle(self.client, args.target, ids[::-1])
+
+    def _do_list(self, args: Any) -> None:
+        from qtaskdist_jupyter.kernel.widget import TaskTableState
+
+        rows = self.client.tasks(
+            status=args.status, task_type=args.task_type, batch_id=args.batch, limit=args.limit
+        )
+        state = TaskTableState()
+        state.apply_page(rows)
+        emit(state.to_text(), state.to_html())
+
+    def _do_show(self, args: Any) -> None:
+        from qtaskdist_jupyter.kernel import display
+        from qtaskdist_jupyter.kernel.handles import TaskHandle
+
+        h = self._target(args)
+        if not isinstance(h, TaskHandle):
+            emit(repr(h), h._repr_html_())
+            return
+        row = h.refresh()
+        emit(
+            f"{row['task_id']} {row['task_type']} {row['status']} attempt {row['attempt']}",
+            h._repr_html_(),
+        )
+        display.show_result(row)
+
+    def _do_wait(self, args: Any) -> None:
+        if args.all:
+            self._wait_all(args.timeout)
+            return
+        h = self._target(args)
+        from qtaskdist_jupyter.kernel.handles import BatchHandle
+
+        if isinstance(h, BatchHandle):
+            counts = h.wait(args.timeout, progress=True)
+            print(
+                f"batch {h.batch_id}: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+            )
+        else:
+            row = h.wait(args.timeout, progress=True)
+            print(f"task {h.task_id}: {row['status']}")
+
+    def _wait_all(self, timeout: float | None) -> None:
+        client = self.client
+
+        def check() -> tuple[int, int]:
+            c = client.counts()
+            return sum(c.get(s, 0) for s in TERMINAL), sum(c.values())
+
+        client.wait_for(
+            check,
+            lambda e: e.get("status") in TERMINAL,
+            timeout_s=timeout,
+            progress=True,
+            desc="all tasks",
+        )
+        print(
+            "all tasks finished: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(client.counts().items()) if v)
+        )
+
+    def _do_cancel(self, args: Any) -> None:
+        from qtaskdist_jupyter.kernel.handles import BatchHandle
+
+        h = self._target(args)
+        if isinstance(h, BatchHandle):
+            print(f"batch {h.batch_id}: cancelled {h.cancel()} tasks")
+            return
+        row = self._transition(h, "cancelled", h.cancel)
+        print(f"task {h.task_id}: {row['status']}")
+
+    def _do_retry(self, args: Any) -> None:
+        h = self._target(args)
+        row = self._transition(h, "retried", h.retry)
+        print(f"task {h.task_id}: {row['status']} (attempt {row['attempt']})")
+
+    @staticmethod
+    def _transition(h: Any, verb: str, action: Any) -> dict[str, Any]:
+        """Run a handle's cancel/retry; an illegal transition is one clear line."""
+        try:
+            return action()
+        except ApiError as exc:
+            if exc.status == 409:
+                raise UsageError(
+                    f"qtask: task {h.task_id} cannot be {verb}: {exc.message}"
+                ) from None
+            raise
+
+    def _do_table(self, args: Any) -> Any:
+        from qtaskdist_jupyter.kernel.widget import TaskTable
+
+        return TaskTable.for_client(
+            self.client,
+            status=args.status or "",
+            task_type=args.task_type or "",
+            batch_id=args.batch or "",
+        )
+
+    def _do_status(self, args: Any) -> None:
+        h = self.client.health()
+        lines = [f"server:   {self.client.url}"]
+        for svc in ("database", "redis"):
+            s = h.get(svc) or {}
+            lines.append(
+                f"{svc + ':':9} {'ok' if s.get('ok') else 'DOWN (' + str(s.get('error')) + ')'}"
+            )
+        if h.get("queue"):
+            q = h["queue"]
+            lines.append(
+                f"yours:    {q.get('pending')} pending, {q.get('queued')} queued, "
+                f"{q.get('running')} running"
+            )
+        if "workers" not in h:  # fleet internals are for qtaskdist:admin users only
+            print("\n".join(lines))
+            return
+        alive = [w for w in h.get("workers", []) if w.get("alive")]
+        lines.append(f"workers:  {len(alive)} alive of {len(h.get('workers', []))}")
+        for w in h.get("workers", []):
+            state = "alive" if w.get("alive") else "STALE"
+            lines.append(
+                f"  {w['name']} on {w.get('host')} pid {w.get('pid')}: {state}, "
+                f"heartbeat {w.get('last_heartbeat_s')} s ago"
+            )
+        for ttype, s in sorted((h.get("streams") or {}).items()):
+            lines.append(f"queue {ttype}: length {s.get('length')}, pending {s.get('pending')}")
+        print("\n".join(lines))

@@ -1,0 +1,291 @@
+"""The live task table: an anywidget whose front end talks to the server extension itself.
+
+Why the browser and not the kernel: a kernel busy with a blocking cell runs no background
+work (ipykernel 7 parks asyncio tasks until the next cell, ipykernel#1510), and a kernel
+restart kills its threads and comms. The JS in ``static/task_table.js`` lists tasks over
+REST and follows ``GET events`` (SSE, long poll as fallback) with the page's own cookies,
+so it keeps moving in both cases. The kernel only fills ``base_url`` and the filters.
+
+:class:`TaskTableState` applies list pages and events with the same rules as the JS; it
+backs the HTML fallback (non-widget front ends, ``%qtask list``) and the tests.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anywidget
+import traitlets
+
+from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, TERMINAL, status_badge
+
+STATIC = Path(__file__).parent / "static"
+STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
+COLUMNS = ("id", "name", "type", "status", "attempt", "queue wait", "run time", "age")
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(str(value)).timestamp()
+
+
+def _natural(text: str) -> list[str | int]:
+    # re.split with a group alternates text and digits, so positions never mix types.
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(re.split(r"(\d+)", text))]
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TaskTableState:
+    """Rows keyed by task id; the merge rules the JS front end uses too.
+
+    * a list page row replaces ours unless ours saw a newer event (``updated``);
+    * an event always applies (the events stream is totally ordered); ``running``
+      stamps ``started_at``, a terminal status stamps ``finished_at``, ``queued`` after a
+      retry clears both;
+    * an event for an unknown task makes a provisional row and puts the id in ``missing``
+      so the feeder fetches the full row once.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.missing: set[str] = set()
+        self.cursor: str | None = None
+
+    def apply_page(self, tasks: Iterable[dict[str, Any]]) -> None:
+        for t in tasks:
+            tid = str(t["task_id"])
+            updated = _epoch(t.get("updated_at")) or 0.0
+            cur = self.rows.get(tid)
+            self.missing.discard(tid)
+            if cur is not None and cur["updated"] > updated:
+                # Newer events own status and times; the row still fills what events
+                # never carry (name, creation time, error).
+                cur["name"] = t.get("name")
+                cur["created"] = _epoch(t.get("created_at")) or cur["created"]
+                cur["error"] = t.get("error")
+                continue
+            self.rows[tid] = {
+                "task_id": tid,
+                "name": t.get("name"),
+                "task_type": t.get("task_type"),
+                "status": t.get("status"),
+                "attempt": t.get("attempt", 0),
+                "batch_id": t.get("batch_id"),
+                "created": _epoch(t.get("created_at")),
+                "started": _epoch(t.get("started_at")),
+                "finished": _epoch(t.get("finished_at")),
+                "updated": updated,
+                "error": t.get("error"),
+            }
+
+    def apply_event(self, ev: dict[str, Any]) -> None:
+        tid = str(ev["task_id"])
+        if ev.get("status") == "deleted":
+            self.rows.pop(tid, None)
+            self.missing.discard(tid)
+            return
+        ts = float(ev.get("ts") or time.time())
+        row = self.rows.get(tid)
+        if row is None:
+            row = self.rows[tid] = {
+                "task_id": tid,
+                "name": None,
+                "task_type": ev.get("task_type"),
+                "status": None,
+                "attempt": 0,
+                "batch_id": ev.get("batch_id"),
+                "created": ts,
+                "started": None,
+                "finished": None,
+                "updated": 0.0,
+                "error": None,
+            }
+            self.missing.add(tid)
+        status = ev.get("status")
+        row["status"] = status
+        row["attempt"] = ev.get("attempt", row["attempt"])
+        if status == "running":
+            row["started"], row["finished"] = ts, None
+        elif status in TERMINAL:
+            row["finished"] = ts
+        elif status in ("queued", "pending"):
+            row["started"] = row["finished"] = None
+        row["updated"] = max(row["updated"], ts)
+        if ev.get("id"):
+            self.cursor = str(ev["id"])
+
+    def apply_events(self, events: Iterable[dict[str, Any]]) -> None:
+        for ev in events:
+            self.apply_event(ev)
+
+    # ---- views ---------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for r in self.rows.values():
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+    def batches(self) -> dict[str, tuple[int, int]]:
+        """batch id → (finished, total)."""
+        out: dict[str, list[int]] = {}
+        for r in self.rows.values():
+            if r["batch_id"]:
+                c = out.setdefault(r["batch_id"], [0, 0])
+                c[0] += r["status"] in TERMINAL
+                c[1] += 1
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def visible(
+        self,
+        status: str = "",
+        task_type: str = "",
+        batch_id: str = "",
+        page: int = 0,
+        page_size: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the filtered rows, newest first, and how many rows match."""
+        wanted = {s for s in status.split(",") if s}
+        rows = [
+            r
+            for r in self.rows.values()
+            if (not wanted or r["status"] in wanted)
+            and (not task_type or r["task_type"] == task_type)
+            and (not batch_id or r["batch_id"] == batch_id)
+        ]
+        # Newest first; a batch's rows share one creation time, so they follow their
+        # names in natural order (sweep[2] before sweep[10]), as in the JS.
+        rows.sort(key=lambda r: (_natural(r["name"] or ""), r["task_id"]))
+        rows.sort(key=lambda r: r["created"] or 0.0, reverse=True)
+        return rows[page * page_size : (page + 1) * page_size], len(rows)
+
+    @staticmethod
+    def cells(r: dict[str, Any], now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        created, started, finished = r["created"], r["started"], r["finished"]
+        wait = (started or (None if r["status"] in TERMINAL else now)) if created else None
+        run = (finished or now) if started else None
+        return [
+            r["task_id"][:8],
+            r["name"] or "",
+            r["task_type"] or "",
+            r["status"] or "",
+            str(r["attempt"]),
+            _dur(wait - created) if wait is not None and created else "",
+            _dur(run - started) if run is not None and started else "",
+            _dur(now - created) if created else "",
+        ]
+
+    def to_text(self, **filters: Any) -> str:
+        rows, total = self.visible(**filters)
+        lines = ["  ".join(f"{c:<10}" for c in COLUMNS)]
+        lines += ["  ".join(f"{c:<10}" for c in self.cells(r)) for r in rows]
+        lines.append(
+            f"{total} tasks: " + ", ".join(f"{k} {v}" for k, v in self.counts().items() if v)
+        )
+        return "\n".join(lines)
+
+    def to_html(self, **filters: Any) -> str:
+        rows, total = self.visible(**filters)
+        head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+        body = []
+        for r in rows:
+            cells = self.cells(r)
+            cells_html = [html.escape(c) for c in cells]
+            cells_html[3] = status_badge(cells[3])
+            body.append(
+                f"<tr data-task-id='{html.escape(r['task_id'])}'>"
+                + "".join(f"<td>{c}</td>" for c in cells_html)
+                + "</tr>"
+            )
+        counts = " ".join(f"{status_badge(s)} {n}" for s, n in self.counts().items() if n)
+        return (
+            f"<div class='qtd-table'><div>{total} tasks {counts}</div>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        )
+
+    # ---- feeding from the server (kernel side; tests and the HTML fallback) ----------
+    def load(self, client: Any, limit: int = 10_000) -> None:
+        self.apply_page(client.tasks(limit=limit))
+
+    def follow(self, client: Any, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """One long poll of the events endpoint; fetch rows of unknown tasks once."""
+        body = client.events(after=self.cursor, timeout_s=timeout_s)
+        self.apply_events(body["events"])
+        self.cursor = body["cursor"]
+        if self.missing:
+            self.apply_page([client.get(t) for t in sorted(self.missing)])
+        return list(body["events"])
+
+
+def browser_base_url(server_url: str) -> str:
+    """The path part only: the browser must stay same-origin to send its cookies."""
+    path = urlsplit(server_url).path or "/"
+    return path if path.endswith("/") else path + "/"
+
+
+class TaskTable(anywidget.AnyWidget):
+    """``%qtask table`` / ``TaskTable.for_client(Client())``: every task, live."""
+
+    _esm = STATIC / "task_table.js"
+    _css = STATIC / "task_table.css"
+
+    base_url = traitlets.Unicode("/").tag(sync=True)
+    # Empty by default: in JupyterLab the page's cookie authenticates; a token set here
+    # would be saved into the notebook with the widget state.
+    token = traitlets.Unicode("").tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    task_type = traitlets.Unicode("").tag(sync=True)
+    batch_id = traitlets.Unicode("").tag(sync=True)
+    page_size = traitlets.Int(50).tag(sync=True)
+    poll_timeout_s = traitlets.Float(25.0).tag(sync=True)
+    colors = traitlets.Dict(dict(STATUS_COLORS)).tag(sync=True)
+
+    @classmethod
+    def for_client(cls, client: Any, **kw: Any) -> TaskTable:
+        table = cls(base_url=browser_base_url(client.url), **kw)
+        table._client = client
+        return table
+
+    def snapshot(self) -> TaskTableState:
+        """The table's rows as of now, fetched by the kernel (the HTML fallback)."""
+        state = TaskTableState()
+        client = getattr(self, "_client", None)
+        if client is not None:
+            state.load(client, limit=200)
+        return state
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        try:
+            state = self.snapshot()
+            filters = {
+                "status": self.status,
+                "task_type": self.task_type,
+                "batch_id": self.batch_id,
+            }
+            data["text/html"] = state.to_html(**filters)
+            data["text/plain"] = state.to_text(**filters)
+        except Exception:  # noqa: BLE001 - a fallback must never break the widget view
+            pass
+        return data, meta
