@@ -64,7 +64,7 @@ class TaskService:
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
         assert settings.database_url and settings.redis_url, "resolve embedded URLs first"
-        # The circuit checker imports qiskit (~2 s): at startup, not in the first request.
+        # The circuit checker imports qiskit (seconds): at start-up, not in the first request.
         from qtaskdist_jupyter.core.circuits import codec  # noqa: F401
 
         return cls(

@@ -65,8 +65,8 @@ def test_the_script_builds_a_message_the_worker_decodes_and_an_event() -> None:
 
 def test_events_only_and_acks() -> None:
     acks = [(STREAMS["simulate"], "1-0"), (PRIORITY_STREAMS["backend_run"], "2-5")]
-    (argv,) = pack_rows([_row(A, status="completed")], messages=False, events_maxlen=7, ts=TS,
-                        acks=acks)  # fmt: skip
+    rows = [_row(A, status="completed")]
+    (argv,) = pack_rows(rows, messages=False, events_maxlen=7, ts=TS, acks=acks)
     assert argv[:4] == [
         7,
         GROUP,
@@ -90,3 +90,12 @@ def test_large_writes_are_split_and_the_acks_ride_the_last_call() -> None:
     assert [c[3] for c in calls] == ["", "1\t1-1"]
     # Each call carries its own tails: indexes restart at ARGV[5].
     assert calls[1][2].endswith("\t5\t6") and len(calls[1]) == 6
+
+
+def test_the_scripts_ship_with_the_package_and_read_what_packing_writes() -> None:
+    from qtaskdist_jupyter.core.broker.broker import PROMOTE_LUA, PUBLISH_LUA
+
+    assert "ZRANGEBYSCORE" in PROMOTE_LUA
+    # The row and ack lines publish.lua matches: the separators packing.py writes.
+    assert "'([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)'" in PUBLISH_LUA
+    assert "'(%d+)\\t([^\\n]+)'" in PUBLISH_LUA
