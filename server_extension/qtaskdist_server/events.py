@@ -1,4 +1,4 @@
-"""Live task events: tail ``stream:events`` with XREAD BLOCK, filtered to one owner.
+"""Live task events (`GET events`): tail ``stream:events`` with XREAD BLOCK, filtered to one owner.
 
 One blocking XREAD per waiting client, so an idle widget costs Redis nothing but a parked
 connection and the database nothing at all. Two shapes over the same reader:
