@@ -25,7 +25,6 @@ a KEYS index or a stream entry id.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.keys import EVENTS_STREAM, GROUP, PRIORITY_STREAMS, STREAMS
@@ -53,12 +52,13 @@ class PublishCall:
         self.tails: list[str] = []
         self._tail_index: dict[tuple[Any, ...], int] = {}
 
-    def tail(self, key: tuple[Any, ...], make: Callable[[], str]) -> int:
-        """The ARGV index of the tail ``key`` names; ``make()`` builds it the first time."""
+    def tail(self, key: tuple[Any, ...], make: Callable[..., str], *args: Any) -> int:
+        """The ARGV index of the tail ``key`` names; ``make(*args)`` builds it the first
+        time (rows of one kind, the common case, find it made)."""
         index = self._tail_index.get(key)
         if index is None:
             index = self._tail_index[key] = _FIRST_TAIL + len(self.tails)
-            self.tails.append(make())
+            self.tails.append(make(*args))
         return index
 
     def add_row(self, task_id: Any, stream: int, message: int, event: int) -> None:
@@ -71,6 +71,10 @@ class PublishCall:
     def argv(self) -> list[Any]:
         rows, acks = _LINE_SEP.join(self.rows), _LINE_SEP.join(self.acks)
         return [self.events_maxlen, GROUP, rows, acks, *self.tails]
+
+
+def _event_tail(status: str, owner: str, ttype: str, attempt: int, batch: Any, ts: float) -> str:
+    return event_tail(status, owner=owner, task_type=ttype, attempt=attempt, batch_id=batch, ts=ts)
 
 
 def pack_rows(
@@ -95,14 +99,11 @@ def pack_rows(
             if messages:
                 # A small submission goes to the stream workers read first.
                 stream = KEY_INDEX[(PRIORITY_STREAMS if r.get("priority") else STREAMS)[ttype]]
-                message = call.tail(("m", ttype, attempt), partial(message_tail, ttype, attempt))
+                message = call.tail(("m", ttype, attempt), message_tail, ttype, attempt)
             owner, batch = r["owner"], r.get("batch_id")
             event = call.tail(
                 ("e", status, owner, ttype, attempt, batch),
-                partial(
-                    event_tail, status, owner=owner, task_type=ttype, attempt=attempt,
-                    batch_id=batch, ts=ts,
-                ),
+                _event_tail, status, owner, ttype, attempt, batch, ts,
             )  # fmt: skip
             call.add_row(r["task_id"], stream, message, event)
         calls.append(call)
