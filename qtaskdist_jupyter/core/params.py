@@ -10,12 +10,22 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.listing import list_fields
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, validation_error
 from qtaskdist_jupyter.core.store.engine import decode_cursor
@@ -23,6 +33,8 @@ from qtaskdist_jupyter.core.store.engine import decode_cursor
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?", re.ASCII)
 _U64 = 2**64 - 1
+# How GET tasks/{id}/result/{name} may send an array: .npy bytes, or its stored zstd frame.
+ARRAY_ENCODINGS = ("npy", "zstd")
 # Opaque events cursors a server hands out (see qtaskdist_server.events).
 CURSOR_TOKEN = re.compile(r"c[0-9a-f]{32}", re.ASCII)
 
@@ -42,18 +54,23 @@ def _statuses(raw: str, known: set[str]) -> frozenset[str]:
     return wanted
 
 
-class _Params(BaseModel):
+class Params(BaseModel):
     # Unknown parameters (a cache buster, _xsrf) are ignored, as web APIs do.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class ListParams(_Params):
+class ListParams(Params):
     status: frozenset[str] | None = None
     task_type: str | None = None
     batch_id: uuid.UUID | None = None
     name: str | None = Field(default=None, max_length=255)
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=200)
+    # The fields of each row: exactly ``fields`` (plus task_id), else the summary fields
+    # plus ``include`` (see listing.list_fields); both comma-separated.
+    include: str | None = None
+    fields: str | None = None
+    _view: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -83,18 +100,44 @@ class ListParams(_Params):
             decode_cursor(v)  # InvalidInput when it is not one we issued
         return v or None
 
+    @model_validator(mode="after")
+    def _fields(self) -> ListParams:
+        # After the other parameters, so a bad limit is reported before a bad field name.
+        self._view = list_fields(self.include, self.fields)
+        return self
 
-class CountsParams(_Params):
+    @property
+    def view(self) -> list[str]:
+        """The task fields each list row holds."""
+        return self._view
+
+    def filters(self) -> dict[str, Any]:
+        """What TaskStore.list selects and pages by."""
+        return self.model_dump(exclude={"include", "fields"})
+
+
+class ResultParams(Params):
+    encoding: str = "npy"
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        if v not in ARRAY_ENCODINGS:
+            raise InvalidInput(f"encoding={v!r} must be npy or zstd", field="encoding")
+        return v
+
+
+class CountsParams(Params):
     batch_id: uuid.UUID | None = None
 
 
-class EnqueueParams(_Params):
+class EnqueueParams(Params):
     task_type: str | None = None
 
     _type = field_validator("task_type")(ListParams._type.__func__)  # type: ignore[attr-defined]
 
 
-class EventsParams(_Params):
+class EventsParams(Params):
     after: str | None = None
     status: frozenset[str] | None = None
     timeout_s: float = 25.0
@@ -127,11 +170,12 @@ class EventsParams(_Params):
         return v
 
 
-def parse(model: type[_Params], values: dict[str, str], **context: Any) -> Any:
+P = TypeVar("P", bound=Params)
+
+
+def parse(model: type[P], values: dict[str, str], **context: Any) -> P:
     """Validate ``values`` with ``model``; InvalidInput (422) naming the parameter."""
     try:
         return model.model_validate(values, context=context)
     except ValidationError as exc:
         raise validation_error(exc) from exc
-    except InvalidInput:
-        raise

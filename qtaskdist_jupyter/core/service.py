@@ -1,4 +1,8 @@
-"""TaskService: the store and the broker together, for the transitions a user drives.
+"""TaskService: the store and the broker together; the one way the REST API reaches either.
+
+Each handler parses its request, makes one call here and answers its result as JSON, so
+every rule of the API (quotas, which status a user may move a task to, the order of
+writes) lives in this module, with the CPU-bound circuit checks moved off the event loop.
 
 Order of writes when enqueueing: the row becomes ``queued`` in PostgreSQL first, then the
 id is XADDed. If the XADD fails the row is put back to ``pending`` (guarded), so a task is
@@ -9,18 +13,34 @@ row says ``queued`` and drop it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qtaskdist_jupyter.core import fleet
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.config import Settings
-from qtaskdist_jupyter.core.errors import QueueUnavailable, QuotaExceeded
+from qtaskdist_jupyter.core.errors import (
+    InvalidInput,
+    LimitExceeded,
+    QueueUnavailable,
+    QuotaExceeded,
+    TransitionError,
+)
+from qtaskdist_jupyter.core.listing import columns_for
 from qtaskdist_jupyter.core.models import TaskStatus
-from qtaskdist_jupyter.core.schemas import USER_META_KEY, TaskCreate, validate_payload
+from qtaskdist_jupyter.core.params import ListParams
+from qtaskdist_jupyter.core.schemas import (
+    USER_META_KEY,
+    BatchCreate,
+    TaskCreate,
+    TaskUpdate,
+    validate_payload,
+)
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
@@ -44,7 +64,7 @@ class TaskService:
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
         assert settings.database_url and settings.redis_url, "resolve embedded URLs first"
-        # The circuit checker imports qiskit (~2 s): at startup, not in the first request.
+        # The circuit checker imports qiskit (seconds): at start-up, not in the first request.
         from qtaskdist_jupyter.core.circuits import codec  # noqa: F401
 
         return cls(
@@ -71,6 +91,8 @@ class TaskService:
         seeds, shots or bindings, parses it once. The same text always checks the same.
         ``memo`` defaults to this service's bounded memo, shared by requests.
         """
+        # Loaded by from_settings at start-up; imported here so that importing this module
+        # does not import qiskit (a worker-free tool, or a test, may build a service).
         from qtaskdist_jupyter.core.circuits import codec
 
         memo = self._memo if memo is None else memo
@@ -167,22 +189,6 @@ class TaskService:
         except QueueUnavailable:
             pass
 
-    async def enqueue_one(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
-        row = await self.store.get(task_id, owner)
-        if row["status"] != TaskStatus.PENDING:
-            from qtaskdist_jupyter.core.errors import TransitionError
-
-            raise TransitionError(
-                f"cannot enqueue task {task_id}: it is {row['status']} (allowed from pending)",
-                task_id=str(task_id),
-                status=row["status"],
-            )
-        await self.broker.ping()
-        # The row is pending, so already counted among the owner's active tasks.
-        small = await self.store.active_of(row["owner"]) <= self.settings.limits.priority_max_tasks
-        await self.enqueue_rows([task_id], priority=small)
-        return await self.store.get(task_id, owner)
-
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
         row = await self.store.delete(task_id, owner)
         # Not a status of the row (the row is gone): it tells live tables to drop it.
@@ -197,10 +203,154 @@ class TaskService:
             await self.broker.cancelled([row])
         return await self.store.get(task_id, owner)
 
-    async def retry(
-        self, task_id: uuid.UUID, owner: str | None, *, priority: bool = False
+    # ---- the REST API's verbs --------------------------------------------------------
+    async def submit(self, owner: str, spec: TaskCreate) -> dict[str, Any]:
+        """POST tasks: one task checked, admitted and written; its row as written."""
+        # The circuit check parses up to max_payload_bytes of QASM: off the event loop.
+        new = await asyncio.to_thread(self.to_new_task, spec, owner)
+        small = await self.admit(owner, 1)
+        (row,) = await self.create([new], enqueue=spec.enqueue, full=True, priority=small)
+        return row
+
+    async def submit_batch(self, owner: str, spec: BatchCreate) -> tuple[uuid.UUID, list[str]]:
+        """POST tasks/batch: every task checked before any row exists; (batch id, task ids)."""
+        limit = self.settings.limits.max_batch_tasks
+        if len(spec.tasks) > limit:
+            raise LimitExceeded(
+                f"{len(spec.tasks)} tasks in one batch; the limit is {limit}",
+                limit="batch_tasks",
+                value=len(spec.tasks),
+                maximum=limit,
+                field="tasks",
+            )
+        batch_id = spec.batch_id or uuid.uuid4()
+        new = await asyncio.to_thread(self._check_batch, spec, owner, batch_id)
+        small = await self.admit(owner, len(new))
+        await self.create(new, enqueue=spec.enqueue, priority=small)
+        return batch_id, [str(n.task_id) for n in new]
+
+    def _check_batch(self, spec: BatchCreate, owner: str, batch_id: uuid.UUID) -> list[NewTask]:
+        out = []
+        for i, t in enumerate(spec.tasks):
+            try:
+                n = self.to_new_task(t, owner, batch_id)
+            except InvalidInput as exc:
+                exc.detail["field"] = f"tasks.{i}.{exc.field or 'payload'}"
+                exc.detail["index"] = i
+                exc.message = f"tasks[{i}]: {exc.message}"
+                raise
+            n.task_id = uuid.uuid4()
+            out.append(n)
+        return out
+
+    async def get(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+        return await self.store.get(task_id, owner)
+
+    async def list_tasks(
+        self, owner: str, q: ListParams
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """GET tasks: one page of rows holding the columns of ``q.view``, and the next
+        page's cursor."""
+        return await self.store.list(owner=owner, columns=columns_for(q.view), **q.filters())
+
+    async def counts(self, owner: str, batch_id: uuid.UUID | None = None) -> dict[str, int]:
+        return await self.store.counts(owner=owner, batch_id=batch_id)
+
+    async def update(self, task_id: uuid.UUID, owner: str, change: TaskUpdate) -> dict[str, Any]:
+        """PATCH tasks/{id}: move the status (if asked), then set the plain fields."""
+        fields = change.model_dump(exclude_unset=True, exclude={"status", "labels", "meta_data"})
+        # name may be cleared; the other columns are NOT NULL, so null means "leave it".
+        fields = {k: v for k, v in fields.items() if v is not None or k == "name"}
+        if (labels := change.user_labels()) is not None:
+            fields["labels"] = labels
+        row = None
+        if change.status is not None:
+            row = await self._move(task_id, owner, change.status)
+        if fields:
+            row = await self.store.update(task_id, owner, fields)
+        return row if row is not None else await self.store.get(task_id, owner)
+
+    async def _move(self, task_id: uuid.UUID, owner: str, target: TaskStatus) -> dict[str, Any]:
+        """The one status change a client asks for, routed on the row's current status."""
+        row = await self.store.get(task_id, owner)
+        current = row["status"]
+        if target == TaskStatus.CANCELLED:
+            return await self.cancel(task_id, owner)
+        if target == TaskStatus.QUEUED and current == TaskStatus.PENDING:
+            return await self._enqueue(row, owner)
+        if target == TaskStatus.QUEUED and current in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            return await self._retry(task_id, owner)
+        raise TransitionError(
+            f"cannot move task {task_id} from {current} to {target}: a client may only "
+            "cancel, enqueue a pending task, or retry a failed/cancelled one",
+            task_id=str(task_id),
+            status=current,
+        )
+
+    async def enqueue(
+        self, task_id: uuid.UUID, owner: str, task_type: str | None = None
     ) -> dict[str, Any]:
+        """POST tasks/{id}/enqueue: a pending task onto its stream; ``task_type`` is the
+        caller's guard (refused when the task is of another type)."""
+        row = await self.store.get(task_id, owner)
+        if task_type and task_type != row["task_type"]:
+            raise InvalidInput(
+                f"task {task_id} is a {row['task_type']} task, not {task_type}", field="task_type"
+            )
+        return await self._enqueue(row, owner)
+
+    async def _enqueue(self, row: dict[str, Any], owner: str) -> dict[str, Any]:
+        task_id = row["task_id"]
+        if row["status"] != TaskStatus.PENDING:
+            raise TransitionError(
+                f"cannot enqueue task {task_id}: it is {row['status']} (allowed from pending)",
+                task_id=str(task_id),
+                status=row["status"],
+            )
+        await self.broker.ping()
+        # The row is pending, so already counted among the owner's active tasks.
+        small = await self.store.active_of(row["owner"]) <= self.settings.limits.priority_max_tasks
+        await self.enqueue_rows([task_id], priority=small)
+        return await self.store.get(task_id, owner)
+
+    async def retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+        """POST tasks/{id}/retry: a failed or cancelled task queued for another attempt."""
+        await self.store.get(task_id, owner)  # 404 before the quota says anything
+        return await self._retry(task_id, owner)
+
+    async def _retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+        small = await self.admit(owner, 1)
         await self.broker.ping()
         row = await self.store.requeue(task_id, owner)
-        await self._publish([row], priority=priority)
+        await self._publish([row], priority=small)
         return await self.store.get(task_id, owner)
+
+    async def array_ref(self, task_id: uuid.UUID, owner: str, name: str) -> dict[str, Any]:
+        """The reference to one stored result array (its sizes, hash and chunks)."""
+        return await self.store.array_ref(task_id, owner, name)
+
+    def iter_array(
+        self, task_id: uuid.UUID, name: str, ref: dict[str, Any], *, npy: bool
+    ) -> AsyncIterator[bytes]:
+        """The array ``ref`` names, piece by piece: ``.npy`` bytes, or the stored frame."""
+        return self.store.iter_array(task_id, name, ref, npy=npy)
+
+    # ---- live events and the operator views ------------------------------------------
+    async def read_events(
+        self, after: str, *, count: int = 500, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Entries of the events stream after ``after`` (XREAD, blocking up to block_ms)."""
+        return await self.broker.read_events(after, count=count, block_ms=block_ms)
+
+    async def last_event_id(self) -> str:
+        return await self.broker.last_event_id()
+
+    async def health(self, owner: str, *, operator: bool, stale_s: float) -> dict[str, Any]:
+        """GET health (fleet.health): the fleet's internals only for an ``operator``."""
+        return await fleet.health(
+            self.store, self.broker, owner, operator=operator, stale_s=stale_s
+        )
+
+    async def fleet_snapshot(self, stale_s: float) -> fleet.Snapshot:
+        """One look at the fleet for GET metrics (fleet.snapshot)."""
+        return await fleet.snapshot(self.store, self.broker, stale_s)

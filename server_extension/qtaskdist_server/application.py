@@ -11,6 +11,7 @@ a worker thread because the server's loop may already be running.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import getpass
@@ -23,16 +24,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jupyter_server.auth.identity import (
+    IdentityProvider,
+    LegacyIdentityProvider,
+    PasswordIdentityProvider,
+)
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
-from qtaskdist_jupyter.core import config
+from qtaskdist_jupyter.core import config, migrate
+from qtaskdist_jupyter.core import embedded as emb
 from qtaskdist_jupyter.core.config import Limits, Settings
-from qtaskdist_jupyter.core.errors import ConfigError
+from qtaskdist_jupyter.core.errors import ConfigError, DatabaseUnavailable
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_jupyter.core.service import TaskService
 
 from .events import CursorBook, StreamCounter
+from .handlers import default_handlers
+from .metrics import ServerMetrics
 
 # What the notebook side reads to find this server with no configuration.
 SERVER_URL_ENV = "QTASKDIST_SERVER_URL"
@@ -129,6 +138,9 @@ class QtaskdistApp(ExtensionApp):
     # ---- state set up by initialize_settings ------------------------------------------
     settings_obj: Settings
     service: TaskService
+    metrics: ServerMetrics
+    event_streams: StreamCounter
+    cursor_book: CursorBook
     workers: list[subprocess.Popen[bytes]]
     _embedded_held: bool = False
     _migrated: bool = False
@@ -160,8 +172,6 @@ class QtaskdistApp(ExtensionApp):
         settings = self.resolved_settings()
         embedded = settings.embedded
         if embedded:
-            from qtaskdist_jupyter.core import embedded as emb
-
             svc = _in_thread(emb.ensure_services, settings.home)
             settings = settings.with_urls(
                 settings.database_url or svc.database_url, settings.redis_url or svc.redis_url
@@ -177,6 +187,7 @@ class QtaskdistApp(ExtensionApp):
         self.settings_obj = settings
         self.event_streams = StreamCounter()
         self.cursor_book = CursorBook()
+        self.metrics = ServerMetrics()
         self._migrated = self._try_migrate()
         self.service = TaskService.from_settings(settings, pool_size=10)
         self._owner_mode = self._resolve_owner_mode()
@@ -194,15 +205,9 @@ class QtaskdistApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        from .handlers import default_handlers
-        from .metrics import metrics_handlers
-        from .results import handlers as result_handlers
-
-        self.handlers.extend(default_handlers + result_handlers + metrics_handlers)
+        self.handlers.extend(default_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        import asyncio
-
         # The port is final only once the HTTP server is bound.
         self.export_kernel_env()
         if self.freeze_gc:
@@ -213,9 +218,6 @@ class QtaskdistApp(ExtensionApp):
     def _try_migrate(self) -> bool:
         """Migrate now; a database that is down must not keep the server from starting
         (the API answers 503 until it is back)."""
-        from qtaskdist_jupyter.core import migrate
-        from qtaskdist_jupyter.core.errors import DatabaseUnavailable
-
         try:
             _in_thread(migrate.upgrade, self.settings_obj.database_url)
             return True
@@ -224,8 +226,6 @@ class QtaskdistApp(ExtensionApp):
             return False
 
     async def _migrate_until_done(self, every_s: float = 10.0) -> None:
-        import asyncio
-
         while not self._migrated:
             await asyncio.sleep(every_s)
             self._migrated = await asyncio.to_thread(self._try_migrate)
@@ -234,12 +234,6 @@ class QtaskdistApp(ExtensionApp):
     def _resolve_owner_mode(self) -> str:
         if self.owner_from != "auto":
             return str(self.owner_from)
-        from jupyter_server.auth.identity import (
-            IdentityProvider,
-            LegacyIdentityProvider,
-            PasswordIdentityProvider,
-        )
-
         own = (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
         return "server" if type(self.serverapp.identity_provider) in own else "username"
 
@@ -283,8 +277,6 @@ class QtaskdistApp(ExtensionApp):
         self.workers = []
 
     async def stop_extension(self) -> None:
-        import asyncio
-
         if self._migrator is not None:
             self._migrator.cancel()
         await asyncio.to_thread(self.stop_workers)
@@ -292,8 +284,6 @@ class QtaskdistApp(ExtensionApp):
             await self.service.close()
             self.service = None  # type: ignore[assignment]
         if self._embedded_held:
-            from qtaskdist_jupyter.core import embedded as emb
-
             stopped = await asyncio.to_thread(emb.release_services, self.settings_obj.home)
             self.log.info(
                 "qtaskdist: released the embedded services%s",

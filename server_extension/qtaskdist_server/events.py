@@ -1,4 +1,4 @@
-"""Live task events: tail ``stream:events`` with XREAD BLOCK, filtered to one owner.
+"""Live task events (`GET events`): tail ``stream:events`` with XREAD BLOCK, filtered to one owner.
 
 One blocking XREAD per waiting client, so an idle widget costs Redis nothing but a parked
 connection and the database nothing at all. Two shapes over the same reader:
@@ -22,13 +22,30 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from qtaskdist_jupyter.core import params as qp
 from qtaskdist_jupyter.core import strictjson
-from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import decode_event
-from qtaskdist_jupyter.core.errors import QuotaExceeded
+from qtaskdist_jupyter.core.errors import QuotaExceeded, ServiceUnavailable
+from qtaskdist_jupyter.core.fleet import public_message
 from qtaskdist_jupyter.core.params import CURSOR_TOKEN
+
+from .base import QtaskdistHandler
+
+
+class EventSource(Protocol):
+    """Where the events stream is read: the TaskService (or its Broker)."""
+
+    async def read_events(
+        self, after: str, *, count: int = ..., block_ms: int | None = ...
+    ) -> list[tuple[str, dict[str, str]]]: ...
+
+    async def last_event_id(self) -> str: ...
 
 
 class CursorBook:
@@ -93,13 +110,13 @@ class EventTail:
 
     def __init__(
         self,
-        broker: Broker,
+        source: EventSource,
         owner: str,
         position: str,
         statuses: frozenset[str] | None = None,
         book: CursorBook | None = None,
     ) -> None:
-        self.broker = broker
+        self.source = source
         self.owner = owner
         self.position = position
         self.statuses = statuses
@@ -109,7 +126,7 @@ class EventTail:
     @classmethod
     async def start(
         cls,
-        broker: Broker,
+        source: EventSource,
         owner: str,
         after: str | None,
         statuses: frozenset[str] | None = None,
@@ -120,7 +137,7 @@ class EventTail:
             position = (book or CursorBook()).position(owner, after)
         elif after is not None:
             position = after
-        tail = cls(broker, owner, position or await broker.last_event_id(), statuses, book)
+        tail = cls(source, owner, position or await source.last_event_id(), statuses, book)
         if after is not None and not CURSOR_TOKEN.fullmatch(after):
             tail._own = after  # the client's own id: handing it back reveals nothing
         return tail
@@ -135,7 +152,7 @@ class EventTail:
     async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
         """One XREAD (``block_ms=None``: don't block); the position moves past other
         owners' events too, so a quiet user's poll still advances."""
-        entries = await self.broker.read_events(self.position, count=count, block_ms=block_ms)
+        entries = await self.source.read_events(self.position, count=count, block_ms=block_ms)
         out = []
         for eid, fields in entries:
             self.position = eid
@@ -199,3 +216,55 @@ async def stream_sse(
         elif time.monotonic() - last_write >= keepalive_s:
             await write(": keepalive\n\n")
             last_write = time.monotonic()
+
+
+class EventsHandler(QtaskdistHandler):
+    """``GET events``: a long poll, or server-sent events with ``Accept: text/event-stream``."""
+
+    _closed: asyncio.Event | None = None
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        values = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        if self.request.headers.get("Last-Event-ID"):
+            values["after"] = self.request.headers["Last-Event-ID"]
+        q = qp.parse(qp.EventsParams, values, max_timeout_s=self.app.events_max_timeout_s)
+        owner = self.owner
+        with self.app.event_streams.hold(owner, self.service.settings.limits.max_event_streams):
+            tail = await EventTail.start(
+                self.service, owner, q.after, q.status, self.app.cursor_book
+            )
+            if "text/event-stream" in self.request.headers.get("Accept", ""):
+                await self._sse(tail)
+                return
+            events = await tail.poll(q.timeout_s)
+            self.json({"events": events, "cursor": tail.cursor})
+
+    async def _sse(self, tail: EventTail) -> None:
+        self._closed = asyncio.Event()
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+        async def write(chunk: str) -> None:
+            self.write(chunk)
+            await self.flush()
+
+        try:
+            await stream_sse(tail, write, self._closed)
+        except StreamClosedError:
+            return
+        except ServiceUnavailable as exc:
+            # Headers are sent, so no 503 now: say why and end the stream; EventSource
+            # reconnects by itself (retry: 2000) and resumes from Last-Event-ID.
+            self.log.warning("qtaskdist events stream ended: %s", exc.message)
+            frame = {"error": exc.code, "detail": public_message(exc)}
+            self.write(f"event: error\ndata: {strictjson.dumps(frame)}\n\n")
+        if not self._finished:
+            self.finish()
+
+    def on_connection_close(self) -> None:
+        if self._closed is not None:
+            self._closed.set()
+        super().on_connection_close()

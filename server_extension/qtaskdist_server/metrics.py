@@ -4,7 +4,8 @@ Authenticated like the rest of the API (a scraper sends ``Authorization: token â
 Metric names and meanings: docs/metrics.md. Gauges about the fleet (tasks by status and
 type, streams, workers, dead letters) come from one snapshot of PostgreSQL and Redis,
 taken at most every ``QtaskdistApp.metrics_cache_s`` seconds however often it is scraped;
-request latencies are observed by every API handler (``observe``).
+request latencies are observed by every API handler (``observe``). The server app holds
+one :class:`ServerMetrics` (a registry per server, not per process).
 """
 
 from __future__ import annotations
@@ -20,26 +21,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tornado import web
 
-from qtaskdist_jupyter.core.broker.wire import STREAMS
-from qtaskdist_jupyter.core.errors import ServiceUnavailable
+from qtaskdist_jupyter.core.broker.keys import STREAMS
+from qtaskdist_jupyter.core.fleet import Snapshot
 from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
 from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.service import TaskService
 
-from .handlers import API, QtaskdistHandler
+from .base import API, QtaskdistHandler
 
 # Seconds; a POST is milliseconds, a long poll up to its timeout (30 s).
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-class Snapshot:
-    """What one look at PostgreSQL and Redis found (None: that side was unreachable)."""
-
-    def __init__(self) -> None:
-        self.tasks: dict[tuple[str, str], int] | None = None
-        self.streams: dict[str, dict[str, int]] | None = None
-        self.workers: tuple[int, int] | None = None  # (alive, known)
-        self.dead_letters: int | None = None
-        self.taken_s = 0.0  # time.monotonic() when taken
 
 
 class ServerMetrics(Collector):
@@ -57,26 +48,12 @@ class ServerMetrics(Collector):
         self._lock = asyncio.Lock()
         self.registry.register(self)
 
-    async def refresh(self, service: Any, cache_s: float, stale_s: float) -> Snapshot:
+    async def refresh(self, service: TaskService, cache_s: float, stale_s: float) -> Snapshot:
         async with self._lock:  # concurrent scrapes share one look
             if self.snapshot.taken_s and time.monotonic() - self.snapshot.taken_s < cache_s:
                 return self.snapshot
-            snap = Snapshot()
-            try:
-                snap.tasks = await service.store.counts_by_type()
-            except ServiceUnavailable:
-                pass
-            try:
-                snap.streams = await service.broker.stream_stats()
-                snap.dead_letters = await service.broker.dead_letter_count()
-                now, beats = time.time(), await service.broker.workers()
-                alive = sum(1 for b in beats.values() if now - float(b.get("ts", 0)) < stale_s)
-                snap.workers = (alive, len(beats))
-            except ServiceUnavailable:
-                snap.streams = None
-            snap.taken_s = time.monotonic()
-            self.snapshot = snap
-            return snap
+            self.snapshot = await service.fleet_snapshot(stale_s)
+            return self.snapshot
 
     def observe(self, handler: web.RequestHandler) -> None:
         name = type(handler).__name__.removesuffix("Handler").lower() or "other"
@@ -135,19 +112,11 @@ class ServerMetrics(Collector):
         )
 
 
-def metrics_of(app: Any) -> ServerMetrics:
-    """The app's metrics, made on first use (one registry per server, not per process)."""
-    found = app.__dict__.get("_qtaskdist_metrics")
-    if found is None:
-        found = app.__dict__["_qtaskdist_metrics"] = ServerMetrics()
-    return found
-
-
 class MetricsHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        metrics = metrics_of(self.app)
+        metrics = self.app.metrics
         await metrics.refresh(self.service, self.app.metrics_cache_s, self.app.worker_stale_s)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(metrics.registry))

@@ -7,11 +7,12 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import arrays
-from qtaskdist_jupyter.core.errors import InvalidInput
+from qtaskdist_jupyter.core import params as qp
 
-from .handlers import _ID, API, QtaskdistHandler
+from .base import QtaskdistHandler
 
-# encoding → content type, the reference's size key (the Content-Length), file suffix.
+# encoding (one of params.ARRAY_ENCODINGS) → content type, the reference's size key (the
+# Content-Length), file suffix.
 _FORMATS = {
     "npy": (arrays.NPY_MEDIA_TYPE, "npy_bytes", ".npy"),
     "zstd": (arrays.ZSTD_MEDIA_TYPE, "stored_bytes", ".npy.zst"),
@@ -27,23 +28,17 @@ class ResultArrayHandler(QtaskdistHandler):
     @authorized
     async def get(self, task_id: str, name: str) -> None:
         tid = self.task_id(task_id)
-        encoding = self.get_query_argument("encoding", "npy")
-        if encoding not in _FORMATS:
-            raise InvalidInput(f"encoding={encoding!r} must be npy or zstd", field="encoding")
+        encoding = self.params(qp.ResultParams).encoding
         media, size_key, suffix = _FORMATS[encoding]
-        store = self.service.store
-        ref = await store.array_ref(tid, self.owner, name)
+        ref = await self.service.array_ref(tid, self.owner, name)
         self.set_header("Content-Type", media)  # before the first flush sends the headers
         self.set_header("Content-Length", str(ref[size_key]))
         self.set_header("ETag", f'"{ref["sha256"]}"')
         self.set_header("Content-Disposition", f'attachment; filename="{tid}-{name}{suffix}"')
         try:
-            async for piece in store.iter_array(tid, name, ref, npy=encoding == "npy"):
+            async for piece in self.service.iter_array(tid, name, ref, npy=encoding == "npy"):
                 self.write(piece)
                 await self.flush()
         except StreamClosedError:
             return
         self.finish(set_content_type=media)
-
-
-handlers = [(rf"{API}/tasks/{_ID}/result/(?P<name>[A-Za-z0-9_.]+)", ResultArrayHandler)]

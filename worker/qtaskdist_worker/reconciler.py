@@ -15,16 +15,12 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import streams_of
-from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 log = logging.getLogger(__name__)
-LOCK_KEY = "qtaskdist:reconcile"
 
 
 def live_workers(workers: dict[str, dict[str, Any]], stale_after_s: float) -> set[str]:
@@ -71,12 +67,7 @@ async def reconcile(
     it has in flight (a live view: it is read after the rows are).
     """
     if not force:
-        try:
-            locked = await broker.redis.set(
-                LOCK_KEY, "1", nx=True, px=max(1, int(lock_ttl_s * 1000))
-            )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
+        locked = await broker.take_reconcile_lock(lock_ttl_s)
         if not locked:
             return {"requeued": 0, "released": 0}
     streams = [s for t in task_types for s in streams_of(t)]

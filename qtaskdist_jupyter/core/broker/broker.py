@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,75 +15,34 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from qtaskdist_jupyter.core.broker.wire import (
-    CANCELS_MAXLEN,
+from qtaskdist_jupyter.core.broker.keys import (
     CANCELS_STREAM,
     DEAD_STREAM,
     DELAYED_KEY,
     EVENTS_STREAM,
-    FIELD,
     GROUP,
     PRIORITY_STREAMS,
+    RECONCILE_LOCK_KEY,
     STREAMS,
     WORKERS_KEY,
-    TaskMessage,
-    event_tail,
-    message_tail,
 )
+from qtaskdist_jupyter.core.broker.packing import PUBLISH_KEYS, pack_rows
+from qtaskdist_jupyter.core.broker.wire import FIELD, TaskMessage
+from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import QueueUnavailable
 from qtaskdist_jupyter.core.metrics import CountingRetry
 
-# Move due entries of the delay ZSET onto their streams atomically, so two workers
-# promoting at once can't XADD the same retry twice.
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, member in ipairs(due) do
-  local sep = string.find(member, '|', 1, true)
-  local stream = string.sub(member, 1, sep - 1)
-  local msg = string.sub(member, sep + 1)
-  redis.call('XADD', stream, '*', 'm', msg)
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due
-"""
 
-# Task messages and events for many rows in one call. ARGV[3] holds one line per row,
-# "<task id> TAB <KEYS index of its task stream, 0: event only> TAB <ARGV index of the
-# message tail> TAB <ARGV index of the event tail>"; both bodies are TASK_ID_HEAD + id +
-# tail, and rows of one kind share their tails, so Python sends ids, not 2 JSON per row.
-# ARGV[4] holds "<KEYS index> TAB <entry id>" lines to XACK + XDEL in the same call (a
-# worker ends each batch with both; in a pipeline redis-py adds a SCRIPT EXISTS trip).
-_PUBLISH = """
-local n = 0
-for id, k, m, e in string.gmatch(ARGV[3], '([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)') do
-  local head = '{"task_id":"' .. id
-  k = tonumber(k)
-  if k > 0 then
-    redis.call('XADD', KEYS[k], '*', 'm', head .. ARGV[tonumber(m)])
-  end
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', head .. ARGV[tonumber(e)])
-  n = n + 1
-end
-for k, eid in string.gmatch(ARGV[4], '(%d+)\\t([^\\n]+)') do
-  redis.call('XACK', KEYS[tonumber(k)], ARGV[2], eid)
-  redis.call('XDEL', KEYS[tonumber(k)], eid)
-end
-return n
-"""
-# KEYS of _PUBLISH: the events stream first, then every task stream (normal, priority).
-_PUBLISH_KEYS = [EVENTS_STREAM, *STREAMS.values(), *PRIORITY_STREAMS.values()]
-_KEY_INDEX = {stream: i for i, stream in enumerate(_PUBLISH_KEYS, start=1)}
+def _lua(name: str) -> str:
+    """The text of one of the scripts in lua/ (package data, shipped in the wheel)."""
+    path = resources.files("qtaskdist_jupyter.core.broker").joinpath("lua", name)
+    return path.read_text(encoding="utf-8")
 
 
-def _intern(
-    tails: dict[Any, int], args: list[Any], key: Any, make: Callable[..., str], *how: Any
-) -> int:
-    """The ARGV index (1-based, as Lua counts) of the tail for ``key``, made once."""
-    index = tails.get(key)
-    if index is None:
-        args.append(make(*how))
-        index = tails[key] = len(args)
-    return index
+# Due retries onto their streams (lua/promote.lua).
+PROMOTE_LUA = _lua("promote.lua")
+# Many rows' task messages and events, and acks, in one call (lua/publish.lua, packing.py).
+PUBLISH_LUA = _lua("publish.lua")
 
 
 # A command that meets a dropped pooled connection (ConnectionError / TimeoutError) is sent
@@ -100,19 +59,14 @@ REDIS_BACKOFF_CAP_S = 0.8
 REDIS_SOCKET_TIMEOUT_S = 5.0
 REDIS_CONNECT_TIMEOUT_S = 5.0
 
-# Entries per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
-_SCRIPT_CHUNK = 1000
-
-
-def _redis_errors(fn):  # type: ignore[no-untyped-def]
-    @functools.wraps(fn)
-    async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
-
-    return wrapper
+# Every Broker method that talks to Redis wears this: a lost link is "Redis unreachable".
+redis_errors = maps_errors(
+    (RedisConnectionError, RedisTimeoutError, OSError),
+    lambda exc: QueueUnavailable(f"Redis unreachable: {exc}"),
+)
+# Trim lengths (MAXLEN ~) of the streams nobody acknowledges.
+CANCELS_MAXLEN = 10_000
+DEAD_MAXLEN = 10_000
 
 
 class Broker:
@@ -127,8 +81,8 @@ class Broker:
         # XREAD / XREADGROUP BLOCK: no socket timeout (see REDIS_SOCKET_TIMEOUT_S).
         self.blocking = blocking if blocking is not None else redis
         self.events_maxlen = events_maxlen
-        self._promote = redis.register_script(_PROMOTE)
-        self._publish = redis.register_script(_PUBLISH)
+        self._promote = redis.register_script(PROMOTE_LUA)
+        self._publish = redis.register_script(PUBLISH_LUA)
 
     @classmethod
     def from_url(cls, redis_url: str, *, events_maxlen: int = 100_000) -> Broker:
@@ -156,22 +110,22 @@ class Broker:
         if self.blocking is not self.redis:
             await self.blocking.aclose()
 
-    @_redis_errors
+    @redis_errors
     async def ping(self) -> None:
         # Bounded: a partitioned Redis must give "Redis unreachable" (503), not a hang.
         await asyncio.wait_for(self.redis.ping(), REDIS_SOCKET_TIMEOUT_S)
 
     # ---- tasks ---------------------------------------------------------------------
-    @_redis_errors
+    @redis_errors
     async def enqueue_later(self, message: TaskMessage, delay_s: float) -> None:
         member = f"{STREAMS[message.task_type]}|{message.encode()[FIELD]}"
         await self.redis.zadd(DELAYED_KEY, {member: time.time() + delay_s})
 
-    @_redis_errors
+    @redis_errors
     async def promote_due(self, *, limit: int = 500) -> int:
         return int(await self._promote(keys=[DELAYED_KEY], args=[time.time(), limit]))
 
-    @_redis_errors
+    @redis_errors
     async def ensure_groups(self, streams: Iterable[str]) -> None:
         for stream in streams:
             try:
@@ -180,7 +134,7 @@ class Broker:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    @_redis_errors
+    @redis_errors
     async def read(
         self, streams: Sequence[str], consumer: str, *, count: int, block_ms: int
     ) -> list[tuple[str, str, dict[str, str]]]:
@@ -198,7 +152,7 @@ class Broker:
             return []
         return [(stream, eid, fields) for stream, entries in got or [] for eid, fields in entries]
 
-    @_redis_errors
+    @redis_errors
     async def autoclaim(
         self, stream: str, consumer: str, *, min_idle_ms: int, count: int
     ) -> list[tuple[str, str, dict[str, str]]]:
@@ -214,7 +168,7 @@ class Broker:
             return []
         return [(stream, eid, fields) for eid, fields in entries if fields]
 
-    @_redis_errors
+    @redis_errors
     async def touch(self, stream: str, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries we still work on (the heartbeat)."""
         if entry_ids:
@@ -222,7 +176,7 @@ class Broker:
                 stream, GROUP, consumer, min_idle_time=0, message_ids=list(entry_ids), justid=True
             )
 
-    @_redis_errors
+    @redis_errors
     async def ack(self, acks: Sequence[tuple[str, str]]) -> None:
         """XACK + XDEL, pipelined: acked entries leave the stream so memory stays bounded."""
         if not acks:
@@ -240,25 +194,25 @@ class Broker:
             pipe.xack(stream, GROUP, *ids)
             pipe.xdel(stream, *ids)
 
-    @_redis_errors
+    @redis_errors
     async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
         body = {"reason": reason[:500], "ts": str(time.time())}
         body.update({k: str(v)[:10_000] for k, v in fields.items()})
-        await self.redis.xadd(DEAD_STREAM, body, maxlen=10_000, approximate=True)
+        await self.redis.xadd(DEAD_STREAM, body, maxlen=DEAD_MAXLEN, approximate=True)
 
     # ---- events --------------------------------------------------------------------
-    @_redis_errors
+    @redis_errors
     async def publish(self, rows: Iterable[dict[str, Any]]) -> None:
         """XADD each row's task message onto its stream, then its event; rows are dicts
         with task_id, task_type, status, owner, attempt and batch_id, just committed."""
         await self._write(rows, messages=True)
 
-    @_redis_errors
+    @redis_errors
     async def emit(self, rows: Iterable[dict[str, Any]]) -> None:
         """One event per row (a dict with task_id, status, owner, task_type, attempt)."""
         await self._write(rows, messages=False)
 
-    @_redis_errors
+    @redis_errors
     async def settle(
         self, events: Sequence[dict[str, Any]], acks: Sequence[tuple[str, str]]
     ) -> None:
@@ -266,7 +220,7 @@ class Broker:
         in one script call (a worker ends every batch with both)."""
         await self._write(events, messages=False, acks=acks)
 
-    @_redis_errors
+    @redis_errors
     async def cancelled(self, rows: Sequence[dict[str, Any]]) -> None:
         """Events for cancelled rows, and their ids on CANCELS_STREAM for the workers."""
         await self._write(rows, messages=False)
@@ -278,7 +232,7 @@ class Broker:
                 )  # fmt: skip
             await pipe.execute()
 
-    @_redis_errors
+    @redis_errors
     async def read_cancels(self, after: str, *, block_ms: int) -> list[tuple[str, str]]:
         """[(entry id, task id)] after ``after`` ("$": from now on)."""
         got = await self.blocking.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
@@ -291,44 +245,13 @@ class Broker:
         messages: bool,
         acks: Sequence[tuple[str, str]] = (),
     ) -> None:
-        calls = self._script_args(rows, messages=messages)
-        if acks:
-            if not calls:
-                calls = [[self.events_maxlen, GROUP, "", ""]]
-            calls[-1][3] = "\n".join(f"{_KEY_INDEX[s]}\t{e}" for s, e in acks)
-        for args in calls:
-            await self._publish(keys=_PUBLISH_KEYS, args=args)
+        calls = pack_rows(
+            rows, messages=messages, events_maxlen=self.events_maxlen, ts=time.time(), acks=acks
+        )
+        for argv in calls:
+            await self._publish(keys=PUBLISH_KEYS, args=argv)
 
-    def _script_args(self, rows: Iterable[dict[str, Any]], *, messages: bool) -> list[list[Any]]:
-        """ARGV of one _PUBLISH call per chunk of rows."""
-        rows = list(rows)
-        ts = time.time()
-        calls = []
-        for start in range(0, len(rows), _SCRIPT_CHUNK):
-            tails: dict[Any, int] = {}
-            args: list[Any] = [self.events_maxlen, GROUP, "", ""]
-            lines = []
-            for r in rows[start : start + _SCRIPT_CHUNK]:
-                ttype, attempt, status = r["task_type"], r["attempt"], str(r["status"])
-                k = m = 0
-                if messages:
-                    # A row marked "priority" (a small submission) goes to the stream
-                    # workers read first.
-                    k = _KEY_INDEX[(PRIORITY_STREAMS if r.get("priority") else STREAMS)[ttype]]
-                    m = _intern(tails, args, ("m", ttype, attempt), message_tail, ttype, attempt)
-                owner, batch = r["owner"], r.get("batch_id")
-                e = _intern(
-                    tails, args, ("e", status, owner, ttype, attempt, batch),
-                    lambda s=status, o=owner, t=ttype, a=attempt, b=batch: event_tail(
-                        s, owner=o, task_type=t, attempt=a, batch_id=b, ts=ts
-                    ),
-                )  # fmt: skip
-                lines.append(f"{r['task_id']}\t{k}\t{m}\t{e}")
-            args[2] = "\n".join(lines)
-            calls.append(args)
-        return calls
-
-    @_redis_errors
+    @redis_errors
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
     ) -> list[tuple[str, dict[str, str]]]:
@@ -339,7 +262,7 @@ class Broker:
         got = await asyncio.wait_for(read, limit_s)
         return [(eid, f) for _s, entries in got or [] for eid, f in entries]
 
-    @_redis_errors
+    @redis_errors
     async def last_event_id(self) -> str:
         info = (
             await self.redis.xinfo_stream(EVENTS_STREAM)
@@ -349,15 +272,22 @@ class Broker:
         return info["last-generated-id"] if info else "0-0"
 
     # ---- workers & health ----------------------------------------------------------
-    @_redis_errors
+    @redis_errors
+    async def take_reconcile_lock(self, ttl_s: float) -> bool:
+        """SET NX PX: true for the one caller that gets the lock. It is never deleted but
+        expires after ``ttl_s``, so it spaces the fleet's reconciler passes that far apart."""
+        ttl_ms = max(1, int(ttl_s * 1000))
+        return bool(await self.redis.set(RECONCILE_LOCK_KEY, "1", nx=True, px=ttl_ms))
+
+    @redis_errors
     async def heartbeat(self, name: str, info: dict[str, Any]) -> None:
         await self.redis.hset(WORKERS_KEY, name, json.dumps({**info, "ts": time.time()}))
 
-    @_redis_errors
+    @redis_errors
     async def forget_worker(self, name: str) -> None:
         await self.redis.hdel(WORKERS_KEY, name)
 
-    @_redis_errors
+    @redis_errors
     async def workers(self) -> dict[str, dict[str, Any]]:
         raw = await self.redis.hgetall(WORKERS_KEY)
         out = {}
@@ -368,7 +298,7 @@ class Broker:
                 continue
         return out
 
-    @_redis_errors
+    @redis_errors
     async def stream_stats(self) -> dict[str, dict[str, int]]:
         stats: dict[str, dict[str, int]] = {}
         for task_type, stream in STREAMS.items():
@@ -387,11 +317,11 @@ class Broker:
             }
         return stats
 
-    @_redis_errors
+    @redis_errors
     async def dead_letter_count(self) -> int:
         return int(await self.redis.xlen(DEAD_STREAM))
 
-    @_redis_errors
+    @redis_errors
     async def queued_ids(self, stream: str) -> set[str]:
         """Task ids any entry of ``stream`` still carries (for the reconciler)."""
         ids: set[str] = set()

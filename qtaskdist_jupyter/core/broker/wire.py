@@ -1,4 +1,4 @@
-"""Stream names and the wire format of stream messages and events.
+"""The wire format of stream messages and events (the key names are in :mod:`.keys`).
 
 A task message carries ids only; the payload stays in PostgreSQL::
 
@@ -15,27 +15,25 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from qtaskdist_jupyter.core.broker.keys import (
+    DEAD_STREAM,
+    EVENTS_STREAM,
+    GROUP,
+    PRIORITY_STREAMS,
+    STREAMS,
+    TASK_TYPES,
+    WORKERS_KEY,
+)
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
 
-STREAMS: dict[str, str] = {
-    "simulate": "stream:simulate",
-    "c_qir_convert": "stream:c_qir",
-    "backend_run": "stream:backend",
-}
-TASK_TYPES: dict[str, str] = {v: k for k, v in STREAMS.items()}
-# Fair share: small submissions (an owner with few active tasks; see
-# Limits.priority_max_tasks) go to a second stream per type, which workers read first,
-# so one user's interactive task does not wait behind another user's large batch.
-PRIORITY_STREAMS: dict[str, str] = {t: f"{s}:priority" for t, s in STREAMS.items()}
-EVENTS_STREAM = "stream:events"
-DEAD_STREAM = "stream:dead"
-DELAYED_KEY = "qtaskdist:delayed"  # ZSET of messages to XADD later, scored by unix time
-WORKERS_KEY = "qtaskdist:workers"  # HASH name -> heartbeat JSON
-# Task ids of cancelled tasks, for workers to stop them; trimmed to CANCELS_MAXLEN. Its own
-# stream so that a worker does not read (and every worker again) three events per task.
-CANCELS_STREAM = "stream:cancels"
-CANCELS_MAXLEN = 10_000
-GROUP = "qtaskdist"
+# Key names the worker, its health check and the tests import from here (keys.py is
+# their one definition).
+__all__ = [
+    "DEAD_STREAM", "EVENTS_STREAM", "GROUP", "PRIORITY_STREAMS", "STREAMS", "TASK_TYPES",
+    "WORKERS_KEY", "DELETED", "FIELD", "TASK_ID_HEAD", "MalformedMessage", "TaskMessage",
+    "decode_event", "event_tail", "message_tail", "stream_for", "streams_of",
+]  # fmt: skip
+
 # The event ``status`` sent when a finished task is deleted (not a status a row can have).
 DELETED = "deleted"
 FIELD = "m"

@@ -4,7 +4,6 @@ driver errors mapped onto ours, the keyset cursor and the row a new task becomes
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import time
 import uuid
@@ -17,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import DatabaseUnavailable, DataRefused, InvalidInput
 
 
@@ -106,25 +106,21 @@ def refused(exc: BaseException) -> DataRefused:
     )
 
 
-def db_errors(fn):  # type: ignore[no-untyped-def]
-    """Map driver errors onto ours: connection-level failures onto DatabaseUnavailable,
-    statements refused for their data onto DataRefused (never an outage)."""
+def _database_error(exc: BaseException) -> BaseException | None:
+    """Connection-level failures → DatabaseUnavailable, statements refused for their
+    data → DataRefused (never an outage), anything else (a bug) → itself."""
+    kind = classify(exc)
+    if kind == "data":
+        return refused(exc)
+    if kind == "unavailable":
+        lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+        what = "database connection lost" if lost else "database unreachable"
+        return DatabaseUnavailable(f"{what}: {_first_line(exc)}")
+    return None
 
-    @functools.wraps(fn)
-    async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return await fn(*args, **kwargs)
-        except (DBAPIError, psycopg.Error, OSError) as exc:
-            kind = classify(exc)
-            if kind == "data":
-                raise refused(exc) from exc
-            if kind == "unavailable":
-                lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
-                what = "database connection lost" if lost else "database unreachable"
-                raise DatabaseUnavailable(f"{what}: {_first_line(exc)}") from exc
-            raise
 
-    return wrapper
+# Every TaskStore method that touches the database wears this.
+db_errors = maps_errors((DBAPIError, psycopg.Error, OSError), _database_error)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,32 @@
+"""Every Redis key and stream name qtaskdist uses, and the consumer group's name.
+
+Stream entries and events (what goes *into* these keys) are :mod:`.wire`'s business; the
+commands that touch them are :class:`~qtaskdist_jupyter.core.broker.broker.Broker`'s.
+"""
+
+from __future__ import annotations
+
+# One stream of task messages per task type (XADD by the server, XREADGROUP by workers).
+STREAMS: dict[str, str] = {
+    "simulate": "stream:simulate",
+    "c_qir_convert": "stream:c_qir",
+    "backend_run": "stream:backend",
+}
+TASK_TYPES: dict[str, str] = {v: k for k, v in STREAMS.items()}
+# Fair share: small submissions (an owner with few active tasks; see
+# Limits.priority_max_tasks) go to a second stream per type, which workers read first,
+# so one user's interactive task does not wait behind another user's large batch.
+PRIORITY_STREAMS: dict[str, str] = {t: f"{s}:priority" for t, s in STREAMS.items()}
+# Status changes of every task, trimmed (MAXLEN ~); the server's events endpoint tails it.
+EVENTS_STREAM = "stream:events"
+# Messages no worker could handle, with the reason.
+DEAD_STREAM = "stream:dead"
+# Task ids of cancelled tasks, for workers to stop them. Its own stream so that a worker
+# does not read (and every worker again) three events per task.
+CANCELS_STREAM = "stream:cancels"
+DELAYED_KEY = "qtaskdist:delayed"  # ZSET "<stream>|<message>" scored by the unix time due
+WORKERS_KEY = "qtaskdist:workers"  # HASH worker name -> heartbeat JSON
+# SET NX PX by the worker that reconciles; it expires, so it spaces the fleet's passes.
+RECONCILE_LOCK_KEY = "qtaskdist:reconcile"
+# The consumer group every worker reads the task streams in.
+GROUP = "qtaskdist"

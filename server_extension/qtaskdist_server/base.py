@@ -1,0 +1,168 @@
+"""The base of every qtaskdist API handler: bounded streamed bodies, strict parsing, and
+errors answered as JSON.
+
+Every error is ``{"error": code, "detail": message, ...}`` with the status the exception
+tree assigns (errors.py): 400 bad JSON, 422 invalid (naming ``field``), 404 missing or
+not yours, 409 illegal transition, 413 too large, 429 over a per-user quota (with
+``Retry-After``), 503 backing service down. 403 for an unauthenticated request comes from
+jupyter_server itself.
+
+Bodies are streamed (``stream_request_body``): a body whose Content-Length is over its
+route's limit is answered 413 before it is read, and a chunked one stops being kept
+once it passes the limit. Bodies are parsed by :mod:`qtaskdist_jupyter.core.strictjson`
+(in a thread when large) and query / header parameters by
+:mod:`qtaskdist_jupyter.core.params`, so every refusal happens before the first write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, TypeVar
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from qtaskdist_jupyter.core import params as qp
+from qtaskdist_jupyter.core import strictjson
+from qtaskdist_jupyter.core.errors import (
+    BadJson,
+    PayloadTooLarge,
+    QtaskdistError,
+    QuotaExceeded,
+    ServiceUnavailable,
+    TaskNotFound,
+)
+from qtaskdist_jupyter.core.fleet import public_message
+from qtaskdist_jupyter.core.schemas import TaskRead, validation_error
+from qtaskdist_jupyter.core.service import TaskService
+
+M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P", bound=qp.Params)
+API = r"/qtaskdist/api"
+TASK_ID = r"(?P<task_id>[^/]+)"
+# Routes that take no body still get one read, bounded by this.
+NO_BODY_BYTES = 64 * 1024
+# A body up to this size is parsed on the event loop: a thread hop would cost more than
+# the parse.
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
+def task_json(row: dict[str, Any]) -> dict[str, Any]:
+    return TaskRead.model_validate(row).model_dump(mode="json")
+
+
+@web.stream_request_body
+class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = "qtaskdist"
+    _chunks: list[bytes]
+    _size: int = 0
+
+    @property
+    def app(self) -> Any:
+        return self.extensionapp
+
+    @property
+    def service(self) -> TaskService:
+        return self.app.service  # type: ignore[no-any-return]
+
+    @property
+    def owner(self) -> str:
+        return self.app.owner_of(self.current_user)  # type: ignore[no-any-return]
+
+    def body_limit(self) -> int:
+        """Largest body this route reads (routes with a body raise it)."""
+        return NO_BODY_BYTES
+
+    async def prepare(self) -> None:
+        self._chunks, self._size = [], 0
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self.body_limit():
+            # Answered before the body is read; the connection closes after this reply.
+            raise self._too_large(int(declared))
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.body_limit():
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # past the limit nothing more is kept; body() says 413
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        limit = self.body_limit()
+        return PayloadTooLarge(
+            f"request body is {size} bytes; the limit is {limit}",
+            limit="body_bytes",
+            value=size,
+            maximum=limit,
+        )
+
+    def task_id(self, raw: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(raw)
+        except ValueError:
+            # Same answer as a missing task: an id that can't exist doesn't.
+            raise TaskNotFound(f"task {raw[:64]} not found", task_id=raw[:64]) from None
+
+    async def body(self, model: type[M]) -> M:
+        """The request body as ``model``: 413 past the limit, 400 not a JSON object, 422
+        invalid. A large one (a batch of circuits) is parsed off the event loop."""
+        if self._size > self.body_limit():
+            raise self._too_large(self._size)
+        raw = b"".join(self._chunks)
+        if len(raw) <= _PARSE_INLINE_BYTES:
+            return self._parse(model, raw)
+        return await asyncio.to_thread(self._parse, model, raw)
+
+    def _parse(self, model: type[M], raw: bytes) -> M:
+        data = strictjson.loads(raw)
+        if not isinstance(data, dict):
+            raise BadJson("request body must be a JSON object")
+        try:
+            return model.model_validate(data, context={"limits": self.service.settings.limits})
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+
+    def params(self, model: type[P], **context: Any) -> P:
+        """The query parameters as ``model`` (a repeated one: its last value)."""
+        values = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        return qp.parse(model, values, **context)
+
+    def json(self, data: Any, status: int = 200) -> None:
+        text = strictjson.dumps(data)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(text)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = (kwargs.get("exc_info") or (None, None, None))[1]
+        if isinstance(exc, ServiceUnavailable):
+            self.set_status(exc.http_status)
+            body = {"error": exc.code, "detail": public_message(exc)}
+        elif isinstance(exc, QtaskdistError):
+            self.set_status(exc.http_status)
+            body = exc.to_json()
+            if isinstance(exc, QuotaExceeded):
+                self.set_header("Retry-After", str(exc.retry_after_s))
+        elif isinstance(exc, web.HTTPError):
+            body = {"error": f"http_{status_code}", "detail": exc.log_message or self._reason}
+        else:
+            body = {"error": "internal_error", "detail": "unhandled server error; see its log"}
+        self.set_header("Content-Type", "application/json")
+        self.finish(strictjson.dumps(body))
+
+    def on_finish(self) -> None:
+        self.app.metrics.observe(self)  # the latency histogram of GET metrics
+        super().on_finish()
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Expected refusals are one log line, not a traceback.
+        if isinstance(value, QtaskdistError) and value.http_status < 500:
+            self.log.info("qtaskdist %s: %s", value.code, value.message)
+        elif isinstance(value, ServiceUnavailable):
+            self.log.warning("qtaskdist %s: %s", value.code, value.message)
+        else:
+            super().log_exception(typ, value, tb)
