@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.errors import MalformedMessage, UnknownTaskType
 
 STREAMS: dict[str, str] = {
     "simulate": "stream:simulate",
@@ -39,10 +39,6 @@ GROUP = "qtaskdist"
 # The event ``status`` sent when a finished task is deleted (not a status a row can have).
 DELETED = "deleted"
 FIELD = "m"
-
-
-class MalformedMessage(InvalidInput):
-    code = "malformed_message"
 
 
 def stream_for(task_type: str) -> str:
