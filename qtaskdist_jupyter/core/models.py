@@ -26,8 +26,6 @@ from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 __all__ = ["FINISHED", "Base", "Task", "TaskStatus"]
 
 
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={
