@@ -275,7 +275,7 @@ class TaskTable(anywidget.AnyWidget):
     batch_id = traitlets.Unicode("").tag(sync=True)
     page_size = traitlets.Int(50).tag(sync=True)
     poll_timeout_s = traitlets.Float(25.0).tag(sync=True)
-    colors = traitlets.Dict(dict(STATUS_COLORS)).tag(sync=True)
+    colors = traitlets.Dict({str(s): c for s, c in STATUS_COLORS.items()}).tag(sync=True)
     facts = traitlets.Dict(FACTS).tag(sync=True)
 
     @classmethod
