@@ -110,7 +110,7 @@ class Settings:
 
 
 def default_home() -> Path:
-    import platformdirs
+    import platformdirs  # lazy: the notebook side imports this module and rarely needs it
 
     return Path(platformdirs.user_data_dir("qtaskdist", appauthor=False))
 
