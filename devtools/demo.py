@@ -32,6 +32,7 @@ from nbclient.exceptions import CellExecutionError
 from devtools.launcher import ServerProcess
 from qtaskdist_jupyter.core.config import Settings, load_settings
 from qtaskdist_jupyter.core.errors import QtaskdistError, WaitTimeout
+from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.kernel.client import Client
 
 QUICKSTART = "notebooks/01-quickstart.ipynb"
@@ -181,7 +182,7 @@ def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
         say("task table (newest first)")
         print(format_table(rows))
         print()
-        bell = [r for r in rows if r.get("name") == "bell" and r["status"] == "completed"]
+        bell = [r for r in rows if r.get("name") == "bell" and r["status"] == TaskStatus.COMPLETED]
         if not bell:
             print("no completed 'bell' task; see the table above", file=sys.stderr)
             return 1

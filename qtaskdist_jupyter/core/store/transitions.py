@@ -222,13 +222,13 @@ class Transitions:
         payload = [{"id": str(t), "attempt": a, "result": r, "meta": m} for t, a, r, m in results]
         stmt = text(
             """
-            UPDATE tasks SET status = :completed, result = v.result, error = NULL,
+            UPDATE tasks SET status = :to_status, result = v.result, error = NULL,
                    meta_data = tasks.meta_data || v.meta, finished_at = now(),
                    updated_at = now()
             FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                  AS v(id uuid, attempt int, result jsonb, meta jsonb)
             WHERE tasks.task_id = v.id AND tasks.attempt = v.attempt
-              AND tasks.status = :running
+              AND tasks.status = :from_status
             RETURNING tasks.task_id, tasks.task_type, tasks.status, tasks.owner,
                       tasks.attempt, tasks.batch_id
             """
@@ -238,8 +238,8 @@ class Transitions:
                 stmt,
                 {
                     "rows": json.dumps(payload, default=str),
-                    "completed": S.COMPLETED.value,
-                    "running": S.RUNNING.value,
+                    "to_status": S.COMPLETED.value,
+                    "from_status": S.RUNNING.value,
                 },
             )
             return [dict(r._mapping) for r in res]
