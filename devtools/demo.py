@@ -25,8 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from devtools.launcher import ServerProcess
 from qtaskdist_jupyter.core.config import Settings, load_settings
 from qtaskdist_jupyter.core.errors import QtaskdistError, WaitTimeout
+from qtaskdist_jupyter.core.status import TaskStatus
+from qtaskdist_jupyter.kernel.client import Client
 
 QUICKSTART = "notebooks/01-quickstart.ipynb"
 
@@ -75,9 +82,6 @@ def execute_notebook(
     ``kernel_log``: where the kernel process's own stdout/stderr go (its start-up
     warnings); cell outputs come over the kernel protocol either way.
     """
-    import nbformat
-    from nbclient import NotebookClient
-
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -138,9 +142,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
-    from devtools.launcher import ServerProcess
-    from qtaskdist_jupyter.kernel.client import Client
-
     notebook = find_quickstart()
     # SIGTERM / SIGHUP (a closed terminal) end the demo through `finally` like Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -181,7 +182,7 @@ def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
         say("task table (newest first)")
         print(format_table(rows))
         print()
-        bell = [r for r in rows if r.get("name") == "bell" and r["status"] == "completed"]
+        bell = [r for r in rows if r.get("name") == "bell" and r["status"] == TaskStatus.COMPLETED]
         if not bell:
             print("no completed 'bell' task; see the table above", file=sys.stderr)
             return 1
@@ -189,8 +190,6 @@ def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
         say(f"Bell counts: {dict(sorted(counts.items()))}")
         return 0
     except Exception as exc:  # noqa: BLE001 - one clear line, then the server log
-        from nbclient.exceptions import CellExecutionError
-
         if isinstance(exc, QtaskdistError | CellExecutionError):
             print(f"demo failed: {exc}", file=sys.stderr)
             print(f"server log ({server.log_path}):\n{server.tail()}", file=sys.stderr)

@@ -6,6 +6,7 @@ benchmarks: each needs a real server on a free port with a known token.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -76,8 +77,6 @@ class ServerProcess:
         return self
 
     def get(self, path: str, timeout_s: float = 5.0) -> Any:
-        import json
-
         req = urllib.request.Request(
             self.url + path.lstrip("/"), headers={"Authorization": f"token {self.token}"}
         )

@@ -19,11 +19,22 @@ from pathlib import Path
 import nbformat
 
 HERE = Path(__file__).resolve().parent
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 sys.path.insert(0, str(HERE))
 
 from conftest import start_server  # noqa: E402
 
 from devtools.demo import execute_notebook  # noqa: E402
+
+
+def drop_widget_state(nb: nbformat.NotebookNode) -> None:
+    """No widget models in the stored file: a saved model carries a copy of the widget's
+    front-end code, which goes stale with the next change to it. The outputs keep their
+    HTML and text snapshot; the live table comes back when the cell runs again."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop(WIDGET_VIEW, None)
 
 
 def main(names: list[str]) -> int:
@@ -36,6 +47,7 @@ def main(names: list[str]) -> int:
             for cell in nb.cells:
                 # Stored as clean as a fresh run: no per-run ids or timings in metadata.
                 cell.metadata.pop("execution", None)
+            drop_widget_state(nb)
             nbformat.write(nb, path)
             print(f"{path.name}: executed and stored in {time.monotonic() - t0:.1f} s")
     finally:

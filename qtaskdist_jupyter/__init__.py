@@ -7,6 +7,7 @@ matplotlib. :class:`Client` and the handles load on first use (module ``__getatt
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -28,8 +29,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'qtaskdist_jupyter' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -37,7 +36,7 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext qtaskdist_jupyter``: register the ``%qtask`` / ``%%qtask`` magics."""
-    from qtaskdist_jupyter.kernel.magics import QtaskMagics
+    from qtaskdist_jupyter.kernel.magics import QtaskMagics  # IPython: see the docstring
 
     ip.register_magics(QtaskMagics)
 

@@ -125,16 +125,16 @@ class Rig:
 
     # ---- PostgreSQL / Valkey on their hosts --------------------------------------
     def start_postgres(self, host: str, port: int = 5432) -> str:
-        from qtaskdist_jupyter.core import embedded
+        from qtaskdist_jupyter.core import embedded_daemons as daemons
 
         home = self.workdir / "pg"
-        user = embedded._pg_user()
-        embedded._prepare_pg_root(home, user)
-        _, pgdata, log = embedded._pg_dirs(home)
-        embedded._pg(home, user, "initdb", "--auth=trust", "-U", "postgres", timeout=120)
+        user = daemons.pg_user()
+        daemons.prepare_pg_root(home, user)
+        _, pgdata, log = daemons.pg_dirs(home)
+        daemons.pg(home, user, "initdb", "--auth=trust", "-U", "postgres", timeout=120)
         with (pgdata / "pg_hba.conf").open("a") as f:
             f.write(f"host all all {SUBNET}.0/24 trust\n")
-        cmd = [str(embedded._bin_dir() / "postgres"), "-D", str(pgdata),
+        cmd = [str(daemons.bin_dir() / "postgres"), "-D", str(pgdata),
                "-h", self.addr[host], "-p", str(port), "-k", "",
                "-c", "fsync=off", "-c", "max_connections=200"]  # fmt: skip
         if user is not None:

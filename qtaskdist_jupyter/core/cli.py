@@ -21,6 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qtaskdist_jupyter.core.config import Settings, load_settings
+from qtaskdist_jupyter.core.embedded import (
+    ensure_services,
+    resolve_settings,
+    services_status,
+    stop_services,
+)
 from qtaskdist_jupyter.core.errors import QtaskdistError
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -42,8 +48,6 @@ def _services_start_args(parser: argparse.ArgumentParser) -> None:
 
 def _services_start(args: argparse.Namespace, settings: Settings) -> int:
     """Start (or join) the embedded PostgreSQL + Valkey, keep them until `services stop`."""
-    from qtaskdist_jupyter.core.embedded import ensure_services
-
     # Pinned: the pair outlives this command (its processes come and go).
     svc = ensure_services(settings.home, pin=True)
     prefix = "export " if args.env else ""
@@ -57,8 +61,6 @@ def _services_start(args: argparse.Namespace, settings: Settings) -> int:
 
 def _services_stop(args: argparse.Namespace, settings: Settings) -> int:
     """Stop the embedded servers whoever holds them (their data stays)."""
-    from qtaskdist_jupyter.core.embedded import services_status, stop_services
-
     holders = [h for h in services_status(settings.home)["holders"] if h["alive"]]
     stopped = stop_services(settings.home)
     print(f"embedded services {'stopped' if stopped else 'were not running'} ({settings.home})")
@@ -74,8 +76,6 @@ def _services_status_args(parser: argparse.ArgumentParser) -> None:
 
 def _services_status(args: argparse.Namespace, settings: Settings) -> int:
     """Show whether the embedded servers run and who holds them (exit 0 if both run)."""
-    from qtaskdist_jupyter.core.embedded import services_status
-
     status = services_status(settings.home)
     up = status["postgres"]["running"] and status["valkey"]["running"]
     if args.json:
@@ -98,8 +98,7 @@ def _services_status(args: argparse.Namespace, settings: Settings) -> int:
 # ---------------------------------------------------------------- db
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Apply the Alembic migrations (starting the embedded services if no URL is set)."""
-    from qtaskdist_jupyter.core.embedded import resolve_settings
-    from qtaskdist_jupyter.core.migrate import upgrade
+    from qtaskdist_jupyter.core.migrate import upgrade  # alembic: only this command needs it
 
     settings = resolve_settings(settings)
     assert settings.database_url is not None

@@ -45,12 +45,15 @@ variable                    meaning
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from qtaskdist_jupyter.core.errors import ConfigError
+
+N = TypeVar("N", int, float)
 
 _PG_SCHEMES = {
     "postgresql": "postgresql+psycopg",
@@ -110,7 +113,7 @@ class Settings:
 
 
 def default_home() -> Path:
-    import platformdirs
+    import platformdirs  # lazy: the notebook side imports this module and rarely needs it
 
     return Path(platformdirs.user_data_dir("qtaskdist", appauthor=False))
 
@@ -150,30 +153,31 @@ def normalize_redis_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _number(
+    env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], minimum: N | None
+) -> N:
+    """The variable parsed, ``default`` when unset or empty; ``minimum`` None: positive."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
-    if value < minimum:
+        what = "an integer" if parse is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}") from exc
+    if minimum is None and value <= 0:
+        raise ConfigError(f"{name}={value} must be positive")
+    if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
 
 
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    return _number(env, name, default, int, minimum)
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a number") from exc
-    if value <= 0:
-        raise ConfigError(f"{name}={value} must be positive")
-    return value
+    return _number(env, name, default, float, None)
 
 
 def load_limits(env: Mapping[str, str]) -> Limits:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from qtaskdist_jupyter.core import embedded, leases
+from qtaskdist_jupyter.core import embedded, embedded_daemons, leases
 
 WATCH_INTERVAL_S = 2.0  # a dead last holder's pair stops within about this long
 
@@ -30,7 +30,7 @@ def check_once(home: Path) -> bool:
         if (state.get("watchdog") or {}).get("pid") != os.getpid():
             log.info("another watchdog took over; exiting")
             return False
-        up = [w for w in ("postgres", "valkey") if embedded._running(home, state, w)]
+        up = [w for w in ("postgres", "valkey") if embedded_daemons.running(home, state, w)]
         if not up:
             log.info("the pair is stopped; exiting")
             return False

@@ -12,7 +12,7 @@
     │   │   ├── PayloadTooLarge        body / payload bytes over the limit       -> 413
     │   │   └── ResultTooLarge         result over QTASKDIST_MAX_RESULT_BYTES    -> 422
     │   ├── UnknownTaskType            task_type not in STREAMS                  -> 422
-    │   ├── BadJson                    a body that is not strict JSON             -> 400
+    │   ├── MalformedMessage           a stream message that does not decode (worker)
     │   └── DataRefused                PostgreSQL refused a statement's data (size,
     │                                  encoding, constraint): not an outage     -> 422
     ├── QuotaExceeded                  a per-user limit (active tasks, streams)   -> 429
@@ -24,8 +24,12 @@
     │   └── QueueUnavailable
     ├── JobError                       raised while a worker runs a task
     │   ├── PermanentJobError          fail now, never retry
+    │   │   ├── ProfileViolation       the circuit needs more than its QIR profile
+    │   │   └── QirModuleInvalid       the produced QIR module is wrong (converter bug)
     │   ├── RetryableJobError          back to queued with backoff
-    │   └── JobTimeout                 ran past its time limit (permanent)
+    │   ├── JobTimeout                 ran past its time limit (permanent)
+    │   ├── JobCancelled               its child process was killed: task cancelled
+    │   └── ChildDied                  its child process died unanswered (retryable)
     └── ClientError                    notebook side
         ├── ServerNotFound             no jupyter server with the extension found
         ├── ApiError                   the REST API answered with an error
@@ -107,6 +111,12 @@ class PayloadTooLarge(LimitExceeded):
 
 class UnknownTaskType(InvalidInput):
     code = "unknown_task_type"
+
+
+class MalformedMessage(InvalidInput):
+    """A stream message whose fields do not decode into a task message."""
+
+    code = "malformed_message"
 
 
 class DataRefused(InvalidInput):
@@ -196,6 +206,16 @@ class RetryableJobError(JobError):
 
 class JobTimeout(JobError):
     code = "job_timeout"
+
+
+class JobCancelled(JobError):
+    """The job's child was killed because its task was cancelled."""
+
+
+class ChildDied(JobError):
+    """The child exited without answering (crash, OOM kill): worth one more try."""
+
+    retryable = True
 
 
 class ClientError(QtaskdistError):

@@ -1,8 +1,7 @@
-"""The ``tasks`` table and the task status enum."""
+"""The ``tasks`` table. The statuses it allows live in :mod:`.status`."""
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -21,22 +20,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# TaskStatus and FINISHED are imported from here by callers that already use the table.
+from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 
-class TaskStatus(enum.StrEnum):
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING})
+__all__ = ["FINISHED", "Base", "Task", "TaskStatus"]
 
 
 class Base(DeclarativeBase):
@@ -49,7 +36,8 @@ class Base(DeclarativeBase):
     )
 
 
-_status_values = ", ".join(f"'{s.value}'" for s in TaskStatus)
+def _sql_list(statuses: list[TaskStatus]) -> str:
+    return ", ".join(f"'{s.value}'" for s in statuses)
 
 
 class Task(Base):
@@ -94,7 +82,7 @@ class Task(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
-        CheckConstraint(f"status IN ({_status_values})", name="status_valid"),
+        CheckConstraint(f"status IN ({_sql_list(list(TaskStatus))})", name="status_valid"),
         CheckConstraint("retry_count >= 0 AND max_retries >= 0", name="retries_nonneg"),
         # Keyset pagination is (created_at DESC, task_id DESC) within an owner.
         Index("ix_tasks_owner_created", "owner", "created_at", "task_id"),
@@ -105,6 +93,8 @@ class Task(Base):
             "ix_tasks_active",
             "status",
             "scheduled_for",
-            postgresql_where=text("status IN ('pending', 'queued', 'running')"),
+            postgresql_where=text(
+                f"status IN ({_sql_list([s for s in TaskStatus if s not in FINISHED])})"
+            ),
         ),
     )

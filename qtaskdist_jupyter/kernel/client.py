@@ -2,8 +2,8 @@
 
 Finding the server, in order: explicit ``url``/``token`` → ``QTASKDIST_SERVER_URL`` /
 ``QTASKDIST_TOKEN`` (exported by the server extension, so every kernel it starts inherits
-them) → the running Jupyter server that started this kernel (``list_running_servers``,
-matched by parent pid, then by asking each server whether it knows our kernel id).
+them) → the running Jupyter server that started this kernel (:mod:`.discovery`).
+Circuits become payloads in :mod:`.payloads`.
 
 Waiting never polls task rows in a loop: it parks on the events long poll and re-reads
 the rows (one GET) each time it wakes, so a missed event costs one poll period at most.
@@ -11,8 +11,6 @@ the rows (one GET) each time it wakes, so a missed event costs one poll period a
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -20,64 +18,19 @@ from urllib.parse import urljoin
 
 import httpx
 
-from qtaskdist_jupyter.core import config
+from qtaskdist_jupyter.core import arrays, config
 from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, ServiceUnavailable, WaitTimeout
-from qtaskdist_jupyter.kernel.handles import TERMINAL, BatchHandle, TaskHandle
+from qtaskdist_jupyter.core.status import FINISHED
+from qtaskdist_jupyter.kernel.discovery import HOW_TO_FIX, find_server
+from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle
+from qtaskdist_jupyter.kernel.lazy_result import ArrayNotFound, fetch_array
+from qtaskdist_jupyter.kernel.payloads import task_payloads
 
 __all__ = ["BatchHandle", "Client", "TaskHandle", "find_server"]
 
 API_PATH = "qtaskdist/api/"
 # The server caps one long poll at 30 s (QtaskdistApp.events_max_timeout_s).
 POLL_S = 25.0
-HOW_TO_FIX = (
-    "Start JupyterLab / jupyter server with the extension enabled "
-    "(`jupyter server extension enable qtaskdist_server`) and open this notebook from it, "
-    "or pass Client(url='http://host:8888/', token='...')."
-)
-
-
-# ---- discovery ---------------------------------------------------------------------
-def _connection_file() -> str | None:
-    try:
-        from ipykernel.connect import get_connection_file
-
-        return str(get_connection_file())
-    except Exception:  # noqa: BLE001 - not inside an ipykernel: nothing to match
-        return None
-
-
-def _running_servers(runtime_dirs: Iterable[str | None]) -> list[dict[str, Any]]:
-    from jupyter_server.serverapp import list_running_servers
-
-    seen: dict[Any, dict[str, Any]] = {}
-    for d in runtime_dirs:
-        for info in list_running_servers(d):
-            seen.setdefault(info.get("pid"), info)
-    return list(seen.values())
-
-
-def find_server(connection_file: str | None = None) -> tuple[str, str] | None:
-    """The (url, token) of the Jupyter server that runs this kernel, or None."""
-    cf = connection_file or _connection_file()
-    dirs = [os.path.dirname(cf)] if cf else []
-    servers = _running_servers([*dirs, None])
-    ppid = os.getppid()
-    for info in servers:
-        if info.get("pid") == ppid:
-            return str(info["url"]), str(info.get("token") or "")
-    m = re.match(r"kernel-(.+)\.json$", os.path.basename(cf or ""))
-    if not m:
-        return None
-    for info in servers:
-        url, token = str(info["url"]), str(info.get("token") or "")
-        headers = {"Authorization": f"token {token}"} if token else {}
-        try:
-            r = httpx.get(urljoin(url, f"api/kernels/{m.group(1)}"), headers=headers, timeout=3)
-        except httpx.HTTPError:
-            continue
-        if r.status_code == 200:
-            return url, token
-    return None
 
 
 def _error_message(body: dict[str, Any], fallback: str) -> str:
@@ -252,13 +205,13 @@ class Client:
             "device": device,
             "time_limit_s": time_limit_s,
         }
-        return self.submit("simulate", _payloads(circuits, opts), **task)
+        return self.submit("simulate", task_payloads(circuits, opts), **task)
 
     def submit_convert(
         self, circuits: Any, *, profile: str = "base", module_name: str | None = None, **task: Any
     ) -> TaskHandle | BatchHandle:
         opts = {"profile": profile, "module_name": module_name}
-        return self.submit("c_qir_convert", _payloads(circuits, opts), **task)
+        return self.submit("c_qir_convert", task_payloads(circuits, opts), **task)
 
     def submit_backend(
         self,
@@ -270,7 +223,7 @@ class Client:
         **task: Any,
     ) -> TaskHandle | BatchHandle:
         opts = {"device_id": device_id, "shots": shots, "provider_options": provider_options}
-        return self.submit("backend_run", _payloads(circuits, opts), **task)
+        return self.submit("backend_run", task_payloads(circuits, opts), **task)
 
     def get(self, task_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"tasks/{task_id}"))
@@ -281,9 +234,6 @@ class Client:
     def array(self, task_id: str, name: str, *, progress: bool | None = None) -> Any:
         """One stored result array (e.g. ``"statevector"``, ``"results.2.memory"``) as a
         numpy array, streamed; a progress bar over a few MB unless ``progress`` says."""
-        from qtaskdist_jupyter.core import arrays
-        from qtaskdist_jupyter.kernel.lazy_result import ArrayNotFound, fetch_array
-
         ref = arrays.find_ref(self.get(task_id).get("result"), name)
         if ref is None:
             raise ArrayNotFound(f"task {task_id} stores no result array {name!r}")
@@ -382,7 +332,7 @@ class Client:
                 # Only finished tasks change (done, total): queued / running events would
                 # end each long poll for nothing.
                 body = self.events(
-                    after=cursor, timeout_s=round(min(left, POLL_S), 3), statuses=TERMINAL
+                    after=cursor, timeout_s=round(min(left, POLL_S), 3), statuses=FINISHED
                 )
                 cursor = body["cursor"]
                 events = body["events"]
@@ -395,33 +345,6 @@ class Client:
 
 
 def _bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # tqdm.auto probes for ipywidgets: only when a bar shows
 
     return tqdm(total=total, desc=desc, unit="task", leave=True)
-
-
-def encode(circuit: Any) -> tuple[str, str]:
-    """A QuantumCircuit → base64 QPY; text → as is (OpenQASM 2/3, format detected)."""
-    if isinstance(circuit, str):
-        return circuit, "auto"
-    if isinstance(circuit, bytes):
-        return circuit.decode(), "auto"
-    from qtaskdist_jupyter.core.circuits import codec
-
-    return codec.encode_circuit(circuit)
-
-
-def _payloads(circuits: Any, opts: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
-    clean = {k: v for k, v in opts.items() if v is not None}
-
-    def one(c: Any) -> dict[str, Any]:
-        text, fmt = encode(c)
-        return {"circuit": text, "circuit_format": fmt, **clean}
-
-    if isinstance(circuits, (list, tuple)):
-        return [one(c) for c in circuits]
-    return one(circuits)
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL

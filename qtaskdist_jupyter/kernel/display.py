@@ -2,6 +2,9 @@
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot, so no global state and no
 GUI backend: works under Agg, headless CI and any kernel) and shown as PNG images.
+
+matplotlib and ``IPython.display`` are imported where a result is shown: the handles import
+this module, and a Client in plain Python (a script, the worker tests) needs neither.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core.status import TaskStatus
 
 MAX_BARS = 64
 
 
 def _figure(width: float = 6.0, height: float = 3.0) -> Any:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: see the docstring
 
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -29,7 +33,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _show(fig: Any) -> None:
-    from IPython.display import Image, display
+    from IPython.display import Image, display  # lazy: see the docstring
 
     display(Image(data=_png(fig), format="png"))
 
@@ -115,20 +119,21 @@ def qir_html(result: dict[str, Any], max_chars: int = 20_000) -> str:
     )
 
 
-def error_line(exc: BaseException) -> str:
-    """Our errors in one line: the message, plus line/column where the parser gave them."""
-    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return " ".join(str(msg).split("\n")[0].split())
+def failure_message(row: dict[str, Any]) -> str:
+    """One line on why a task has no result: cancelled, or its error's first line."""
+    first = (row.get("error") or "").strip().splitlines()
+    why = first[0] if first else "no error message"
+    if row.get("status") == TaskStatus.CANCELLED:
+        return f"task {row['task_id']} was cancelled"
+    return f"task {row['task_id']} failed: {why}"
 
 
 def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None:
     """Display one task's result the way its task_type calls for."""
-    from IPython.display import HTML, display
+    from IPython.display import HTML, display  # lazy: see the docstring
 
     status = row.get("status")
-    if status != "completed":
-        from qtaskdist_jupyter.kernel.handles import failure_message
-
+    if status != TaskStatus.COMPLETED:
         display(HTML(f"<div class='qtd-error'>{html.escape(failure_message(row))}</div>"))
         return
     res = row.get("result") or {}
@@ -185,7 +190,7 @@ def array_summary_html(key: str, ref: dict[str, Any]) -> str:
 
 def show_batch(rows: Sequence[dict[str, Any]], *, observables: Sequence[str] = ()) -> None:
     """A sweep: one curve of expectation values, else the first few histograms."""
-    from IPython.display import HTML, display
+    from IPython.display import HTML, display  # lazy: see the docstring
 
     flat: list[dict[str, Any]] = []
     for r in rows:

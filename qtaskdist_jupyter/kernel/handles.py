@@ -7,21 +7,21 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core import arrays
-from qtaskdist_jupyter.core.errors import TaskFailed
-from qtaskdist_jupyter.kernel.display import array_summary_html
+from qtaskdist_jupyter.core.errors import ApiError, TaskFailed
+from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
+from qtaskdist_jupyter.kernel.display import array_summary_html, failure_message
 from qtaskdist_jupyter.kernel.lazy_result import lazy_result
 
 if TYPE_CHECKING:  # pragma: no cover
     from qtaskdist_jupyter.kernel.client import Client
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
-STATUS_COLORS = {
-    "pending": "#9e9e9e",
-    "queued": "#1e88e5",
-    "running": "#fb8c00",
-    "completed": "#43a047",
-    "failed": "#e53935",
-    "cancelled": "#6d4c41",
+STATUS_COLORS: dict[str, str] = {
+    TaskStatus.PENDING: "#9e9e9e",
+    TaskStatus.QUEUED: "#1e88e5",
+    TaskStatus.RUNNING: "#fb8c00",
+    TaskStatus.COMPLETED: "#43a047",
+    TaskStatus.FAILED: "#e53935",
+    TaskStatus.CANCELLED: "#6d4c41",
 }
 
 
@@ -31,14 +31,6 @@ def status_badge(status: str) -> str:
         f'<span class="qtd-status qtd-status-{html.escape(status)}" style="background:{color};'
         f'color:white;padding:1px 6px;border-radius:8px">{html.escape(status)}</span>'
     )
-
-
-def failure_message(row: dict[str, Any]) -> str:
-    first = (row.get("error") or "").strip().splitlines()
-    why = first[0] if first else "no error message"
-    if row.get("status") == "cancelled":
-        return f"task {row['task_id']} was cancelled"
-    return f"task {row['task_id']} failed: {why}"
 
 
 class TaskHandle:
@@ -64,7 +56,7 @@ class TaskHandle:
         """Until the task is completed, failed or cancelled; returns its row."""
 
         def check() -> tuple[int, int]:
-            return int(self.refresh()["status"] in TERMINAL), 1
+            return int(self.refresh()["status"] in FINISHED), 1
 
         self.client.wait_for(
             check,
@@ -80,7 +72,7 @@ class TaskHandle:
         (statevector, probabilities, memory) are numpy arrays, downloaded on first access
         (``LazyResult.summary(key)`` describes one without downloading)."""
         row = self.wait(timeout_s)
-        if row["status"] != "completed":
+        if row["status"] != TaskStatus.COMPLETED:
             raise TaskFailed(failure_message(row), task_id=self.task_id, status=row["status"])
         return lazy_result(self.client, self.task_id, row.get("result"))
 
@@ -108,9 +100,9 @@ class TaskHandle:
             status_badge(str(r.get("status"))),
         ]
         extra = ""
-        if r.get("status") in ("failed", "cancelled"):
+        if r.get("status") in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             extra = f"<div class='qtd-error'>{html.escape(failure_message(r))}</div>"
-        elif r.get("status") == "completed" and isinstance(r.get("result"), dict):
+        elif r.get("status") == TaskStatus.COMPLETED and isinstance(r.get("result"), dict):
             res = r["result"]
             if "counts" in res:
                 extra = f"<div>counts: <code>{html.escape(_short(res['counts']))}</code></div>"
@@ -118,7 +110,7 @@ class TaskHandle:
                 extra = f"<div>{len(res['results'])} parameter bindings</div>"
             elif "llvm_ir" in res:
                 extra = f"<div>QIR module, {len(res['llvm_ir'])} chars of LLVM IR</div>"
-        if r.get("status") == "completed":
+        if r.get("status") == TaskStatus.COMPLETED:
             # Stored arrays are summarized from the row; nothing is downloaded to draw this.
             extra += "".join(array_summary_html(k, v) for k, v in arrays.refs(r.get("result")))
         return (
@@ -160,7 +152,7 @@ class BatchHandle:
 
         def check() -> tuple[int, int]:
             c = self.status_counts()
-            return sum(c.get(s, 0) for s in TERMINAL), max(len(self.task_ids), sum(c.values()))
+            return sum(c.get(s, 0) for s in FINISHED), max(len(self.task_ids), sum(c.values()))
 
         self.client.wait_for(
             check,
@@ -185,7 +177,7 @@ class BatchHandle:
         """One result per task in submission order; TaskFailed names the first failure."""
         self.wait(timeout_s, progress=False)
         rows = self.rows()
-        bad = [r for r in rows if r.get("status") != "completed"]
+        bad = [r for r in rows if r.get("status") != TaskStatus.COMPLETED]
         if bad:
             raise TaskFailed(
                 f"{len(bad)} of {len(rows)} tasks did not complete; first: "
@@ -205,11 +197,9 @@ class BatchHandle:
 
     def cancel(self) -> int:
         """Cancel every task not yet finished; returns how many were cancelled."""
-        from qtaskdist_jupyter.core.errors import ApiError
-
         n = 0
         for row in self.rows():
-            if row.get("status") in TERMINAL:
+            if row.get("status") in FINISHED:
                 continue
             try:
                 self.client.cancel(row["task_id"])
@@ -223,6 +213,7 @@ class BatchHandle:
         """Live in a notebook: the task table's front end, showing this batch only (with
         its retry buttons); the dated snapshot below where widgets cannot render."""
         try:
+            # Here, not at the top: widget imports this module, and anywidget is heavy.
             from qtaskdist_jupyter.kernel.widget import TaskTable
 
             table = TaskTable.for_client(self.client, batch_id=self.batch_id, page_size=10)
@@ -239,7 +230,7 @@ class BatchHandle:
     def _repr_html_(self) -> str:
         c = self._counts or {}
         total = max(len(self.task_ids), sum(c.values()))
-        done = sum(c.get(s, 0) for s in TERMINAL)
+        done = sum(c.get(s, 0) for s in FINISHED)
         pct = 100.0 * done / total if total else 0.0
         parts = " ".join(f"{status_badge(s)} {n}" for s, n in sorted(c.items()) if n)
         # A snapshot, and it says so: the live views are wait(progress=True) and the table.

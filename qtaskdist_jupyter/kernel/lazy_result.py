@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from qtaskdist_jupyter.core import arrays
-from qtaskdist_jupyter.core.errors import ArrayNotFound
+from qtaskdist_jupyter.core.errors import ArrayNotFound, ServiceUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -30,7 +30,7 @@ def fetch_array(
     show = ref.get("stored_bytes", 0) > PROGRESS_MIN_BYTES if progress is None else progress
     bar = None
     if show:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # tqdm.auto probes for ipywidgets: only when a bar shows
 
         bar = tqdm(total=int(ref["stored_bytes"]), unit="B", unit_scale=True, desc=name)
     try:
@@ -42,8 +42,6 @@ def fetch_array(
                 r.iter_bytes(arrays.CHUNK_BYTES), ref, bar.update if bar is not None else None
             )
     except httpx.HTTPError as exc:
-        from qtaskdist_jupyter.core.errors import ServiceUnavailable
-
         raise ServiceUnavailable(f"fetching {name} of task {task_id} failed: {exc}") from exc
     finally:
         if bar is not None:

@@ -8,9 +8,11 @@ file holds only the command class.
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.display import display
 
 from qtaskdist_jupyter.core.errors import (
     ApiError,
@@ -78,7 +80,7 @@ def parse_noise(text: str | None) -> dict[str, float] | None:
 
 
 def check_circuits(value: Any) -> Any:
-    from qiskit import QuantumCircuit
+    from qiskit import QuantumCircuit  # heavy: only once a cell is a Python cell
 
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items or not all(isinstance(c, (QuantumCircuit, str)) for c in items):
@@ -90,8 +92,6 @@ def check_circuits(value: Any) -> Any:
 
 
 def is_uuid(text: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(text)
         return True
@@ -100,6 +100,4 @@ def is_uuid(text: str) -> bool:
 
 
 def emit(text: str, html: str) -> None:
-    from IPython.display import display
-
     display({"text/plain": text, "text/html": html}, raw=True)

@@ -3,6 +3,10 @@
 Every mistake a user can make (no server, services down, a circuit that does not parse,
 an unknown option, a wait that timed out) ends as one ``UsageError`` line: IPython prints
 it without a traceback, and a notebook run still stops at that cell.
+
+The client, handles, display and widget modules are imported inside the commands that
+use them: ``%load_ext`` imports this module, and they pull in httpx, numpy, matplotlib and
+anywidget, which a notebook that never runs a command should not pay for.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from qtaskdist_jupyter.core.errors import ApiError, QtaskdistError
+from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.kernel.magic_helpers import (
     check_circuits,
     emit,
@@ -23,10 +28,10 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     parse_sweep,
     user_message,
 )
+from qtaskdist_jupyter.kernel.payloads import encode
 
 CELL_ACTIONS = ("simulate", "convert", "run")
 LINE_ACTIONS = ("list", "show", "wait", "cancel", "retry", "table", "status")
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @magics_class
@@ -39,7 +44,7 @@ class QtaskMagics(Magics):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from qtaskdist_jupyter.kernel.client import Client
+            from qtaskdist_jupyter.kernel.client import Client  # lazy: see the docstring
 
             self._client = Client()
         return self._client
@@ -175,8 +180,6 @@ class QtaskMagics(Magics):
             raise UsageError("--sweep takes one parameterised circuit, not a list")
         if args.chunk < 1:
             raise UsageError("--chunk must be at least 1")
-        from qtaskdist_jupyter.kernel.client import encode
-
         bindings = parse_sweep(args.sweep)
         text, fmt = encode(circuits)
         base = {k: v for k, v in opts.items() if v not in (None, False)}
@@ -195,7 +198,7 @@ class QtaskMagics(Magics):
         )
 
     def _wait_and_show(self, handle: Any, args: Any) -> None:
-        from qtaskdist_jupyter.kernel import display
+        from qtaskdist_jupyter.kernel import display  # lazy: see the docstring
         from qtaskdist_jupyter.kernel.handles import BatchHandle
 
         if isinstance(handle, BatchHandle):
@@ -208,7 +211,7 @@ class QtaskMagics(Magics):
     # ---- line actions --------------------------------------------------------------
     def _target(self, args: Any) -> Any:
         """A TaskHandle for a task id, a BatchHandle for a batch id, else the last handle."""
-        from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle
+        from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle  # lazy
 
         if not args.target:
             if self.last is None:
@@ -229,7 +232,7 @@ class QtaskMagics(Magics):
         return BatchHandle(self.client, args.target, ids[::-1])
 
     def _do_list(self, args: Any) -> None:
-        from qtaskdist_jupyter.kernel.widget import TaskTableState
+        from qtaskdist_jupyter.kernel.widget import TaskTableState  # lazy: see the docstring
 
         rows = self.client.tasks(
             status=args.status, task_type=args.task_type, batch_id=args.batch, limit=args.limit
@@ -239,7 +242,7 @@ class QtaskMagics(Magics):
         emit(state.to_text(), state.to_html())
 
     def _do_show(self, args: Any) -> None:
-        from qtaskdist_jupyter.kernel import display
+        from qtaskdist_jupyter.kernel import display  # lazy: see the docstring
         from qtaskdist_jupyter.kernel.handles import TaskHandle
 
         h = self._target(args)
@@ -257,9 +260,9 @@ class QtaskMagics(Magics):
         if args.all:
             self._wait_all(args.timeout)
             return
-        h = self._target(args)
-        from qtaskdist_jupyter.kernel.handles import BatchHandle
+        from qtaskdist_jupyter.kernel.handles import BatchHandle  # lazy: see the docstring
 
+        h = self._target(args)
         if isinstance(h, BatchHandle):
             counts = h.wait(args.timeout, progress=True)
             print(
@@ -275,11 +278,11 @@ class QtaskMagics(Magics):
 
         def check() -> tuple[int, int]:
             c = client.counts()
-            return sum(c.get(s, 0) for s in TERMINAL), sum(c.values())
+            return sum(c.get(s, 0) for s in FINISHED), sum(c.values())
 
         client.wait_for(
             check,
-            lambda e: e.get("status") in TERMINAL,
+            lambda e: e.get("status") in FINISHED,
             timeout_s=timeout,
             progress=True,
             desc="all tasks",
@@ -290,7 +293,7 @@ class QtaskMagics(Magics):
         )
 
     def _do_cancel(self, args: Any) -> None:
-        from qtaskdist_jupyter.kernel.handles import BatchHandle
+        from qtaskdist_jupyter.kernel.handles import BatchHandle  # lazy: see the docstring
 
         h = self._target(args)
         if isinstance(h, BatchHandle):
@@ -317,7 +320,7 @@ class QtaskMagics(Magics):
             raise
 
     def _do_table(self, args: Any) -> Any:
-        from qtaskdist_jupyter.kernel.widget import TaskTable
+        from qtaskdist_jupyter.kernel.widget import TaskTable  # lazy: see the docstring
 
         return TaskTable.for_client(
             self.client,
@@ -336,10 +339,8 @@ class QtaskMagics(Magics):
             )
         if h.get("queue"):
             q = h["queue"]
-            lines.append(
-                f"yours:    {q.get('pending')} pending, {q.get('queued')} queued, "
-                f"{q.get('running')} running"
-            )
+            active = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
+            lines.append("yours:    " + ", ".join(f"{q.get(s)} {s}" for s in active))
         if "workers" not in h:  # fleet internals are for qtaskdist:admin users only
             print("\n".join(lines))
             return

@@ -4,10 +4,14 @@ Why the browser and not the kernel: a kernel busy with a blocking cell runs no b
 work (ipykernel 7 parks asyncio tasks until the next cell, ipykernel#1510), and a kernel
 restart kills its threads and comms. The JS in ``static/task_table.js`` lists tasks over
 REST and follows ``GET events`` (SSE, long poll as fallback) with the page's own cookies,
-so it keeps moving in both cases. The kernel only fills ``base_url`` and the filters.
+so it keeps moving in both cases. The kernel fills ``base_url``, the filters and ``facts``
+(the statuses and the sets over them, from :mod:`qtaskdist_jupyter.core.status`: the JS
+holds no copy).
 
-:class:`TaskTableState` applies list pages and events with the same rules as the JS; it
-backs the HTML fallback (non-widget front ends, ``%qtask list``) and the tests.
+:class:`TaskTableState` applies list pages and events with the same rules as the JS
+(``static/table_rules.js``); it backs the text and HTML views (``%qtask list``, front ends
+without widgets). Both run one table of cases, ``tests/unit/table_rules_cases.json``
+(docs/notebook.md, "Two implementations of the table's rules").
 """
 
 from __future__ import annotations
@@ -24,10 +28,22 @@ from urllib.parse import urlsplit
 import anywidget
 import traitlets
 
-from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, TERMINAL, status_badge
+from qtaskdist_jupyter.core.broker.wire import DELETED, STREAMS
+from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
 
 STATIC = Path(__file__).parent / "static"
-STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
+# One ES module in this order: the rules (no DOM), the detail panel, the table.
+ESM_FILES = ("table_rules.js", "table_detail.js", "task_table.js")
+# What the front end knows of the statuses, sent as the ``facts`` trait.
+FACTS: dict[str, Any] = {
+    "status": {s.name: s.value for s in TaskStatus},
+    "statuses": [s.value for s in STATUSES],
+    "finished": [s.value for s in STATUSES if s in FINISHED],
+    "retryable": [s.value for s in STATUSES if s in RETRYABLE],
+    "task_types": list(STREAMS),
+    "deleted": DELETED,
+}
 COLUMNS = ("id", "name", "type", "status", "attempt", "queue wait", "run time", "age")
 
 
@@ -89,7 +105,7 @@ class TaskTableState:
                 "name": t.get("name"),
                 "task_type": t.get("task_type"),
                 "status": t.get("status"),
-                "attempt": t.get("attempt", 0),
+                "attempt": t.get("attempt") or 0,
                 "batch_id": t.get("batch_id"),
                 "created": _epoch(t.get("created_at")),
                 "started": _epoch(t.get("started_at")),
@@ -100,7 +116,7 @@ class TaskTableState:
 
     def apply_event(self, ev: dict[str, Any]) -> None:
         tid = str(ev["task_id"])
-        if ev.get("status") == "deleted":
+        if ev.get("status") == DELETED:
             self.rows.pop(tid, None)
             self.missing.discard(tid)
             return
@@ -123,12 +139,13 @@ class TaskTableState:
             self.missing.add(tid)
         status = ev.get("status")
         row["status"] = status
-        row["attempt"] = ev.get("attempt", row["attempt"])
-        if status == "running":
+        if ev.get("attempt") is not None:
+            row["attempt"] = ev["attempt"]
+        if status == TaskStatus.RUNNING:
             row["started"], row["finished"] = ts, None
-        elif status in TERMINAL:
+        elif status in FINISHED:
             row["finished"] = ts
-        elif status in ("queued", "pending"):
+        else:  # back in the queue (a retry)
             row["started"] = row["finished"] = None
         row["updated"] = max(row["updated"], ts)
         if ev.get("id"):
@@ -140,7 +157,7 @@ class TaskTableState:
 
     # ---- views ---------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
+        out: dict[str, int] = {s.value: 0 for s in STATUSES}
         for r in self.rows.values():
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
@@ -151,7 +168,7 @@ class TaskTableState:
         for r in self.rows.values():
             if r["batch_id"]:
                 c = out.setdefault(r["batch_id"], [0, 0])
-                c[0] += r["status"] in TERMINAL
+                c[0] += r["status"] in FINISHED
                 c[1] += 1
         return {k: (v[0], v[1]) for k, v in out.items()}
 
@@ -182,7 +199,7 @@ class TaskTableState:
     def cells(r: dict[str, Any], now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         created, started, finished = r["created"], r["started"], r["finished"]
-        wait = (started or (None if r["status"] in TERMINAL else now)) if created else None
+        wait = (started or (None if r["status"] in FINISHED else now)) if created else None
         run = (finished or now) if started else None
         return [
             r["task_id"][:8],
@@ -246,7 +263,7 @@ def browser_base_url(server_url: str) -> str:
 class TaskTable(anywidget.AnyWidget):
     """``%qtask table`` / ``TaskTable.for_client(Client())``: every task, live."""
 
-    _esm = STATIC / "task_table.js"
+    _esm = "\n".join((STATIC / name).read_text() for name in ESM_FILES)
     _css = STATIC / "task_table.css"
 
     base_url = traitlets.Unicode("/").tag(sync=True)
@@ -258,7 +275,8 @@ class TaskTable(anywidget.AnyWidget):
     batch_id = traitlets.Unicode("").tag(sync=True)
     page_size = traitlets.Int(50).tag(sync=True)
     poll_timeout_s = traitlets.Float(25.0).tag(sync=True)
-    colors = traitlets.Dict(dict(STATUS_COLORS)).tag(sync=True)
+    colors = traitlets.Dict({str(s): c for s, c in STATUS_COLORS.items()}).tag(sync=True)
+    facts = traitlets.Dict(FACTS).tag(sync=True)
 
     @classmethod
     def for_client(cls, client: Any, **kw: Any) -> TaskTable:

@@ -27,21 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from qtaskdist_jupyter.core.errors import JobError, JobTimeout
+from qtaskdist_jupyter.core.errors import ChildDied, JobCancelled, JobError, JobTimeout
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 _CTX = mp.get_context("spawn")
-
-
-class JobCancelled(JobError):
-    """The job's child was killed because its task was cancelled."""
-
-
-class ChildDied(JobError):
-    """The child exited without answering (crash, OOM kill): worth one more try."""
-
-    retryable = True
 
 
 def at_unit(exc: JobError, unit: int) -> JobError:

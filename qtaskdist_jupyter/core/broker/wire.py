@@ -24,7 +24,7 @@ from qtaskdist_jupyter.core.broker.keys import (
     TASK_TYPES,
     WORKERS_KEY,
 )
-from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.errors import MalformedMessage, UnknownTaskType
 
 # Key names the worker, its health check and the tests import from here (keys.py is
 # their one definition).
@@ -37,10 +37,6 @@ __all__ = [
 # The event ``status`` sent when a finished task is deleted (not a status a row can have).
 DELETED = "deleted"
 FIELD = "m"
-
-
-class MalformedMessage(InvalidInput):
-    code = "malformed_message"
 
 
 def stream_for(task_type: str) -> str:

@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from qiskit import qasm2, qasm3, qpy
 from qiskit.circuit import Gate, Instruction, QuantumCircuit
 
 from qtaskdist_jupyter.core.circuits.qasm_scan import scan, tokenize
@@ -176,8 +177,6 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
         raise CircuitError(f"unknown circuit format {fmt!r}; use auto, qasm2, qasm3 or qpy")
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt == "qpy":
-        from qiskit import qpy
-
         raw = _qpy_bytes(source, limits)
         programs = _call_parser("invalid QPY", qpy.load, io.BytesIO(raw))
         if len(programs) != 1 or not isinstance(programs[0], QuantumCircuit):
@@ -193,8 +192,6 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
         _limit("clbits", found.clbits, limits.max_instructions)
         _limit("instructions", count, limits.max_instructions)
         if fmt == "qasm2":
-            from qiskit import qasm2
-
             circuit = _call_parser(
                 "invalid OpenQASM 2",
                 qasm2.loads,
@@ -203,8 +200,6 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
                 custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS,
             )
         else:
-            from qiskit import qasm3
-
             circuit = _call_parser("invalid OpenQASM 3", qasm3.loads, source)
     _limit("qubits", circuit.num_qubits, limits.max_qubits)
     return circuit, fmt, count
@@ -228,16 +223,12 @@ def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits)
 
 def encode_circuit(circuit: QuantumCircuit) -> tuple[str, str]:
     """Base64 QPY of ``circuit`` (exact, parameters included) and the format name."""
-    from qiskit import qpy
-
     buf = io.BytesIO()
     qpy.dump(circuit, buf)
     return base64.b64encode(buf.getvalue()).decode("ascii"), "qpy"
 
 
 def to_qasm3(circuit: QuantumCircuit) -> str:
-    from qiskit import qasm3
-
     try:
         return qasm3.dumps(circuit)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):

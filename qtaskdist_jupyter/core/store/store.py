@@ -18,8 +18,9 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qtaskdist_jupyter.core.errors import ConfigError, InvalidInput, TaskNotFound
-from qtaskdist_jupyter.core.models import FINISHED, Task, TaskStatus
+from qtaskdist_jupyter.core.models import Task
 from qtaskdist_jupyter.core.schemas import USER_META_KEY
+from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask, decode_cursor, encode_cursor, make_engine
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 from qtaskdist_jupyter.core.store.results import ResultArrays

@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
-from qtaskdist_jupyter.core.models import Task, TaskStatus
+from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 
 tasks = Task.__table__
@@ -221,19 +222,26 @@ class Transitions:
         payload = [{"id": str(t), "attempt": a, "result": r, "meta": m} for t, a, r, m in results]
         stmt = text(
             """
-            UPDATE tasks SET status = 'completed', result = v.result, error = NULL,
+            UPDATE tasks SET status = :to_status, result = v.result, error = NULL,
                    meta_data = tasks.meta_data || v.meta, finished_at = now(),
                    updated_at = now()
             FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                  AS v(id uuid, attempt int, result jsonb, meta jsonb)
             WHERE tasks.task_id = v.id AND tasks.attempt = v.attempt
-              AND tasks.status = 'running'
+              AND tasks.status = :from_status
             RETURNING tasks.task_id, tasks.task_type, tasks.status, tasks.owner,
                       tasks.attempt, tasks.batch_id
             """
         )
         async with self.engine.connect() as conn:
-            res = await conn.execute(stmt, {"rows": json.dumps(payload, default=str)})
+            res = await conn.execute(
+                stmt,
+                {
+                    "rows": json.dumps(payload, default=str),
+                    "to_status": S.COMPLETED.value,
+                    "from_status": S.RUNNING.value,
+                },
+            )
             return [dict(r._mapping) for r in res]
 
     @_db_errors
@@ -327,7 +335,7 @@ class Transitions:
         row = await self._transition(
             task_id,
             action="retry",
-            allowed=[S.FAILED, S.CANCELLED],
+            allowed=[s for s in S if s in RETRYABLE],
             owner=owner,
             values={
                 "status": S.QUEUED.value,

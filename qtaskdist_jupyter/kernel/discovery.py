@@ -1,0 +1,63 @@
+"""Which Jupyter server runs this kernel: the one that started it (parent pid), else the
+one that knows this kernel's id (its connection file names it)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+HOW_TO_FIX = (
+    "Start JupyterLab / jupyter server with the extension enabled "
+    "(`jupyter server extension enable qtaskdist_server`) and open this notebook from it, "
+    "or pass Client(url='http://host:8888/', token='...')."
+)
+
+
+def _connection_file() -> str | None:
+    try:
+        # Only inside an ipykernel; Client also runs in plain Python, without ipykernel.
+        from ipykernel.connect import get_connection_file
+
+        return str(get_connection_file())
+    except Exception:  # noqa: BLE001 - not inside an ipykernel: nothing to match
+        return None
+
+
+def _running_servers(runtime_dirs: Iterable[str | None]) -> list[dict[str, Any]]:
+    # Heavy (all of jupyter_server), and needed only when no URL was given or exported.
+    from jupyter_server.serverapp import list_running_servers
+
+    seen: dict[Any, dict[str, Any]] = {}
+    for d in runtime_dirs:
+        for info in list_running_servers(d):
+            seen.setdefault(info.get("pid"), info)
+    return list(seen.values())
+
+
+def find_server(connection_file: str | None = None) -> tuple[str, str] | None:
+    """The (url, token) of the Jupyter server that runs this kernel, or None."""
+    cf = connection_file or _connection_file()
+    dirs = [os.path.dirname(cf)] if cf else []
+    servers = _running_servers([*dirs, None])
+    ppid = os.getppid()
+    for info in servers:
+        if info.get("pid") == ppid:
+            return str(info["url"]), str(info.get("token") or "")
+    m = re.match(r"kernel-(.+)\.json$", os.path.basename(cf or ""))
+    if not m:
+        return None
+    for info in servers:
+        url, token = str(info["url"]), str(info.get("token") or "")
+        headers = {"Authorization": f"token {token}"} if token else {}
+        try:
+            r = httpx.get(urljoin(url, f"api/kernels/{m.group(1)}"), headers=headers, timeout=3)
+        except httpx.HTTPError:
+            continue
+        if r.status_code == 200:
+            return url, token
+    return None

@@ -1,0 +1,28 @@
+"""Circuits → task payloads: a QuantumCircuit travels as base64 QPY, text as it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def encode(circuit: Any) -> tuple[str, str]:
+    """A QuantumCircuit → base64 QPY; text → as is (OpenQASM 2/3, format detected)."""
+    if isinstance(circuit, str):
+        return circuit, "auto"
+    if isinstance(circuit, bytes):
+        return circuit.decode(), "auto"
+    from qtaskdist_jupyter.core.circuits import codec  # imports qiskit: only for a circuit object
+
+    return codec.encode_circuit(circuit)
+
+
+def task_payloads(circuits: Any, opts: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    clean = {k: v for k, v in opts.items() if v is not None}
+
+    def one(c: Any) -> dict[str, Any]:
+        text, fmt = encode(c)
+        return {"circuit": text, "circuit_format": fmt, **clean}
+
+    if isinstance(circuits, (list, tuple)):
+        return [one(c) for c in circuits]
+    return one(circuits)

@@ -1,0 +1,102 @@
+// qtaskdist live task table: the detail panel of one selected task (its error and a hint,
+// or its result: counts as SVG bars, stored arrays as a summary and a link, QIR text).
+// Sent by the kernel between table_rules.js and task_table.js as one module
+// (TaskTable._esm); it needs no kernel at run time.
+
+const HINTS = [
+  [/parse|syntax|invalid circuit|line \d+/i, "Check the circuit text at the line and column shown."],
+  [/time ?limit|timed out|timeout/i, "Raise time_limit_s or split the work into smaller tasks."],
+  [/qubits|instructions|limit/i, "The task is over a configured limit; shrink the circuit."],
+  [/parameter/i, "Bind every circuit parameter (--sweep NAME=START:STOP:NUM)."],
+  [/cancel/i, "Cancelled: press retry to run it again."],
+  [/qbraid|device|api key/i, "Check the backend device id and QBRAID_API_KEY on the workers."],
+];
+
+function h(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k === "style") e.style.cssText = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+  return e;
+}
+
+// The body under the detail head: S maps member names to statuses (facts.status);
+// arrayUrl(name) is the download link of a stored result array.
+function detailBody(t, S, arrayUrl) {
+  const res = t.result || {};
+  if (t.status === S.FAILED || t.status === S.CANCELLED) {
+    const msg = (t.error || t.status).split("\n")[0];
+    const hint = (HINTS.find(([re]) => re.test(msg)) || [null, "See the worker log for details."])[1];
+    return h("div", { class: "qtd-error" }, h("div", {}, msg), h("div", { class: "qtd-hint" }, "hint: " + hint));
+  }
+  if (t.status !== S.COMPLETED) return h("div", {}, `not finished yet (${t.status})`);
+  if (res.llvm_ir) return h("pre", { class: "qtd-qir" }, res.llvm_ir);
+  if (ARRAY_KEYS.some((k) => res[k] && res[k]["$array"])) {
+    // Stored arrays: their summary only; the array itself is a link, never drawn here.
+    return h("div", {},
+      res.counts && Object.keys(res.counts).length ? histogram(res.counts) : null,
+      ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).map((k) => arraySummary(res[k], arrayUrl)));
+  }
+  if (res.counts) return histogram(res.counts);
+  if (res.results) {
+    return h("div", {}, ...res.results.slice(0, 4).map((p) => h("div", {},
+      h("div", { class: "qtd-params" }, params(p.parameters) + (p.expectation_values ? " · ⟨O⟩ = " + p.expectation_values.map((v) => v.toFixed(3)).join(", ") : "")),
+      p.counts ? histogram(p.counts) : null)));
+  }
+  return h("pre", {}, JSON.stringify(res, null, 1).slice(0, 4000));
+}
+
+function arraySummary(ref, arrayUrl) {
+  const top = (ref.top || []).slice(0, 4).map((e) => `|${e.bitstring}⟩ ${e.probability.toPrecision(3)}`);
+  const first = (ref.first || []).slice(0, 4).join(" ");
+  return h("div", { class: "qtd-array-summary", "data-array": ref["$array"] },
+    h("b", {}, ref["$array"]),
+    ` ${ref.dtype} [${(ref.shape || []).join("×")}] · ${bytes(ref.nbytes)} (stored ${bytes(ref.stored_bytes)}) · `,
+    top.length ? "top: " + top.join(", ") + " · " : (first ? "first shots: " + first + " · " : ""),
+    h("a", { href: arrayUrl(ref["$array"]), download: "" }, ".npy"));
+}
+
+const ARRAY_KEYS = ["statevector", "probabilities", "memory"];
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  for (n = +n || 0; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+}
+
+// Sweep bindings as "theta = 1.6526", not a 17-digit JSON float.
+function params(p) {
+  return Object.entries(p || {}).map(([k, v]) => `${k} = ${typeof v === "number" ? +v.toFixed(4) : v}`).join(", ");
+}
+
+// Counts as SVG bars: no plotting library in the browser, and it renders offline.
+function histogram(counts) {
+  const items = Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, 32).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  const max = Math.max(1, ...items.map(([, v]) => v));
+  const W = 28, H = 120, ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "qtd-hist");
+  svg.setAttribute("width", String(items.length * W + 10));
+  svg.setAttribute("height", String(H + 40));
+  items.forEach(([k, v], i) => {
+    const bh = Math.round((H * v) / max);
+    const rect = document.createElementNS(ns, "rect");
+    for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 14, width: W - 6, height: bh, class: "qtd-hist-bar", fill: "#1e88e5" })) rect.setAttribute(a, String(val));
+    const label = document.createElementNS(ns, "text");
+    for (const [a, val] of Object.entries({ x: i * W + 5, y: H + 28, "font-size": "9" })) label.setAttribute(a, String(val));
+    label.textContent = k;
+    const num = document.createElementNS(ns, "text");
+    for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 11, "font-size": "9" })) num.setAttribute(a, String(val));
+    num.textContent = String(v);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${k}: ${v}`;
+    rect.append(title);
+    svg.append(rect, label, num);
+  });
+  return svg;
+}
