@@ -1,9 +1,10 @@
 """The worker's decisions as pure functions (no services): what an autoclaimed entry
 still means, which running rows the reconciler releases, which tasks share an Aer call,
-and how long a retry waits."""
+how long a retry waits, and which side task ended."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -15,6 +16,7 @@ from qtaskdist_worker.autoclaim import Action, autoclaim_action
 from qtaskdist_worker.outcomes import batch_key
 from qtaskdist_worker.reconciler import live_workers, orphaned
 from qtaskdist_worker.retry import backoff_s
+from qtaskdist_worker.worker import first_ended
 
 # ---- autoclaim -----------------------------------------------------------------------
 
@@ -181,3 +183,35 @@ def test_backoff_jitter_stays_in_half_to_one_of_the_ceiling_and_spreads() -> Non
     # A burst of failures must not come back as a burst: the draws cover the range.
     assert min(draws) < 2.1 and max(draws) > 3.9
     assert 2.0 <= backoff_s(2, base_s=1.0, cap_s=60.0) <= 4.0
+
+
+# ---- side tasks ----------------------------------------------------------------------
+
+
+async def _forever() -> None:
+    await asyncio.sleep(3600)
+
+
+async def _fails() -> None:
+    await asyncio.sleep(0.01)
+    raise RuntimeError("boom")
+
+
+async def _returns() -> None:
+    await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("ending", "error"), [(_fails, RuntimeError), (_returns, None)])
+def test_the_side_task_that_ends_is_named_with_its_error(ending: Any, error: Any) -> None:
+    async def main() -> list[tuple[str, BaseException | None]]:
+        tasks = {"heartbeat": asyncio.create_task(_forever()),
+                 "cancel watch": asyncio.create_task(ending())}  # fmt: skip
+        try:
+            return await asyncio.wait_for(first_ended(tasks), timeout=5)
+        finally:
+            for t in tasks.values():
+                t.cancel()
+
+    [(name, exc)] = asyncio.run(main())
+    assert name == "cancel watch"
+    assert (type(exc) if exc else None) is error

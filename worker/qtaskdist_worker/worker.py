@@ -97,6 +97,16 @@ def lanes_of(task_types: list[str]) -> dict[str, list[str]]:
     return {k: v for k, v in (("pool", pool), ("backend", backend)) if v}
 
 
+async def first_ended(
+    tasks: dict[str, asyncio.Task[None]],
+) -> list[tuple[str, BaseException | None]]:
+    """Wait until one of the named tasks ends; (name, its exception) of those that did."""
+    done, _pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+    return [
+        (name, None if t.cancelled() else t.exception()) for name, t in tasks.items() if t in done
+    ]
+
+
 class Worker:
     def __init__(self, settings: Settings, opts: WorkerOptions) -> None:
         if not settings.database_url or not settings.redis_url:
@@ -191,12 +201,10 @@ class Worker:
         """The side tasks never end by themselves (each survives its own failures); one
         that does is a bug, and the worker stops rather than run on without it (without
         a heartbeat, say, other workers would take its tasks over while it runs them)."""
-        done, _pending = await asyncio.wait(side.values(), return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = None if task.cancelled() else task.exception()
+        for name, exc in await first_ended(side):
             log.error(
                 "side task %r ended (%s); stopping the worker",
-                task.get_name(), repr(exc) if exc else "no error", exc_info=exc,
+                name, repr(exc) if exc else "no error", exc_info=exc,
             )  # fmt: skip
         self.side_task_failed = True
         self.stop()
