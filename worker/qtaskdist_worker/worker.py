@@ -108,6 +108,9 @@ async def first_ended(
 
 
 class Worker:
+    """Reads its lanes and claims; its collaborators share the store, the broker and the
+    in-flight registry, and reach the worker only through ``readable`` and ``start``."""
+
     def __init__(self, settings: Settings, opts: WorkerOptions) -> None:
         if not settings.database_url or not settings.redis_url:
             raise ConfigError("the worker needs DATABASE_URL and REDIS_URL (or embedded ones)")
