@@ -8,8 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from qtaskdist_jupyter.core import embedded
 from qtaskdist_jupyter.core.broker.wire import STREAMS, TASK_TYPES
+from qtaskdist_jupyter.core.config import load_settings
+from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 
+from . import metrics
 from .worker import Worker, WorkerOptions
 
 
@@ -163,9 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in ("qtaskdist_worker", "qtaskdist_jupyter"):
         logging.getLogger(name).setLevel(args.log_level)
-    from qtaskdist_jupyter.core.config import load_settings
-    from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
-
     try:
         settings = load_settings()
         settings = settings.with_urls(
@@ -173,13 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if settings.embedded:
             # Only a single-machine setup lacks URLs; join (or start) the embedded services.
-            from qtaskdist_jupyter.core import embedded
-
             settings = embedded.resolve_settings(settings)
         worker = Worker(settings, options_from(args))
         if args.metrics_port:
-            from . import metrics
-
             try:
                 metrics.serve(worker, args.metrics_port, args.metrics_addr)
             except OSError as exc:

@@ -8,13 +8,16 @@ processes are read from the running worker at scrape time.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
+
+if TYPE_CHECKING:  # worker.py imports this module (through settle.py)
+    from .worker import Worker
 
 # Seconds; simulate tasks run from milliseconds (a Bell circuit) to the time limit.
 RUN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -69,12 +72,12 @@ def fence_refused(task_type: str, n: int = 1) -> None:
 class _Live(Collector):
     """Gauges read from the worker when scraped."""
 
-    def __init__(self, worker: Any) -> None:
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     def collect(self) -> Iterator[Any]:
-        pool = getattr(self.worker, "pool", None)
-        size = getattr(pool, "size", 0) if pool is not None else 0
+        pool = self.worker.dispatcher.pool
+        size = pool.size if pool is not None else 0
         busy = size - pool.idle if pool is not None else 0
         yield GaugeMetricFamily(
             "qtaskdist_worker_job_processes", "Job processes (--concurrency).", value=size
@@ -85,7 +88,7 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "qtaskdist_worker_tasks_in_flight",
             "Tasks claimed and not yet settled (running or prefetched).",
-            value=len(getattr(self.worker, "inflight", {})),
+            value=len(self.worker.inflight),
         )
         yield CounterMetricFamily(
             "qtaskdist_redis_retries",
@@ -94,7 +97,7 @@ class _Live(Collector):
         )
 
 
-def serve(worker: Any, port: int, addr: str = "0.0.0.0") -> None:
+def serve(worker: Worker, port: int, addr: str = "0.0.0.0") -> None:
     """Expose REGISTRY and the worker's gauges on ``http://addr:port/metrics``."""
     REGISTRY.register(_Live(worker))
     start_http_server(port, addr=addr, registry=REGISTRY)

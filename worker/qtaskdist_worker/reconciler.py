@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
@@ -23,18 +24,23 @@ from qtaskdist_jupyter.core.store.store import TaskStore
 log = logging.getLogger(__name__)
 
 
-def live_workers(workers: dict[str, dict[str, Any]], stale_after_s: float) -> set[str]:
-    now = time.time()
+def live_workers(
+    workers: dict[str, dict[str, Any]], stale_after_s: float, now: float | None = None
+) -> set[str]:
+    """The workers whose last heartbeat (``ts``, epoch seconds) is at most this old."""
+    now = time.time() if now is None else now
     return {n for n, info in workers.items() if now - float(info.get("ts", 0)) <= stale_after_s}
 
 
-def _orphaned(
+def orphaned(
     row: dict[str, Any],
-    alive: set[str],
+    alive: Container[str],
     me: str | None,
-    mine: Collection[uuid.UUID],
+    mine: Container[uuid.UUID],
     stale_after_s: float,
+    now: float | None = None,
 ) -> bool:
+    """Whether a ``running`` row is left behind by its worker and should be released."""
     if me is None or row.get("worker") != me:
         return row.get("worker") not in alive
     # Our own rows are judged by what we hold, not by our heartbeat: right after a Redis
@@ -45,7 +51,8 @@ def _orphaned(
     if row["task_id"] in mine:
         return False
     started = row.get("started_at")
-    return started is None or time.time() - started.timestamp() > stale_after_s
+    now = time.time() if now is None else now
+    return started is None or now - started.timestamp() > stale_after_s
 
 
 async def reconcile(
@@ -91,7 +98,7 @@ async def reconcile(
     orphans = [
         r
         for r in await store.running_rows(limit=5000)
-        if r["task_type"] in task_types and _orphaned(r, alive, me, mine, stale_after_s)
+        if r["task_type"] in task_types and orphaned(r, alive, me, mine, stale_after_s)
     ]
     moved = []
     for r in orphans:
@@ -115,3 +122,23 @@ async def reconcile(
             "reconciler: re-enqueued %d lost and released %d orphaned tasks", requeued, released
         )
     return {"requeued": requeued, "released": released}
+
+
+@dataclass
+class Reconciler:
+    """A worker's reconciler: :func:`reconcile` over its task types, with what it holds."""
+
+    store: TaskStore
+    broker: Broker
+    task_types: list[str]
+    stale_after_s: float
+    # The lock spaces the fleet's passes one reconcile interval apart (see reconcile).
+    interval_s: float
+    me: str
+    mine: Collection[uuid.UUID]
+
+    async def run_once(self) -> dict[str, int]:
+        return await reconcile(
+            self.store, self.broker, self.task_types, stale_after_s=self.stale_after_s,
+            lock_ttl_s=self.interval_s, me=self.me, mine=self.mine,
+        )  # fmt: skip

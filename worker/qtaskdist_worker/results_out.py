@@ -1,7 +1,7 @@
 """Settling large results: move the arrays a job process spooled into PostgreSQL, and
 complete the rows so that a result the database refuses fails its task at once.
 
-Called from :class:`~.settle.Settling`. The job process wrote each large array as a
+Called from :class:`~.settle.Finisher`. The job process wrote each large array as a
 compressed .npy file in the pool's spool directory (qtaskdist_jupyter.core.arrays.spill) and
 named it in its reply; the file is read here in chunks of arrays.CHUNK_BYTES, so this
 process never holds an array.

@@ -1,12 +1,55 @@
-"""Retry delays: exponential backoff with jitter."""
+"""Waiting out failures: the backoff of a task's retries, and the loops that keep the
+worker's own steps going through a DB or Redis outage."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from qtaskdist_jupyter.core.errors import ServiceUnavailable
+
+log = logging.getLogger("qtaskdist_worker")
+T = TypeVar("T")
+# An outage delays a step by this much at first, doubling up to the cap.
+OUTAGE_FIRST_S = 0.2
+OUTAGE_CAP_S = 5.0
 
 
-def backoff_s(retry_count: int, *, base_s: float = 1.0, cap_s: float = 60.0) -> float:
+def backoff_s(
+    retry_count: int, *, base_s: float = 1.0, cap_s: float = 60.0, rng: random.Random | None = None
+) -> float:
     """Delay before retry number ``retry_count + 1``: base·2ⁿ capped, then jittered into
     [½, 1]× so a burst of failures does not come back as a burst of retries."""
     ceiling = min(cap_s, base_s * (2 ** min(retry_count, 30)))
-    return ceiling * random.uniform(0.5, 1.0)
+    return ceiling * (rng or random).uniform(0.5, 1.0)
+
+
+def next_outage_delay_s(delay_s: float) -> float:
+    return min(delay_s * 2, OUTAGE_CAP_S)
+
+
+async def until_up(fn: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``fn`` until the DB / Redis answer: an outage delays work, it loses none."""
+    delay = OUTAGE_FIRST_S
+    while True:
+        try:
+            return await fn()
+        except ServiceUnavailable as exc:
+            log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = next_outage_delay_s(delay)
+
+
+async def every(period_s: float, fn: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``fn`` every ``period_s`` for good: a periodic duty outlives any one failure."""
+    while True:
+        try:
+            await fn()
+        except ServiceUnavailable as exc:
+            log.warning("%s: %s", getattr(fn, "__qualname__", fn), exc)
+        except Exception:  # noqa: BLE001 - a background duty must not die
+            log.exception("%s failed", getattr(fn, "__qualname__", fn))
+        await asyncio.sleep(period_s)

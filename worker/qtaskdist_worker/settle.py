@@ -1,6 +1,8 @@
 """How a worker ends a batch: results or errors into the rows (one statement for the
 completions), retries with backoff, dead letters, then the events and the acks.
-Mixed into :class:`~.worker.Worker`."""
+
+:class:`Settler` gathers the finished units of one request; :class:`Finisher` (one per
+worker) settles what it hands over."""
 
 from __future__ import annotations
 
@@ -8,15 +10,19 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.store.store import TaskStore
 
 from . import metrics
+from .inflight import InFlightRegistry
 from .outcomes import InFlight, profile
 from .results_out import complete_all, store_arrays
-from .retry import backoff_s
+from .retry import backoff_s, until_up
 
 log = logging.getLogger("qtaskdist_worker")
 
@@ -72,15 +78,29 @@ class Settler:
             await asyncio.gather(*self.flushes)
 
 
-class Settling:
-    async def _finish(self, finished: list[Finished]) -> None:
+@dataclass
+class Finisher:
+    """Ends tasks for the worker: writes their outcome, schedules their retries, emits
+    their events, acks their entries, and takes them out of the in-flight registry."""
+
+    store: TaskStore
+    broker: Broker
+    inflight: InFlightRegistry
+    name: str
+    retry_base_s: float
+    retry_cap_s: float
+    # Known once the job processes run: their qiskit / Aer versions and spool directory.
+    versions: dict[str, Any] = field(default_factory=dict)
+    spool_dir: str | None = None
+    completed: int = 0
+
+    async def finish(self, finished: list[Finished]) -> None:
         done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
         events: list[dict[str, Any]] = []
         failures = []
         items = [f[0] for f in finished]
         replies = {str(i.task_id): out for i, out, _r, _b in finished}
-        spool = getattr(self.pool, "spool_dir", None)
-        await store_arrays(self.store, spool, self._retrying, items, replies)
+        await store_arrays(self.store, self.spool_dir, until_up, items, replies)
         for item, _out, run_time_s, batched_with in finished:
             out = replies[str(item.task_id)]
             kind = "completed" if out["ok"] else "failed"
@@ -100,7 +120,7 @@ class Settling:
             else:
                 failures.append((item, out, meta, retry))
         if done:
-            rows, refused = await complete_all(self.store, self._retrying, done)
+            rows, refused = await complete_all(self.store, until_up, done)
             events += rows
             self.completed += len(rows)
             # Not written: refused by the attempt fence (logged, dropped) or, for its data,
@@ -123,9 +143,8 @@ class Settling:
             # any, the main loop handles: not raised again here).
             await asyncio.wait(announced)
         acks = [(i.stream, i.entry_id) for i in items]
-        await self._retrying(lambda: self.broker.settle(events, acks), "settle")
-        for item in items:
-            self.inflight.pop(item.task_id, None)
+        await until_up(lambda: self.broker.settle(events, acks), "settle")
+        self.inflight.remove(items)
 
     def _refused(self, items: list[InFlight], done: list[Any], settled: list[Any]) -> None:
         """Completions the attempt fence refused: the task was taken over (this worker was
@@ -152,26 +171,26 @@ class Settling:
             if retry:
                 delay = backoff_s(
                     item.row["retry_count"],
-                    base_s=self.opts.retry_base_s,
-                    cap_s=self.opts.retry_cap_s,
+                    base_s=self.retry_base_s,
+                    cap_s=self.retry_cap_s,
                 )
                 meta["retry_delay_s"] = round(delay, 3)
-                row = await self._retrying(
+                row = await until_up(
                     lambda: self.store.retry_later(item.task_id, item.attempt, error, delay, meta),
                     "retry",
                 )
                 msg = TaskMessage(item.task_id, item.row["task_type"], item.attempt)
-                await self._retrying(lambda: self.broker.enqueue_later(msg, delay), "delay")
+                await until_up(lambda: self.broker.enqueue_later(msg, delay), "delay")
                 log.info("task %s: %s; retry in %.2f s", item.task_id, error, delay)
                 return [row]
-            row = await self._retrying(
+            row = await until_up(
                 lambda: self.store.fail(item.task_id, item.attempt, error, meta), "fail"
             )
         except (TransitionError, TaskNotFound):
             return []  # cancelled or taken over meanwhile: the row is someone else's now
         if out.get("retryable"):
             fields = {**item.msg.encode(), "task_id": str(item.task_id), "stream": item.stream}
-            await self._retrying(
+            await until_up(
                 lambda: self.broker.dead_letter(f"retries exhausted: {error}", fields), "dead"
             )
         log.info("task %s failed: %s", item.task_id, error)

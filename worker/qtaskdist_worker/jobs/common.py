@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from qtaskdist_jupyter.core.config import Limits
-from qtaskdist_jupyter.core.errors import JobError, PermanentJobError, QtaskdistError
+from qtaskdist_jupyter.core.errors import QtaskdistError
 
 log = logging.getLogger("qtaskdist_worker.errors")
 _TRACEBACK_CHARS = 16_000
@@ -20,6 +20,7 @@ _PATH = re.compile(r"(?<![\w.])(?:/[\w.\-]+){2,}/?|\b[A-Za-z]:\\[\w.\-\\]+")
 
 
 def versions() -> dict[str, str]:
+    # Called in a job process only: the worker's own process never loads qiskit for it.
     import qiskit
     import qiskit_aer
 
@@ -32,24 +33,11 @@ def limits_from(data: dict[str, Any] | None) -> Limits:
 
 def load_circuit(source: str, fmt: str, limits: Limits) -> Any:
     """Parse the task's circuit with the shared codec (CircuitError on bad input)."""
-    try:
-        from qtaskdist_jupyter.core.circuits import codec
-    except ImportError:  # pragma: no cover - only until the shared codec is installed
-        return _plain_load(source, fmt)
+    # The codec imports qiskit; the worker's own process imports this module for
+    # error_report and loads qiskit only if it runs backend_run tasks.
+    from qtaskdist_jupyter.core.circuits import codec
+
     return codec.load_circuit(source, fmt, limits=limits)
-
-
-def _plain_load(source: str, fmt: str) -> Any:
-    from qiskit import qasm2, qasm3
-
-    from qtaskdist_jupyter.core.errors import CircuitError
-
-    try:
-        if fmt == "qasm3" or (fmt == "auto" and "OPENQASM 3" in source[:200]):
-            return qasm3.loads(source)
-        return qasm2.loads(source, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
-    except Exception as exc:  # noqa: BLE001
-        raise CircuitError(f"cannot parse the circuit: {first_line(exc)}") from exc
 
 
 def first_line(exc: BaseException) -> str:
@@ -89,7 +77,3 @@ def public_text(text: str) -> str:
     text = _URL.sub("<url>", text)
     text = _HOST_PORT.sub("<host>", text)
     return _PATH.sub("<path>", text)
-
-
-def permanent(message: str) -> JobError:
-    return PermanentJobError(message)

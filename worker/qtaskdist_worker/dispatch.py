@@ -1,0 +1,236 @@
+"""Running claimed tasks: simulate / convert units on the job processes, backend_run
+tasks as polls on the event loop; what they end with goes to the :class:`Finisher`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import JobError, JobTimeout, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.store.store import TaskStore
+
+from .executor import ExecutorPool, JobCancelled
+from .inflight import InFlightRegistry
+from .jobs.common import error_report
+from .outcomes import InFlight, plan_units, split_requests, time_limit
+from .retry import until_up
+from .settle import Finisher, Settler
+
+log = logging.getLogger("qtaskdist_worker")
+POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
+# Pool tasks claimed ahead, in --batch-size reads: the next read and claim overlap the
+# running requests, so the job processes never wait for a round trip.
+PREFETCH_BATCHES = 2
+# How long a finished unit may wait for its request-mates before it is settled on its own:
+# a request's completions go out in one statement, yet a slow unit never holds back the
+# finished ones for longer than this.
+SETTLE_AFTER_S = 0.05
+
+
+@dataclass
+class DispatchOptions:
+    batch_size: int
+    concurrency: int
+    threads_per_job: int
+    backend_concurrency: int
+    poll_interval_s: float
+
+
+@dataclass
+class Dispatcher:
+    """Owns the job processes, the backend runner and the running jobs, and keeps each
+    lane's room: ``pool`` (tasks claimed for the job processes) and ``backend``."""
+
+    store: TaskStore
+    broker: Broker
+    inflight: InFlightRegistry
+    finisher: Finisher
+    limits: Limits
+    opts: DispatchOptions
+    # The longest time limit this worker grants (--max-time-limit-s).
+    cap_s: float
+    pool: ExecutorPool | None = None
+    runner: Any = None  # a BackendRunner once started with backend_run
+    jobs: set[asyncio.Task[None]] = field(default_factory=set)
+    pool_tasks: int = 0
+    backend_jobs: int = 0
+    # Set whenever a lane may have room again (and on stop, to wake its reader).
+    room: dict[str, asyncio.Event] = field(
+        default_factory=lambda: {"pool": asyncio.Event(), "backend": asyncio.Event()}
+    )
+
+    async def start(self, task_types: list[str], qbraid_api_key: str | None,
+                    qbraid_api_url: str | None) -> None:  # fmt: skip
+        if any(t in POOL_TYPES for t in task_types):
+            self.pool = ExecutorPool(
+                self.opts.concurrency, threads=self.opts.threads_per_job, limits=asdict(self.limits)
+            )
+            await self.pool.start()
+            self.finisher.versions = dict(self.pool.info)
+            self.finisher.spool_dir = self.pool.spool_dir
+        if "backend_run" in task_types:
+            # qBraid's SDK is heavy and only backend_run needs it.
+            from .backend import BackendRunner
+
+            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url)
+
+    def has_room(self, lane: str) -> bool:
+        if lane == "pool":
+            return self.pool_tasks < self.opts.batch_size * PREFETCH_BATCHES
+        return self.backend_jobs < self.opts.backend_concurrency
+
+    async def wait_for_room(self, lane: str, timeout_s: float) -> None:
+        room = self.room[lane]
+        room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(room.wait(), timeout=timeout_s)
+
+    def wake(self) -> None:
+        for room in self.room.values():
+            room.set()
+
+    def dispatch(self, items: list[InFlight]) -> None:
+        pool: dict[str, list[InFlight]] = {}
+        for item in items:
+            ttype = item.row["task_type"]
+            if ttype == "backend_run":
+                self._spawn(self._run_backend(item))
+            else:
+                pool.setdefault(POOL_TYPES[ttype], []).append(item)
+        for kind, group in pool.items():
+            units = plan_units(group, self.opts.batch_size)
+            for request in split_requests(units, self.opts.concurrency):
+                self._spawn(self._run_request(kind, request))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+
+    async def wait_jobs(self, timeout_s: float) -> None:
+        if self.jobs:
+            await asyncio.wait(set(self.jobs), timeout=timeout_s)
+
+    async def kill_jobs(self) -> None:
+        """Stop the jobs still running (shutting down past --grace-s)."""
+        if self.pool is not None:
+            self.pool.closing = True
+        for task in list(self.jobs):
+            task.cancel()
+        if self.jobs:
+            await asyncio.gather(*self.jobs, return_exceptions=True)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    # ---- job processes ---------------------------------------------------------------
+    async def _run_request(self, kind: str, units: list[list[InFlight]]) -> None:
+        held = sum(len(u) for u in units)
+        self.pool_tasks += held
+        try:
+            await self._run_units(kind, units)
+        finally:
+            self.pool_tasks -= held
+            self.room["pool"].set()
+
+    async def _run_units(self, kind: str, units: list[list[InFlight]]) -> None:
+        """One request on one job process; finished units are settled as they come (see
+        SETTLE_AFTER_S). When the request stops early, what ran is settled, the unit that
+        stopped is judged on its own, and the units behind it run again in a new request."""
+        assert self.pool is not None
+        timeouts_s = [
+            min(time_limit(i.row["payload"], self.limits.time_limit_s, self.cap_s) for i in unit)
+            for unit in units
+        ]
+        cancel = asyncio.Event()
+        for unit in units:
+            for i in unit:
+                i.cancel = cancel
+                if i.cancelled:
+                    cancel.set()
+        wire = [[i.request() for i in unit] for unit in units]
+        settler = Settler(self.finisher.finish, SETTLE_AFTER_S)
+        stop: JobError | None = None
+
+        def on_reply(j: int, reply: dict[str, Any]) -> None:
+            settler.add(units[j], reply["replies"], float(reply.get("wall_s", 0.0)))
+
+        try:
+            await self.pool.run(kind, wire, timeouts_s, on_reply, cancel)
+        except JobError as exc:
+            stop = exc
+        except asyncio.CancelledError:
+            # Shutting down past --grace-s: keep what finished; the drain releases the rest.
+            await settler.close()
+            raise
+        await settler.close()
+        if stop is None:
+            return
+        at = int(getattr(stop, "unit", 0))
+        stuck, rest = units[at], units[at + 1 :]
+        if isinstance(stop, JobCancelled):
+            await self._drop([i for unit in units[at:] for i in unit if i.cancelled])
+            rest = [u for u in ([i for i in unit if not i.cancelled] for unit in units[at:]) if u]
+        elif isinstance(stop, JobTimeout) and len(stuck) > 1:
+            # Someone in the shared Aer call is slow: each gets its own run and limit.
+            rest = [[i] for i in stuck] + rest
+        else:
+            # A timeout of a lone task, or a crash while it ran (retryable, see ChildDied).
+            await self.finisher.finish([(i, error_report(stop), 0.0, len(stuck)) for i in stuck])
+        if rest:
+            await self._run_units(kind, rest)
+
+    # ---- backend polls ---------------------------------------------------------------
+    async def _run_backend(self, item: InFlight) -> None:
+        # Imports the qBraid SDK through ..backend: only backend_run workers load it.
+        from .jobs.backend import run_backend
+
+        self.backend_jobs += 1
+        started = time.monotonic()
+        item.cancel = asyncio.Event()
+        if item.cancelled:
+            item.cancel.set()
+        try:
+            lim = self.limits
+            try:
+                result, meta = await run_backend(
+                    item.row,
+                    self.runner,
+                    limits=lim,
+                    time_limit_s=time_limit(item.row["payload"], lim.time_limit_s, self.cap_s),
+                    cancel=item.cancel,
+                    annotate=lambda m: self._annotate(item, m),
+                    poll_s=self.opts.poll_interval_s,
+                )
+                outcome: dict[str, Any] = {"ok": True, "result": result, "meta": meta}
+            except JobCancelled:
+                await self._drop([item])
+                return
+            except Exception as exc:  # noqa: BLE001 - classified by error_report
+                outcome = error_report(exc)
+                if getattr(exc, "retryable", False):
+                    outcome["retryable"] = True
+            await self.finisher.finish([(item, outcome, time.monotonic() - started, 1)])
+        finally:
+            self.backend_jobs -= 1
+            self.room["backend"].set()
+
+    async def _annotate(self, item: InFlight, meta: dict[str, Any]) -> None:
+        with contextlib.suppress(TransitionError, TaskNotFound):
+            await until_up(
+                lambda: self.store.merge_meta(item.task_id, item.attempt, meta), "annotate"
+            )
+        item.row["meta_data"] = {**(item.row.get("meta_data") or {}), **meta}
+
+    async def _drop(self, items: list[InFlight]) -> None:
+        """Tasks cancelled while they ran: the row already says so; just ack."""
+        self.inflight.remove(items)
+        await until_up(lambda: self.broker.ack([(i.stream, i.entry_id) for i in items]), "ack")
