@@ -11,6 +11,7 @@ from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.errors import DatabaseUnavailable, QueueUnavailable, ServiceUnavailable
+from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 # What a user reads when a backing service is down: no host, port or driver text (those
@@ -21,7 +22,7 @@ _PUBLIC_503 = {
 }
 # A health probe that gets no answer in this long reports "timed out".
 PROBE_TIMEOUT_S = 10.0
-_QUEUE_STATUSES = ("pending", "queued", "running")
+_QUEUE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 
 def public_message(exc: ServiceUnavailable) -> str:

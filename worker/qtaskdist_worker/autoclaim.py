@@ -12,6 +12,7 @@ from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .inflight import Claimable, DeadLetter, InFlightRegistry, decode_entries
@@ -42,9 +43,9 @@ def autoclaim_action(
     taken over since) makes the entry stale."""
     if row is None:
         return Action.ACK
-    if row["status"] == "queued" and row["attempt"] == msg_attempt:
+    if row["status"] == TaskStatus.QUEUED and row["attempt"] == msg_attempt:
         return Action.CLAIM
-    if row["status"] == "running" and row["attempt"] == msg_attempt + 1:
+    if row["status"] == TaskStatus.RUNNING and row["attempt"] == msg_attempt + 1:
         return Action.WAIT if row["worker"] in alive else Action.TAKE_OVER
     return Action.ACK
 
@@ -80,7 +81,7 @@ class Autoclaimer:
             rows = {
                 r["task_id"]: r for r in await self.store.get_many([m.task_id for *_x, m in msgs])
             }
-            if alive is None and any(r["status"] == "running" for r in rows.values()):
+            if alive is None and any(r["status"] == TaskStatus.RUNNING for r in rows.values()):
                 alive = live_workers(await self.broker.workers(), self.visibility_timeout_s)
             to_claim: list[Claimable] = []
             taken: list[tuple[Claimable, dict[str, Any]]] = []

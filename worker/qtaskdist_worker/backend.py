@@ -31,6 +31,7 @@ from qbraid_core.sessions import QbraidSessionV1
 from qiskit import QuantumCircuit
 
 from qtaskdist_jupyter.core.errors import JobError, PermanentJobError, RetryableJobError
+from qtaskdist_jupyter.core.status import TaskStatus
 
 from .local_device import LOCAL_DEVICE_ID, LOCAL_JOB_PREFIX, LocalJob, LocalProvider
 
@@ -69,18 +70,18 @@ def _public(text: str) -> str:
 
 
 _STATUS = {
-    JobStatus.INITIALIZING: "queued",
-    JobStatus.QUEUED: "queued",
-    JobStatus.VALIDATING: "queued",
+    JobStatus.INITIALIZING: TaskStatus.QUEUED,
+    JobStatus.QUEUED: TaskStatus.QUEUED,
+    JobStatus.VALIDATING: TaskStatus.QUEUED,
     # HOLD: finished but results withheld for account reasons; they may still be
     # released, and the worker's time limit bounds the wait.
-    JobStatus.HOLD: "queued",
-    JobStatus.UNKNOWN: "queued",
-    JobStatus.RUNNING: "running",
-    JobStatus.CANCELLING: "running",
-    JobStatus.COMPLETED: "completed",
-    JobStatus.FAILED: "failed",
-    JobStatus.CANCELLED: "cancelled",
+    JobStatus.HOLD: TaskStatus.QUEUED,
+    JobStatus.UNKNOWN: TaskStatus.QUEUED,
+    JobStatus.RUNNING: TaskStatus.RUNNING,
+    JobStatus.CANCELLING: TaskStatus.RUNNING,
+    JobStatus.COMPLETED: TaskStatus.COMPLETED,
+    JobStatus.FAILED: TaskStatus.FAILED,
+    JobStatus.CANCELLED: TaskStatus.CANCELLED,
 }
 _DEAD = {JobStatus.FAILED, JobStatus.CANCELLED}
 _RETRYABLE_STATUS = {408, 429}
@@ -252,7 +253,7 @@ class BackendRunner:
     def counts(self, job_id: str) -> dict[str, int]:
         """Measurement counts of a completed job (bitstring → count)."""
         state = self.status(job_id)
-        if state != "completed":
+        if state != TaskStatus.COMPLETED:
             raise PermanentJobError(f"job {job_id} is {state}; only completed jobs have counts")
         if job_id.startswith(LOCAL_JOB_PREFIX):
             return self._local_job(job_id).counts()

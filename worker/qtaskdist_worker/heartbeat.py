@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.errors import ServiceUnavailable
+from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .inflight import InFlightRegistry
@@ -51,7 +52,7 @@ class Heartbeat:
             states = await self.store.status_of(list(self.inflight))
             for tid, (status, attempt) in states.items():
                 item = self.inflight.get(tid)
-                if item and (status == "cancelled" or attempt != item.attempt):
+                if item and (status == TaskStatus.CANCELLED or attempt != item.attempt):
                     self.inflight.cancel(item)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import streams_of
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ async def reconcile(
         moved.append(row)
     if moved:
         for r in moved:
-            r["status"] = "queued"
+            r["status"] = TaskStatus.QUEUED
         await broker.publish(moved)
         released = len(moved)
     if requeued or released:

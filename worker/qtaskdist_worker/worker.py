@@ -38,6 +38,7 @@ from qtaskdist_jupyter.core.errors import (
     TransitionError,
 )
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
+from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .autoclaim import Autoclaimer
@@ -313,7 +314,7 @@ class Worker:
                 pass
         if moved:
             for r in moved:
-                r["status"] = "queued"
+                r["status"] = TaskStatus.QUEUED
             await until_up(lambda: self.broker.publish(moved), "re-enqueue")
             log.warning("released %d unfinished tasks back to the queue", len(moved))
         if left:

@@ -16,6 +16,7 @@ from typing import Any
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, PermanentJobError
 from qtaskdist_jupyter.core.schemas import BackendPayload, parse_payload
+from qtaskdist_jupyter.core.status import TaskStatus
 
 from ..backend import PROVIDER_JOB, valid_job_id
 from ..executor import JobCancelled
@@ -74,11 +75,11 @@ async def run_backend(
                 f"exceeded its time limit of {time_limit_s:g} s (provider job {job_id})"
             )
         state = await asyncio.to_thread(runner.status, job_id)
-        if state == "completed":
+        if state == TaskStatus.COMPLETED:
             counts = await asyncio.to_thread(runner.counts, job_id)
             meta = {"provider_job_id": job_id, "device_id": p.device_id}
             return {"counts": counts, "device_id": p.device_id, "job_id": job_id}, meta
-        if state in ("failed", "cancelled"):
+        if state in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             why = await asyncio.to_thread(runner.error_message, job_id)
             raise PermanentJobError(f"provider job {job_id} {state}: {why or 'no reason given'}")
         try:
@@ -116,7 +117,7 @@ async def _resumable(
         state = await asyncio.to_thread(runner.owned_status, job_id, task_id)
     except PermanentJobError:
         return None  # e.g. a local job that lived in a worker that is gone
-    if state is None or state in ("failed", "cancelled"):
+    if state is None or state in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         return None
     return job_id
 
