@@ -22,9 +22,16 @@ import pytest
 import redis
 
 from qtaskdist_jupyter.core.config import Limits, Settings, libpq_url, normalize_database_url
+from tests.fixtures.circuits import BELL_QASM2
 
-# jp_fetch / jp_serverapp for the server extension tests (tests/server_fixtures.py).
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+# Fixtures come in as plugins (no star imports): jupyter_server's jp_fetch / jp_serverapp,
+# and ours in tests/fixtures/.
+pytest_plugins = [
+    "pytest_jupyter.jupyter_server",
+    "tests.fixtures.server",
+    "tests.fixtures.notebook",
+    "tests.fixtures.browser",
+]
 
 TEST_DATABASE_URL = normalize_database_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -151,27 +158,6 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-BELL_QASM2 = """OPENQASM 2.0;
-include "qelib1.inc";
-qreg q[2];
-creg c[2];
-h q[0];
-cx q[0],q[1];
-measure q[0] -> c[0];
-measure q[1] -> c[1];
-"""
-
-
-BELL_QASM3 = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""
 
 
 @pytest.fixture
