@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REDIS_DB_BROWSER, TEST_REDIS_URL
+from tests.fixtures.backing import redis_url_for
 from tests.fixtures.browser import (
     ARTIFACTS,
     api_get,
@@ -40,6 +40,7 @@ from tests.fixtures.browser import (
     worker_alive,
     write_notebook,
 )
+from tests.fixtures.services import REDIS_DB_BROWSER
 
 pytestmark = pytest.mark.browser
 
@@ -78,7 +79,7 @@ def redis_url() -> Iterator[str]:
     """
     import redis
 
-    url = f"{TEST_REDIS_URL.rstrip('/')}/{REDIS_DB_BROWSER}"
+    url = redis_url_for(REDIS_DB_BROWSER)
     client = redis.Redis.from_url(url, socket_connect_timeout=5)
     client.flushdb()
     yield url

@@ -4,7 +4,6 @@ view; the submit-time limit as the user sees it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,7 @@ from qiskit_aer import AerSimulator
 
 from qtaskdist_jupyter.core.errors import ApiError
 from qtaskdist_jupyter.kernel.lazy_result import LazyResult
-from qtaskdist_jupyter.kernel.magics import QtaskMagics
 from tests.fixtures.circuits import BELL_QASM2
-from tests.fixtures.notebook import NbServer
 
 from .test_large_results import phased_qasm
 
@@ -67,14 +64,6 @@ def test_list_rows_are_slim_and_batches_still_give_results(nb_client: Any) -> No
     data, _meta = batch._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in data
     assert "3 tasks" in data["text/html"]
-
-
-@pytest.fixture
-def shell(server_env: NbServer) -> Iterator[InteractiveShell]:
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "qtaskdist_jupyter")
-    ip.register_magics(QtaskMagics)
-    yield ip
 
 
 def test_show_summarizes_a_stored_array_without_downloading_it(

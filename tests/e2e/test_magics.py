@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pyqir
@@ -17,17 +16,6 @@ from qtaskdist_jupyter.kernel.client import BatchHandle, TaskHandle
 from qtaskdist_jupyter.kernel.magics import QtaskMagics
 from tests.fixtures.circuits import BELL_QASM2, BELL_QASM3
 from tests.fixtures.notebook import NbServer
-
-
-@pytest.fixture
-def shell(server_env: NbServer) -> Iterator[InteractiveShell]:
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "qtaskdist_jupyter")
-    # A fresh magics object per test: its client is found from this test's environment.
-    ip.register_magics(QtaskMagics)
-    yield ip
-    for name in [k for k in ip.user_ns if k.startswith("qt_")]:
-        del ip.user_ns[name]
 
 
 def run(ip: InteractiveShell, cell: str) -> tuple[Any, CapturedIO]:

@@ -18,7 +18,7 @@ import pytest
 from qtaskdist_jupyter.core.config import libpq_url
 from qtaskdist_jupyter.core.errors import PermanentJobError
 from tests.fixtures.circuits import BELL_QASM2
-from tests.fixtures.fake_qbraid import FakeQbraid, sdk_env
+from tests.fixtures.fake_qbraid import FAKE_KEY
 from tests.fixtures.workers import (
     kill_tree,
     rows,
@@ -29,21 +29,8 @@ from tests.fixtures.workers import (
     wait_until,
 )
 
-KEY = "test-key"
 DEVICE = "qbraid:qbraid:sim:qir-sv"
 ZERO_QASM2 = BELL_QASM2.replace("h q[0];\ncx q[0],q[1];\n", "")  # always measures "00"
-
-
-@pytest.fixture
-def fake():
-    with FakeQbraid(api_key=KEY, polls_to_complete=2) as server:
-        yield server
-
-
-@pytest.fixture
-def qenv(fake, tmp_path) -> dict[str, str]:
-    (tmp_path / ".qbraid").mkdir(exist_ok=True)
-    return {**sdk_env(fake, tmp_path), "QBRAID_API_KEY": KEY}
 
 
 def _forge(settings: Any, task_id: uuid.UUID, job_id: str, *, attempt: int = 1) -> None:
@@ -146,7 +133,7 @@ async def test_cancelling_a_task_never_cancels_another_users_job(
 def test_runner_checks_job_ids_before_any_request(fake) -> None:
     from qtaskdist_worker.backend import BackendRunner
 
-    runner = BackendRunner(KEY, fake.url)
+    runner = BackendRunner(FAKE_KEY, fake.url)
     for bad in ("../users/verify", "a/b", "x?y", "x#y", "x%2Fy", "", "a b", "j" * 600):
         fake.requests.clear()
         for call in (runner.status, runner.counts, runner.cancel, runner.error_message):

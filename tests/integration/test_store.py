@@ -140,18 +140,18 @@ async def test_concurrent_claims_only_one_wins(service) -> None:
 async def test_check_schema_names_the_fix_on_an_unmigrated_database() -> None:
     from qtaskdist_jupyter.core.errors import ConfigError
     from qtaskdist_jupyter.core.store.store import TaskStore
-    from tests.conftest import _admin, _url_for
+    from tests.fixtures.services import admin, database_url_for
 
     name = f"qtd_empty_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn:
+    with admin() as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    store = TaskStore.from_url(_url_for(name))
+    store = TaskStore.from_url(database_url_for(name))
     try:
         with pytest.raises(ConfigError, match="qtaskdist db upgrade"):
             await store.check_schema()
     finally:
         await store.close()
-        with _admin() as conn:
+        with admin() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -159,7 +159,7 @@ async def _kill_pooled_backends(store) -> None:
     """Terminate the server side of every connection the store's pool holds."""
     from sqlalchemy import text
 
-    from tests.conftest import _admin
+    from tests.fixtures.services import admin as _admin
 
     async with store.engine.connect() as conn:
         pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()

@@ -8,13 +8,11 @@ import json
 import signal
 from datetime import timedelta
 
-import pytest
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 
 from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM
 from tests.fixtures.circuits import BELL_QASM2
-from tests.fixtures.fake_qbraid import FakeQbraid, sdk_env
 from tests.fixtures.workers import (
     kill_tree,
     rows,
@@ -25,20 +23,7 @@ from tests.fixtures.workers import (
     wait_until,
 )
 
-KEY = "test-key"
 DEVICE = "qbraid:qbraid:sim:qir-sv"
-
-
-@pytest.fixture
-def fake():
-    with FakeQbraid(api_key=KEY, polls_to_complete=2) as server:
-        yield server
-
-
-@pytest.fixture
-def qenv(fake, tmp_path) -> dict[str, str]:
-    (tmp_path / ".qbraid").mkdir(exist_ok=True)
-    return {**sdk_env(fake, tmp_path), "QBRAID_API_KEY": KEY}
 
 
 async def test_backend_run_through_sdk_and_local_device(service, settings, fake, qenv) -> None:

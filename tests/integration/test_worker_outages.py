@@ -112,15 +112,15 @@ class TcpProxy:
 
 
 @pytest.fixture
-def pg_proxy() -> Any:
-    proxy = TcpProxy(5432).start()
+def pg_proxy(database_url: str) -> Any:
+    proxy = TcpProxy(make_url(database_url).port or 5432).start()
     yield proxy
     proxy.close()
 
 
 @pytest.fixture
-def redis_proxy() -> Any:
-    proxy = TcpProxy(6379).start()
+def redis_proxy(redis_url: str) -> Any:
+    proxy = TcpProxy(urlsplit(redis_url).port or 6379).start()
     yield proxy
     proxy.close()
 
