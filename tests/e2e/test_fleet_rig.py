@@ -1,4 +1,4 @@
-"""Fleet faults on a multi-host rig of network namespaces (tests/netns_rig.py).
+"""Fleet faults on a multi-host rig of network namespaces (tests/fixtures/netns_rig.py).
 
 Hosts: ``pg`` (PostgreSQL), ``redis`` (Valkey), ``srv`` (the Jupyter server with the
 extension), ``w1``..``w3`` (``qtaskdist-worker`` with real URLs), each with its own address

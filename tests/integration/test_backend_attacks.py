@@ -2,7 +2,7 @@
 real qBraid SDK talking to FakeQbraid: a task that names another user's provider job, or a
 path, in its metadata gets neither that job's result nor its cancel, and no request
 leaves for another API route. Users can't write those keys through the API at all
-(tests/test_server_hardening.py); these rows are forged in the database, the way a row
+(tests/integration/test_server_hardening.py); these rows are forged in the database, the way a row
 from before the split would look."""
 
 from __future__ import annotations
