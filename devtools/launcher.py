@@ -6,6 +6,7 @@ benchmarks: each needs a real server on a free port with a known token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -41,6 +42,7 @@ class ServerProcess:
         token: str | None = None,
         log_path: Path | None = None,
         extra_args: list[str] | None = None,
+        own_group: bool = False,
     ) -> None:
         self.root_dir = root_dir
         self.port = port or free_port()
@@ -49,6 +51,9 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path or root_dir / "jupyter-server.log"
         self.extra_args = extra_args or []
+        # A process group of its own (server, local workers, kernels), killed whole on
+        # stop(): a test run starts many servers and must leave no kernel behind.
+        self.own_group = own_group
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +76,13 @@ class ServerProcess:
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root_dir
+            cmd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root_dir,
+            start_new_session=self.own_group,
         )
         self.wait_ready(timeout_s)
         return self
@@ -116,18 +127,20 @@ class ServerProcess:
         return {"QTASKDIST_SERVER_URL": self.url, "QTASKDIST_TOKEN": self.token}
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        # SIGTERM, not SIGINT: without a terminal jupyter_server leaves SIGINT to Python's
-        # KeyboardInterrupt, which exits without stopping the extensions, so the local
-        # workers and the embedded services it started would outlive it.
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+        if self.proc is not None and self.proc.poll() is None:
+            # SIGTERM, not SIGINT: without a terminal jupyter_server leaves SIGINT to Python's
+            # KeyboardInterrupt, which exits without stopping the extensions, so the local
+            # workers and the embedded services it started would outlive it.
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+        if self.proc is not None and self.own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # what the server left running
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -1,8 +1,9 @@
 """nbval fixture: a real Jupyter server with the qtaskdist extension and a local worker.
 
-Runs against the test PostgreSQL / Redis (``TEST_DATABASE_URL`` / ``TEST_REDIS_URL``,
-defaults 127.0.0.1): a fresh database ``qtd_nbval`` (dropped afterwards) and Redis
-database 13, flushed first. A missing service fails the run loudly.
+Runs against the test PostgreSQL / Redis, found as for tests/ (tests/fixtures/backing.py:
+``TEST_DATABASE_URL`` / ``TEST_REDIS_URL``, else 127.0.0.1, else the embedded pair this
+session starts and stops): a fresh database ``qtd_nbval`` (dropped afterwards) and Redis
+database 13, flushed first. A named service that does not answer fails the run loudly.
 
 Why a hook and not a fixture: nbval starts each notebook's kernel in the collector's
 ``setup()`` (``IPyNbFile.setup``), which pytest runs before any fixture of the first
@@ -25,43 +26,27 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
 from devtools.demo import server_args, wait_for_worker
 from devtools.launcher import ServerProcess
-from qtaskdist_jupyter.core.config import libpq_url, normalize_database_url
-
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.fixtures.backing import (
+    ServicesMissing,
+    admin_connection,
+    database_url_for,
+    redis_url_for,
+    stop_embedded,
 )
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
 NB_DATABASE = "qtd_nbval"
-# tests/ rotate over Redis databases 1..15 with a random start; scripts/test.sh runs the
-# notebooks in their own pytest session, so no test fixture flushes 13 under them.
+# tests/ rotate over Redis databases 1..11 and keep 12, 14, 15 for their own servers;
+# scripts/test.sh runs the notebooks in their own pytest session besides.
 NB_REDIS_DB = 13
 KERNEL_ENV = ("QTASKDIST_SERVER_URL", "QTASKDIST_TOKEN")
 # The stored outputs are those of a run without a qBraid key (04-backend-run says how to
 # set one), and a test run must not spend anyone's qBraid credits.
 NO_CLOUD_ENV = ("QBRAID_API_KEY",)
-
-
-class ServicesMissing(RuntimeError):
-    pass
-
-
-def _admin() -> psycopg.Connection:
-    url = libpq_url(normalize_database_url(TEST_DATABASE_URL))
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise ServicesMissing(f"PostgreSQL is not reachable at {TEST_DATABASE_URL}: {exc}") from exc
-
-
-def _database_url(name: str) -> str:
-    base, _, _ = TEST_DATABASE_URL.rpartition("/")
-    return f"{base}/{name}"
 
 
 def start_server(workdir: Path) -> tuple[ServerProcess, Callable[[], None]]:
@@ -72,17 +57,17 @@ def start_server(workdir: Path) -> tuple[ServerProcess, Callable[[], None]]:
     """
     for name in NO_CLOUD_ENV:
         os.environ.pop(name, None)
-    with _admin() as conn:
+    with admin_connection() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {NB_DATABASE} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {NB_DATABASE}")
-    redis_url = f"{TEST_REDIS_URL.rstrip('/')}/{NB_REDIS_DB}"
+    redis_url = redis_url_for(NB_REDIS_DB)
     rclient = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
     try:
         rclient.flushdb()
     except redis.ConnectionError as exc:
         raise ServicesMissing(f"Redis is not reachable at {redis_url}: {exc}") from exc
     env = {
-        "DATABASE_URL": _database_url(NB_DATABASE),
+        "DATABASE_URL": database_url_for(NB_DATABASE),
         "REDIS_URL": redis_url,
         "QTASKDIST_LOCAL_WORKERS": "1",
         "QTASKDIST_HOME": str(workdir / "qtd-home"),
@@ -93,7 +78,7 @@ def start_server(workdir: Path) -> tuple[ServerProcess, Callable[[], None]]:
 
     def stop() -> None:
         server.stop()
-        with _admin() as conn:
+        with admin_connection() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {NB_DATABASE} WITH (FORCE)")
         rclient.flushdb()
         rclient.close()
@@ -129,3 +114,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for name in KERNEL_ENV:
             os.environ.pop(name, None)
         stop()
+    stop_embedded()

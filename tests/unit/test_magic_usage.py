@@ -1,0 +1,45 @@
+"""What ``%qtask`` refuses before it looks for a server: an unknown option or action, and
+a cell action used as a line magic (or the reverse). No server exists here, so a refusal
+that reached for one would show as a different error. The same refusals through a real
+server: tests/e2e/test_magics.py (test_unknown_option)."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from qtaskdist_jupyter.kernel.magics import QtaskMagics
+from tests.fixtures.circuits import BELL_QASM2
+
+
+@pytest.fixture
+def bare_shell(monkeypatch: pytest.MonkeyPatch) -> InteractiveShell:
+    for name in ("QTASKDIST_SERVER_URL", "QTASKDIST_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    ip = InteractiveShell.instance()
+    ip.register_magics(QtaskMagics)
+    return ip
+
+
+def refusal(ip: InteractiveShell, cell: str) -> str:
+    with capture_output() as cap:
+        res = ip.run_cell(cell)
+    assert isinstance(res.error_in_exec, UsageError), (res.error_in_exec, cap.stderr)
+    return str(res.error_in_exec)
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        (f"%%qtask simulate --shotz 5\n{BELL_QASM2}", "unrecognized arguments: --shotz"),
+        ("%qtask frobnicate", "unknown action 'frobnicate'"),
+        ("%qtask simulate", "'simulate' is a cell magic"),
+        ("%%qtask list\nx", "'list' is a line magic"),
+    ],
+)
+def test_refused_before_any_server_is_asked(
+    bare_shell: InteractiveShell, cell: str, words: str
+) -> None:
+    assert words in refusal(bare_shell, cell)
