@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from qtaskdist_jupyter.core.broker.wire import WORKERS_KEY
+from qtaskdist_jupyter.core.broker.keys import WORKERS_KEY
 from qtaskdist_jupyter.core.config import load_settings
 
 

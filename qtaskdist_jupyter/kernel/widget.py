@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 import anywidget
 import traitlets
 
-from qtaskdist_jupyter.core.broker.wire import DELETED, STREAMS
+from qtaskdist_jupyter.core.broker.keys import STREAMS
+from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
 from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.launcher import free_port
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM, GROUP, STREAMS, WORKERS_KEY
+from qtaskdist_jupyter.core.broker.keys import DEAD_STREAM, GROUP, STREAMS, WORKERS_KEY
 from qtaskdist_jupyter.core.config import libpq_url
 from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
 from tests.fixtures.circuits import BELL_QASM2

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 import redis
 
-from qtaskdist_jupyter.core.broker.wire import EVENTS_STREAM, PRIORITY_STREAMS, TaskMessage
+from qtaskdist_jupyter.core.broker.keys import EVENTS_STREAM, PRIORITY_STREAMS
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from qtaskdist_jupyter.core.config import libpq_url
 from tests.fixtures.circuits import BELL_QASM2
 from tests.fixtures.server import simulate_spec, wait_for

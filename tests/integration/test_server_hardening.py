@@ -365,7 +365,7 @@ async def test_sse_keepalives_keep_time_not_other_users_events(service) -> None:
 
 @pytest.mark.parametrize("qtd_config", [TWO_USERS])
 async def test_small_submissions_go_to_the_priority_stream(api, sync_redis) -> None:
-    from qtaskdist_jupyter.core.broker.wire import PRIORITY_STREAMS, STREAMS
+    from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS, STREAMS
 
     normal, priority = STREAMS["simulate"], PRIORITY_STREAMS["simulate"]
     batch = {"tasks": [simulate_spec(BELL_QASM2)] * 20}

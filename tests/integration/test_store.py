@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.broker.wire import EVENTS_STREAM, STREAMS, TaskMessage
+from qtaskdist_jupyter.core.broker.keys import EVENTS_STREAM, STREAMS
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_jupyter.core.store.store import NewTask

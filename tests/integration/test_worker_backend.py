@@ -11,7 +11,7 @@ from datetime import timedelta
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 
-from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM
+from qtaskdist_jupyter.core.broker.keys import DEAD_STREAM
 from tests.fixtures.circuits import BELL_QASM2
 from tests.fixtures.workers import (
     kill_tree,

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy.engine import make_url
 
-from qtaskdist_jupyter.core.broker.wire import WORKERS_KEY, TaskMessage
+from qtaskdist_jupyter.core.broker.keys import WORKERS_KEY
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from qtaskdist_jupyter.core.errors import TransitionError
 from tests.fixtures.circuits import BELL_QASM2
 from tests.fixtures.workers import (

@@ -7,7 +7,8 @@ import asyncio
 import json
 import signal
 
-from qtaskdist_jupyter.core.broker.wire import DEAD_STREAM, WORKERS_KEY, TaskMessage
+from qtaskdist_jupyter.core.broker.keys import DEAD_STREAM, WORKERS_KEY
+from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from tests.fixtures.circuits import BELL_QASM2
 from tests.fixtures.workers import (
     FOREVER_QASM3,

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from qtaskdist_jupyter.core import embedded
-from qtaskdist_jupyter.core.broker.wire import STREAMS, TASK_TYPES
+from qtaskdist_jupyter.core.broker.keys import STREAMS, TASK_TYPES
 from qtaskdist_jupyter.core.config import load_settings
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 

@@ -29,7 +29,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.broker.wire import STREAMS, streams_of
+from qtaskdist_jupyter.core.broker.keys import STREAMS
+from qtaskdist_jupyter.core.broker.wire import streams_of
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     ConfigError,

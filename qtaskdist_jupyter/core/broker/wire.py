@@ -16,21 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.keys import (
-    DEAD_STREAM,
-    EVENTS_STREAM,
-    GROUP,
     PRIORITY_STREAMS,
     STREAMS,
-    TASK_TYPES,
-    WORKERS_KEY,
 )
 from qtaskdist_jupyter.core.errors import MalformedMessage, UnknownTaskType
 
-# Key names the worker, its health check and the tests import from here (keys.py is
-# their one definition).
 __all__ = [
-    "DEAD_STREAM", "EVENTS_STREAM", "GROUP", "PRIORITY_STREAMS", "STREAMS", "TASK_TYPES",
-    "WORKERS_KEY", "DELETED", "FIELD", "TASK_ID_HEAD", "MalformedMessage", "TaskMessage",
+    "DELETED", "FIELD", "TASK_ID_HEAD", "MalformedMessage", "TaskMessage",
     "decode_event", "event_tail", "message_tail", "stream_for", "streams_of",
 ]  # fmt: skip
 
