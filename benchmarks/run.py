@@ -217,7 +217,9 @@ def user_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if "ratio_own_convert_over_pipeline" in b:
             own = b["inproc_own_convert"]["wall_s"]
             own_ratio = b["ratio_own_convert_over_pipeline"]
-            rows.append((name, "  the worker's own conversion in one process", f"{own:.2f} s",
+            each, loop_each = own / p["n"] * 1e3, loop_s / p["n"] * 1e3
+            rows.append((name, "  the worker's own conversion in one process, no repeats",
+                         f"{own:.2f} s ({each:.2f} ms each, loop {loop_each:.2f} ms)",
                          f"own/pipeline = {own_ratio:.2f}"))  # fmt: skip
     if "B7" in r:
         b = r["B7"]
