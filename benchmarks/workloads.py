@@ -14,6 +14,8 @@ Workloads (each task → the user's own loop):
   profile checks, no execution) → ``qasm3_to_qir``, then pyqir parses and verifies the
   bitcode; ``convert-exec`` is the same with the default ``verify`` (each module executed
   in qir-runner), against the same loop, so the cost of that check shows as a ratio;
+  ``convert-distinct`` is ``convert`` with a module name of its own per task, so no task
+  repeats another (a job process shares repeats), against the same loop;
   ``own-convert[-exec]`` is the worker's own conversion function in one process, each
   task under a module name of its own so that none is a repeat the job process shares
   (its cost per conversion, against the loop's);
@@ -74,8 +76,10 @@ def seeded_spec(i: int) -> dict[str, Any]:
     return {"task_type": "simulate", "payload": {"circuit": BELL2, "shots": SHOTS, "seed": i}}
 
 
-def convert_spec(_i: int, verify: str = "static") -> dict[str, Any]:
+def convert_spec(i: int, verify: str = "static", *, distinct: bool = False) -> dict[str, Any]:
     payload = {"circuit": BELL3, "profile": "base", "verify": verify}
+    if distinct:
+        payload["module_name"] = f"bell{i}"
     return {"task_type": "c_qir_convert", "payload": payload}
 
 
@@ -124,7 +128,7 @@ def specs(workload: str, n: int) -> list[dict[str, Any]]:
         if kind == "seeded":
             out.append(seeded_spec(i))
         elif kind.startswith("convert"):
-            out.append(convert_spec(i, verify_of(kind)))
+            out.append(convert_spec(i, verify_of(kind), distinct=kind.endswith("-distinct")))
         else:
             out.append(observables_spec(i, n))
     return out
@@ -177,7 +181,7 @@ class Loop:
         name is its own, so every call converts (no repeat to share)."""
         from qtaskdist_worker.jobs.convert import run_many
 
-        payload = {**convert_spec(i, verify)["payload"], "module_name": f"own{i}"}
+        payload = convert_spec(i, verify, distinct=True)["payload"]
         task = {"task_id": "t", "payload": payload}
         reply = run_many({"tasks": [task]})["replies"]["t"]
         assert reply["ok"], reply
@@ -233,7 +237,8 @@ def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.workloads")
-    kinds = ["seeded", "convert", "convert-exec", "own-convert", "own-convert-exec"]
+    converts = ["convert", "convert-exec", "convert-distinct"]
+    kinds = ["seeded", *converts, *(f"own-{k}" for k in converts)]
     ap.add_argument("workload", choices=[*kinds, "observables", "mixed", "sweep"])
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--reps", type=int, default=1, help="repeat; wall_s is the fastest")
