@@ -14,11 +14,11 @@ Workloads (each task → the user's own loop):
   profile checks, no execution) → ``qasm3_to_qir``, then pyqir parses and verifies the
   bitcode; ``convert-exec`` is the same with the default ``verify`` (each module executed
   in qir-runner), against the same loop, so the cost of that check shows as a ratio;
-  ``convert-distinct`` is ``convert`` with a module name of its own per task, so no task
-  repeats another (a job process shares repeats), against the same loop;
+  ``convert-distinct`` is ``convert`` with a comment of its own in each program, so no
+  task repeats another (a job process shares repeats), against the same loop;
   ``own-convert[-exec]`` is the worker's own conversion function in one process, each
-  task under a module name of its own so that none is a repeat the job process shares
-  (its cost per conversion, against the loop's);
+  task made distinct the same way, so that none is a repeat the job process shares (its
+  cost per conversion, against the loop's);
 * observables: one point of a 4-qubit VQE ansatz, 4 Pauli terms, ``seed = i`` → bind θ
   into the template (saves built once), ``run``;
 * mixed: the three above interleaved, a third each → the three loops, interleaved;
@@ -77,9 +77,9 @@ def seeded_spec(i: int) -> dict[str, Any]:
 
 
 def convert_spec(i: int, verify: str = "static", *, distinct: bool = False) -> dict[str, Any]:
-    payload = {"circuit": BELL3, "profile": "base", "verify": verify}
-    if distinct:
-        payload["module_name"] = f"bell{i}"
+    # distinct: a comment of its own makes each program text unique (the same work).
+    circuit = BELL3 + f"// task {i}\n" if distinct else BELL3
+    payload = {"circuit": circuit, "profile": "base", "verify": verify}
     return {"task_type": "c_qir_convert", "payload": payload}
 
 
@@ -177,8 +177,8 @@ class Loop:
 
     def own_convert(self, i: int, verify: str) -> int:
         """The worker's own conversion (profile checks, decomposition, pyqir checks and,
-        unless static, execution in qir-runner), called in this process; task i's module
-        name is its own, so every call converts (no repeat to share)."""
+        unless static, execution in qir-runner), called in this process; task i's program
+        is distinct, so every call converts (no repeat to share)."""
         from qtaskdist_worker.jobs.convert import run_many
 
         payload = convert_spec(i, verify, distinct=True)["payload"]
