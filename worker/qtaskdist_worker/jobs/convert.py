@@ -265,10 +265,11 @@ def warm_up() -> None:
 
 def run_many(request: dict[str, Any]) -> dict[str, Any]:
     limits = limits_from(request.get("limits"))
+    limits_key = json.dumps(asdict(limits), sort_keys=True)
     replies: dict[str, Any] = {}
     for task in request["tasks"]:
         started = time.perf_counter()
-        key = _payload_key(task["payload"], limits)
+        key = _payload_key(task["payload"], limits_key)
         outcome = _DONE.get(key) if key is not None else None
         if outcome is None:
             try:
@@ -343,9 +344,9 @@ def _result_chars(result: dict[str, Any]) -> int:
 _DONE = _Recent(max_chars=32 << 20, max_entries=256)
 
 
-def _payload_key(payload: Any, limits: Limits) -> str | None:
-    """Payload and limits as canonical JSON (None if not JSON: then never shared)."""
+def _payload_key(payload: Any, limits_key: str) -> str | None:
+    """Payload (canonical JSON) and limits (None if not JSON: then never shared)."""
     try:
-        return json.dumps([payload, asdict(limits)], sort_keys=True, separators=(",", ":"))
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")) + "\0" + limits_key
     except (TypeError, ValueError):
         return None
