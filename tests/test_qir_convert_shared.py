@@ -106,3 +106,5 @@ def test_recent_outcomes_stay_within_their_budget_and_keep_only_refusals() -> No
     recent.put("huge", (huge, meta))
     assert recent.get("huge") is None
     assert recent.chars == sum(size for _, size in recent.entries.values())
+    # A list of bindings: every module counts.
+    assert job._result_chars({"modules": [result, result], "profile": "base"}) == 2 * size
