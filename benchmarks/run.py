@@ -34,6 +34,7 @@ SIZES = {
     "B2-SEEDED": (5_000, 500),
     "B2-CONVERT": (1_000, 100),
     "B2-CONVERT-EXEC": (300, 50),
+    "B2-CONVERT-DISTINCT": (1_000, 100),
     "B2-OBS": (2_000, 300),
     "B2-MIXED": (3_000, 300),
     "B7": (1_000, 200),
@@ -98,6 +99,12 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
             (
                 "B2-CONVERT-EXEC",
                 lambda: users.b2_workload(api, cfg, "convert-exec", size["B2-CONVERT-EXEC"]),
+            ),
+            (
+                "B2-CONVERT-DISTINCT",
+                lambda: users.b2_workload(
+                    api, cfg, "convert-distinct", size["B2-CONVERT-DISTINCT"]
+                ),
             ),
             ("B2-OBS", lambda: users.b2_workload(api, cfg, "observables", size["B2-OBS"])),
             ("B2-MIXED", lambda: users.b2_workload(api, cfg, "mixed", size["B2-MIXED"])),
@@ -195,6 +202,7 @@ TARGETS = {
     "B2-SEEDED": 1.5,
     "B2-CONVERT": 1.5,
     "B2-CONVERT-EXEC": None,
+    "B2-CONVERT-DISTINCT": None,
     "B2-OBS": 1.5,
     "B2-MIXED": 1.2,
 }
@@ -217,7 +225,9 @@ def user_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if "ratio_own_convert_over_pipeline" in b:
             own = b["inproc_own_convert"]["wall_s"]
             own_ratio = b["ratio_own_convert_over_pipeline"]
-            rows.append((name, "  the worker's own conversion in one process", f"{own:.2f} s",
+            each, loop_each = own / p["n"] * 1e3, loop_s / p["n"] * 1e3
+            rows.append((name, "  the worker's own conversion in one process, no repeats",
+                         f"{own:.2f} s ({each:.2f} ms each, loop {loop_each:.2f} ms)",
                          f"own/pipeline = {own_ratio:.2f}"))  # fmt: skip
     if "B7" in r:
         b = r["B7"]

@@ -14,8 +14,11 @@ Workloads (each task → the user's own loop):
   profile checks, no execution) → ``qasm3_to_qir``, then pyqir parses and verifies the
   bitcode; ``convert-exec`` is the same with the default ``verify`` (each module executed
   in qir-runner), against the same loop, so the cost of that check shows as a ratio;
-  ``own-convert[-exec]`` is the worker's own conversion function in one process, the
-  baseline that shows what the pipeline adds;
+  ``convert-distinct`` is ``convert`` with a comment of its own in each program, so no
+  task repeats another (a job process shares repeats), against the same loop;
+  ``own-convert[-exec]`` is the worker's own conversion function in one process, each
+  task made distinct the same way, so that none is a repeat the job process shares (its
+  cost per conversion, against the loop's);
 * observables: one point of a 4-qubit VQE ansatz, 4 Pauli terms, ``seed = i`` → bind θ
   into the template (saves built once), ``run``;
 * mixed: the three above interleaved, a third each → the three loops, interleaved;
@@ -73,8 +76,10 @@ def seeded_spec(i: int) -> dict[str, Any]:
     return {"task_type": "simulate", "payload": {"circuit": BELL2, "shots": SHOTS, "seed": i}}
 
 
-def convert_spec(_i: int, verify: str = "static") -> dict[str, Any]:
-    payload = {"circuit": BELL3, "profile": "base", "verify": verify}
+def convert_spec(i: int, verify: str = "static", *, distinct: bool = False) -> dict[str, Any]:
+    # distinct: a comment of its own makes each program text unique (the same work).
+    circuit = BELL3 + f"// task {i}\n" if distinct else BELL3
+    payload = {"circuit": circuit, "profile": "base", "verify": verify}
     return {"task_type": "c_qir_convert", "payload": payload}
 
 
@@ -123,7 +128,7 @@ def specs(workload: str, n: int) -> list[dict[str, Any]]:
         if kind == "seeded":
             out.append(seeded_spec(i))
         elif kind.startswith("convert"):
-            out.append(convert_spec(i, verify_of(kind)))
+            out.append(convert_spec(i, verify_of(kind), distinct=kind.endswith("-distinct")))
         else:
             out.append(observables_spec(i, n))
     return out
@@ -170,12 +175,14 @@ class Loop:
         assert reparsed.verify() is None
         return len(module.bitcode)
 
-    def own_convert(self, verify: str) -> int:
+    def own_convert(self, i: int, verify: str) -> int:
         """The worker's own conversion (profile checks, decomposition, pyqir checks and,
-        unless static, execution in qir-runner), called in this process."""
+        unless static, execution in qir-runner), called in this process; task i's program
+        is distinct, so every call converts (no repeat to share)."""
         from qtaskdist_worker.jobs.convert import run_many
 
-        task = {"task_id": "t", "payload": convert_spec(0, verify)["payload"]}
+        payload = convert_spec(i, verify, distinct=True)["payload"]
+        task = {"task_id": "t", "payload": payload}
         reply = run_many({"tasks": [task]})["replies"]["t"]
         assert reply["ok"], reply
         return len(reply["result"]["bitcode_base64"])
@@ -197,7 +204,7 @@ class Loop:
 def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
     loop = Loop()
     if workload.startswith("own-"):
-        loop.own_convert(verify_of(workload))  # its imports and first-call costs
+        loop.own_convert(-1, verify_of(workload))  # its imports and first-call costs
     walls = []
     answers: list[Any] = []
     for _ in range(reps):
@@ -213,7 +220,7 @@ def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
                 elif kind.startswith("convert"):
                     answers.append(loop.convert())
                 elif kind.startswith("own-convert"):
-                    answers.append(loop.own_convert(verify_of(kind)))
+                    answers.append(loop.own_convert(i, verify_of(kind)))
                 else:
                     answers.append(loop.observables(i, n))
         walls.append(time.perf_counter() - start)
@@ -230,7 +237,8 @@ def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.workloads")
-    kinds = ["seeded", "convert", "convert-exec", "own-convert", "own-convert-exec"]
+    converts = ["convert", "convert-exec", "convert-distinct"]
+    kinds = ["seeded", *converts, *(f"own-{k}" for k in converts)]
     ap.add_argument("workload", choices=[*kinds, "observables", "mixed", "sweep"])
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--reps", type=int, default=1, help="repeat; wall_s is the fastest")

@@ -7,13 +7,20 @@ first (:mod:`.qir_profile`, a refusal names the construct and its line); the mod
 re-parsed from its bitcode, verified by pyqir, walked for profile compliance and, unless
 ``verify`` says otherwise, executed in qir-runner against the circuit's exact distribution
 (:mod:`.qir_verify`). A module that fails any of these is never returned.
+
+A job process keeps its recent outcomes by payload (:class:`_Recent`): batches send one
+circuit many times, and each repeat then costs a look-up instead of three parses.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import json
 import secrets
 import time
+from collections import OrderedDict
+from dataclasses import asdict
 from typing import Any
 
 import pyqir
@@ -258,16 +265,88 @@ def warm_up() -> None:
 
 def run_many(request: dict[str, Any]) -> dict[str, Any]:
     limits = limits_from(request.get("limits"))
+    limits_key = json.dumps(asdict(limits), sort_keys=True)
     replies: dict[str, Any] = {}
     for task in request["tasks"]:
         started = time.perf_counter()
-        try:
-            result, meta = convert(task["payload"], limits)
-            meta["simulator_time_s"] = time.perf_counter() - started
-            replies[task["task_id"]] = {"ok": True, "result": result, "meta": meta}
-        except Exception as exc:  # noqa: BLE001 - reported per task
-            report = error_report(exc)
-            if getattr(exc, "meta", None):
-                report["meta"] = exc.meta
+        key = _payload_key(task["payload"], limits_key)
+        outcome = _DONE.get(key) if key is not None else None
+        if outcome is None:
+            try:
+                outcome = convert(task["payload"], limits)
+            except Exception as exc:  # noqa: BLE001 - reported per task
+                outcome = exc
+            if key is not None:
+                _DONE.put(key, outcome)
+        if isinstance(outcome, BaseException):
+            report = error_report(outcome)
+            if getattr(outcome, "meta", None):
+                report["meta"] = outcome.meta
             replies[task["task_id"]] = report
+            continue
+        result, meta = copy.deepcopy(outcome)  # the kept one stays as it was made
+        meta = {**meta, "simulator_time_s": time.perf_counter() - started}
+        replies[task["task_id"]] = {"ok": True, "result": result, "meta": meta}
     return {"replies": replies}
+
+
+Outcome = tuple[dict[str, Any], dict[str, Any]] | BaseException
+
+
+class _Recent:
+    """The outcomes of the job process's recent conversions, by payload, least recently
+    used out first, within a character budget.
+
+    Batches send one circuit many times, and conversion is deterministic in the payload
+    and the limits: a repeat gets the module of the first conversion, and its
+    verification record (that very module was executed and compared, with the seed the
+    record names; without ``verify_seed`` the repeats therefore name one seed). Refusals
+    (PermanentJobError: profile, converter, mismatch) are kept too; anything else (a
+    crash, a retryable error) is not, so it is tried again.
+    """
+
+    def __init__(self, max_chars: int, max_entries: int) -> None:
+        self.max_chars, self.max_entries = max_chars, max_entries
+        self.entries: OrderedDict[str, tuple[Outcome, int]] = OrderedDict()
+        self.chars = 0
+
+    def get(self, key: str) -> Outcome | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        self.entries.move_to_end(key)
+        return hit[0]
+
+    def put(self, key: str, outcome: Outcome) -> None:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, PermanentJobError):
+                return
+            size = len(key) + len(str(outcome))
+        else:
+            size = len(key) + _result_chars(outcome[0])
+        if size > self.max_chars // 8:
+            return  # one huge module must not push out everything else
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.chars -= old[1]
+        self.entries[key] = (outcome, size)
+        self.chars += size
+        while self.chars > self.max_chars or len(self.entries) > self.max_entries:
+            _, (_, freed) = self.entries.popitem(last=False)
+            self.chars -= freed
+
+
+def _result_chars(result: dict[str, Any]) -> int:
+    modules = result.get("modules", [result])
+    return sum(len(m["llvm_ir"]) + len(m["bitcode_base64"]) + 512 for m in modules)
+
+
+_DONE = _Recent(max_chars=32 << 20, max_entries=256)
+
+
+def _payload_key(payload: Any, limits_key: str) -> str | None:
+    """Payload (canonical JSON) and limits (None if not JSON: then never shared)."""
+    try:
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")) + "\0" + limits_key
+    except (TypeError, ValueError):
+        return None
