@@ -34,8 +34,9 @@ async def test_a_seeded_batch_equals_the_in_process_loop(service, settings) -> N
     assert [r["status"] for r in got] == ["completed"] * 200
     assert [r["result"]["counts"] for r in got] == _loop_counts(BELL_QASM2, 100, seeds)
     assert [r["meta_data"]["seed_simulator"] for r in got] == seeds
-    # They shared requests: a unit is one task, and several finished in one settle.
-    assert {r["meta_data"]["batched_with"] for r in got} == {1}
+    # They shared units (one job call each, every task its own Aer call and seed), and
+    # several finished in one settle.
+    assert min(r["meta_data"]["batched_with"] for r in got) > 1
     assert len({r["finished_at"] for r in got}) < 200
 
 

@@ -49,8 +49,9 @@ from .settle import Settler, Settling
 log = logging.getLogger("qtaskdist_worker")
 T = TypeVar("T")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
-# Pool tasks claimed ahead, in --batch-size reads: the next read and claim overlap the
-# running requests, so the job processes never wait for a round trip.
+# Pool tasks claimed ahead, in --batch-size reads beyond one per job process: the next
+# read and claim overlap the running requests, so a job process that finishes finds its
+# next request waiting instead of idling through a settle, a read and a claim.
 PREFETCH_BATCHES = 2
 # How long a finished unit may wait for its request-mates before it is settled on its own:
 # a request's completions go out in one statement, yet a slow unit never holds back the
@@ -209,7 +210,8 @@ class Worker(Duties, Settling):
 
     def _has_room(self, lane: str) -> bool:
         if lane == "pool":
-            return self.pool_tasks < self.opts.batch_size * PREFETCH_BATCHES
+            ahead = self.opts.concurrency + PREFETCH_BATCHES
+            return self.pool_tasks < self.opts.batch_size * ahead
         return self.backend_jobs < self.opts.backend_concurrency
 
     def _readable(self) -> list[str]:
