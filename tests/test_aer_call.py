@@ -185,3 +185,12 @@ def test_noisy_seeded_tasks_with_memory_equal_solo_runs() -> None:
         result = want.result()
         assert got["result"]["counts"] == dict(result.get_counts())
         assert got["result"]["memory"] == result.get_memory()
+
+
+def test_unseeded_runs_of_a_kept_assembly_draw_new_seeds() -> None:
+    sim = AerSimulator()
+    circuit = _circuits()["bell"]
+    seeds = {
+        run_raw(sim, [circuit], {"shots": 10})["results"][0]["seed_simulator"] for _ in range(20)
+    }
+    assert len(seeds) == 20

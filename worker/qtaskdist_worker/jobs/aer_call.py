@@ -25,6 +25,7 @@ bindings. Where this qiskit-aer lacks the internals used here, the public path i
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict
 from typing import Any
 
@@ -103,6 +104,11 @@ def run_raw(
         )
     made = _assembled(sim, circuits[0], options)
     run_options = dict(options)
+    if run_options.get("seed_simulator") is None:
+        # Aer seeds an unseeded run from the circuit's own seed, drawn when the circuit is
+        # assembled and then kept in it: a kept assembly would repeat it. Draw one as Aer
+        # does (a 32-bit value from the OS), so unseeded runs stay independent.
+        run_options["seed_simulator"] = secrets.randbits(32)
     if parameter_binds:
         run_options["parameterizations"] = sim._convert_binds(
             made.compiled, parameter_binds, made.idx_maps
