@@ -87,21 +87,20 @@ def time_limit(payload: dict[str, Any], default_s: float, cap_s: float) -> float
     return float(min(asked if asked else default_s, cap_s))
 
 
-# The largest cost_hint of a task with an Aer call of its own that still shares a unit:
-# a circuit text of a few thousand characters at a thousand shots.
-OWN_CALL_SHARE_MAX_COST = 4_000_000
+# The largest cost_hint of a task that still shares a unit: a circuit text of a few
+# thousand characters at a thousand shots.
+SHARE_MAX_COST = 4_000_000
 
 
 def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
     """Tasks with equal keys may share a unit (one job call, one time limit); None: a
     unit of its own.
 
-    In a unit, unseeded plain counts tasks share one Aer call; every other task gets an
-    Aer call of its own (Aer gives experiment i of a call seed+2113·i, so seeded tasks
-    cannot share one), yet the request, the reply and the settle are still shared. Tasks
-    that may be long or large stay alone, so a unit that overruns its limit (and is then
-    run again task by task) stays rare: a sweep (it is dealt to a job process of its own),
-    a saved statevector or probabilities, and a big task that would need its own call.
+    In a unit each task is an Aer call of its own (see jobs/simulate.py), one after
+    another; the request, the reply and the settle are shared. Tasks that may be long or
+    large stay alone, so a unit that overruns its limit (and is then run again task by
+    task) stays rare: a sweep (it is dealt to a job process of its own), a saved
+    statevector or probabilities, and a big circuit or many shots (see cost_hint).
     """
     bindings = payload.get("parameter_bindings")
     if (
@@ -110,8 +109,7 @@ def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
         or (bindings is not None and len(bindings) > 1)
     ):
         return None
-    own_call = payload.get("seed") is not None or payload.get("observables") or bindings
-    if own_call and cost_hint(payload) > OWN_CALL_SHARE_MAX_COST:
+    if cost_hint(payload) > SHARE_MAX_COST:
         return None
     noise = payload.get("noise") or {}
     return (

@@ -10,16 +10,18 @@ many seeded tasks of one circuit pays it once per task. Here:
 
 * the compiled and assembled circuits are kept per circuit object (the job process keeps
   each circuit text's parsed circuit, so a request's tasks of one text share it);
-* the config is built fresh for every call, as ``_execute_circuits_job`` builds it, from
-  the call's own options (its seed, its parameter bindings);
+* the config is built as ``_execute_circuits_job`` builds it, from the call's own
+  options, once per circuit and set of options; each call sets its own seed on it (a
+  call with parameter bindings builds its own);
 * the C++ output is returned as the plain dict that ``Result.from_dict`` would have been
   given; :mod:`.simulate` reads counts, memory and saved data from it directly.
 
 Aer's C++ controller overwrites everything a run sets on its input circuits (each
-circuit's seed, shots, memory slots and derived metadata) and simulates on copies, so an
-assembled circuit can run again; ``tests/test_aer_call.py`` checks this path against
-``AerSimulator.run`` in-process, bit for bit, over many seeds, circuits, noise, saves and
-bindings. Where this qiskit-aer lacks the internals used here, the public path is taken.
+circuit's seed, shots, memory slots and derived metadata), simulates on copies and only
+reads the config, so an assembled circuit and a config can serve again.
+``tests/test_aer_call.py`` checks this path against ``AerSimulator.run`` in-process, bit
+for bit, over many seeds, circuits, noise, saves and bindings. Where this qiskit-aer
+lacks the internals used here, the public path is taken.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ from qiskit.circuit import Parameter
 from qiskit_aer import AerError, AerSimulator
 
 try:
-    from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
+    from qiskit_aer.backends.aer_compiler import (
+        _validate_option,
+        assemble_circuits,
+        generate_aer_config,
+    )
 except ImportError:  # pragma: no cover - depends on the installed qiskit-aer
-    assemble_circuits = generate_aer_config = None
+    assemble_circuits = generate_aer_config = _validate_option = None
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,8 @@ class _Assembled:
     """A circuit as Aer's C++ side takes it, with what is needed to run it again."""
 
     def __init__(self, sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]):
-        self.circuit = circuit  # keeps id(circuit) from being reused while cached
+        # Held, so that no other object takes one of these ids while this is cached.
+        self.sim, self.circuit, self.noise_in = sim, circuit, options.get("noise_model")
         compiled, self.noise_model = sim._compile([circuit], **options)
         self.compiled = compiled
         if sim._target is not None:
@@ -58,18 +65,41 @@ class _Assembled:
             self.aer_circuits, self.idx_maps = assemble_circuits(compiled)
         for circ_id, aer_circuit in enumerate(self.aer_circuits):
             aer_circuit.circ_id = circ_id
+        self._configs: dict[tuple[Any, ...], Any] = {}
+
+    def serves(self, sim: AerSimulator, circuit: QuantumCircuit, noise: Any) -> bool:
+        return self.sim is sim and self.circuit is circuit and self.noise_in is noise
+
+    def config(self, sim: AerSimulator, options: dict[str, Any]) -> Any:
+        """``generate_aer_config(...)`` for these options, built once per set of options
+        but the seed, which is set on it for each call (Aer's C++ side only reads it)."""
+        key = tuple(
+            (k, id(v) if k == "noise_model" else v)
+            for k, v in sorted(options.items())
+            if k != "seed_simulator"
+        )
+        config = self._configs.get(key)
+        if config is None:
+            if len(self._configs) >= _CONFIGS_MAX:
+                self._configs.clear()
+            config = self._configs[key] = generate_aer_config(self.compiled, sim.options, **options)
+        else:
+            config.seed_simulator = _validate_option("seed_simulator", options["seed_simulator"])
+        return config
 
 
 _CACHE: OrderedDict[tuple[int, int, int], _Assembled] = OrderedDict()
 _CACHE_MAX = 64
+_CONFIGS_MAX = 16
 
 
 def _assembled(sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]) -> _Assembled:
     # What _compile and assemble_circuits read: the circuit, the simulator (its target and
     # basis gates) and the noise model; all else in options goes to the config only.
-    key = (id(sim), id(circuit), id(options.get("noise_model")))
+    key_noise = options.get("noise_model")
+    key = (id(sim), id(circuit), id(key_noise))
     hit = _CACHE.get(key)
-    if hit is not None and hit.circuit is circuit:
+    if hit is not None and hit.serves(sim, circuit, key_noise):
         _CACHE.move_to_end(key)
         return hit
     made = _Assembled(sim, circuit, options)
@@ -113,9 +143,11 @@ def run_raw(
         run_options["parameterizations"] = sim._convert_binds(
             made.compiled, parameter_binds, made.idx_maps
         )
+        config = generate_aer_config(made.compiled, sim.options, **run_options)
     elif made.circuit.parameters:
         raise AerError("circuits have parameters but parameter_binds is not specified.")
-    config = generate_aer_config(made.compiled, sim.options, **run_options)
+    else:
+        config = made.config(sim, run_options)
     output = sim._execute_circuits(made.aer_circuits, made.noise_model, config)
     if not isinstance(output, dict):
         raise AerError("simulation terminated without returning valid output.")

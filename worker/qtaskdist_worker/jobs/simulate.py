@@ -1,14 +1,15 @@
 """``simulate``: run circuits on qiskit-aer's AerSimulator (inside an executor child).
 
-A request holds one or more tasks whose run options match (the worker groups them).
-All their circuits (one per task, or one per parameter binding) go to Aer in ONE
-``run`` call: for 1,000 tiny circuits that costs about half of 1,000 separate calls.
+A unit holds one or more tasks whose run options match (outcomes.batch_key). Each task
+is one Aer call of its own, with its own seed, so its result equals an in-process
+``AerSimulator(method=...).run(circuit, shots=..., seed_simulator=seed)`` bit for bit;
+the seed Aer used is stored in ``meta_data.seed_simulator`` so any result can be replayed.
 
-Seeds: Aer gives experiment ``i`` of a list run the seed ``seed_simulator + 2113 * i``
-(verified on qiskit-aer 0.18; each result reports the seed it used). So the worker only
-groups tasks without a seed; a seeded task runs alone and its counts equal an in-process
-``AerSimulator(method=...).run(circuit, shots=..., seed_simulator=seed)``. The seed Aer
-actually used is stored in ``meta_data.seed_simulator`` so any result can be replayed.
+Why not one call for many tasks: Aer gives experiment ``i`` of a call the seed
+``seed_simulator + 2113 * i``, so seeded tasks cannot share one; and for unseeded tasks
+of one circuit a call each is cheaper than one call of many, because a call of one
+circuit runs its kept assembly again while a call of many assembles every circuit
+(.aer_call). A sweep is still one call: Aer binds its points itself.
 """
 
 from __future__ import annotations
@@ -272,97 +273,66 @@ def _size(exp: Experiment) -> int:
     return len(next(iter(binds.values()))) if binds else 1
 
 
-Ready = tuple[str, SimulatePayload, list[Experiment]]
-
-
-def _shares_call(p: SimulatePayload) -> bool:
-    """Unseeded plain counts tasks go into one Aer call together; a seeded task cannot
-    (Aer gives experiment i of a call seed + 2113·i), nor one with saves or bindings."""
-    plain = not (p.statevector or p.probabilities or p.observables)
-    return p.seed is None and plain and p.parameter_bindings is None
-
-
 def run_group(request: dict[str, Any]) -> dict[str, Any]:
-    """Run the unit's tasks (equal run options, see outcomes.batch_key): the unseeded plain
-    ones in one Aer call, every other one in an Aer call of its own; reply {task_id:
-    outcome}. A task's result equals ``AerSimulator(method=…).run(circuit, …)`` run alone
-    in-process with its seed, bit for bit."""
+    """Run the unit's tasks (equal run options, see outcomes.batch_key), each in an Aer call
+    of its own, one after another; reply {task_id: outcome}. A task's result equals
+    ``AerSimulator(method=…).run(circuit, …)`` run alone in-process with its seed, bit for
+    bit (tests/test_aer_call.py)."""
     limits = limits_from(request.get("limits"))
     replies: dict[str, Any] = {}
-    ready: list[Ready] = []
     for task in request["tasks"]:
+        tid = task["task_id"]
         try:
             p, exps = experiments(task["payload"], limits)
-            ready.append((task["task_id"], p, exps))
         except Exception as exc:  # noqa: BLE001 - reported per task
-            replies[task["task_id"]] = error_report(exc)
-    shared = [r for r in ready if _shares_call(r[1])]
-    calls = ([shared] if shared else []) + [[r] for r in ready if not _shares_call(r[1])]
-    for call in calls:
-        replies.update(_run_call(call, request))
+            replies[tid] = error_report(exc)
+            continue
+        replies[tid] = _run_one(p, exps, request)
     return {"replies": replies}
 
 
-def _run_call(call: list[Ready], request: dict[str, Any]) -> dict[str, Any]:
-    """One Aer call for ``call`` (tasks with equal options); {task_id: outcome}."""
-    replies: dict[str, Any] = {}
-    p0 = call[0][1]
-    all_exps = [e for _t, _p, exps in call for e in exps]
+def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]) -> dict[str, Any]:
+    """One task's Aer call and its outcome."""
     nm = noise_model(*(
-        (p0.noise.depolarizing_1q, p0.noise.depolarizing_2q, p0.noise.readout)
-        if p0.noise else (0.0, 0.0, 0.0)
+        (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
+        if p.noise else (0.0, 0.0, 0.0)
     ))  # fmt: skip
-    options: dict[str, Any] = {"shots": p0.shots, "memory": p0.memory}
+    options: dict[str, Any] = {"shots": p.shots, "memory": p.memory}
     options["max_parallel_threads"] = int(request.get("threads") or 1)
-    if p0.seed is not None:
-        options["seed_simulator"] = p0.seed
+    if p.seed is not None:
+        options["seed_simulator"] = p.seed
     if nm is not None:
         options["noise_model"] = nm
-    binds = [b or {} for _c, b in all_exps] if any(b for _c, b in all_exps) else None
+    binds = [b or {} for _c, b in exps] if any(b for _c, b in exps) else None
+    n = sum(_size(e) for e in exps)
     started = time.perf_counter()
     try:
-        sim = simulator(p0.method, p0.device)
-        output = execute(sim, [c for c, _b in all_exps], options, binds)
+        output = execute(simulator(p.method, p.device), [c for c, _b in exps], options, binds)
         results = output["results"]
-        if len(results) != sum(_size(e) for e in all_exps):
-            raise PermanentJobError(f"Aer could not run the circuits: {output.get('status')}")
+        if len(results) != n:
+            raise PermanentJobError(f"Aer could not run the circuit: {output.get('status')}")
     except Exception as exc:  # noqa: BLE001
-        if len(call) > 1:
-            # One bad circuit must not fail its call-mates: run each on its own.
-            for one in call:
-                replies.update(_run_call([one], request))
-            return replies
-        replies[call[0][0]] = error_report(exc, prefix="Aer: ")
-        return replies
+        return error_report(exc, prefix="Aer: ")
     wall = time.perf_counter() - started
-    i = 0
-    for tid, p, exps in call:
-        n = sum(_size(e) for e in exps)
-        try:
-            spool = request.get("spool_dir")
-            qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
-            parts = [_one(results[i + k], p, qubits[k], spool) for k in range(n)]
-            sim_time = sum(float(results[i + k].get("time_taken", 0.0)) for k in range(n))
-            seeds = [int(results[i + k]["seed_simulator"]) for k in range(n)]
-            if p.parameter_bindings is None:
-                body: dict[str, Any] = parts[0]
-            else:
-                body = {
-                    "results": [
-                        {"parameters": b, **part}
-                        for b, part in zip(p.parameter_bindings, parts, strict=True)
-                    ]
-                }
-            replies[tid] = {
-                "ok": True,
-                "result": body,
-                "meta": {
-                    "simulator_time_s": sim_time if len(call) > 1 else wall,
-                    "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
-                    "method": (results[i].get("metadata") or {}).get("method"),
-                },
-            }
-        except Exception as exc:  # noqa: BLE001
-            replies[tid] = error_report(exc)
-        i += n
-    return replies
+    try:
+        spool = request.get("spool_dir")
+        qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
+        parts = [_one(results[k], p, qubits[k], spool) for k in range(n)]
+        seeds = [int(r["seed_simulator"]) for r in results]
+    except Exception as exc:  # noqa: BLE001
+        return error_report(exc)
+    if p.parameter_bindings is None:
+        body: dict[str, Any] = parts[0]
+    else:
+        body = {
+            "results": [
+                {"parameters": b, **part}
+                for b, part in zip(p.parameter_bindings, parts, strict=True)
+            ]
+        }
+    meta = {
+        "simulator_time_s": wall,
+        "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
+        "method": (results[0].get("metadata") or {}).get("method"),
+    }
+    return {"ok": True, "result": body, "meta": meta}
