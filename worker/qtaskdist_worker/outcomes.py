@@ -136,7 +136,7 @@ def cost_hint(payload: dict[str, Any]) -> float:
 
 
 def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
-    """Cut claimed pool tasks into units, each one Aer call (or one conversion).
+    """Cut claimed pool tasks into units, each one job call (Aer calls, or one conversion).
 
     Simulate tasks with equal run options share a unit (see batch_key); every other task
     is a unit of its own. Units come cheapest first (cost_hint), so a slow task runs
