@@ -29,9 +29,9 @@ from .users import DEFAULT_WORKER, SUBMIT_CHUNK
 WORKLOADS = {
     "seeded": lambda n: workloads.specs("seeded", n),
     "observables": lambda n: workloads.specs("observables", n),
-    "plain": lambda n: [
-        {"task_type": "simulate", "payload": {"circuit": workloads.BELL2, "shots": 100}}
-    ] * n,
+    "plain": lambda n: (
+        [{"task_type": "simulate", "payload": {"circuit": workloads.BELL2, "shots": 100}}] * n
+    ),
 }
 
 
