@@ -325,7 +325,10 @@ class Worker(Duties, Settling):
             else:
                 pool.setdefault(POOL_TYPES[ttype], []).append(item)
         for kind, group in pool.items():
-            units = plan_units(group, self.opts.batch_size)
+            # Units of a read are cut per job process, so every read is dealt to all of
+            # them: a batch finishes sooner and completions come in smaller, closer steps.
+            per_process = -(-self.opts.batch_size // self.opts.concurrency)
+            units = plan_units(group, per_process)
             for request in split_requests(units, self.opts.concurrency):
                 self._spawn(self._run_request(kind, request))
 
