@@ -34,8 +34,9 @@ async def test_a_seeded_batch_equals_the_in_process_loop(service, settings) -> N
     assert [r["status"] for r in got] == ["completed"] * 200
     assert [r["result"]["counts"] for r in got] == _loop_counts(BELL_QASM2, 100, seeds)
     assert [r["meta_data"]["seed_simulator"] for r in got] == seeds
-    # They shared requests: a unit is one task, and several finished in one settle.
-    assert {r["meta_data"]["batched_with"] for r in got} == {1}
+    # They shared units (one job call each, every task its own Aer call and seed), and
+    # several finished in one settle.
+    assert min(r["meta_data"]["batched_with"] for r in got) > 1
     assert len({r["finished_at"] for r in got}) < 200
 
 
@@ -84,6 +85,23 @@ async def test_a_task_over_its_limit_fails_alone_and_its_request_mates_complete(
     assert [r["result"]["counts"] for r in got_after] == _loop_counts(
         BELL_QASM2, 5000, range(100, 105)
     )
+
+
+async def test_a_seeded_unit_over_its_limit_is_run_again_task_by_task(service, settings) -> None:
+    # Equal run options, so all six share one unit (one limit); the endless one overruns
+    # it, then each task runs alone under its own limit: only the endless one fails.
+    opts = {"shots": 100, "time_limit_s": 2}
+    quick = await submit(
+        service, "simulate", [{"circuit": BELL_QASM2, "seed": s, **opts} for s in range(5)]
+    )
+    (endless,) = await submit(service, "simulate", [{"circuit": FOREVER_QASM3, "seed": 1, **opts}])
+    proc = run_worker(settings, "--task-types", "simulate", "--concurrency", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = (await rows(service, [endless]))[0]
+    assert row["status"] == "failed" and row["error"] == "exceeded its time limit of 2 s"
+    got = await rows(service, quick)
+    assert [r["result"]["counts"] for r in got] == _loop_counts(BELL_QASM2, 100, range(5))
+    assert {r["meta_data"]["batched_with"] for r in got} == {1}  # re-run alone
 
 
 async def test_a_sweep_binds_in_aer_and_equals_bound_circuits_run_in_process(

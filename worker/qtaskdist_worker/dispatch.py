@@ -25,8 +25,9 @@ from .settle import Finisher, Settler
 
 log = logging.getLogger("qtaskdist_worker")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
-# Pool tasks claimed ahead, in --batch-size reads: the next read and claim overlap the
-# running requests, so the job processes never wait for a round trip.
+# Pool tasks claimed ahead, in --batch-size reads beyond one per job process: the next
+# read and claim overlap the running requests, so a job process that finishes finds its
+# next request waiting instead of idling through a settle, a read and a claim.
 PREFETCH_BATCHES = 2
 # How long a finished unit may wait for its request-mates before it is settled on its own:
 # a request's completions go out in one statement, yet a slow unit never holds back the
@@ -83,7 +84,8 @@ class Dispatcher:
 
     def has_room(self, lane: str) -> bool:
         if lane == "pool":
-            return self.pool_tasks < self.opts.batch_size * PREFETCH_BATCHES
+            ahead = self.opts.concurrency + PREFETCH_BATCHES
+            return self.pool_tasks < self.opts.batch_size * ahead
         return self.backend_jobs < self.opts.backend_concurrency
 
     async def wait_for_room(self, lane: str, timeout_s: float) -> None:
@@ -105,7 +107,10 @@ class Dispatcher:
             else:
                 pool.setdefault(POOL_TYPES[ttype], []).append(item)
         for kind, group in pool.items():
-            units = plan_units(group, self.opts.batch_size)
+            # Units of a read are cut per job process, so every read is dealt to all of
+            # them: a batch finishes sooner and completions come in smaller, closer steps.
+            per_process = -(-self.opts.batch_size // self.opts.concurrency)
+            units = plan_units(group, per_process)
             for request in split_requests(units, self.opts.concurrency):
                 self._spawn(self._run_request(kind, request))
 

@@ -5,7 +5,7 @@ returns on some inputs (a QASM 3 ``while`` whose condition never changes), so a 
 runs past its time limit can only be stopped by killing the process it runs in.
 
 Each child imports qiskit and Aer once at start, then serves one request at a time over a
-pipe. A request carries several *units* (one Aer call, or one conversion, each) that the
+pipe. A request carries several *units* (Aer calls, or one conversion, each) that the
 child runs one after another, answering after each: so the worker pays one pipe round trip,
 one claim and one completion statement per request, while every unit keeps its own time
 limit. Requests and replies travel as JSON bytes (never pickles): the payloads come from

@@ -87,20 +87,29 @@ def time_limit(payload: dict[str, Any], default_s: float, cap_s: float) -> float
     return float(min(asked if asked else default_s, cap_s))
 
 
-def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
-    """Tasks with equal keys may share one Aer call; None: run alone.
+# The largest cost_hint of a task that still shares a unit: a circuit text of a few
+# thousand characters at a thousand shots.
+SHARE_MAX_COST = 4_000_000
 
-    Seeded tasks run alone so their counts equal a single in-process run (Aer gives
-    experiment i of a list run seed+2113·i). Saves and bindings change the experiment
-    list, so those run alone too.
+
+def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Tasks with equal keys may share a unit (one job call, one time limit); None: a
+    unit of its own.
+
+    In a unit each task is an Aer call of its own (see jobs/simulate.py), one after
+    another; the request, the reply and the settle are shared. Tasks that may be long or
+    large stay alone, so a unit that overruns its limit (and is then run again task by
+    task) stays rare: a sweep (it is dealt to a job process of its own), a saved
+    statevector or probabilities, and a big circuit or many shots (see cost_hint).
     """
+    bindings = payload.get("parameter_bindings")
     if (
-        payload.get("seed") is not None
-        or payload.get("statevector")
+        payload.get("statevector")
         or payload.get("probabilities")
-        or payload.get("observables")
-        or payload.get("parameter_bindings") is not None
+        or (bindings is not None and len(bindings) > 1)
     ):
+        return None
+    if cost_hint(payload) > SHARE_MAX_COST:
         return None
     noise = payload.get("noise") or {}
     return (
@@ -127,10 +136,10 @@ def cost_hint(payload: dict[str, Any]) -> float:
 
 
 def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
-    """Cut claimed pool tasks into units, each one Aer call (or one conversion).
+    """Cut claimed pool tasks into units, each one job call (Aer calls, or one conversion).
 
-    Unseeded simulate tasks with equal options share a unit (see batch_key); every other
-    task is a unit of its own. Units come cheapest first (cost_hint), so a slow task runs
+    Simulate tasks with equal run options share a unit (see batch_key); every other task
+    is a unit of its own. Units come cheapest first (cost_hint), so a slow task runs
     after its request-mates instead of in front of them.
     """
     shared: dict[tuple[Any, ...], list[InFlight]] = {}

@@ -1,14 +1,15 @@
 """``simulate``: run circuits on qiskit-aer's AerSimulator (inside an executor child).
 
-A request holds one or more tasks whose run options match (the worker groups them).
-All their circuits (one per task, or one per parameter binding) go to Aer in ONE
-``run`` call: for 1,000 tiny circuits that costs about half of 1,000 separate calls.
+A unit holds one or more tasks whose run options match (outcomes.batch_key). Each task
+is one Aer call of its own, with its own seed, so its result equals an in-process
+``AerSimulator(method=...).run(circuit, shots=..., seed_simulator=seed)`` bit for bit;
+the seed Aer used is stored in ``meta_data.seed_simulator`` so any result can be replayed.
 
-Seeds: Aer gives experiment ``i`` of a list run the seed ``seed_simulator + 2113 * i``
-(verified on qiskit-aer 0.18; each result reports the seed it used). So the worker only
-groups tasks without a seed; a seeded task runs alone and its counts equal an in-process
-``AerSimulator(method=...).run(circuit, shots=..., seed_simulator=seed)``. The seed Aer
-actually used is stored in ``meta_data.seed_simulator`` so any result can be replayed.
+Why not one call for many tasks: Aer gives experiment ``i`` of a call the seed
+``seed_simulator + 2113 * i``, so seeded tasks cannot share one; and for unseeded tasks
+of one circuit a call each is cheaper than one call of many, because a call of one
+circuit runs its kept assembly again while a call of many assembles every circuit
+(.aer_call). A sweep is still one call: Aer binds its points itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import SparsePauliOp
+from qiskit.result import Counts
+from qiskit.result.postprocess import format_level_2_memory
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
@@ -29,6 +32,7 @@ from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import PermanentJobError
 from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
+from .aer_call import run_raw
 from .common import error_report, limits_from, load_circuit
 
 _ALWAYS_OK = {"barrier", "measure", "reset", "delay", "store"}
@@ -133,19 +137,11 @@ def execute(
     circuits: list[Any],
     options: dict[str, Any],
     parameter_binds: list[dict[Parameter, list[float]]] | None = None,
-) -> Any:
-    """``sim.run(circuits, parameter_binds, **options).result()``, without the job thread.
-
-    ``run`` hands every call to a fresh ``AerJob`` whose executor thread we then wait on:
-    for a small seeded circuit that hand-off costs about a third of the whole call. The
-    job body, ``_execute_circuits_job``, is what ``run`` executes, so the result (seeds
-    included) is the same; tests compare it with ``run`` in-process. If a future Aer drops
-    that method, the public path is taken.
-    """
-    body = getattr(sim, "_execute_circuits_job", None)
-    if body is None:  # pragma: no cover - depends on the installed qiskit-aer
-        return sim.run(circuits, parameter_binds, **options).result()
-    return body(circuits, parameter_binds, dict(options))
+) -> dict[str, Any]:
+    """The output of ``sim.run(circuits, parameter_binds, **options).result()`` before qiskit
+    wraps it in a ``Result``: no job thread, no Result objects, and a circuit run again
+    (the next seed) skips its compile and assembly (see :mod:`.aer_call`)."""
+    return run_raw(sim, circuits, options, parameter_binds)
 
 
 def warm_up() -> None:
@@ -226,42 +222,42 @@ def _saved(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
     return out
 
 
-def _counts(result: Any, i: int) -> dict[str, int]:
-    """``result.get_counts(i)`` as a plain dict, with a fast path for one classical
+def _counts(exp: dict[str, Any]) -> dict[str, int]:
+    """``Result.get_counts(i)`` as a plain dict, with a fast path for one classical
     register: Aer's hex keys padded to binary, which is all qiskit's formatting does
     then (and a sweep of a thousand points spends more in that formatting than in Aer).
     """
-    exp = result.results[i]
-    raw = getattr(exp.data, "counts", None)
-    header = getattr(exp, "header", None)
-    cregs = getattr(header, "creg_sizes", None)
-    slots = getattr(header, "memory_slots", None)
-    if raw is not None and cregs and len(cregs) == 1 and cregs[0][1] == slots:
+    raw = exp["data"]["counts"]
+    header = exp.get("header") or {}
+    cregs = header.get("creg_sizes")
+    slots = header.get("memory_slots")
+    if cregs and len(cregs) == 1 and cregs[0][1] == slots:
         return {format(int(k, 16), f"0{slots}b"): int(v) for k, v in raw.items()}
-    return dict(result.get_counts(i))
+    shape = {k: header[k] for k in ("creg_sizes", "memory_slots") if k in header}
+    return dict(Counts(raw, **shape))
 
 
 def _one(
-    result: Any, i: int, p: SimulatePayload, n_qubits: int, spool_dir: str | None
+    exp: dict[str, Any], p: SimulatePayload, n_qubits: int, spool_dir: str | None
 ) -> dict[str, Any]:
-    """One experiment's result; arrays over arrays.INLINE_JSON_MAX_BYTES go to a file in
-    ``spool_dir`` as compressed .npy, and the reply carries their description."""
-    exp = result.results[i]
-    if not exp.success:
-        raise PermanentJobError(f"Aer could not run the circuit: {exp.status}")
-    data = result.data(i)
+    """One experiment's result from Aer's output; arrays over arrays.INLINE_JSON_MAX_BYTES
+    go to a file in ``spool_dir`` as compressed .npy, and the reply carries their
+    description."""
+    if not exp.get("success"):
+        raise PermanentJobError(f"Aer could not run the circuit: {exp.get('status')}")
+    data = exp.get("data") or {}
     out: dict[str, Any] = {}
     # Without measurements there are no counts: qiskit's get_counts would derive 2^n
     # "counts" from a saved statevector, the very array that must stay out of the row.
-    out["counts"] = _counts(result, i) if "counts" in data else {}
+    out["counts"] = _counts(exp) if "counts" in data else {}
     if p.memory:
-        try:
-            memory = list(result.get_memory(i))
-        except Exception:  # noqa: BLE001
-            memory = []
-        out["memory"] = arrays.memory_part(memory, spool_dir)
+        memory = data.get("memory")
+        header = exp.get("header") or {}
+        out["memory"] = arrays.memory_part(
+            format_level_2_memory(memory, header) if memory is not None else [], spool_dir
+        )
     if p.statevector:
-        sv = np.asarray(data["statevector"].data)
+        sv = np.asarray(data["statevector"], dtype=complex)
         out["statevector"] = arrays.statevector_part(sv, n_qubits, spool_dir)
     if p.probabilities:
         probs = np.asarray(data["probabilities"], dtype=float)
@@ -278,74 +274,65 @@ def _size(exp: Experiment) -> int:
 
 
 def run_group(request: dict[str, Any]) -> dict[str, Any]:
-    """Run all tasks of the unit as one Aer call; reply {task_id: outcome}."""
+    """Run the unit's tasks (equal run options, see outcomes.batch_key), each in an Aer call
+    of its own, one after another; reply {task_id: outcome}. A task's result equals
+    ``AerSimulator(method=…).run(circuit, …)`` run alone in-process with its seed, bit for
+    bit (tests/integration/test_aer_call.py)."""
     limits = limits_from(request.get("limits"))
-    threads = int(request.get("threads") or 1)
     replies: dict[str, Any] = {}
-    ready: list[tuple[str, SimulatePayload, list[Experiment]]] = []
-    payloads = {t["task_id"]: t["payload"] for t in request["tasks"]}
     for task in request["tasks"]:
+        tid = task["task_id"]
         try:
             p, exps = experiments(task["payload"], limits)
-            ready.append((task["task_id"], p, exps))
         except Exception as exc:  # noqa: BLE001 - reported per task
-            replies[task["task_id"]] = error_report(exc)
-    if not ready:
-        return {"replies": replies}
-    p0 = ready[0][1]
-    all_exps = [e for _t, _p, exps in ready for e in exps]
+            replies[tid] = error_report(exc)
+            continue
+        replies[tid] = _run_one(p, exps, request)
+    return {"replies": replies}
+
+
+def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]) -> dict[str, Any]:
+    """One task's Aer call and its outcome."""
     nm = noise_model(*(
-        (p0.noise.depolarizing_1q, p0.noise.depolarizing_2q, p0.noise.readout)
-        if p0.noise else (0.0, 0.0, 0.0)
+        (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
+        if p.noise else (0.0, 0.0, 0.0)
     ))  # fmt: skip
-    options: dict[str, Any] = {"shots": p0.shots, "memory": p0.memory}
-    options["max_parallel_threads"] = threads
-    if p0.seed is not None:
-        options["seed_simulator"] = p0.seed
+    options: dict[str, Any] = {"shots": p.shots, "memory": p.memory}
+    options["max_parallel_threads"] = int(request.get("threads") or 1)
+    if p.seed is not None:
+        options["seed_simulator"] = p.seed
     if nm is not None:
         options["noise_model"] = nm
-    binds = [b or {} for _c, b in all_exps] if any(b for _c, b in all_exps) else None
+    binds = [b or {} for _c, b in exps] if any(b for _c, b in exps) else None
+    n = sum(_size(e) for e in exps)
     started = time.perf_counter()
     try:
-        result = execute(simulator(p0.method, p0.device), [c for c, _b in all_exps], options, binds)
+        output = execute(simulator(p.method, p.device), [c for c, _b in exps], options, binds)
+        results = output["results"]
+        if len(results) != n:
+            raise PermanentJobError(f"Aer could not run the circuit: {output.get('status')}")
     except Exception as exc:  # noqa: BLE001
-        if len(ready) > 1:
-            # One bad circuit must not fail its batch-mates: run each on its own.
-            for tid, _p, _e in ready:
-                one = run_group({**request, "tasks": [{"task_id": tid, "payload": payloads[tid]}]})
-                replies.update(one["replies"])
-            return {"replies": replies}
-        replies[ready[0][0]] = error_report(exc, prefix="Aer: ")
-        return {"replies": replies}
+        return error_report(exc, prefix="Aer: ")
     wall = time.perf_counter() - started
-    i = 0
-    for tid, p, exps in ready:
-        n = sum(_size(e) for e in exps)
-        try:
-            spool = request.get("spool_dir")
-            qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
-            parts = [_one(result, i + k, p, qubits[k], spool) for k in range(n)]
-            sim_time = sum(float(result.results[i + k].time_taken) for k in range(n))
-            seeds = [int(result.results[i + k].seed_simulator) for k in range(n)]
-            if p.parameter_bindings is None:
-                body: dict[str, Any] = parts[0]
-            else:
-                body = {
-                    "results": [
-                        {"parameters": b, **part}
-                        for b, part in zip(p.parameter_bindings, parts, strict=True)
-                    ]
-                }
-            replies[tid] = {
-                "ok": True,
-                "result": body,
-                "meta": {
-                    "simulator_time_s": sim_time if len(ready) > 1 else wall,
-                    "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
-                    "method": result.results[i].metadata.get("method"),
-                },
-            }
-        except Exception as exc:  # noqa: BLE001
-            replies[tid] = error_report(exc)
-        i += n
-    return {"replies": replies}
+    try:
+        spool = request.get("spool_dir")
+        qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
+        parts = [_one(results[k], p, qubits[k], spool) for k in range(n)]
+        seeds = [int(r["seed_simulator"]) for r in results]
+    except Exception as exc:  # noqa: BLE001
+        return error_report(exc)
+    if p.parameter_bindings is None:
+        body: dict[str, Any] = parts[0]
+    else:
+        body = {
+            "results": [
+                {"parameters": b, **part}
+                for b, part in zip(p.parameter_bindings, parts, strict=True)
+            ]
+        }
+    meta = {
+        "simulator_time_s": wall,
+        "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
+        "method": (results[0].get("metadata") or {}).get("method"),
+    }
+    return {"ok": True, "result": body, "meta": meta}

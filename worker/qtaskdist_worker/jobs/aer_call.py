@@ -1,0 +1,158 @@
+"""One Aer call as ``AerSimulator.run(...).result()`` makes it, minus the per-call Python
+work that does not change between calls of the same circuit.
+
+``run`` hands each call to an ``AerJob`` thread, which runs ``_execute_circuits_job``:
+compile the circuits (noise instructions), assemble them into Aer's C++ circuits, build
+the config, execute, then wrap the output in a qiskit ``Result``. For a small circuit that
+Python work costs more than the simulation. Seeded tasks cannot share one Aer call (Aer
+gives experiment ``i`` of a call the seed ``seed_simulator + 2113 * i``), so a request of
+many seeded tasks of one circuit pays it once per task. Here:
+
+* the compiled and assembled circuits are kept per circuit object (the job process keeps
+  each circuit text's parsed circuit, so a request's tasks of one text share it);
+* the config is built as ``_execute_circuits_job`` builds it, from the call's own
+  options, once per circuit and set of options; each call sets its own seed on it (a
+  call with parameter bindings builds its own);
+* the C++ output is returned as the plain dict that ``Result.from_dict`` would have been
+  given; :mod:`.simulate` reads counts, memory and saved data from it directly.
+
+Aer's C++ controller overwrites everything a run sets on its input circuits (each
+circuit's seed, shots, memory slots and derived metadata), simulates on copies and only
+reads the config, so an assembled circuit and a config can serve again.
+``tests/integration/test_aer_call.py`` checks this path against ``AerSimulator.run`` in-process, bit
+for bit, over many seeds, circuits, noise, saves and bindings. Where this qiskit-aer
+lacks the internals used here, the public path is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import OrderedDict
+from typing import Any
+
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+from qiskit_aer import AerError, AerSimulator
+
+try:
+    from qiskit_aer.backends.aer_compiler import (
+        _validate_option,
+        assemble_circuits,
+        generate_aer_config,
+    )
+except ImportError:  # pragma: no cover - depends on the installed qiskit-aer
+    assemble_circuits = generate_aer_config = _validate_option = None
+
+log = logging.getLogger(__name__)
+
+Binds = list[dict[Parameter, list[float]]] | None
+_INTERNALS = ("_compile", "_convert_binds", "_execute_circuits", "_execute_circuits_job")
+
+
+class _Assembled:
+    """A circuit as Aer's C++ side takes it, with what is needed to run it again."""
+
+    def __init__(self, sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]):
+        # Held, so that no other object takes one of these ids while this is cached.
+        self.sim, self.circuit, self.noise_in = sim, circuit, options.get("noise_model")
+        compiled, self.noise_model = sim._compile([circuit], **options)
+        self.compiled = compiled
+        if sim._target is not None:
+            basis = sim.configuration().basis_gates
+            self.aer_circuits, self.idx_maps = assemble_circuits(compiled, basis)
+        else:
+            self.aer_circuits, self.idx_maps = assemble_circuits(compiled)
+        for circ_id, aer_circuit in enumerate(self.aer_circuits):
+            aer_circuit.circ_id = circ_id
+        self._configs: dict[tuple[Any, ...], Any] = {}
+
+    def serves(self, sim: AerSimulator, circuit: QuantumCircuit, noise: Any) -> bool:
+        return self.sim is sim and self.circuit is circuit and self.noise_in is noise
+
+    def config(self, sim: AerSimulator, options: dict[str, Any]) -> Any:
+        """``generate_aer_config(...)`` for these options, built once per set of options
+        but the seed, which is set on it for each call (Aer's C++ side only reads it)."""
+        key = tuple(
+            (k, id(v) if k == "noise_model" else v)
+            for k, v in sorted(options.items())
+            if k != "seed_simulator"
+        )
+        config = self._configs.get(key)
+        if config is None:
+            if len(self._configs) >= _CONFIGS_MAX:
+                self._configs.clear()
+            config = self._configs[key] = generate_aer_config(self.compiled, sim.options, **options)
+        else:
+            config.seed_simulator = _validate_option("seed_simulator", options["seed_simulator"])
+        return config
+
+
+_CACHE: OrderedDict[tuple[int, int, int], _Assembled] = OrderedDict()
+_CACHE_MAX = 64
+_CONFIGS_MAX = 16
+
+
+def _assembled(sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]) -> _Assembled:
+    # What _compile and assemble_circuits read: the circuit, the simulator (its target and
+    # basis gates) and the noise model; all else in options goes to the config only.
+    key_noise = options.get("noise_model")
+    key = (id(sim), id(circuit), id(key_noise))
+    hit = _CACHE.get(key)
+    if hit is not None and hit.serves(sim, circuit, key_noise):
+        _CACHE.move_to_end(key)
+        return hit
+    made = _Assembled(sim, circuit, options)
+    _CACHE[key] = made
+    if len(_CACHE) > _CACHE_MAX:
+        _CACHE.popitem(last=False)
+    return made
+
+
+def usable(sim: AerSimulator) -> bool:
+    return generate_aer_config is not None and all(hasattr(sim, n) for n in _INTERNALS)
+
+
+def run_raw(
+    sim: AerSimulator,
+    circuits: list[QuantumCircuit],
+    options: dict[str, Any],
+    parameter_binds: Binds = None,
+) -> dict[str, Any]:
+    """The output dict of ``sim.run(circuits, parameter_binds, **options)``: ``results[i]``
+    holds ``data`` (counts as hex keys, memory, saved values), ``header``, ``seed_simulator``,
+    ``time_taken``, ``success``, ``status`` and ``metadata``.
+
+    A call of one circuit reuses that circuit's assembly from earlier calls; a call of
+    many circuits (unseeded tasks sharing one call) assembles them as Aer does.
+    """
+    if not usable(sim):  # pragma: no cover - depends on the installed qiskit-aer
+        return sim.run(circuits, parameter_binds, **options).result().to_dict()
+    if len(circuits) != 1:
+        return sim._execute_circuits_job(
+            circuits, parameter_binds, dict(options), format_result=False
+        )
+    made = _assembled(sim, circuits[0], options)
+    run_options = dict(options)
+    if run_options.get("seed_simulator") is None:
+        # Aer seeds an unseeded run from the circuit's own seed, drawn when the circuit is
+        # assembled and then kept in it: a kept assembly would repeat it. Draw one as Aer
+        # does (a 32-bit value from the OS), so unseeded runs stay independent.
+        run_options["seed_simulator"] = secrets.randbits(32)
+    if parameter_binds:
+        run_options["parameterizations"] = sim._convert_binds(
+            made.compiled, parameter_binds, made.idx_maps
+        )
+        config = generate_aer_config(made.compiled, sim.options, **run_options)
+    elif made.circuit.parameters:
+        raise AerError("circuits have parameters but parameter_binds is not specified.")
+    else:
+        config = made.config(sim, run_options)
+    output = sim._execute_circuits(made.aer_circuits, made.noise_model, config)
+    if not isinstance(output, dict):
+        raise AerError("simulation terminated without returning valid output.")
+    for result in output.get("results", []):
+        result.pop("circ_id", None)
+    if not output.get("success", False):
+        log.warning("Aer: simulation failed: %s", output.get("status"))
+    return output
