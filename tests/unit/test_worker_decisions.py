@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from qtaskdist_worker.autoclaim import Action, autoclaim_action
-from qtaskdist_worker.outcomes import batch_key
+from qtaskdist_worker.outcomes import SHARE_MAX_COST, batch_key
 from qtaskdist_worker.reconciler import live_workers, orphaned
 from qtaskdist_worker.retry import backoff_s
 from qtaskdist_worker.worker import first_ended
@@ -134,12 +134,28 @@ def test_any_differing_option_splits_the_key(change: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "alone",
-    [{"seed": 0}, {"seed": 7}, {"statevector": True}, {"probabilities": True},
-     {"observables": ["ZZ"]}, {"parameter_bindings": []}, {"parameter_bindings": [{"t": 1}]}],
+    [{"statevector": True}, {"probabilities": True},
+     {"parameter_bindings": [{"t": 1}, {"t": 2}]}],
 )  # fmt: skip
-def test_seeded_saving_or_bound_tasks_run_alone(alone: dict[str, Any]) -> None:
-    # seed 0 and empty bindings count: only None (absent) lets a task share a call.
+def test_saving_or_sweeping_tasks_run_alone(alone: dict[str, Any]) -> None:
     assert batch_key({**BASE, **alone}) is None
+
+
+def test_a_costly_task_runs_alone() -> None:
+    # cost_hint grows with the circuit text and the shots; just past the bound it is alone.
+    shots = SHARE_MAX_COST // len(BASE["circuit"]) + 1
+    assert batch_key({**BASE, "shots": shots}) is None
+    assert batch_key({**BASE, "shots": shots // 2}) is not None
+
+
+@pytest.mark.parametrize(
+    "shares",
+    [{"seed": 0}, {"seed": 7}, {"observables": ["ZZ"]}, {"parameter_bindings": []},
+     {"parameter_bindings": [{"t": 1}]}],
+)  # fmt: skip
+def test_seeded_observable_or_single_point_tasks_share(shares: dict[str, Any]) -> None:
+    # Each is its own Aer call inside the unit, so a seed or one point need not split it.
+    assert batch_key({**BASE, **shares}) == batch_key(BASE)
 
 
 def test_explicit_none_or_false_options_still_share() -> None:
