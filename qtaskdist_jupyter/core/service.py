@@ -64,9 +64,11 @@ class TaskService:
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
         assert settings.database_url and settings.redis_url, "resolve embedded URLs first"
-        # The circuit checker imports qiskit (seconds): at start-up, not in the first request.
-        from qtaskdist_jupyter.core.circuits import codec  # noqa: F401
+        # The circuit checker imports qiskit (seconds) and loads the QASM 3 parser on its
+        # first use: both at start-up, not in the first request.
+        from qtaskdist_jupyter.core.circuits import codec
 
+        codec.warm_up()
         return cls(
             TaskStore.from_url(settings.database_url, pool_size=pool_size),
             Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen),

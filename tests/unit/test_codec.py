@@ -336,3 +336,10 @@ def test_to_qasm3_round_trip_and_error() -> None:
     assert qasm3.loads(text).num_qubits == 2
     with pytest.raises(CircuitError):
         codec.to_qasm3(42)  # type: ignore[arg-type]
+
+
+def test_the_warm_up_program_passes_the_server_checks() -> None:
+    # The server parses it at start-up; a program its own checks refuse would stop the start.
+    codec.warm_up()
+    info = codec.inspect_circuit(codec._WARM_UP_QASM3, limits=Limits())
+    assert (info.format, info.num_qubits, info.num_clbits) == ("qasm3", 2, 2)

@@ -221,6 +221,27 @@ def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits)
     )
 
 
+_WARM_UP_QASM3 = """OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] theta;
+qubit[2] q;
+bit[2] c;
+rx(theta) q[0];
+cx q[0], q[1];
+c = measure q;
+"""
+
+
+def warm_up() -> None:
+    """Parse one small OpenQASM 3 program now.
+
+    The first QASM 3 parse of a process loads the ANTLR-based parser, a cold cost many
+    times a warm parse; a server calls this at start-up so that the cost does not land on
+    the first user's submit (a task's time counts from its POST).
+    """
+    inspect_circuit(_WARM_UP_QASM3, "qasm3", limits=Limits())
+
+
 def encode_circuit(circuit: QuantumCircuit) -> tuple[str, str]:
     """Base64 QPY of ``circuit`` (exact, parameters included) and the format name."""
     buf = io.BytesIO()
