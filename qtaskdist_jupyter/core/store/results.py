@@ -5,7 +5,7 @@ migrations/versions/0002_results.py and docs/message-format.md."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any
 
 from sqlalchemy import (
@@ -41,9 +41,11 @@ chunks = Table(
 
 
 class ResultArrays:
-    """Stored arrays of a task's result, written by the worker, read by the server."""
+    """Stored arrays of a task's result, written by the worker, read by the server; part
+    of :class:`~.store.TaskStore`, whose state and row reads it declares here."""
 
     engine: AsyncEngine
+    get: Callable[[uuid.UUID, str | None], Awaitable[dict[str, Any]]]  # TaskStore.get
 
     @_db_errors
     async def put_array(self, task_id: uuid.UUID, attempt: int, name: str, fp: IO[bytes]) -> int:
@@ -93,7 +95,7 @@ class ResultArrays:
 
     async def array_ref(self, task_id: uuid.UUID, owner: str | None, name: str) -> dict[str, Any]:
         """The reference to a stored array of the task's result (owner's tasks only)."""
-        row = await self.get(task_id, owner)  # type: ignore[attr-defined]
+        row = await self.get(task_id, owner)
         ref = find_ref(row.get("result"), name)
         if ref is None:
             raise ArrayNotFound(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -101,7 +101,7 @@ class Transitions:
     """Every status change of a task row; mixed into :class:`~.store.TaskStore`."""
 
     engine: AsyncEngine
-    drop_arrays: Any  # ResultArrays.drop_arrays (TaskStore has both)
+    drop_arrays: Callable[[uuid.UUID], Awaitable[None]]  # ResultArrays.drop_arrays
 
     async def _why(
         self,
