@@ -113,7 +113,7 @@ class QtaskdistApp(ExtensionApp):
         config=True,
         help="After start-up, move the objects alive then (Jupyter's and qiskit's modules) "
         "out of the garbage collector's reach (gc.freeze): a full collection then skips "
-        "them, which took ~70 ms of each 10,000-task batch.",
+        "them (benchmarks/README.md, session 2).",
     )
     home = Unicode(None, allow_none=True, config=True, help="Embedded services' data directory.")
     owner_from = Enum(

@@ -35,7 +35,7 @@ PUBLISH_KEYS: list[str] = [EVENTS_STREAM, *STREAMS.values(), *PRIORITY_STREAMS.v
 KEY_INDEX: dict[str, int] = {stream: i for i, stream in enumerate(PUBLISH_KEYS, start=1)}
 # A row's stream index when it gets an event only (no task message).
 NO_STREAM = 0
-# Rows per script call: a call blocks Redis while it runs (about 1-2 ms per 1,000).
+# Rows per script call: a call blocks Redis while it runs, so calls stay short.
 ROWS_PER_CALL = 1000
 _FIELD_SEP = "\t"
 _LINE_SEP = "\n"

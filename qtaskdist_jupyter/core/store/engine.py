@@ -149,15 +149,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 # A pooled connection idle longer than this is tested (SELECT 1) before use. Busy ones
 # skip the test, the way HikariCP's aliveBypassWindowMs does: SQLAlchemy's pool_pre_ping
-# tests every checkout, ~0.2 ms on each request and claim. A connection that died while
-# in use fails its statement with DatabaseUnavailable, which invalidates the whole pool.
+# tests every checkout, a round trip on each request and claim (benchmarks/README.md,
+# session 2). A connection that died while in use fails its statement with
+# DatabaseUnavailable, which invalidates the whole pool.
 PING_IF_IDLE_S = 1.0
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An autocommit engine: every TaskStore method is one statement (a guarded UPDATE,
     a multi-row INSERT, one COPY), atomic by itself, so BEGIN and COMMIT would only add
-    two round trips (a one-row read went 0.96 → 0.70 ms). A method that ever needs two
+    two round trips (measured in benchmarks/README.md, session 2). A method that ever needs two
     statements together must open a transaction explicitly
     (``engine.execution_options(isolation_level="READ COMMITTED")``)."""
     engine = create_async_engine(
