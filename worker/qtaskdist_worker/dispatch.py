@@ -27,8 +27,9 @@ log = logging.getLogger("qtaskdist_worker")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
 # Pool tasks claimed ahead, in --batch-size reads beyond one per job process: the next
 # read and claim overlap the running requests, so a job process that finishes finds its
-# next request waiting instead of idling through a settle, a read and a claim.
-PREFETCH_BATCHES = 2
+# next request waiting instead of idling through a settle, a read and a claim. Kept
+# small because a priority task waits behind whatever is claimed (docs/fair-share.md).
+PREFETCH_BATCHES = 1
 # How long a finished unit may wait for its request-mates before it is settled on its own:
 # a request's completions go out in one statement, yet a slow unit never holds back the
 # finished ones for longer than this.

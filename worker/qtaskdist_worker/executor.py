@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.errors import ChildDied, JobCancelled, JobError, JobTimeout
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 
@@ -57,7 +58,7 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_di
             raw = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        request = json.loads(raw)
+        request = fastjson.loads(raw)
         # One reply per unit, sent as soon as the unit ends: the worker settles finished
         # units while later ones run, and times each unit on its own limit. Large arrays
         # go to files in spool_dir, not through the pipe (qtaskdist_jupyter.core.arrays).
@@ -68,7 +69,7 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_di
                  "spool_dir": spool_dir}
             )  # fmt: skip
             reply["wall_s"] = time.perf_counter() - started
-            conn.send_bytes(json.dumps(reply, default=str).encode())
+            conn.send_bytes(fastjson.dumps_bytes(reply))
 
 
 class Child:
@@ -175,7 +176,7 @@ class ExecutorPool:
             # one the child is writing at this moment).
             nonlocal answered, deadline
             try:
-                reply = json.loads(child.conn.recv_bytes())
+                reply = fastjson.loads(child.conn.recv_bytes())
             except (EOFError, OSError):
                 loop.remove_reader(fd)
                 if not ended.done():
@@ -197,7 +198,7 @@ class ExecutorPool:
         waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         started = time.monotonic()
         try:
-            child.conn.send_bytes(json.dumps({"kind": kind, "units": units}).encode())
+            child.conn.send_bytes(fastjson.dumps_bytes({"kind": kind, "units": units}))
             loop.add_reader(fd, readable)
             if waiter is not None:
                 waiter.add_done_callback(cancelled)

@@ -7,6 +7,7 @@ processes are read from the running worker at scrape time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -55,14 +56,26 @@ FENCE_REFUSALS = Counter(
 _OUTCOMES = {"completed": "completed", "failed": "failed", "retry": "retried"}
 
 
+@functools.cache
+def _series(task_type: str, outcome: str) -> tuple[Any, Any, Any]:
+    # labels() builds and looks up its key on every call; the settle path ends thousands
+    # of tasks a second, and the label sets are few (task types x outcomes).
+    return (
+        TASKS.labels(task_type, _OUTCOMES.get(outcome, outcome)),
+        RUN_TIME.labels(task_type),
+        QUEUE_WAIT.labels(task_type),
+    )
+
+
 def task_finished(
     task_type: str, outcome: str, run_time_s: float, queue_wait_s: float | None
 ) -> None:
     """One attempt ended: ``outcome`` is profile()'s result_kind (completed/failed/retry)."""
-    TASKS.labels(task_type, _OUTCOMES.get(outcome, outcome)).inc()
-    RUN_TIME.labels(task_type).observe(run_time_s)
+    tasks, run_time, queue_wait = _series(task_type, outcome)
+    tasks.inc()
+    run_time.observe(run_time_s)
     if queue_wait_s is not None and queue_wait_s >= 0:
-        QUEUE_WAIT.labels(task_type).observe(queue_wait_s)
+        queue_wait.observe(queue_wait_s)
 
 
 def fence_refused(task_type: str, n: int = 1) -> None:

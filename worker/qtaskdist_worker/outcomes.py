@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import uuid
 from dataclasses import dataclass
@@ -30,16 +31,21 @@ class InFlight:
     # Set while its ``running`` event is being written (see Worker._start).
     announced: asyncio.Future[None] | None = None
 
-    @property
+    @functools.cached_property
     def task_id(self) -> uuid.UUID:
         return self.row["task_id"]
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The task id as the job processes' replies name it."""
+        return str(self.row["task_id"])
 
     @property
     def attempt(self) -> int:
         return int(self.row["attempt"])
 
     def request(self) -> dict[str, Any]:
-        return {"task_id": str(self.task_id), "payload": self.row["payload"]}
+        return {"task_id": self.key, "payload": self.row["payload"]}
 
 
 def profile(
@@ -51,10 +57,12 @@ def profile(
     batched_with: int,
     versions: dict[str, Any],
     result_kind: str,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """meta_data keys merged into the row (schemas.ProfilingInfo plus a few extras)."""
+    """meta_data keys merged into the row (schemas.ProfilingInfo plus a few extras).
+    ``now``: when the attempt ended (one clock reading serves a whole settled batch)."""
     row = item.row
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     started = row.get("started_at")
     created = row.get("created_at")
     prior = list((row.get("meta_data") or {}).get("attempts") or [])

@@ -50,7 +50,7 @@ async def store_arrays(
              for _n, ref in arrays.refs(out.get("result"))]  # fmt: skip
     try:
         for item in items:
-            out = replies.get(str(item.task_id))
+            out = replies.get(item.key)
             if not out or not out.get("ok"):
                 continue
             name = "array"
@@ -59,7 +59,7 @@ async def store_arrays(
                     await _store_one(store, spool_dir, retrying, item, name, ref)
             except (DataRefused, OSError, ValueError) as exc:
                 msg = getattr(exc, "message", None) or str(exc)
-                replies[str(item.task_id)] = {
+                replies[item.key] = {
                     "ok": False,
                     "error": f"the result's {name} was not stored: {msg}",
                     "retryable": False,

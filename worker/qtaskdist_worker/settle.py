@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
@@ -50,9 +51,7 @@ class Settler:
 
     def add(self, unit: list[InFlight], replies: dict[str, Any], wall_s: float) -> None:
         missing = {"ok": False, "error": "the job process returned no result", "retryable": True}
-        self.waiting += [
-            (i, replies.get(str(i.task_id)) or missing, wall_s, len(unit)) for i in unit
-        ]
+        self.waiting += [(i, replies.get(i.key) or missing, wall_s, len(unit)) for i in unit]
         if self.timer is None:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(self.settle_after_s, self._flush_in_background)
@@ -99,10 +98,11 @@ class Finisher:
         events: list[dict[str, Any]] = []
         failures = []
         items = [f[0] for f in finished]
-        replies = {str(i.task_id): out for i, out, _r, _b in finished}
+        replies = {i.key: out for i, out, _r, _b in finished}
         await store_arrays(self.store, self.spool_dir, until_up, items, replies)
+        now = datetime.now(UTC)
         for item, _out, run_time_s, batched_with in finished:
-            out = replies[str(item.task_id)]
+            out = replies[item.key]
             kind = "completed" if out["ok"] else "failed"
             retry = (
                 not out["ok"]
@@ -111,7 +111,7 @@ class Finisher:
             )
             meta = profile(
                 item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
-                versions=self.versions, result_kind="retry" if retry else kind,
+                versions=self.versions, result_kind="retry" if retry else kind, now=now,
             )  # fmt: skip
             outcome = "retry" if retry else kind
             metrics.task_finished(item.row["task_type"], outcome, run_time_s, meta["queue_wait_s"])
@@ -189,7 +189,7 @@ class Finisher:
         except (TransitionError, TaskNotFound):
             return []  # cancelled or taken over meanwhile: the row is someone else's now
         if out.get("retryable"):
-            fields = {**item.msg.encode(), "task_id": str(item.task_id), "stream": item.stream}
+            fields = {**item.msg.encode(), "task_id": item.key, "stream": item.stream}
             await until_up(
                 lambda: self.broker.dead_letter(f"retries exhausted: {error}", fields), "dead"
             )

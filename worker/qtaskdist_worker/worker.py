@@ -74,7 +74,7 @@ class WorkerOptions:
     task_types: list[str] = field(default_factory=lambda: list(STREAMS))
     concurrency: int = field(default_factory=default_concurrency)
     name: str = field(default_factory=lambda: f"{HOST}-{os.getpid()}")
-    batch_size: int = 64
+    batch_size: int = 128
     visibility_timeout_s: float = 60.0
     burst: bool = False
     grace_s: float = 30.0

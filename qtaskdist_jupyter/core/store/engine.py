@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import DatabaseUnavailable, DataRefused, InvalidInput
 
@@ -168,6 +169,8 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
         max_overflow=pool_size,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
+        # Rows come back with their payload, result and meta as JSON (core/fastjson.py).
+        json_deserializer=fastjson.loads,
     )
     _ping_when_idle(engine, PING_IF_IDLE_S)
     return engine

@@ -7,7 +7,6 @@ worker or a double click changes nothing and learns why.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
@@ -27,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.models import Task
 from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
@@ -237,7 +237,7 @@ class Transitions:
             res = await conn.execute(
                 stmt,
                 {
-                    "rows": json.dumps(payload, default=str),
+                    "rows": fastjson.dumps(payload),
                     "to_status": S.COMPLETED.value,
                     "from_status": S.RUNNING.value,
                 },
