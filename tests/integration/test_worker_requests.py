@@ -153,6 +153,58 @@ c = measure q;
         assert res["expectation_values"] == exp_vals
 
 
+async def test_a_sweep_on_an_idle_worker_borrows_its_threads_and_keeps_every_seed(
+    service, settings
+) -> None:
+    """A sweep that starts while every job process is idle runs its bindings on all the
+    pool's threads (Dispatcher._lent_threads); each binding keeps its own seed, so the
+    result equals one serial in-process call, counts and expectation values alike."""
+    theta = Parameter("theta")
+    points = [-3.0 + 0.06 * k for k in range(100)]
+    (tid,) = await submit(
+        service,
+        "simulate",
+        [{"circuit": _SWEEP_QASM3, "shots": 200, "seed": 11,
+          "parameter_bindings": [{"theta": t} for t in points], "observables": ["ZZ", "XX"]}],
+    )  # fmt: skip
+    proc = run_worker(settings, "--task-types", "simulate", "--concurrency", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = await rows(service, [tid])
+    assert row["status"] == "completed", row["error"]
+    assert row["meta_data"]["aer_threads"] == 2
+
+    qc = qasm2_free_ansatz(theta)
+    body = qc.copy_empty_like()
+    for inst in qc.data[:-2]:
+        body.append(inst)
+    for k, label in enumerate(["ZZ", "XX"]):
+        body.save_expectation_value(SparsePauliOp(label), [0, 1], label=f"exp{k}")
+    for inst in qc.data[-2:]:
+        body.append(inst)
+    expected = (
+        AerSimulator()
+        .run(body, parameter_binds=[{theta: points}], shots=200, seed_simulator=11)
+        .result()
+    )
+    results = row["result"]["results"]
+    assert [r["counts"] for r in results] == [dict(expected.get_counts(k)) for k in range(100)]
+    assert [r["expectation_values"] for r in results] == [
+        [float(expected.data(k)[f"exp{j}"]) for j in range(2)] for k in range(100)
+    ]
+
+
+_SWEEP_QASM3 = """OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] theta;
+qubit[2] q;
+bit[2] c;
+x q[0];
+ry(theta) q[1];
+cx q[1], q[0];
+c = measure q;
+"""
+
+
 def qasm2_free_ansatz(theta: Parameter):
     from qiskit import QuantumCircuit
 

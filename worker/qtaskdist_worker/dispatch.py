@@ -34,6 +34,9 @@ PREFETCH_BATCHES = 1
 # a request's completions go out in one statement, yet a slow unit never holds back the
 # finished ones for longer than this.
 SETTLE_AFTER_S = 0.05
+# A task with at least this many parameter bindings may borrow idle job processes' threads
+# (Dispatcher._lent_threads): below it, Aer's thread start-up costs more than it saves.
+SWEEP_MIN_BINDINGS = 64
 
 
 @dataclass
@@ -169,8 +172,9 @@ class Dispatcher:
         def on_reply(j: int, reply: dict[str, Any]) -> None:
             settler.add(units[j], reply["replies"], float(reply.get("wall_s", 0.0)))
 
+        threads = self._lent_threads(kind, units)
         try:
-            await self.pool.run(kind, wire, timeouts_s, on_reply, cancel)
+            await self.pool.run(kind, wire, timeouts_s, on_reply, cancel, threads)
         except JobError as exc:
             stop = exc
         except asyncio.CancelledError:
@@ -193,6 +197,21 @@ class Dispatcher:
             await self.finisher.finish([(i, error_report(stop), 0.0, len(stuck)) for i in stuck])
         if rest:
             await self._run_units(kind, rest)
+
+    def _lent_threads(self, kind: str, units: list[list[InFlight]]) -> int | None:
+        """Threads for a sweep that starts while every job process is idle: all of the
+        pool's, so Aer runs its bindings side by side instead of leaving the cores idle.
+        (Job processes wait passively, OMP_WAIT_POLICY, so a request that starts meanwhile
+        shares the cores instead of fighting spinning threads.)"""
+        assert self.pool is not None
+        if kind != "simulate" or len(units) != 1 or len(units[0]) != 1:
+            return None
+        bindings = units[0][0].row["payload"].get("parameter_bindings")
+        if not isinstance(bindings, list) or len(bindings) < SWEEP_MIN_BINDINGS:
+            return None
+        if self.pool.idle < self.pool.size or self.opts.concurrency < 2:
+            return None
+        return self.opts.threads_per_job * self.opts.concurrency
 
     # ---- backend polls ---------------------------------------------------------------
     async def _run_backend(self, item: InFlight) -> None:

@@ -41,11 +41,17 @@ def at_unit(exc: JobError, unit: int) -> JobError:
     return exc
 
 
-def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_dir: str) -> None:
+def _child_main(
+    conn: Connection, threads: int, limits: dict[str, Any], spool_dir: str, lendable: int
+) -> None:
     """Entry point of a child process: import once, then serve requests until EOF."""
     # OpenMP reads these when the library loads, so they must be set before Aer imports;
-    # otherwise every idle OpenMP thread spin-waits and one job burns two cores.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    # otherwise every idle OpenMP thread spin-waits and one job burns two cores. OpenMP may
+    # start up to ``lendable`` threads (a sweep on an idle pool borrows the others'), but
+    # every Aer call names its own max_parallel_threads, ``threads`` unless lent more;
+    # BLAS keeps ``threads``, as it reads OMP_NUM_THREADS when nothing more specific is set.
+    os.environ["OMP_NUM_THREADS"] = str(max(threads, lendable))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .jobs import handle_request, versions, warm_up  # heavy imports happen here, once
 
@@ -59,26 +65,30 @@ def _child_main(conn: Connection, threads: int, limits: dict[str, Any], spool_di
         except (EOFError, OSError):
             return
         request = fastjson.loads(raw)
+        # A request may lend its units the threads of idle job processes (Dispatcher).
+        unit_threads = int(request.get("threads") or threads)
         # One reply per unit, sent as soon as the unit ends: the worker settles finished
         # units while later ones run, and times each unit on its own limit. Large arrays
         # go to files in spool_dir, not through the pipe (qtaskdist_jupyter.core.arrays).
         for unit in request["units"]:
             started = time.perf_counter()
             reply = handle_request(
-                {"kind": request["kind"], "tasks": unit, "threads": threads, "limits": limits,
-                 "spool_dir": spool_dir}
+                {"kind": request["kind"], "tasks": unit, "threads": unit_threads, "limits": limits,
+                 "spool_dir": spool_dir, "lent_threads": bool(request.get("threads"))}
             )  # fmt: skip
             reply["wall_s"] = time.perf_counter() - started
             conn.send_bytes(fastjson.dumps_bytes(reply))
 
 
 class Child:
-    def __init__(self, threads: int, limits: dict[str, Any], spool_dir: str) -> None:
+    def __init__(
+        self, threads: int, limits: dict[str, Any], spool_dir: str, lendable: int = 1
+    ) -> None:
         parent, child = _CTX.Pipe(duplex=True)
         self.conn = parent
         self.proc = _CTX.Process(
             target=_child_main,
-            args=(child, threads, limits, spool_dir),
+            args=(child, threads, limits, spool_dir, lendable),
             daemon=True,
             name="qtaskdist-job",
         )
@@ -131,7 +141,7 @@ class ExecutorPool:
 
     async def _spawn(self) -> Child:
         loop = asyncio.get_running_loop()
-        child = Child(self.threads, self.limits, self.spool_dir)
+        child = Child(self.threads, self.limits, self.spool_dir, self.size * self.threads)
         self._all.add(child)
         self.info = await loop.run_in_executor(self._threads, child.wait_ready)
         return child
@@ -147,10 +157,12 @@ class ExecutorPool:
         timeouts_s: list[float],
         on_reply: Callable[[int, dict[str, Any]], None],
         cancel: asyncio.Event | None = None,
+        threads: int | None = None,
     ) -> None:
         """Run a request of ``units`` (each one ``handle_request``'s tasks) on an idle child,
         calling ``on_reply(unit index, reply)`` as each unit ends. Unit ``j`` may run for
-        ``timeouts_s[j]`` from the end of unit ``j - 1``.
+        ``timeouts_s[j]`` from the end of unit ``j - 1``. ``threads``: Aer threads for these
+        units, when not the pool's ``threads``.
 
         When it stops early it raises, with ``exc.unit`` the unit that did not answer:
         :class:`JobTimeout` (that unit overran its limit), :class:`JobCancelled`, or
@@ -198,7 +210,8 @@ class ExecutorPool:
         waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         started = time.monotonic()
         try:
-            child.conn.send_bytes(fastjson.dumps_bytes({"kind": kind, "units": units}))
+            request = {"kind": kind, "units": units, "threads": threads}
+            child.conn.send_bytes(fastjson.dumps_bytes(request))
             loop.add_reader(fd, readable)
             if waiter is not None:
                 waiter.add_done_callback(cancelled)

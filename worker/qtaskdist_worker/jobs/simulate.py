@@ -305,6 +305,11 @@ def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]
         options["noise_model"] = nm
     binds = [b or {} for _c, b in exps] if any(b for _c, b in exps) else None
     n = sum(_size(e) for e in exps)
+    if request.get("lent_threads") and n > 1:
+        # Threads lent by idle job processes (Dispatcher._lent_threads): the bindings are
+        # independent experiments, run side by side. Each keeps its seed (seed_simulator
+        # + 2113 * i), so the results are those of a serial call, bit for bit.
+        options["max_parallel_experiments"] = options["max_parallel_threads"]
     started = time.perf_counter()
     try:
         output = execute(simulator(p.method, p.device), [c for c, _b in exps], options, binds)
@@ -334,5 +339,6 @@ def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]
         "simulator_time_s": wall,
         "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
         "method": (results[0].get("metadata") or {}).get("method"),
+        "aer_threads": options["max_parallel_threads"],
     }
     return {"ok": True, "result": body, "meta": meta}
