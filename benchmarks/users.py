@@ -68,8 +68,8 @@ def _finished_rows(cfg: BenchConfig, n: int, timeout_s: float) -> list[tuple[Any
     with pg(cfg) as conn:
         return conn.execute(
             "SELECT task_type, status, payload, result, error,"
-            " extract(epoch FROM finished_at)::float8, extract(epoch FROM started_at)::float8"
-            " FROM tasks ORDER BY finished_at"
+            " extract(epoch FROM finished_at)::float8, extract(epoch FROM started_at)::float8,"
+            " meta_data FROM tasks ORDER BY finished_at"
         ).fetchall()
 
 
@@ -103,7 +103,7 @@ def _check(workload: str, rows: list[tuple[Any, ...]], base: dict[str, Any]) -> 
     n = len(base["answers"])
     by_seed: dict[int, Any] = {}
     converts = 0
-    for task_type, _s, payload, result, _e, _f, _st in rows:
+    for task_type, _s, payload, result, _e, _f, _st, _m in rows:
         if task_type == "c_qir_convert":
             converts += bool(result.get("bitcode_base64"))
         else:
@@ -167,7 +167,14 @@ def b7_sweep(api: Any, cfg: BenchConfig, n_points: int, chunk: int) -> dict[str,
         off = sum(not _close(v, w) for v, w in zip(values, base["answers"], strict=True))
         if off:
             raise RuntimeError(f"B7 {name}: {off} points differ from the in-process call")
-        out[name] = {**pipe, "ratio_inproc_over_pipeline": base["wall_s"] / pipe["wall_s"]}
+        # Where the time went: Aer's own time per task, and the threads it had.
+        metas = [r[7] for r in rows]
+        out[name] = {
+            **pipe,
+            "ratio_inproc_over_pipeline": base["wall_s"] / pipe["wall_s"],
+            "simulator_time_s": [m.get("simulator_time_s") for m in metas],
+            "aer_threads": [m.get("aer_threads") for m in metas],
+        }
     return out
 
 
