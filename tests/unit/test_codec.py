@@ -343,3 +343,15 @@ def test_the_warm_up_program_passes_the_server_checks() -> None:
     codec.warm_up()
     info = codec.inspect_circuit(codec._WARM_UP_QASM3, limits=Limits())
     assert (info.format, info.num_qubits, info.num_clbits) == ("qasm3", 2, 2)
+
+
+def test_a_qasm3_program_parsed_by_the_codec_is_not_parsed_again_by_the_next_reader() -> None:
+    """The worker's QIR profile check reads the program load_circuit has just parsed."""
+    program = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nh q[0];\ncx q[0], q[1];\n'
+    circuit = codec.load_circuit(program, "qasm3", limits=LIMITS)
+    tree = codec.qasm3_tree(program)
+    assert codec.qasm3_tree(program) is tree
+    assert [i.operation.name for i in circuit.data] == ["h", "cx"]
+    other = program + "x q[1];\n"
+    assert codec.qasm3_tree(other) is not tree
+    assert len(codec.qasm3_tree(other).statements) == len(tree.statements) + 1

@@ -200,9 +200,38 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
                 custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS,
             )
         else:
-            circuit = _call_parser("invalid OpenQASM 3", qasm3.loads, source)
+            circuit = _call_parser("invalid OpenQASM 3", _qasm3_circuit, source)
     _limit("qubits", circuit.num_qubits, limits.max_qubits)
     return circuit, fmt, count
+
+
+def _qasm3_circuit(source: str) -> QuantumCircuit:
+    """``qasm3.loads(source)``, from the tree of :func:`qasm3_tree`."""
+    import qiskit_qasm3_import
+
+    try:
+        return qiskit_qasm3_import.convert(qasm3_tree(source))
+    except qiskit_qasm3_import.ConversionError as exc:
+        raise qasm3.QASM3ImporterError(str(exc)) from exc
+
+
+# The last OpenQASM 3 program parsed and its tree. The worker's QIR profile check walks the
+# program the codec has just parsed, and the ANTLR parse is most of a small conversion's
+# time; the tree is only read (by qiskit's importer and the profile walker), never changed.
+_last_tree: tuple[str, Any] | None = None
+
+
+def qasm3_tree(source: str) -> Any:
+    """``openqasm3.parse(source)``; the same program twice in a row is parsed once."""
+    global _last_tree
+    last = _last_tree  # one read: another thread may swap it meanwhile
+    if last is not None and last[0] == source:
+        return last[1]
+    import openqasm3
+
+    tree = openqasm3.parse(source)
+    _last_tree = (source, tree)
+    return tree
 
 
 def load_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits) -> QuantumCircuit:

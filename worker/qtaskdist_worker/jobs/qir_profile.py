@@ -26,11 +26,12 @@ _SUGGEST = ' (use profile: "adaptive")'
 # ---------------------------------------------------------------- source
 def check_source(program: str, profile: str, where: str = "line {}") -> None:
     """Raise ProfileViolation naming the first construct ``profile`` can't express."""
-    import openqasm3
     from openqasm3 import ast
 
+    from qtaskdist_jupyter.core.circuits.codec import qasm3_tree
+
     try:
-        tree = openqasm3.parse(program)
+        tree = qasm3_tree(program)  # the codec's parse of this very program, if just made
     except Exception:  # noqa: BLE001 - the codec parsed it already; the module check remains
         return
     walker = _SourceWalker(profile, where, ast)
