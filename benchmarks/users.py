@@ -151,29 +151,39 @@ def b2_workload(api: Any, cfg: BenchConfig, workload: str, n: int) -> dict[str, 
     return out
 
 
-def b7_sweep(api: Any, cfg: BenchConfig, n_points: int, chunk: int) -> dict[str, Any]:
+def b7_sweep(
+    api: Any, cfg: BenchConfig, n_points: int, chunk: int, reps: int = 3
+) -> dict[str, Any]:
     """A sweep of n_points with 4 Pauli terms: one task, and tasks of ``chunk`` points,
-    against ONE in-process ``run(..., parameter_binds=...)`` (best of 3)."""
-    base = inproc("sweep", n_points, reps=3)
+    against ONE in-process ``run(..., parameter_binds=...)``. Both sides are timed
+    ``reps`` times and compared best against best (each pipeline run on a fresh worker):
+    a single run of a quarter-second task is mostly this machine's noise."""
+    base = inproc("sweep", n_points, reps=reps)
     out: dict[str, Any] = {
         "n_points": n_points,
         "inproc_batched_call": {k: v for k, v in base.items() if k != "answers"},
     }
     for name, size in (("one_task", n_points), (f"chunk_{chunk}", chunk)):
-        pipe, rows = _pipeline(api, cfg, workloads.sweep_specs(n_points, size), DEFAULT_WORKER)
-        values = [p["expectation_values"] for r in rows_by_first_point(rows) for p in r]
-        if len(values) != n_points:
-            raise RuntimeError(f"B7 {name}: {len(values)} points back, not {n_points}")
-        off = sum(not _close(v, w) for v, w in zip(values, base["answers"], strict=True))
-        if off:
-            raise RuntimeError(f"B7 {name}: {off} points differ from the in-process call")
-        # Where the time went: Aer's own time per task, and the threads it had.
-        metas = [r[7] for r in rows]
+        runs = []
+        for _ in range(reps):
+            specs = workloads.sweep_specs(n_points, size)
+            pipe, rows = _pipeline(api, cfg, specs, DEFAULT_WORKER)
+            values = [p["expectation_values"] for r in rows_by_first_point(rows) for p in r]
+            if len(values) != n_points:
+                raise RuntimeError(f"B7 {name}: {len(values)} points back, not {n_points}")
+            off = sum(not _close(v, w) for v, w in zip(values, base["answers"], strict=True))
+            if off:
+                raise RuntimeError(f"B7 {name}: {off} points differ from the in-process call")
+            # Where the time went: Aer's own time per task, and the threads it had.
+            metas = [r[7] for r in rows]
+            pipe["simulator_time_s"] = [m.get("simulator_time_s") for m in metas]
+            pipe["aer_threads"] = [m.get("aer_threads") for m in metas]
+            runs.append(pipe)
+        best = min(runs, key=lambda p: p["wall_s"])
         out[name] = {
-            **pipe,
-            "ratio_inproc_over_pipeline": base["wall_s"] / pipe["wall_s"],
-            "simulator_time_s": [m.get("simulator_time_s") for m in metas],
-            "aer_threads": [m.get("aer_threads") for m in metas],
+            **best,
+            "walls_s": [p["wall_s"] for p in runs],
+            "ratio_inproc_over_pipeline": base["wall_s"] / best["wall_s"],
         }
     return out
 
