@@ -172,3 +172,40 @@ async def test_dropped_pooled_connection_is_retried_and_counted(redis_url: str) 
         assert REDIS_RETRIES.value > before
     finally:
         await broker.close()
+
+
+async def test_worker_metrics_count_a_result_the_database_refused_as_failed(
+    service, settings, worker_procs, tmp_path
+) -> None:
+    """A provider's counts with a NUL character (jsonb refuses them): the task failed, and
+    the worker's counter says failed, not completed; the next task completed."""
+    from tests.fixtures.fake_qbraid import FakeQbraid, sdk_env
+    from tests.fixtures.workers import submit
+
+    port = free_port()
+    with FakeQbraid(api_key="k", polls_to_complete=1) as fake:
+        fake.corrupt_counts = True
+        (tmp_path / ".qbraid").mkdir()
+        extra = {**sdk_env(fake, tmp_path), "QBRAID_API_KEY": "k"}
+        cmd = [sys.executable, "-m", "qtaskdist_worker", *FAST, "--task-types", "backend_run"]
+        cmd += ["--metrics-port", str(port), "--metrics-addr", "127.0.0.1"]
+        proc = subprocess.Popen(cmd, env=worker_env(settings, extra), cwd=ROOT)
+        worker_procs.append(proc)
+        ids = await submit(
+            service,
+            "backend_run",
+            [{"circuit": BELL_QASM2, "device_id": "qbraid:qbraid:sim:qir-sv", "shots": 10},
+             {"circuit": BELL_QASM2, "device_id": "local", "shots": 10}],
+        )  # fmt: skip
+
+        async def ended() -> bool:
+            rows = await service.store.get_many(ids)
+            return all(r["status"] in ("completed", "failed") for r in rows)
+
+        await wait_for(ended, 90, "both tasks ended")
+        samples = await asyncio.to_thread(_scrape, port)
+    statuses = [r["status"] for r in await service.store.get_many(ids)]
+    assert statuses == ["failed", "completed"]
+    by = {"task_type": "backend_run"}
+    assert value(samples, "qtaskdist_worker_tasks_total", **by, outcome="failed") == 1
+    assert value(samples, "qtaskdist_worker_tasks_total", **by, outcome="completed") == 1

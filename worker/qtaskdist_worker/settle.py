@@ -97,6 +97,8 @@ class Finisher:
         done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
         events: list[dict[str, Any]] = []
         failures = []
+        # (task, outcome, run time, queue wait) for the metrics, counted once written.
+        ended: list[tuple[InFlight, str, float, float | None]] = []
         items = [f[0] for f in finished]
         replies = {i.key: out for i, out, _r, _b in finished}
         await store_arrays(self.store, self.spool_dir, until_up, items, replies)
@@ -113,14 +115,16 @@ class Finisher:
                 item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
                 versions=self.versions, result_kind="retry" if retry else kind, now=now,
             )  # fmt: skip
-            outcome = "retry" if retry else kind
-            metrics.task_finished(item.row["task_type"], outcome, run_time_s, meta["queue_wait_s"])
+            ended.append((item, "retry" if retry else kind, run_time_s, meta["queue_wait_s"]))
             if out["ok"]:
                 done.append((item.task_id, item.attempt, out["result"], meta))
             else:
                 failures.append((item, out, meta, retry))
+        written: set[uuid.UUID] = set()
+        refused: dict[uuid.UUID, str] = {}
         if done:
             rows, refused = await complete_all(self.store, until_up, done)
+            written = {r["task_id"] for r in rows}
             events += rows
             self.completed += len(rows)
             # Not written: refused by the attempt fence (logged, dropped) or, for its data,
@@ -137,6 +141,12 @@ class Finisher:
                 failures.append((item, out, meta, False))
         for item, out, meta, retry in failures:
             events += await self._fail(item, out, meta, bool(retry))
+        for item, outcome, run_time_s, wait_s in ended:
+            if outcome == "completed" and item.task_id not in written:
+                if item.task_id not in refused:
+                    continue  # the attempt fence dropped it (counted by fence_refused)
+                outcome = "failed"  # PostgreSQL refused the result: the task failed
+            metrics.task_finished(item.row["task_type"], outcome, run_time_s, wait_s)
         announced = {i.announced for i in items if i.announced is not None}
         if announced:
             # A completed event must not overtake its running event (whose failure, if
