@@ -208,9 +208,36 @@ class Client:
         return self.submit("simulate", task_payloads(circuits, opts), **task)
 
     def submit_convert(
-        self, circuits: Any, *, profile: str = "base", module_name: str | None = None, **task: Any
+        self,
+        circuits: Any,
+        *,
+        profile: str = "base",
+        module_name: str | None = None,
+        parameter_bindings: dict[str, float] | Sequence[dict[str, float]] | None = None,
+        verify: str | None = None,
+        verify_shots: int | None = None,
+        verify_seed: int | None = None,
+        time_limit_s: float | None = None,
+        **task: Any,
     ) -> TaskHandle | BatchHandle:
-        opts = {"profile": profile, "module_name": module_name}
+        """QIR for each circuit. ``parameter_bindings``: one dict (one module) or a list
+        (one module per binding, in one task); ``verify``: ``"auto"`` (the default: execute
+        the module in qir-runner when small enough), ``"execute"`` or ``"static"``
+        (docs/message-format.md)."""
+        bindings = (
+            list(parameter_bindings)
+            if parameter_bindings is not None and not isinstance(parameter_bindings, dict)
+            else parameter_bindings
+        )
+        opts = {
+            "profile": profile,
+            "module_name": module_name,
+            "parameter_bindings": bindings,
+            "verify": verify,
+            "verify_shots": verify_shots,
+            "verify_seed": verify_seed,
+            "time_limit_s": time_limit_s,
+        }
         return self.submit("c_qir_convert", task_payloads(circuits, opts), **task)
 
     def submit_backend(

@@ -64,6 +64,11 @@ class QtaskMagics(Magics):
     @argument("--chunk", type=int, default=1, help="sweep bindings per task (default 1)")
     @argument("--profile", choices=["base", "adaptive"], default="base", help="QIR profile")
     @argument("--module-name", help="QIR module name")
+    @argument(
+        "--verify",
+        choices=["auto", "execute", "static"],
+        help="convert: run each module in qir-runner (auto: when small enough; default)",
+    )
     @argument("--device", help="backend device id for run ('local' works offline)")
     @argument("--name", help="task name")
     @argument("--tags", nargs="+", help="task tags")
@@ -84,7 +89,7 @@ class QtaskMagics(Magics):
         QuantumCircuit or a list of them, run in your namespace)::
 
             %%qtask simulate [--shots N] [--seed S] [--sweep theta=0:3.14:16] [--wait]
-            %%qtask convert [--profile base|adaptive]
+            %%qtask convert [--profile base|adaptive] [--verify auto|execute|static]
             %%qtask run --device local [--shots N]
 
         Line magics::
@@ -145,8 +150,9 @@ class QtaskMagics(Magics):
             handle = self._simulate(args, circuits, task)
         elif args.action == "convert":
             handle = self.client.submit_convert(
-                circuits, profile=args.profile, module_name=args.module_name, **task
-            )
+                circuits, profile=args.profile, module_name=args.module_name,
+                verify=args.verify, **task,
+            )  # fmt: skip
         else:
             if not args.device:
                 raise UsageError(

@@ -135,3 +135,25 @@ def test_handles_wait_cancel_and_fail(nb_server: NbServer, nb_client: Client) ->
     )
     with pytest.raises(TaskFailed, match="failed: .*parameter"):
         bad.result(timeout_s=120)
+
+
+def test_submit_convert_sends_bindings_and_the_verify_mode(nb_client: Client) -> None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+
+    theta = Parameter("theta")
+    qc = QuantumCircuit(1, 1)
+    qc.rx(theta, 0)
+    qc.measure(0, 0)
+    points = [{"theta": 0.25}, {"theta": 1.5}]
+    h = nb_client.submit_convert(qc, parameter_bindings=points, verify="static")
+    result = h.result(timeout_s=60)
+    assert [m["parameters"] for m in result["modules"]] == points
+    assert [m["verification"]["status"] for m in result["modules"]] == ["skipped"] * 2
+    assert h.refresh()["payload"]["verify"] == "static"
+    # One binding as a dict: one module, executed in qir-runner with the seed given.
+    one = nb_client.submit_convert(qc, parameter_bindings={"theta": 0.5}, verify_seed=7)
+    module = one.result(timeout_s=60)
+    assert module["parameters"] == {"theta": 0.5}
+    assert module["verification"]["status"] == "matched"
+    assert module["verification"]["seed"] == 7

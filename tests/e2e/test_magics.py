@@ -112,6 +112,15 @@ def test_convert_returns_verified_qir(shell: InteractiveShell) -> None:
     (entry,) = [f for f in module.functions if pyqir.is_entry_point(f)]
     assert pyqir.required_num_qubits(entry) == 2 and result["required_num_qubits"] == 2
     assert "__quantum__qis__h__body" in result["llvm_ir"]
+    assert result["verification"]["status"] == "matched"  # executed in qir-runner
+
+
+def test_convert_static_skips_the_execution_check(shell: InteractiveShell) -> None:
+    res, cap = run(shell, f"%%qtask convert --verify static --out qt_qs --wait\n{BELL_QASM2}")
+    assert res.error_in_exec is None, cap.stderr
+    result = shell.user_ns["qt_qs"].result()
+    assert result["verification"]["status"] == "skipped"
+    assert "static" in result["verification"]["reason"]
 
 
 def test_run_device_local_completes(shell: InteractiveShell) -> None:
