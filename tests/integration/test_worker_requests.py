@@ -108,16 +108,7 @@ async def test_a_sweep_binds_in_aer_and_equals_bound_circuits_run_in_process(
     service, settings
 ) -> None:
     theta = Parameter("theta")
-    qasm3 = """OPENQASM 3.0;
-include "stdgates.inc";
-input float[64] theta;
-qubit[2] q;
-bit[2] c;
-x q[0];
-ry(theta) q[1];
-cx q[1], q[0];
-c = measure q;
-"""
+    qasm3 = _SWEEP_QASM3
     points = [-3.0 + 0.5 * k for k in range(13)]
     bindings = [{"theta": t} for t in points]
     (tid,) = await submit(
