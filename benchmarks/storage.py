@@ -46,7 +46,7 @@ def sv_qasm(n: int) -> str:
 
 
 async def submit(cfg: BenchConfig, specs: list[dict[str, Any]]) -> None:
-    from qtaskdist_jupyter.core.service import TaskService
+    from qtaskdist_server.api.service import TaskService
 
     settings = Settings(
         database_url=normalize_database_url(cfg.database_url),

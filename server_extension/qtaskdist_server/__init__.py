@@ -1,13 +1,30 @@
-"""qtaskdist's jupyter-server extension: the REST API under ``{base_url}qtaskdist/api/``."""
+"""qtaskdist's REST API and its two hosts.
+
+- :mod:`.api`: the API layer (service policy, query parameters, listing, fleet health);
+  no host, no jupyter_server.
+- The jupyter-server extension (:mod:`.application`), the single-user host, under
+  ``{base_url}qtaskdist/api/``.
+
+``QtaskdistApp`` is imported on first use, so importing :mod:`.api` does not load
+jupyter_server.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .application import QtaskdistApp
-
 __all__ = ["QtaskdistApp"]
 
 
+def __getattr__(name: str) -> Any:
+    if name == "QtaskdistApp":
+        from .application import QtaskdistApp
+
+        return QtaskdistApp
+    raise AttributeError(name)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .application import QtaskdistApp
+
     return [{"module": "qtaskdist_server", "app": QtaskdistApp}]

@@ -37,7 +37,7 @@ from qtaskdist_jupyter.core import embedded as emb
 from qtaskdist_jupyter.core.config import Limits, Settings
 from qtaskdist_jupyter.core.errors import ConfigError, DatabaseUnavailable
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
-from qtaskdist_jupyter.core.service import TaskService
+from qtaskdist_server.api.service import TaskService
 
 from .events import CursorBook, StreamCounter
 from .handlers import default_handlers

@@ -11,7 +11,7 @@ Bodies are streamed (``stream_request_body``): a body whose Content-Length is ov
 route's limit is answered 413 before it is read, and a chunked one stops being kept
 once it passes the limit. Bodies are parsed by :mod:`qtaskdist_jupyter.core.strictjson`
 (in a thread when large) and query / header parameters by
-:mod:`qtaskdist_jupyter.core.params`, so every refusal happens before the first write.
+:mod:`qtaskdist_server.api.params`, so every refusal happens before the first write.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
-from qtaskdist_jupyter.core import params as qp
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.errors import (
     BadJson,
@@ -35,9 +34,10 @@ from qtaskdist_jupyter.core.errors import (
     ServiceUnavailable,
     TaskNotFound,
 )
-from qtaskdist_jupyter.core.fleet import public_message
 from qtaskdist_jupyter.core.schemas import TaskRead, validation_error
-from qtaskdist_jupyter.core.service import TaskService
+from qtaskdist_server.api import params as qp
+from qtaskdist_server.api.fleet import public_message
+from qtaskdist_server.api.service import TaskService
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=qp.Params)

@@ -28,12 +28,12 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from qtaskdist_jupyter.core import params as qp
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.broker.wire import decode_event
 from qtaskdist_jupyter.core.errors import QuotaExceeded, ServiceUnavailable
-from qtaskdist_jupyter.core.fleet import public_message
-from qtaskdist_jupyter.core.params import CURSOR_TOKEN
+from qtaskdist_server.api import params as qp
+from qtaskdist_server.api.fleet import public_message
+from qtaskdist_server.api.params import CURSOR_TOKEN
 
 from .base import QtaskdistHandler
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from qtaskdist_jupyter.core import params as qp
-from qtaskdist_jupyter.core.listing import row_json
 from qtaskdist_jupyter.core.schemas import BatchCreate, TaskCreate, TaskUpdate
+from qtaskdist_server.api import params as qp
+from qtaskdist_server.api.listing import row_json
 
 from .base import API, NO_BODY_BYTES, TASK_ID, QtaskdistHandler, task_json
 from .events import EventsHandler

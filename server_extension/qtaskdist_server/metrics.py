@@ -22,10 +22,10 @@ from prometheus_client.registry import Collector
 from tornado import web
 
 from qtaskdist_jupyter.core.broker.keys import STREAMS
-from qtaskdist_jupyter.core.fleet import Snapshot
 from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
 from qtaskdist_jupyter.core.models import TaskStatus
-from qtaskdist_jupyter.core.service import TaskService
+from qtaskdist_server.api.fleet import Snapshot
+from qtaskdist_server.api.service import TaskService
 
 from .base import API, QtaskdistHandler
 

@@ -7,7 +7,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import arrays
-from qtaskdist_jupyter.core import params as qp
+from qtaskdist_server.api import params as qp
 
 from .base import QtaskdistHandler
 

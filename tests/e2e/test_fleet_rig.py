@@ -126,8 +126,9 @@ def _env() -> dict[str, str]:
 
 # ---- functions run in the ctl host (the probe thread) ----------------------------------
 def _submit(db: str, rds: str, home: Path, payloads: list[dict[str, Any]]) -> list[uuid.UUID]:
+    from qtaskdist_server.api.service import TaskService
+
     from qtaskdist_jupyter.core.schemas import validate_payload
-    from qtaskdist_jupyter.core.service import TaskService
     from qtaskdist_jupyter.core.store.store import NewTask
 
     async def go() -> list[uuid.UUID]:

@@ -17,8 +17,9 @@ from tests.unit.test_import_contract import CONTRACTS, ROOT
 @pytest.mark.parametrize("contract", sorted(CONTRACTS))
 def test_importing_every_module_loads_no_forbidden_package(contract: str) -> None:
     package_dir, forbidden = CONTRACTS[contract]
-    top = package_dir.relative_to(ROOT).parts[-1]
-    base = "qtaskdist_jupyter.core" if contract == "core" else top
+    parts = package_dir.relative_to(ROOT).parts
+    # the import name: the path below the source root (server_extension/, worker/)
+    base = ".".join(parts if parts[0] == "qtaskdist_jupyter" else parts[1:])
     modules = sorted(
         ".".join((base, *p.relative_to(package_dir).with_suffix("").parts)).removesuffix(
             ".__init__"

@@ -116,7 +116,8 @@ async def test_keyset_pagination_covers_all_once(service) -> None:
 
 
 async def test_enqueue_with_redis_down_writes_nothing(settings) -> None:
-    from qtaskdist_jupyter.core.service import TaskService
+    from qtaskdist_server.api.service import TaskService
+
     from qtaskdist_jupyter.core.store.store import TaskStore
 
     store = TaskStore.from_url(settings.database_url)

@@ -3,6 +3,8 @@
 - ``qtaskdist_jupyter.core`` imports neither the kernel side, the server, the worker, nor
   the notebook / HTTP-client stack, so a worker-only install can use all of it.
 - ``qtaskdist_worker`` imports no Jupyter and no kernel side: a worker node has neither.
+- ``qtaskdist_server.api`` (the API layer both hosts share) imports no host: no Jupyter,
+  tornado or jupyterhub.
 
 Read statically from the source (every ``import`` anywhere in a module, functions included),
 so an import that only runs on some path is caught too. The same contract is checked once
@@ -43,6 +45,18 @@ CONTRACTS: dict[str, tuple[Path, tuple[str, ...]]] = {
     "worker": (
         ROOT / "worker" / "qtaskdist_worker",
         (*JUPYTER_STACK, "tornado", "qtaskdist_jupyter.kernel", "qtaskdist_server", "devtools"),
+    ),
+    # The API layer is shared by the extension and the team service: it knows no host.
+    "server-api": (
+        ROOT / "server_extension" / "qtaskdist_server" / "api",
+        (
+            *JUPYTER_STACK,
+            "tornado",
+            "jupyterhub",
+            "qtaskdist_jupyter.kernel",
+            "qtaskdist_worker",
+            "devtools",
+        ),
     ),
 }
 

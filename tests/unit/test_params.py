@@ -1,12 +1,12 @@
-"""Query parameters of the REST API (core/params.py): pure parsing, no server."""
+"""Query parameters of the REST API (qtaskdist_server/api/params.py): pure parsing, no server."""
 
 from __future__ import annotations
 
 import pytest
+from qtaskdist_server.api import params as qp
+from qtaskdist_server.api.listing import SUMMARY_FIELDS
 
-from qtaskdist_jupyter.core import params as qp
 from qtaskdist_jupyter.core.errors import InvalidInput
-from qtaskdist_jupyter.core.listing import SUMMARY_FIELDS
 
 
 def test_list_fields_default_to_the_summary_plus_include() -> None:

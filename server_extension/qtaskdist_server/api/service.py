@@ -19,7 +19,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qtaskdist_jupyter.core import fleet
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
@@ -31,9 +30,7 @@ from qtaskdist_jupyter.core.errors import (
     QuotaExceeded,
     TransitionError,
 )
-from qtaskdist_jupyter.core.listing import columns_for
 from qtaskdist_jupyter.core.models import TaskStatus
-from qtaskdist_jupyter.core.params import ListParams
 from qtaskdist_jupyter.core.schemas import (
     USER_META_KEY,
     BatchCreate,
@@ -42,6 +39,9 @@ from qtaskdist_jupyter.core.schemas import (
     validate_payload,
 )
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
+from qtaskdist_server.api import fleet
+from qtaskdist_server.api.listing import columns_for
+from qtaskdist_server.api.params import ListParams
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
     from qtaskdist_jupyter.core.circuits.codec import CircuitInfo

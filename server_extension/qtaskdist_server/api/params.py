@@ -25,10 +25,10 @@ from pydantic import (
 
 from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
-from qtaskdist_jupyter.core.listing import list_fields
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, validation_error
 from qtaskdist_jupyter.core.store.engine import decode_cursor
+from qtaskdist_server.api.listing import list_fields
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?", re.ASCII)
