@@ -39,6 +39,11 @@ variable                    meaning
 ``QTASKDIST_MAX_EVENT_STREAMS``  open events requests (SSE / long poll) per owner (16)
 ``QTASKDIST_PRIORITY_MAX_TASKS`` a request of at most this many tasks goes to the
                                  priority stream of its type (8; 0 turns it off)
+``QTASKDIST_LARGE_BODY_BYTES``   a request body over this size is a large one (1 MiB)
+``QTASKDIST_MAX_LARGE_BODIES``   large bodies per owner being received or checked at
+                                 once; 429 above (2)
+``QTASKDIST_MAX_PAGE_BYTES``     payload + result bytes one ``GET tasks`` page may
+                                 carry; 422 naming the ``limit`` that fits (16 MiB)
 =========================== ========================================================
 """
 
@@ -87,6 +92,11 @@ class Limits:
     max_active_tasks: int = 25_000
     max_event_streams: int = 16
     priority_max_tasks: int = 8
+    # Per owner: request bodies over large_body_bytes being received or checked at once.
+    large_body_bytes: int = 1024 * 1024
+    max_large_bodies: int = 2
+    # Stored payload + result bytes of one GET tasks page (include=result / payload).
+    max_page_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,9 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_active_tasks=_int(env, "QTASKDIST_MAX_ACTIVE_TASKS", d.max_active_tasks, 1),
         max_event_streams=_int(env, "QTASKDIST_MAX_EVENT_STREAMS", d.max_event_streams, 1),
         priority_max_tasks=_int(env, "QTASKDIST_PRIORITY_MAX_TASKS", d.priority_max_tasks, 0),
+        large_body_bytes=_int(env, "QTASKDIST_LARGE_BODY_BYTES", d.large_body_bytes, 1),
+        max_large_bodies=_int(env, "QTASKDIST_MAX_LARGE_BODIES", d.max_large_bodies, 1),
+        max_page_bytes=_int(env, "QTASKDIST_MAX_PAGE_BYTES", d.max_page_bytes, 1),
     )
 
 

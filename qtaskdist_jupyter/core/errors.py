@@ -16,6 +16,7 @@
     │   └── DataRefused                PostgreSQL refused a statement's data (size,
     │                                  encoding, constraint): not an outage     -> 422
     ├── QuotaExceeded                  a per-user limit (active tasks, streams)   -> 429
+    ├── OperatorOnly                   an operator's view asked for by a user     -> 403
     ├── TaskNotFound                   missing, or owned by someone else         -> 404
     │   └── ArrayNotFound              no stored result array of that name       -> 404
     ├── TransitionError                guarded UPDATE matched no row             -> 409
@@ -146,6 +147,13 @@ class QuotaExceeded(QtaskdistError):
     def __init__(self, message: str, *, limit: str, retry_after_s: int, **detail: Any) -> None:
         super().__init__(message, limit=limit, retry_after_s=retry_after_s, **detail)
         self.retry_after_s = retry_after_s
+
+
+class OperatorOnly(QtaskdistError):
+    """A fleet-wide view (GET metrics) for a user who is not an operator."""
+
+    http_status = 403
+    code = "operator_only"
 
 
 class TaskNotFound(QtaskdistError):

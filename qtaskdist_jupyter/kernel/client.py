@@ -287,17 +287,26 @@ class Client:
             status = ",".join(status)
         out: list[dict[str, Any]] = []
         cursor = None
+        page_rows = 1000
         while len(out) < limit:
             params = {
                 "status": status or None,
                 "task_type": task_type,
                 "batch_id": batch_id,
                 "name": name,
-                "limit": min(1000, limit - len(out)),
+                "limit": min(page_rows, limit - len(out)),
                 "cursor": cursor,
                 "include": ",".join(include) or None,
             }
-            page = self.request("GET", "tasks", params=params)
+            try:
+                page = self.request("GET", "tasks", params=params)
+            except ApiError as exc:
+                # Results too large for one page: the server names the rows that fit.
+                fit = exc.detail.get("maximum") if exc.detail.get("limit") == "page_bytes" else None
+                if not isinstance(fit, int) or not 1 <= fit < params["limit"]:
+                    raise
+                page_rows = fit
+                continue
             out += page["tasks"]
             cursor = page.get("next_cursor")
             if not cursor:

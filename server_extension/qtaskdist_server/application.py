@@ -24,19 +24,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
 from jupyter_server.auth.identity import (
     IdentityProvider,
     LegacyIdentityProvider,
     PasswordIdentityProvider,
 )
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
+from jupyter_server.utils import ensure_async
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 
 from qtaskdist_jupyter.core import config, migrate
 from qtaskdist_jupyter.core import embedded as emb
 from qtaskdist_jupyter.core.config import Limits, Settings
 from qtaskdist_jupyter.core.errors import ConfigError, DatabaseUnavailable
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
+from qtaskdist_server.api import access
 from qtaskdist_server.api.service import TaskService
 
 from .events import CursorBook, StreamCounter
@@ -127,6 +130,15 @@ class QtaskdistApp(ExtensionApp):
         "other's tasks. 'auto': 'server' with jupyter_server's own identity providers.",
     )
     server_owner = Unicode(config=True, help="The owner in 'server' mode (the OS user).")
+    admin_users = List(
+        Unicode(),
+        config=True,
+        help="Usernames who are qtaskdist operators (GET metrics, the fleet in GET health, "
+        "workers' names in task rows). Besides them, a user is an operator when the "
+        "authorizer grants 'admin' on 'qtaskdist'; jupyter_server's default authorizer "
+        "grants it only on a single-user server ('server' owner mode), so with a "
+        "multi-user identity provider nobody is an operator until configured.",
+    )
 
     @default("server_owner")
     def _default_server_owner(self) -> str:
@@ -241,6 +253,21 @@ class QtaskdistApp(ExtensionApp):
         if self._owner_mode == "server":
             return self.server_owner
         return str(user.username)
+
+    async def is_operator(self, handler: Any) -> bool:
+        """Whether the handler's user is an operator (access.is_operator)."""
+        user = handler.current_user
+        if user is None:
+            return False
+        authorizer = handler.authorizer
+        granted = await ensure_async(authorizer.is_authorized(handler, user, "admin", "qtaskdist"))
+        return access.is_operator(
+            username=str(user.username),
+            admin_users=frozenset(self.admin_users),
+            granted=bool(granted),
+            single_user=self._owner_mode == "server",
+            default_authorizer=type(authorizer) in (Authorizer, AllowAllAuthorizer),
+        )
 
     # ---- kernel discovery ----------------------------------------------------------
     def export_kernel_env(self) -> None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from qtaskdist_jupyter.core import strictjson
+from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import (
     BadJson,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ from qtaskdist_jupyter.core.errors import (
 )
 from qtaskdist_jupyter.core.schemas import TaskRead, validation_error
 from qtaskdist_server.api import params as qp
+from qtaskdist_server.api import quota
 from qtaskdist_server.api.fleet import public_message
 from qtaskdist_server.api.service import TaskService
 
@@ -59,6 +61,9 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "qtaskdist"
     _chunks: list[bytes]
     _size: int = 0
+    _large_of: str | None = None  # the owner whose large-body slot this request holds
+    _refused: QtaskdistError | None = None
+    _operator: bool | None = None
 
     @property
     def app(self) -> Any:
@@ -79,17 +84,54 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
     async def prepare(self) -> None:
         self._chunks, self._size = [], 0
         declared = self.request.headers.get("Content-Length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self.body_limit():
+        size = int(declared) if declared.isascii() and declared.isdigit() else None
+        if size is not None and size > self.body_limit():
             # Answered before the body is read; the connection closes after this reply.
-            raise self._too_large(int(declared))
+            raise self._too_large(size)
         await super().prepare()
+        if quota.is_large_body(size, self.limits):
+            self._hold_large_body()  # 429 before the body is read
+
+    async def is_operator(self) -> bool:
+        """Whether this request's user is a qtaskdist operator (asked once per request)."""
+        if self._operator is None:
+            self._operator = bool(await self.app.is_operator(self))
+        return self._operator
+
+    async def task_answer(self, row: dict[str, Any], status: int = 200) -> None:
+        """One task row as JSON, as this user may see it (access.Redactor)."""
+        operator = await self.is_operator()
+        self.json(task_json(self.service.viewed(row, operator=operator)), status)
+
+    @property
+    def limits(self) -> Limits:
+        return self.service.settings.limits
+
+    def _hold_large_body(self) -> None:
+        """Take one of the owner's large-body slots (until on_finish); QuotaExceeded when
+        they have max_large_bodies in flight. Unauthenticated: 403 comes later anyway."""
+        if self.current_user is None or self._large_of is not None:
+            return
+        owner = self.owner
+        self.service.large_bodies.acquire(owner, self.limits)
+        self._large_of = owner
+
+    def _release_large_body(self) -> None:
+        if self._large_of is not None:
+            self.service.large_bodies.release(self._large_of)
+            self._large_of = None
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size <= self.body_limit():
+        if self._size > self.limits.large_body_bytes and self._refused is None:
+            try:  # a chunked body is counted once it grows large
+                self._hold_large_body()
+            except QuotaExceeded as exc:
+                self._refused = exc
+        if self._size <= self.body_limit() and self._refused is None:
             self._chunks.append(chunk)
         else:
-            self._chunks = []  # past the limit nothing more is kept; body() says 413
+            self._chunks = []  # nothing more is kept; body() says 413 (or 429)
 
     def _too_large(self, size: int) -> PayloadTooLarge:
         limit = self.body_limit()
@@ -110,6 +152,8 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
     async def body(self, model: type[M]) -> M:
         """The request body as ``model``: 413 past the limit, 400 not a JSON object, 422
         invalid. A large one (a batch of circuits) is parsed off the event loop."""
+        if self._refused is not None:
+            raise self._refused
         if self._size > self.body_limit():
             raise self._too_large(self._size)
         raw = b"".join(self._chunks)
@@ -155,8 +199,13 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
         self.finish(strictjson.dumps(body))
 
     def on_finish(self) -> None:
+        self._release_large_body()
         self.app.metrics.observe(self)  # the latency histogram of GET metrics
         super().on_finish()
+
+    def on_connection_close(self) -> None:
+        self._release_large_body()
+        super().on_connection_close()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected refusals are one log line, not a traceback.

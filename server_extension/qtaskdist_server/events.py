@@ -9,9 +9,10 @@ connection and the database nothing at all. Two shapes over the same reader:
   the event JSON, and a comment line every ``keepalive_s`` to notice a gone client.
 
 Nothing here tells one user about another's activity. The reader moves past other
-owners' events, but the cursor a client gets back is either the id of its own last event
-or an opaque random token (a :class:`CursorBook` entry) for the position read up to; and
-keepalives go out on a fixed schedule, not when someone else's events arrive.
+owners' events, but the cursor a client gets back is always a fresh opaque random token (a
+:class:`CursorBook` entry) for the position read up to, never a stream id, so an answer
+looks the same whether or not anyone else's events followed ``after``; and keepalives go
+out on a fixed schedule, not when someone else's events arrive.
 """
 
 from __future__ import annotations
@@ -121,7 +122,6 @@ class EventTail:
         self.position = position
         self.statuses = statuses
         self.book = book or CursorBook(per_owner=1)
-        self._own: str | None = None
 
     @classmethod
     async def start(
@@ -137,16 +137,12 @@ class EventTail:
             position = (book or CursorBook()).position(owner, after)
         elif after is not None:
             position = after
-        tail = cls(source, owner, position or await source.last_event_id(), statuses, book)
-        if after is not None and not CURSOR_TOKEN.fullmatch(after):
-            tail._own = after  # the client's own id: handing it back reveals nothing
-        return tail
+        return cls(source, owner, position or await source.last_event_id(), statuses, book)
 
     @property
     def cursor(self) -> str:
-        """Where to resume: our own last event's id, or a token for the read position."""
-        if self._own is not None and self._own == self.position:
-            return self._own
+        """Where to resume: a fresh token for the read position (echoing a stream id back
+        would tell whether anything, anyone's, followed it)."""
         return self.book.issue(self.owner, self.position)
 
     async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
@@ -165,7 +161,6 @@ class EventTail:
             ):
                 event.pop("owner", None)
                 out.append(event)
-                self._own = eid
         return out
 
     async def poll(self, timeout_s: float) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from qtaskdist_jupyter.core.schemas import BatchCreate, TaskCreate, TaskUpdate
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.listing import row_json
 
-from .base import API, NO_BODY_BYTES, TASK_ID, QtaskdistHandler, task_json
+from .base import API, NO_BODY_BYTES, TASK_ID, QtaskdistHandler
 from .events import EventsHandler
 from .health import HealthHandler
 from .metrics import metrics_handlers
@@ -31,13 +31,13 @@ class TasksHandler(QtaskdistHandler):
     @authorized
     async def post(self) -> None:
         spec = await self.body(TaskCreate)
-        self.json(task_json(await self.service.submit(self.owner, spec)), 201)
+        await self.task_answer(await self.service.submit(self.owner, spec), 201)
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         q = self.params(qp.ListParams)
-        rows, nxt = await self.service.list_tasks(self.owner, q)
+        rows, nxt = await self.service.list_tasks(self.owner, q, operator=await self.is_operator())
         self.json({"tasks": [row_json(r, q.view) for r in rows], "next_cursor": nxt})
 
 
@@ -60,14 +60,14 @@ class TaskHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def get(self, task_id: str) -> None:
-        self.json(task_json(await self.service.get(self.task_id(task_id), self.owner)))
+        await self.task_answer(await self.service.get(self.task_id(task_id), self.owner))
 
     @web.authenticated
     @authorized
     async def patch(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
         change = await self.body(TaskUpdate)
-        self.json(task_json(await self.service.update(tid, owner, change)))
+        await self.task_answer(await self.service.update(tid, owner, change))
 
     @web.authenticated
     @authorized
@@ -83,21 +83,21 @@ class EnqueueHandler(QtaskdistHandler):
     async def post(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
         wanted = self.params(qp.EnqueueParams).task_type
-        self.json(task_json(await self.service.enqueue(tid, owner, wanted)))
+        await self.task_answer(await self.service.enqueue(tid, owner, wanted))
 
 
 class CancelHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def post(self, task_id: str) -> None:
-        self.json(task_json(await self.service.cancel(self.task_id(task_id), self.owner)))
+        await self.task_answer(await self.service.cancel(self.task_id(task_id), self.owner))
 
 
 class RetryHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def post(self, task_id: str) -> None:
-        self.json(task_json(await self.service.retry(self.task_id(task_id), self.owner)))
+        await self.task_answer(await self.service.retry(self.task_id(task_id), self.owner))
 
 
 class CountsHandler(QtaskdistHandler):

@@ -1,6 +1,7 @@
 """``GET {base_url}qtaskdist/api/metrics``: Prometheus text for a fleet operator.
 
-Authenticated like the rest of the API (a scraper sends ``Authorization: token …``).
+Authenticated like the rest of the API (a scraper sends ``Authorization: token …``), and
+for operators only (403 ``operator_only`` for anyone else), like the fleet in GET health.
 Metric names and meanings: docs/metrics.md. Gauges about the fleet (tasks by status and
 type, streams, workers, dead letters) come from one snapshot of PostgreSQL and Redis,
 taken at most every ``QtaskdistApp.metrics_cache_s`` seconds however often it is scraped;
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 from tornado import web
 
 from qtaskdist_jupyter.core.broker.keys import STREAMS
+from qtaskdist_jupyter.core.errors import OperatorOnly
 from qtaskdist_jupyter.core.metrics import REDIS_RETRIES
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_server.api.fleet import Snapshot
@@ -116,6 +118,8 @@ class MetricsHandler(QtaskdistHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        if not await self.is_operator():
+            raise OperatorOnly("GET metrics is for qtaskdist operators (QtaskdistApp.admin_users)")
         metrics = self.app.metrics
         await metrics.refresh(self.service, self.app.metrics_cache_s, self.app.worker_stale_s)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)

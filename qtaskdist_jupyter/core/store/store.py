@@ -13,14 +13,15 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Text, cast, delete, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core.errors import ConfigError, InvalidInput, TaskNotFound
 from qtaskdist_jupyter.core.models import Task
 from qtaskdist_jupyter.core.schemas import USER_META_KEY
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
+from qtaskdist_jupyter.core.store.admission import Admission
 from qtaskdist_jupyter.core.store.engine import NewTask, decode_cursor, encode_cursor, make_engine
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 from qtaskdist_jupyter.core.store.results import ResultArrays
@@ -39,7 +40,7 @@ _INSERTED = (
 _COPY_MIN = 64
 
 
-class TaskStore(Transitions, ResultArrays):
+class TaskStore(Transitions, ResultArrays, Admission):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -68,44 +69,50 @@ class TaskStore(Transitions, ResultArrays):
         rows) for small batches, ``COPY`` (about 3x the rows/s) for large ones, whose light
         rows are built here because every value the caller needs is known before the write.
         """
-        values = [n.row() for n in new]
+        async with self.engine.connect() as conn:
+            return await self._insert_on(conn, [n.row() for n in new], status, full)
+
+    async def _insert_on(
+        self, conn: AsyncConnection, values: list[dict[str, Any]], status: str, full: bool
+    ) -> list[dict[str, Any]]:
+        """insert_many on ``conn`` (inside its transaction, if it has one)."""
         if len(values) < _COPY_MIN:
             cols = _ROW if full else _INSERTED
             stmt = insert(tasks).returning(*cols, sort_by_parameter_order=True)
-            async with self.engine.connect() as conn:
-                res = await conn.execute(stmt, [{**v, "status": status} for v in values])
-                return [dict(r._mapping) for r in res]
+            res = await conn.execute(stmt, [{**v, "status": status} for v in values])
+            return [dict(r._mapping) for r in res]
         if full:
             raise ValueError(f"full rows are read back for fewer than {_COPY_MIN} tasks")
-        await self._copy_in(values, status)
+        await self._copy_in(conn, values, status)
         return [
             {"task_id": v["task_id"], "task_type": v["task_type"], "status": status,
              "owner": v["owner"], "attempt": 0, "batch_id": v["batch_id"]}
             for v in values
         ]  # fmt: skip
 
-    async def _copy_in(self, values: list[dict[str, Any]], status: str) -> None:
+    async def _copy_in(
+        self, conn: AsyncConnection, values: list[dict[str, Any]], status: str
+    ) -> None:
         cols = ("task_id", "task_type", "status", "payload", "owner", "name", "tags",
                 "max_retries", "batch_id", "meta_data")  # fmt: skip
         dumps = json.JSONEncoder(separators=(",", ":")).encode
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            pg = raw.driver_connection
-            assert pg is not None
-            async with pg.cursor() as cur:
-                async with cur.copy(f"COPY tasks ({', '.join(cols)}) FROM STDIN") as copy:
-                    # Equal payloads (a sweep of one circuit) are dumped once.
-                    memo: dict[int, str] = {}
-                    for v in values:
-                        p = v["payload"]
-                        text_p = memo.get(id(p))
-                        if text_p is None:
-                            text_p = memo[id(p)] = dumps(p)
-                        await copy.write_row((
-                            v["task_id"], v["task_type"], status, text_p, v["owner"],
-                            v["name"], v["tags"], v["max_retries"], v["batch_id"],
-                            dumps(v["meta_data"]),
-                        ))  # fmt: skip
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection
+        assert pg is not None
+        async with pg.cursor() as cur:
+            async with cur.copy(f"COPY tasks ({', '.join(cols)}) FROM STDIN") as copy:
+                # Equal payloads (a sweep of one circuit) are dumped once.
+                memo: dict[int, str] = {}
+                for v in values:
+                    p = v["payload"]
+                    text_p = memo.get(id(p))
+                    if text_p is None:
+                        text_p = memo[id(p)] = dumps(p)
+                    await copy.write_row((
+                        v["task_id"], v["task_type"], status, text_p, v["owner"],
+                        v["name"], v["tags"], v["max_retries"], v["batch_id"],
+                        dumps(v["meta_data"]),
+                    ))  # fmt: skip
 
     @_db_errors
     async def get(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:
@@ -147,7 +154,46 @@ class TaskStore(Transitions, ResultArrays):
         if columns is not None:
             wanted = {"created_at", "task_id", *columns}
             cols = tuple(c for c in _ROW if c.name in wanted)
-        stmt = select(*cols)
+        stmt = self._page(select(*cols), owner, status, task_type, batch_id, name, cursor)
+        async with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(stmt.limit(limit + 1))]
+        nxt = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = encode_cursor(rows[-1]["created_at"], rows[-1]["task_id"])
+        return rows, nxt
+
+    @_db_errors
+    async def page_bytes(
+        self,
+        heavy: Sequence[str],
+        *,
+        owner: str | None,
+        status: Iterable[str] | None = None,
+        task_type: str | None = None,
+        batch_id: uuid.UUID | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> list[int]:
+        """For each row of the page :meth:`list` would answer, the bytes of its ``heavy``
+        columns as JSON text: measured in PostgreSQL, nothing of them is read here."""
+        size = sum(func.coalesce(func.octet_length(cast(tasks.c[h], Text)), 0) for h in heavy)
+        stmt = self._page(select(size), owner, status, task_type, batch_id, name, cursor)
+        async with self.engine.connect() as conn:
+            return [int(n) for (n,) in await conn.execute(stmt.limit(limit))]
+
+    @staticmethod
+    def _page(
+        stmt: Any,
+        owner: str | None,
+        status: Iterable[str] | None,
+        task_type: str | None,
+        batch_id: uuid.UUID | None,
+        name: str | None,
+        cursor: str | None,
+    ) -> Any:
+        """``stmt`` filtered and ordered as a page of GET tasks (newest first)."""
         if owner is not None:
             stmt = stmt.where(tasks.c.owner == owner)
         if status:
@@ -161,14 +207,7 @@ class TaskStore(Transitions, ResultArrays):
         if cursor:
             ts, tid = decode_cursor(cursor)
             stmt = stmt.where(tuple_(tasks.c.created_at, tasks.c.task_id) < tuple_(ts, tid))
-        stmt = stmt.order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc()).limit(limit + 1)
-        async with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(stmt)]
-        nxt = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            nxt = encode_cursor(rows[-1]["created_at"], rows[-1]["task_id"])
-        return rows, nxt
+        return stmt.order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc())
 
     @_db_errors
     async def counts(
@@ -238,12 +277,8 @@ class TaskStore(Transitions, ResultArrays):
     @_db_errors
     async def active_of(self, owner: str) -> int:
         """pending + queued + running rows of one owner (the per-user quota)."""
-        stmt = select(func.count()).where(
-            tasks.c.owner == owner,
-            tasks.c.status.in_([S.PENDING.value, S.QUEUED.value, S.RUNNING.value]),
-        )
         async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+            return await self._active_on(conn, owner)
 
     @_db_errors
     async def active_count(self, task_types: Sequence[str]) -> int:

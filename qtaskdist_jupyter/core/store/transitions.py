@@ -143,7 +143,9 @@ class Transitions:
         values: dict[str, Any],
         attempt: int | None = None,
         owner: str | None = None,
+        conn: AsyncConnection | None = None,
     ) -> dict[str, Any]:
+        """``conn``: run on that connection (inside its transaction); else on a fresh one."""
         allowed = [str(s) for s in allowed]
         cond = [tasks.c.task_id == task_id, tasks.c.status.in_(allowed)]
         if attempt is not None:
@@ -156,12 +158,25 @@ class Transitions:
             .values(**values, updated_at=func.now())
             .returning(*LIGHT, tasks.c.status)
         )
+        if conn is not None:
+            return await self._one_moved(conn, stmt, task_id, owner, action, allowed, attempt)
+        async with self.engine.connect() as fresh:
+            return await self._one_moved(fresh, stmt, task_id, owner, action, allowed, attempt)
 
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                await self._why(conn, task_id, owner, action, allowed, attempt)
-            return dict(row._mapping)
+    async def _one_moved(
+        self,
+        conn: AsyncConnection,
+        stmt: Any,
+        task_id: uuid.UUID,
+        owner: str | None,
+        action: str,
+        allowed: list[str],
+        attempt: int | None,
+    ) -> dict[str, Any]:
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            await self._why(conn, task_id, owner, action, allowed, attempt)
+        return dict(row._mapping)
 
     @_db_errors
     async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
@@ -329,11 +344,15 @@ class Transitions:
         )
 
     @_db_errors
-    async def requeue(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def requeue(
+        self, task_id: uuid.UUID, owner: str | None, conn: AsyncConnection | None = None
+    ) -> dict[str, Any]:
         """A user's retry: failed | cancelled → queued, fresh retry budget; arrays an
-        earlier attempt stored go (the result that named them is cleared)."""
+        earlier attempt stored go (the result that named them is cleared). ``conn``: the
+        UPDATE runs in that connection's transaction (the arrays go on another connection)."""
         row = await self._transition(
             task_id,
+            conn=conn,
             action="retry",
             allowed=[s for s in S if s in RETRYABLE],
             owner=owner,

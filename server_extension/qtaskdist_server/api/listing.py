@@ -1,4 +1,5 @@
-"""Task list rows with the fields each view needs (``GET tasks?include=…&fields=…``)."""
+"""Task list rows with the fields each view needs (``GET tasks?include=…&fields=…``), and
+the byte bound of a page."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from qtaskdist_jupyter.core.errors import InvalidInput
+from qtaskdist_jupyter.core.errors import InvalidInput, LimitExceeded
 from qtaskdist_jupyter.core.schemas import TaskRead
+from qtaskdist_jupyter.core.store.store import TaskStore
 
 ALL_FIELDS = tuple(TaskRead.model_fields)
 # A list row leaves out what grows with the task: its circuit and its result.
@@ -54,3 +56,39 @@ def row_json(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     picked = {k: row[k] for k in columns_for(fields) if k in row}
     out = TaskFields.model_validate(picked).model_dump(mode="json")
     return {k: out[k] for k in fields if k in out}
+
+
+def heavy_columns(columns: list[str]) -> list[str]:
+    """The columns of a view that grow with the task (their bytes bound a page)."""
+    return [c for c in columns if c in HEAVY_FIELDS]
+
+
+async def check_page(store: TaskStore, heavy: list[str], cap: int, **filters: Any) -> None:
+    """LimitExceeded (422, naming the ``limit`` that fits) when the page ``filters`` select
+    would carry more than ``cap`` bytes of its ``heavy`` columns; measured by the database,
+    before any of them is read."""
+    sizes = await store.page_bytes(heavy, **filters)
+    fit = page_fit(sizes, cap)
+    if fit < len(sizes):
+        raise LimitExceeded(
+            f"the {len(sizes)} rows asked for carry {sum(sizes)} bytes of "
+            f"{' and '.join(heavy)}; a page may carry {cap}: ask for limit={fit} "
+            "(and follow next_cursor)",
+            limit="page_bytes",
+            field="limit",
+            value=filters.get("limit"),
+            maximum=fit,
+            max_page_bytes=cap,
+        )
+
+
+def page_fit(sizes: list[int], max_bytes: int) -> int:
+    """How many of a page's rows, in order, fit in ``max_bytes`` (their ``sizes``); never
+    fewer than one, so a client can always move on (one row is what GET tasks/{id} sends)."""
+    total, fit = 0, 0
+    for size in sizes:
+        total += size
+        if total > max_bytes:
+            break
+        fit += 1
+    return max(fit, 1)

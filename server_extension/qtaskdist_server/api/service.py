@@ -27,7 +27,6 @@ from qtaskdist_jupyter.core.errors import (
     InvalidInput,
     LimitExceeded,
     QueueUnavailable,
-    QuotaExceeded,
     TransitionError,
 )
 from qtaskdist_jupyter.core.models import TaskStatus
@@ -39,7 +38,7 @@ from qtaskdist_jupyter.core.schemas import (
     validate_payload,
 )
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
-from qtaskdist_server.api import fleet
+from qtaskdist_server.api import access, fleet, listing, quota
 from qtaskdist_server.api.listing import columns_for
 from qtaskdist_server.api.params import ListParams
 
@@ -50,8 +49,6 @@ if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
 # its memory).
 _MEMO_SIZE = 256
 _MEMO_MAX_KEY = 64 * 1024
-# What a 429 tells a client to wait: tasks finish in seconds to minutes.
-QUOTA_RETRY_AFTER_S = 30
 
 
 class TaskService:
@@ -60,6 +57,9 @@ class TaskService:
         self.broker = broker
         self.settings = settings
         self._memo: dict[str, CircuitInfo] = {}
+        # Request bodies over large_body_bytes in flight per owner (the hosts count them).
+        self.large_bodies = quota.LargeBodies()
+        self.redactor = access.Redactor()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
@@ -125,24 +125,32 @@ class TaskService:
             meta_data={USER_META_KEY: labels} if (labels := spec.user_labels()) else None,
         )
 
-    async def admit(self, owner: str, n: int) -> bool:
-        """The per-owner quota of active tasks, checked before anything is written (two
-        requests racing may both pass: the cap is approximate by up to one request).
+    async def precheck(self, owner: str, n: int) -> None:
+        """The active-task quota from the number of tasks alone, before any circuit is
+        checked: a request that can't be admitted costs one count. Not the guard itself
+        (requests race): that is quota.admit under the owner's lock, with the insert."""
+        quota.admit(await self.store.active_of(owner), n, self.settings.limits)
 
-        Returns whether these ``n`` tasks are a small submission (the owner has at most
-        ``priority_max_tasks`` active with them): those go to the priority streams."""
+    async def create_admitted(
+        self, owner: str, new: Sequence[NewTask], *, enqueue: bool, full: bool = False
+    ) -> list[dict[str, Any]]:
+        """:meth:`create` under ``owner``'s quota: counted and inserted under their lock
+        (429 past max_active_tasks, nothing written), then published; a small submission
+        goes to the priority streams."""
         limits = self.settings.limits
-        cap = limits.max_active_tasks
-        active = await self.store.active_of(owner)
-        if active + n > cap:
-            raise QuotaExceeded(
-                f"{active} of your tasks are pending, queued or running and this request "
-                f"adds {n}; the limit is {cap}. Wait for some to finish, or cancel some",
-                limit="active_tasks",
-                retry_after_s=QUOTA_RETRY_AFTER_S,
-                maximum=cap,
-            )
-        return active + n <= limits.priority_max_tasks
+        if enqueue:
+            await self.broker.ping()  # refuse up front rather than leave rows behind
+        status = TaskStatus.QUEUED.value if enqueue else TaskStatus.PENDING.value
+
+        def decide(active: int) -> bool:
+            return quota.admit(active, len(new), limits)
+
+        rows, small = await self.store.insert_admitted(owner, new, decide, status=status, full=full)
+        if enqueue:
+            await self._publish(rows, priority=small)
+        else:
+            await self._emit_quietly(rows)
+        return rows
 
     async def create(
         self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
@@ -208,10 +216,10 @@ class TaskService:
     # ---- the REST API's verbs --------------------------------------------------------
     async def submit(self, owner: str, spec: TaskCreate) -> dict[str, Any]:
         """POST tasks: one task checked, admitted and written; its row as written."""
+        await self.precheck(owner, 1)
         # The circuit check parses up to max_payload_bytes of QASM: off the event loop.
         new = await asyncio.to_thread(self.to_new_task, spec, owner)
-        small = await self.admit(owner, 1)
-        (row,) = await self.create([new], enqueue=spec.enqueue, full=True, priority=small)
+        (row,) = await self.create_admitted(owner, [new], enqueue=spec.enqueue, full=True)
         return row
 
     async def submit_batch(self, owner: str, spec: BatchCreate) -> tuple[uuid.UUID, list[str]]:
@@ -225,10 +233,10 @@ class TaskService:
                 maximum=limit,
                 field="tasks",
             )
+        await self.precheck(owner, len(spec.tasks))
         batch_id = spec.batch_id or uuid.uuid4()
         new = await asyncio.to_thread(self._check_batch, spec, owner, batch_id)
-        small = await self.admit(owner, len(new))
-        await self.create(new, enqueue=spec.enqueue, priority=small)
+        await self.create_admitted(owner, new, enqueue=spec.enqueue)
         return batch_id, [str(n.task_id) for n in new]
 
     def _check_batch(self, spec: BatchCreate, owner: str, batch_id: uuid.UUID) -> list[NewTask]:
@@ -249,11 +257,25 @@ class TaskService:
         return await self.store.get(task_id, owner)
 
     async def list_tasks(
-        self, owner: str, q: ListParams
+        self, owner: str, q: ListParams, *, operator: bool = True
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """GET tasks: one page of rows holding the columns of ``q.view``, and the next
-        page's cursor."""
-        return await self.store.list(owner=owner, columns=columns_for(q.view), **q.filters())
+        """GET tasks: one page of rows holding the columns of ``q.view`` (as ``operator``
+        or a user sees them: :meth:`viewed`), and the next page's cursor. A page whose
+        payloads and results would pass max_page_bytes is refused (422) before they are
+        read, naming the ``limit`` that fits."""
+        columns = columns_for(q.view)
+        if heavy := listing.heavy_columns(columns):
+            cap = self.settings.limits.max_page_bytes
+            await listing.check_page(self.store, heavy, cap, owner=owner, **q.filters())
+        if not operator and {"worker", "meta_data", "error"} & set(columns):
+            columns = [*columns, "worker", "meta_data"]  # what redaction must know
+        rows, nxt = await self.store.list(owner=owner, columns=columns, **q.filters())
+        return [self.viewed(r, operator=operator) for r in rows], nxt
+
+    def viewed(self, row: dict[str, Any], *, operator: bool) -> dict[str, Any]:
+        """A task row as an operator sees it (all of it) or a user (access.Redactor: no
+        worker hosts or pids)."""
+        return row if operator else self.redactor.row(row)
 
     async def counts(self, owner: str, batch_id: uuid.UUID | None = None) -> dict[str, int]:
         return await self.store.counts(owner=owner, batch_id=batch_id)
@@ -321,9 +343,12 @@ class TaskService:
         return await self._retry(task_id, owner)
 
     async def _retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
-        small = await self.admit(owner, 1)
+        limits = self.settings.limits
+        await self.precheck(owner, 1)
         await self.broker.ping()
-        row = await self.store.requeue(task_id, owner)
+        row, small = await self.store.requeue_admitted(
+            task_id, owner, lambda active: quota.admit(active, 1, limits)
+        )
         await self._publish([row], priority=small)
         return await self.store.get(task_id, owner)
 

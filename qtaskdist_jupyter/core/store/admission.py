@@ -1,0 +1,84 @@
+"""Admission under a per-owner lock: the owner's active count and the write that changes it
+in one transaction, so concurrent requests of one owner are counted one after another.
+
+The lock is a transaction-level advisory lock keyed on the owner
+(``pg_advisory_xact_lock(class, hashtext(owner))``): it is released by the COMMIT or
+ROLLBACK that ends the transaction, also when the connection drops, and two owners whose
+names hash alike only wait for each other. Every server process (and every host) sharing
+the database shares the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.status import TaskStatus
+from qtaskdist_jupyter.core.store.engine import NewTask
+from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+
+tasks = Task.__table__
+S = TaskStatus
+T = TypeVar("T")
+# The advisory lock class of owner admission ("qtd1"); the second key is the owner's hash.
+ADMISSION_LOCK_CLASS = 0x71746431
+ACTIVE = (S.PENDING.value, S.QUEUED.value, S.RUNNING.value)
+
+
+class Admission:
+    """Mixed into :class:`~.store.TaskStore`: writes that a per-owner count decides."""
+
+    engine: AsyncEngine
+    _insert_on: Callable[..., Awaitable[list[dict[str, Any]]]]
+    requeue: Callable[..., Awaitable[dict[str, Any]]]
+
+    async def _active_on(self, conn: AsyncConnection, owner: str) -> int:
+        stmt = select(func.count()).where(tasks.c.owner == owner, tasks.c.status.in_(ACTIVE))
+        return int((await conn.execute(stmt)).scalar_one())
+
+    @contextlib.asynccontextmanager
+    async def _owner_locked(self, owner: str) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction that holds ``owner``'s admission lock."""
+        async with self.engine.connect() as conn:
+            # The engine is autocommit; this connection needs a real transaction (its
+            # isolation level is reset when it goes back to the pool).
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+            async with conn.begin():
+                lock = func.pg_advisory_xact_lock(ADMISSION_LOCK_CLASS, func.hashtext(owner))
+                await conn.execute(select(lock))
+                yield conn
+
+    @_db_errors
+    async def insert_admitted(
+        self,
+        owner: str,
+        new: Sequence[NewTask],
+        decide: Callable[[int], T],
+        *,
+        status: str = S.PENDING.value,
+        full: bool = False,
+    ) -> tuple[list[dict[str, Any]], T]:
+        """Insert ``new`` (all ``owner``'s) if ``decide(active)`` allows it: ``decide``
+        gets the owner's active count under the lock and raises to refuse (nothing is
+        written); its answer is returned with the rows (see TaskStore.insert_many)."""
+        values = [n.row() for n in new]
+        async with self._owner_locked(owner) as conn:
+            verdict = decide(await self._active_on(conn, owner))
+            rows = await self._insert_on(conn, values, status, full)
+        return rows, verdict
+
+    @_db_errors
+    async def requeue_admitted(
+        self, task_id: uuid.UUID, owner: str, decide: Callable[[int], T]
+    ) -> tuple[dict[str, Any], T]:
+        """TaskStore.requeue if ``decide(active)`` allows it, under ``owner``'s lock."""
+        async with self._owner_locked(owner) as conn:
+            verdict = decide(await self._active_on(conn, owner))
+            row = await self.requeue(task_id, owner, conn=conn)
+        return row, verdict
