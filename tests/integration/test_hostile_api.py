@@ -126,6 +126,51 @@ async def test_large_bodies_in_flight_are_bounded_per_owner(
     assert code == 201 and made["count"] == 8, made
 
 
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    code = int(head.split(b" ", 2)[1])
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    return code, json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+
+
+@pytest.mark.parametrize("qtd_config", [LARGE])
+async def test_chunked_and_unauthenticated_large_bodies(
+    jp_serverapp, http_server_client, database_url
+) -> None:
+    port = http_server_client.get_http_port()
+    alice = jp_serverapp.identity_provider.token
+    held = await _hanging_post(jp_serverapp, port, alice, 50_000)
+    await asyncio.sleep(0.3)
+    # A chunked body has no Content-Length: it is counted once it grows past the size.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    path = f"{jp_serverapp.base_url}qtaskdist/api/tasks/batch"
+    body = json.dumps({"tasks": [simulate_spec(BELL_QASM2) for _ in range(20)]}).encode()
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token {alice}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    for i in range(0, len(body), 1000):
+        piece = body[i : i + 1000]
+        writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    code, err = await _answer(reader)
+    assert code == 429 and err["limit"] == "large_bodies", err
+    writer.close()
+    # Nobody to count it against: 403 from the headers (jupyter_server), before the body.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: token nobody\r\n"
+        "Content-Type: application/json\r\nContent-Length: 50000\r\n\r\n".encode()
+    )
+    await writer.drain()
+    code, err = await _answer(reader)
+    assert code == 403, err
+    writer.close()
+    held[1].close()
+    assert _sql(database_url, "SELECT count(*) FROM tasks") == [(0,)]
+
+
 # ---- M4: a page has a byte bound -------------------------------------------------------
 @pytest.mark.parametrize("qtd_config", [{"QtaskdistApp": {"limits": {"max_page_bytes": 5000}}}])
 async def test_a_page_of_results_has_a_byte_bound(api, database_url) -> None:
