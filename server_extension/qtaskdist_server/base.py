@@ -89,8 +89,11 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
             # Answered before the body is read; the connection closes after this reply.
             raise self._too_large(size)
         await super().prepare()
-        if quota.is_large_body(size, self.limits):
-            self._hold_large_body()  # 429 before the body is read
+        if quota.is_large_body(size, self.limits) and self.current_user is not None:
+            # Only task submissions take a large body: a 429 before it is read, whether
+            # for the owner's large bodies or for their active tasks (at least one more).
+            self._hold_large_body()
+            await self.service.precheck(self.owner, 1)
 
     async def is_operator(self) -> bool:
         """Whether this request's user is a qtaskdist operator (asked once per request)."""

@@ -171,6 +171,22 @@ async def test_chunked_and_unauthenticated_large_bodies(
     assert _sql(database_url, "SELECT count(*) FROM tasks") == [(0,)]
 
 
+@pytest.mark.parametrize(
+    "qtd_config",
+    [{"QtaskdistApp": {"max_active_tasks": 1, "limits": {"large_body_bytes": 2000}}}],
+)
+async def test_an_owner_at_the_cap_is_refused_before_a_large_body_is_read(
+    api, jp_serverapp, http_server_client
+) -> None:
+    assert (await api("POST", "tasks", body=simulate_spec(BELL_QASM2)))[0] == 201
+    port = http_server_client.get_http_port()
+    token = jp_serverapp.identity_provider.token
+    reader, writer = await _hanging_post(jp_serverapp, port, token, 50_000)
+    code, err = await _answer(reader)  # the body is never sent: the headers decide
+    assert code == 429 and err["limit"] == "active_tasks", err
+    writer.close()
+
+
 # ---- M4: a page has a byte bound -------------------------------------------------------
 @pytest.mark.parametrize("qtd_config", [{"QtaskdistApp": {"limits": {"max_page_bytes": 5000}}}])
 async def test_a_page_of_results_has_a_byte_bound(api, database_url) -> None:
