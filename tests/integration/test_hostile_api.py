@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ import pytest_asyncio
 from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS, STREAMS
 from qtaskdist_jupyter.core.config import libpq_url
 from tests.fixtures.circuits import BELL_QASM2
-from tests.fixtures.server import BOB_TOKEN, TwoUserIdentity, simulate_spec
+from tests.fixtures.server import BOB_TOKEN, TwoUserIdentity, simulate_spec, start_worker, wait_for
 
 BOB = {"Authorization": f"token {BOB_TOKEN}"}
 TOKEN = re.compile(r"c[0-9a-f]{32}")
@@ -306,3 +307,25 @@ async def test_users_do_not_see_worker_hosts_or_pids(api, database_url, qtd_conf
     assert one["error"].startswith("simulation failed on [redacted]: process [redacted]")
     assert one["meta_data"]["run_time_s"] == 1.0 and one["status"] == "failed"
     assert uuid.UUID(one["task_id"])
+
+
+@pytest.mark.parametrize("qtd_config", [TWO_USERS])
+async def test_a_real_workers_host_and_pid_stay_hidden(
+    api, database_url, redis_url, worker_procs
+) -> None:
+    code, t = await api("POST", "tasks", body=simulate_spec(BELL_QASM2, enqueue=True))
+    worker_procs.append(start_worker(database_url, redis_url))
+    pid = worker_procs[0].pid
+
+    async def done() -> Any:
+        code, row = await api("GET", f"tasks/{t['task_id']}")
+        return row if row["status"] == "completed" else None
+
+    row = await wait_for(done, 90, "the task to complete")
+    stored = _sql(database_url, "SELECT worker, meta_data->>'host' FROM tasks")[0]
+    assert stored == (f"{socket.gethostname()}-{pid}", socket.gethostname()), stored
+    code, page = await api("GET", "tasks", params={"fields": "worker,meta_data,error"})
+    seen = json.dumps([row, page])
+    assert socket.gethostname() not in seen and f"-{pid}" not in seen, seen
+    assert re.fullmatch(r"worker-[0-9a-f]{10}", row["worker"]) and "host" not in row["meta_data"]
+    assert row["result"]["counts"] and page["tasks"][0]["worker"] == row["worker"]
