@@ -59,3 +59,19 @@ def test_embedded_when_a_url_is_missing_and_limits_from_env(tmp_path) -> None:
     assert s.embedded and s.home == tmp_path and s.limits.max_shots == 50
     s = load_settings({"DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h"})
     assert not s.embedded
+
+
+def test_body_and_page_limits_from_env() -> None:
+    env = {
+        "QTASKDIST_LARGE_BODY_BYTES": "4096",
+        "QTASKDIST_MAX_LARGE_BODIES": "3",
+        "QTASKDIST_MAX_PAGE_BYTES": "1000",
+    }
+    limits = load_settings(env).limits
+    assert (limits.large_body_bytes, limits.max_large_bodies, limits.max_page_bytes) == (
+        4096,
+        3,
+        1000,
+    )
+    with pytest.raises(ConfigError, match="QTASKDIST_MAX_LARGE_BODIES=0 must be at least 1"):
+        load_settings({"QTASKDIST_MAX_LARGE_BODIES": "0"})
