@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS, STREAMS
 from qtaskdist_jupyter.core.config import libpq_url
+from qtaskdist_jupyter.kernel.client import Client
 from tests.fixtures.circuits import BELL_QASM2
 from tests.fixtures.server import BOB_TOKEN, TwoUserIdentity, simulate_spec, start_worker, wait_for
 
@@ -190,7 +191,9 @@ async def test_an_owner_at_the_cap_is_refused_before_a_large_body_is_read(
 
 # ---- M4: a page has a byte bound -------------------------------------------------------
 @pytest.mark.parametrize("qtd_config", [{"QtaskdistApp": {"limits": {"max_page_bytes": 5000}}}])
-async def test_a_page_of_results_has_a_byte_bound(api, database_url) -> None:
+async def test_a_page_of_results_has_a_byte_bound(
+    api, database_url, jp_serverapp, http_server_client
+) -> None:
     ids = []
     for _ in range(3):
         ids.append((await api("POST", "tasks", body=simulate_spec(BELL_QASM2)))[1]["task_id"])
@@ -209,6 +212,11 @@ async def test_a_page_of_results_has_a_byte_bound(api, database_url) -> None:
     # Without the results the page is small, whatever the limit.
     code, page = await api("GET", "tasks", params={"limit": "3"})
     assert code == 200 and len(page["tasks"]) == 3
+    # The notebook client pages on with the limit the server names.
+    url = f"http://127.0.0.1:{http_server_client.get_http_port()}{jp_serverapp.base_url}"
+    client = Client(url, jp_serverapp.identity_provider.token)
+    rows = await asyncio.to_thread(client.tasks, include=("result",), limit=3)
+    assert sorted(r["task_id"] for r in rows) == sorted(ids) and rows[2]["result"]["counts"]
 
 
 # ---- M2: the events cursor -------------------------------------------------------------
