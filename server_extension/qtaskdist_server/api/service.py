@@ -9,6 +9,11 @@ id is XADDed. If the XADD fails the row is put back to ``pending`` (guarded), so
 never ``queued`` without a message for long; if even that fails the reconciler re-enqueues
 it. The reverse order (XADD first) would let a fast worker read the message before the
 row says ``queued`` and drop it.
+
+Quotas (quota.py): a submission is counted from its number of tasks before any circuit is
+checked, then counted again and inserted under its owner's advisory lock
+(TaskStore.insert_admitted), so the active-task cap and the priority lane's bound hold
+for concurrent requests too.
 """
 
 from __future__ import annotations
@@ -257,7 +262,7 @@ class TaskService:
         return await self.store.get(task_id, owner)
 
     async def list_tasks(
-        self, owner: str, q: ListParams, *, operator: bool = True
+        self, owner: str, q: ListParams, *, operator: bool
     ) -> tuple[list[dict[str, Any]], str | None]:
         """GET tasks: one page of rows holding the columns of ``q.view`` (as ``operator``
         or a user sees them: :meth:`viewed`), and the next page's cursor. A page whose
