@@ -46,6 +46,12 @@ async def test_put_read_replace_and_cleanup(service, tmp_path) -> None:
     await store.fail(tid, 1, "boom", {})
     await store.requeue(tid, "alice")
     assert await store.array_bytes(tid) == 0
+    # ... also the retry the API makes, under the owner's admission lock.
+    await store.claim_many([(tid, 1)], worker="w")
+    await store.put_array(tid, 2, "statevector", io.BytesIO(b"again"))
+    await store.fail(tid, 2, "boom", {})
+    await service.retry(tid, "alice")
+    assert await store.array_bytes(tid) == 0
 
 
 async def test_a_later_attempt_replaces_an_earlier_ones_arrays(service) -> None:

@@ -37,6 +37,7 @@ class Admission:
     engine: AsyncEngine
     _insert_on: Callable[..., Awaitable[list[dict[str, Any]]]]
     requeue: Callable[..., Awaitable[dict[str, Any]]]
+    drop_arrays: Callable[[uuid.UUID], Awaitable[None]]
 
     async def _active_on(self, conn: AsyncConnection, owner: str) -> int:
         stmt = select(func.count()).where(tasks.c.owner == owner, tasks.c.status.in_(ACTIVE))
@@ -81,4 +82,5 @@ class Admission:
         async with self._owner_locked(owner) as conn:
             verdict = decide(await self._active_on(conn, owner))
             row = await self.requeue(task_id, owner, conn=conn)
+        await self.drop_arrays(task_id)  # after the commit, as TaskStore.requeue does
         return row, verdict

@@ -349,7 +349,8 @@ class Transitions:
     ) -> dict[str, Any]:
         """A user's retry: failed | cancelled → queued, fresh retry budget; arrays an
         earlier attempt stored go (the result that named them is cleared). ``conn``: the
-        UPDATE runs in that connection's transaction (the arrays go on another connection)."""
+        UPDATE runs in that connection's transaction, and the caller drops the arrays
+        once it is committed."""
         row = await self._transition(
             task_id,
             conn=conn,
@@ -366,7 +367,8 @@ class Transitions:
                 "worker": None,
             },
         )
-        await self.drop_arrays(task_id)
+        if conn is None:
+            await self.drop_arrays(task_id)
         return row
 
     @_db_errors
