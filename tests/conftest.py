@@ -16,6 +16,7 @@ SERVER_PLUGINS = (
     "tests.fixtures.server",
     "tests.fixtures.notebook",
     "tests.fixtures.browser",
+    "tests.fixtures.hub",
 )
 UNIT = Path(__file__).resolve().parent / "unit"
 
