@@ -1,4 +1,4 @@
-"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``.
+"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``redis-acl``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
 process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
@@ -27,7 +27,7 @@ from qtaskdist_jupyter.core.embedded import (
     services_status,
     stop_services,
 )
-from qtaskdist_jupyter.core.errors import QtaskdistError
+from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace, Settings], int]
@@ -107,6 +107,51 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- redis-acl
+def _redis_acl_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-password-file",
+        type=Path,
+        required=True,
+        help="file holding the qtaskdist-service user's password (first line)",
+    )
+    parser.add_argument(
+        "--worker-password-file",
+        type=Path,
+        required=True,
+        help="file holding the qtaskdist-worker user's password (first line)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("aclfile", "setuser"),
+        default="aclfile",
+        help="aclfile: lines for Redis's aclfile; setuser: ACL SETUSER commands for redis-cli",
+    )
+
+
+def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the Redis ACL users qtaskdist-service and qtaskdist-worker (passwords hashed)."""
+    from qtaskdist_jupyter.core.broker import acl
+
+    render = acl.acl_file_line if args.format == "aclfile" else acl.setuser_command
+    files = {
+        acl.SERVICE_USER: args.service_password_file,
+        acl.WORKER_USER: args.worker_password_file,
+    }
+    # Every file read and every password checked before anything is printed.
+    lines = [render(acl.USERS[name], _first_line_of(path)) for name, path in files.items()]
+    print("\n".join(lines))
+    return 0
+
+
+def _first_line_of(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {path}: {exc.strerror}") from exc
+    return lines[0] if lines else ""
+
+
 # ---------------------------------------------------------------- the table
 # Add a subcommand here: "word" or "group action" -> (add_arguments, run).
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
@@ -114,6 +159,7 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "services stop": (_no_arguments, _services_stop),
     "services status": (_services_status_args, _services_status),
     "db upgrade": (_no_arguments, _db_upgrade),
+    "redis-acl": (_redis_acl_args, _redis_acl),
 }
 
 
