@@ -39,7 +39,9 @@ from qtaskdist_jupyter.core.errors import ConfigError, DatabaseUnavailable
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_server.api.service import TaskService
 
+from .base import bind
 from .events import CursorBook, StreamCounter
+from .extension_base import ExtensionBase
 from .handlers import default_handlers
 from .metrics import ServerMetrics
 
@@ -205,7 +207,7 @@ class QtaskdistApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(default_handlers)
+        self.handlers.extend(bind(default_handlers, ExtensionBase))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # The port is final only once the HTTP server is bound.
