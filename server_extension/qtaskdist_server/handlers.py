@@ -7,7 +7,6 @@ binds it to its own base with :func:`.base.bind`). Host-neutral: no jupyter_serv
 
 from __future__ import annotations
 
-
 from qtaskdist_jupyter.core.schemas import BatchCreate, TaskCreate, TaskUpdate
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.listing import row_json
@@ -87,7 +86,8 @@ class CountsHandler(QtaskdistHandler):
         self.json({"counts": await self.service.counts(self.owner, q.batch_id)})
 
 
-# Every route of the API, below the host's prefix; tasks/batch and tasks/counts before tasks/{id}, which they match.
+# Every route of the API, below the host's prefix; tasks/batch and tasks/counts before
+# tasks/{id}, which they match.
 default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
     (rf"{API}/tasks", TasksHandler),
     (rf"{API}/tasks/batch", BatchHandler),
