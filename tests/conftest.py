@@ -17,6 +17,7 @@ SERVER_PLUGINS = (
     "tests.fixtures.service_host",
     "tests.fixtures.notebook",
     "tests.fixtures.browser",
+    "tests.fixtures.hub",
 )
 UNIT = Path(__file__).resolve().parent / "unit"
 
