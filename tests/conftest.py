@@ -14,6 +14,7 @@ pytest_plugins = ["tests.fixtures.services", "tests.fixtures.fake_qbraid"]
 SERVER_PLUGINS = (
     "pytest_jupyter.jupyter_server",
     "tests.fixtures.server",
+    "tests.fixtures.service_host",
     "tests.fixtures.notebook",
     "tests.fixtures.browser",
     "tests.fixtures.hub",

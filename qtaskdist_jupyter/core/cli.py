@@ -1,4 +1,5 @@
-"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``redis-acl``.
+"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``service``
+(the shared API host for a team), ``hash-token`` and ``redis-acl``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
 process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
+import importlib
 import json
 import shlex
 import sys
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qtaskdist_jupyter.core.config import Settings, load_settings
+from qtaskdist_jupyter.core.config import Settings, load_service_settings, load_settings
 from qtaskdist_jupyter.core.embedded import (
     ensure_services,
     resolve_settings,
@@ -152,6 +155,62 @@ def _first_line_of(path: Path) -> str:
     return lines[0] if lines else ""
 
 
+# ---------------------------------------------------------------- service
+def _service_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind", help="address to listen on (QTASKDIST_SERVICE_BIND)")
+    parser.add_argument("--port", type=int, help="port to listen on (QTASKDIST_SERVICE_PORT)")
+    parser.add_argument("--prefix", help="URL prefix (JUPYTERHUB_SERVICE_PREFIX, else /)")
+    parser.add_argument("--auth", choices=["hub", "tokens"], help="QTASKDIST_SERVICE_AUTH")
+    parser.add_argument("--tokens-file", type=Path, help="QTASKDIST_SERVICE_TOKENS_FILE")
+
+
+def _service(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the shared API service for a team (needs DATABASE_URL and REDIS_URL)."""
+    if settings.embedded:
+        raise ConfigError(
+            "qtaskdist service needs DATABASE_URL and REDIS_URL (it starts no embedded "
+            "services): point them at the team's PostgreSQL and Redis"
+        )
+    s = load_service_settings()
+    given = {
+        "bind": args.bind,
+        "port": args.port,
+        "auth": args.auth,
+        "tokens_file": args.tokens_file,
+        "prefix": "/" + args.prefix.strip("/") + "/" if args.prefix else None,
+    }
+    s = dataclasses.replace(s, **{k: v for k, v in given.items() if v is not None})
+    # The server package is not core's to import statically (the import contract): the
+    # service lives beside the extension, in qtaskdist_server.
+    app = importlib.import_module("qtaskdist_server.service_host.app")
+    return int(app.run(settings, s))
+
+
+def _hash_token_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="the user name the token stands for")
+    parser.add_argument("--admin", action="store_true", help="an operator (fleet detail)")
+    parser.add_argument(
+        "--stdin", action="store_true", help="hash a token read from stdin instead of a new one"
+    )
+
+
+def _hash_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a tokens-file line for a new token (the token itself goes to stderr)."""
+    tokens = importlib.import_module("qtaskdist_server.service_host.tokens")
+    if not tokens.USER_NAME.fullmatch(args.user):
+        raise ConfigError(f"--user {args.user[:40]!r} is not [A-Za-z0-9._@+-]")
+    if args.stdin:
+        token = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass()
+    else:
+        token = tokens.new_token()
+        note = f"# token for {args.user} (give it to them; it is not stored): {token}"
+        print(note, file=sys.stderr)
+    if len(token) < 16:
+        raise ConfigError("a token must be at least 16 characters")
+    print(f"{tokens.hash_token(token)} {args.user}{' admin' if args.admin else ''}")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 # Add a subcommand here: "word" or "group action" -> (add_arguments, run).
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
@@ -160,6 +219,8 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "services status": (_services_status_args, _services_status),
     "db upgrade": (_no_arguments, _db_upgrade),
     "redis-acl": (_redis_acl_args, _redis_acl),
+    "service": (_service_args, _service),
+    "hash-token": (_hash_token_args, _hash_token),
 }
 
 
@@ -169,7 +230,8 @@ def _first_line(doc: str | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qtaskdist", description="qtaskdist: embedded services and database tools"
+        prog="qtaskdist",
+        description="qtaskdist: embedded services, database tools, the shared service",
     )
     parser.add_argument(
         "--home", type=Path, help="data directory of the embedded services (QTASKDIST_HOME)"

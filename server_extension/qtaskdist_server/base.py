@@ -1,11 +1,19 @@
 """The base of every qtaskdist API handler: bounded streamed bodies, strict parsing, and
-errors answered as JSON.
+errors answered as JSON. Host-neutral: plain tornado.
+
+A handler class here holds the logic of one route; each host binds it to its own base
+class (:func:`bind`): the jupyter-server extension's (``extension_base.py``: jupyter_server's
+identity and authorizer) or the shared service's (``service_host/base.py``: hub or static
+tokens). The host base provides ``app`` (the host: ``service``, ``metrics``,
+``event_streams``, ``cursor_book`` and the host settings), ``owner`` (who asks) and
+``async is_admin()``, and authenticates the request in ``prepare`` (after the
+Content-Length check, before the body is read).
 
 Every error is ``{"error": code, "detail": message, ...}`` with the status the exception
 tree assigns (errors.py): 400 bad JSON, 422 invalid (naming ``field``), 404 missing or
 not yours, 409 illegal transition, 413 too large, 429 over a per-user quota (with
-``Retry-After``), 503 backing service down. 403 for an unauthenticated request comes from
-jupyter_server itself.
+``Retry-After``), 503 backing service down (``auth_unavailable``: the hub can't be asked).
+403 for an unauthenticated request comes from the host's base.
 
 Bodies are streamed (``stream_request_body``): a body whose Content-Length is over its
 route's limit is answered 413 before it is read, and a chunked one stops being kept
@@ -20,8 +28,6 @@ import asyncio
 import uuid
 from typing import Any, TypeVar
 
-from jupyter_server.base.handlers import APIHandler
-from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
@@ -54,23 +60,33 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
     return TaskRead.model_validate(row).model_dump(mode="json")
 
 
+H = TypeVar("H", bound=web.RequestHandler)
+
+
+def bind(
+    routes: list[tuple[str, type[QtaskdistHandler]]], host_base: type[H], prefix: str = ""
+) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The route table with each handler composed onto ``host_base`` (logic first, so its
+    ``prepare``, ``write_error`` and ``on_finish`` wrap the host's), under ``prefix``."""
+    prefix = prefix.rstrip("/")
+    return [(prefix + pattern, type(cls.__name__, (cls, host_base), {})) for pattern, cls in routes]
+
+
 @web.stream_request_body
-class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
+class QtaskdistHandler(web.RequestHandler):
+    """The logic half of a handler; ``app``, ``owner``, ``is_admin`` and ``log`` come
+    from the host base it is bound to."""
+
     auth_resource = "qtaskdist"
     _chunks: list[bytes]
     _size: int = 0
-
-    @property
-    def app(self) -> Any:
-        return self.extensionapp
+    app: Any
+    owner: str
+    log: Any
 
     @property
     def service(self) -> TaskService:
         return self.app.service  # type: ignore[no-any-return]
-
-    @property
-    def owner(self) -> str:
-        return self.app.owner_of(self.current_user)  # type: ignore[no-any-return]
 
     def body_limit(self) -> int:
         """Largest body this route reads (routes with a body raise it)."""
@@ -82,7 +98,7 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
         if declared.isascii() and declared.isdigit() and int(declared) > self.body_limit():
             # Answered before the body is read; the connection closes after this reply.
             raise self._too_large(int(declared))
-        await super().prepare()
+        await super().prepare()  # the host base: authenticates, or raises 403 / 503
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from jupyter_server.auth.decorator import authorized
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -113,8 +112,6 @@ class ServerMetrics(Collector):
 
 
 class MetricsHandler(QtaskdistHandler):
-    @web.authenticated
-    @authorized
     async def get(self) -> None:
         metrics = self.app.metrics
         await metrics.refresh(self.service, self.app.metrics_cache_s, self.app.worker_stale_s)
