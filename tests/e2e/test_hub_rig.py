@@ -45,6 +45,12 @@ def test_hub_rig_logs_in_spawns_routes_and_isolates(hub_factory, database_url, r
     assert "last_activity" in status.json()
     health = alice.get(f"{alice_url}qtaskdist/api/health")
     assert health.status_code == 200, health.text
+    # The proxy streams: the live table's server-sent events arrive while the response
+    # is still open (a proxy that buffers whole responses never delivers the first line).
+    sse = {"Accept": "text/event-stream"}
+    with alice.client.stream("GET", f"{alice_url}qtaskdist/api/events", headers=sse) as r:
+        assert r.status_code == 200
+        assert next(r.iter_lines()).startswith("retry:")
 
     # The managed service is up behind /services/echo/ and resolves a hub token to its user.
     token, token_id = hub.create_token("alice", note="rig smoke")
