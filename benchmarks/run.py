@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6 and FS, print a table, write JSON.
 
-Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``.
+Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``
+(a ``--only`` subset: ``<UTC timestamp>-only-<names>.json`` alone).
 """
 
 from __future__ import annotations
@@ -264,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         text = json.dumps(out, indent=2, default=str)
-        (RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json").write_text(text)
-        (RESULTS / "latest.json").write_text(text)
-        print(f"[bench] wrote {RESULTS / 'latest.json'}")
+        # A subset (--only) gets a file of its own and leaves latest.json to full runs.
+        subset = f"-only-{'+'.join(sorted(only))}" if only else ""
+        path = RESULTS / f"{stamp}{'-quick' if args.quick else ''}{subset}.json"
+        path.write_text(text)
+        if not only:
+            (RESULTS / "latest.json").write_text(text)
+        print(f"[bench] wrote {path}")
     return 0
