@@ -25,7 +25,8 @@ install_python() {
 
 # The proxy JupyterHub starts (the hub tests, docs/deploy-jupyterhub.md): the reference
 # implementation from npm, which streams responses (server-sent events, large results).
-# Without Node.js it is skipped with a warning: only the hub tests need it.
+# Without Node.js, or when npm fails, it is skipped with a warning: only the hub tests and
+# hub deployments need it (the rig then says what is missing).
 install_proxy() {
   if [ -x "$PROXY/node_modules/.bin/configurable-http-proxy" ] \
     && [ "$PROXY/.installed" -nt scripts/proxy/package-lock.json ]; then
@@ -37,7 +38,10 @@ install_proxy() {
   fi
   mkdir -p "$PROXY"
   cp scripts/proxy/package.json scripts/proxy/package-lock.json "$PROXY/"
-  npm ci --prefix "$PROXY" --no-audit --no-fund --loglevel=error >/dev/null
+  if ! npm ci --prefix "$PROXY" --no-audit --no-fund --loglevel=error >/dev/null; then
+    echo "bootstrap: WARNING: npm could not install configurable-http-proxy; the JupyterHub tests will fail" >&2
+    return
+  fi
   ln -sf ../proxy/node_modules/.bin/configurable-http-proxy .venv/bin/configurable-http-proxy
   touch "$PROXY/.installed"
 }
