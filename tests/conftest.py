@@ -14,8 +14,10 @@ pytest_plugins = ["tests.fixtures.services", "tests.fixtures.fake_qbraid"]
 SERVER_PLUGINS = (
     "pytest_jupyter.jupyter_server",
     "tests.fixtures.server",
+    "tests.fixtures.service_host",
     "tests.fixtures.notebook",
     "tests.fixtures.browser",
+    "tests.fixtures.hub",
 )
 UNIT = Path(__file__).resolve().parent / "unit"
 

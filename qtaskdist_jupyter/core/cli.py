@@ -1,4 +1,5 @@
-"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``.
+"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``service``
+(the shared API host for a team), ``hash-token`` and ``redis-acl``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
 process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
+import importlib
 import json
 import shlex
 import sys
@@ -20,14 +23,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qtaskdist_jupyter.core.config import Settings, load_settings
+from qtaskdist_jupyter.core.config import Settings, load_service_settings, load_settings
 from qtaskdist_jupyter.core.embedded import (
     ensure_services,
     resolve_settings,
     services_status,
     stop_services,
 )
-from qtaskdist_jupyter.core.errors import QtaskdistError
+from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace, Settings], int]
@@ -107,6 +110,107 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- redis-acl
+def _redis_acl_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-password-file",
+        type=Path,
+        required=True,
+        help="file holding the qtaskdist-service user's password (first line)",
+    )
+    parser.add_argument(
+        "--worker-password-file",
+        type=Path,
+        required=True,
+        help="file holding the qtaskdist-worker user's password (first line)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("aclfile", "setuser"),
+        default="aclfile",
+        help="aclfile: lines for Redis's aclfile; setuser: ACL SETUSER commands for redis-cli",
+    )
+
+
+def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the Redis ACL users qtaskdist-service and qtaskdist-worker (passwords hashed)."""
+    from qtaskdist_jupyter.core.broker import acl
+
+    render = acl.acl_file_line if args.format == "aclfile" else acl.setuser_command
+    files = {
+        acl.SERVICE_USER: args.service_password_file,
+        acl.WORKER_USER: args.worker_password_file,
+    }
+    # Every file read and every password checked before anything is printed.
+    lines = [render(acl.USERS[name], _first_line_of(path)) for name, path in files.items()]
+    print("\n".join(lines))
+    return 0
+
+
+def _first_line_of(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {path}: {exc.strerror}") from exc
+    return lines[0] if lines else ""
+
+
+# ---------------------------------------------------------------- service
+def _service_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind", help="address to listen on (QTASKDIST_SERVICE_BIND)")
+    parser.add_argument("--port", type=int, help="port to listen on (QTASKDIST_SERVICE_PORT)")
+    parser.add_argument("--prefix", help="URL prefix (JUPYTERHUB_SERVICE_PREFIX, else /)")
+    parser.add_argument("--auth", choices=["hub", "tokens"], help="QTASKDIST_SERVICE_AUTH")
+    parser.add_argument("--tokens-file", type=Path, help="QTASKDIST_SERVICE_TOKENS_FILE")
+
+
+def _service(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the shared API service for a team (needs DATABASE_URL and REDIS_URL)."""
+    if settings.embedded:
+        raise ConfigError(
+            "qtaskdist service needs DATABASE_URL and REDIS_URL (it starts no embedded "
+            "services): point them at the team's PostgreSQL and Redis"
+        )
+    s = load_service_settings()
+    given = {
+        "bind": args.bind,
+        "port": args.port,
+        "auth": args.auth,
+        "tokens_file": args.tokens_file,
+        "prefix": "/" + args.prefix.strip("/") + "/" if args.prefix else None,
+    }
+    s = dataclasses.replace(s, **{k: v for k, v in given.items() if v is not None})
+    # The server package is not core's to import statically (the import contract): the
+    # service lives beside the extension, in qtaskdist_server.
+    app = importlib.import_module("qtaskdist_server.service_host.app")
+    return int(app.run(settings, s))
+
+
+def _hash_token_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="the user name the token stands for")
+    parser.add_argument("--admin", action="store_true", help="an operator (fleet detail)")
+    parser.add_argument(
+        "--stdin", action="store_true", help="hash a token read from stdin instead of a new one"
+    )
+
+
+def _hash_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a tokens-file line for a new token (the token itself goes to stderr)."""
+    tokens = importlib.import_module("qtaskdist_server.service_host.tokens")
+    if not tokens.USER_NAME.fullmatch(args.user):
+        raise ConfigError(f"--user {args.user[:40]!r} is not [A-Za-z0-9._@+-]")
+    if args.stdin:
+        token = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass()
+    else:
+        token = tokens.new_token()
+        note = f"# token for {args.user} (give it to them; it is not stored): {token}"
+        print(note, file=sys.stderr)
+    if len(token) < 16:
+        raise ConfigError("a token must be at least 16 characters")
+    print(f"{tokens.hash_token(token)} {args.user}{' admin' if args.admin else ''}")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 # Add a subcommand here: "word" or "group action" -> (add_arguments, run).
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
@@ -114,6 +218,9 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "services stop": (_no_arguments, _services_stop),
     "services status": (_services_status_args, _services_status),
     "db upgrade": (_no_arguments, _db_upgrade),
+    "redis-acl": (_redis_acl_args, _redis_acl),
+    "service": (_service_args, _service),
+    "hash-token": (_hash_token_args, _hash_token),
 }
 
 
@@ -123,7 +230,8 @@ def _first_line(doc: str | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qtaskdist", description="qtaskdist: embedded services and database tools"
+        prog="qtaskdist",
+        description="qtaskdist: embedded services, database tools, the shared service",
     )
     parser.add_argument(
         "--home", type=Path, help="data directory of the embedded services (QTASKDIST_HOME)"

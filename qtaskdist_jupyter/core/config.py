@@ -44,6 +44,20 @@ variable                    meaning
                                  once; 429 above (2)
 ``QTASKDIST_MAX_PAGE_BYTES``     payload + result bytes one ``GET tasks`` page may
                                  carry; 422 naming the ``limit`` that fits (16 MiB)
+``QTASKDIST_SERVICE_URL``        a user's server and kernels: the shared ``qtaskdist
+                                 service`` to use (set by JupyterHub in the single-user
+                                 environment); the extension then holds no credentials
+``QTASKDIST_SERVICE_AUTH``       the service: ``hub`` or ``tokens`` (default: ``hub``
+                                 when JupyterHub started it, else ``tokens``)
+``QTASKDIST_SERVICE_TOKENS_FILE`` the service, ``tokens``: the file of token hashes
+``QTASKDIST_SERVICE_ADMIN_GROUP`` the service, ``hub``: members of this hub group are
+                                 operators, besides the hub's admins
+``QTASKDIST_SERVICE_AUTH_CACHE_S`` the service, ``hub``: how long a token's answer
+                                 from the hub is reused (10)
+``QTASKDIST_SERVICE_BIND`` / ``_PORT``  the service's address (default: from
+                                 ``JUPYTERHUB_SERVICE_URL``, else 127.0.0.1:8890)
+``JUPYTERHUB_SERVICE_PREFIX``    the service's URL prefix (``/``); ``JUPYTERHUB_API_TOKEN``
+                                 in a kernel: the user's own credential for the service
 =========================== ========================================================
 """
 
@@ -247,7 +261,58 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def kernel_server_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
-    """``QTASKDIST_SERVER_URL`` / ``QTASKDIST_TOKEN``: what the server extension exports for
-    the kernels it starts (the notebook client's first discovery step)."""
+    """Where the notebook client goes first, and with which token:
+    ``QTASKDIST_SERVER_URL`` / ``QTASKDIST_TOKEN`` (what the server extension exports for
+    the kernels it starts), else ``QTASKDIST_SERVICE_URL`` with the user's own
+    ``JUPYTERHUB_API_TOKEN`` (a kernel under JupyterHub with a shared service)."""
     env = os.environ if env is None else env
-    return env.get("QTASKDIST_SERVER_URL") or None, env.get("QTASKDIST_TOKEN") or None
+    if env.get("QTASKDIST_SERVER_URL"):
+        return env["QTASKDIST_SERVER_URL"], env.get("QTASKDIST_TOKEN") or None
+    if env.get("QTASKDIST_SERVICE_URL"):
+        return env["QTASKDIST_SERVICE_URL"], env.get("JUPYTERHUB_API_TOKEN") or None
+    return None, None
+
+
+def user_side_service(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """(``QTASKDIST_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``) on a user's server: with a URL
+    the extension starts nothing, holds no credentials and forwards the browser's API
+    requests to that service with the user's own hub token."""
+    env = os.environ if env is None else env
+    url = env.get("QTASKDIST_SERVICE_URL") or None
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError(f"QTASKDIST_SERVICE_URL={url!r} is not an http(s) URL")
+    return url, env.get("JUPYTERHUB_API_TOKEN") or None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """``qtaskdist service``: where it listens and how it knows who asks."""
+
+    bind: str = "127.0.0.1"
+    port: int = 8890
+    prefix: str = "/"
+    auth: str = "tokens"  # "hub" | "tokens"
+    tokens_file: Path | None = None
+    admin_group: str | None = None
+    auth_cache_s: int = 10
+
+
+def load_service_settings(env: Mapping[str, str] | None = None) -> ServiceSettings:
+    env = os.environ if env is None else env
+    d = ServiceSettings()
+    hub_url = urlsplit(env.get("JUPYTERHUB_SERVICE_URL") or "")
+    hub_managed = bool(env.get("JUPYTERHUB_API_TOKEN") and env.get("JUPYTERHUB_API_URL"))
+    auth = env.get("QTASKDIST_SERVICE_AUTH") or ("hub" if hub_managed else "tokens")
+    if auth not in ("hub", "tokens"):
+        raise ConfigError(f"QTASKDIST_SERVICE_AUTH={auth!r}: expected 'hub' or 'tokens'")
+    tokens_file = env.get("QTASKDIST_SERVICE_TOKENS_FILE")
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or hub_url.path or d.prefix
+    return ServiceSettings(
+        bind=env.get("QTASKDIST_SERVICE_BIND") or hub_url.hostname or d.bind,
+        port=_int(env, "QTASKDIST_SERVICE_PORT", hub_url.port or d.port, 0),
+        prefix="/" + prefix.strip("/") + "/" if prefix.strip("/") else "/",
+        auth=auth,
+        tokens_file=Path(tokens_file).expanduser() if tokens_file else None,
+        admin_group=env.get("QTASKDIST_SERVICE_ADMIN_GROUP") or None,
+        auth_cache_s=_int(env, "QTASKDIST_SERVICE_AUTH_CACHE_S", d.auth_cache_s, 0),
+    )

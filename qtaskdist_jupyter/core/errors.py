@@ -22,7 +22,8 @@
     ├── TransitionError                guarded UPDATE matched no row             -> 409
     ├── ServiceUnavailable             a backing service cannot be reached       -> 503
     │   ├── DatabaseUnavailable
-    │   └── QueueUnavailable
+    │   ├── QueueUnavailable
+    │   └── AuthUnavailable        the hub that resolves tokens can't be asked
     ├── JobError                       raised while a worker runs a task
     │   ├── PermanentJobError          fail now, never retry
     │   │   ├── ProfileViolation       the circuit needs more than its QIR profile
@@ -183,6 +184,12 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 class QueueUnavailable(ServiceUnavailable):
     code = "queue_unavailable"
+
+
+class AuthUnavailable(ServiceUnavailable):
+    """The shared service can't resolve a token: JupyterHub's API does not answer."""
+
+    code = "auth_unavailable"
 
 
 class JobError(QtaskdistError):

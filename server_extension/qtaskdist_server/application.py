@@ -42,7 +42,10 @@ from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_server.api import access
 from qtaskdist_server.api.service import TaskService
 
+from .base import API, bind
 from .events import CursorBook, StreamCounter
+from .extension_base import ExtensionBase
+from .forward import ServiceProxy, forward_handlers
 from .handlers import default_handlers
 from .metrics import ServerMetrics
 
@@ -158,6 +161,7 @@ class QtaskdistApp(ExtensionApp):
     _migrated: bool = False
     _migrator: Any = None
     _owner_mode: str = "username"
+    proxy: ServiceProxy | None = None
 
     def resolved_settings(self) -> Settings:
         """Traitlets over the environment (config.load_settings)."""
@@ -181,6 +185,10 @@ class QtaskdistApp(ExtensionApp):
         return s
 
     def initialize_settings(self) -> None:
+        service_url, hub_token = config.user_side_service()
+        if service_url is not None:
+            self._use_shared_service(service_url, hub_token)
+            return
         settings = self.resolved_settings()
         embedded = settings.embedded
         if embedded:
@@ -217,9 +225,37 @@ class QtaskdistApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(default_handlers)
+        if self.proxy is not None:
+            self.handlers.extend(forward_handlers(API))
+        else:
+            self.handlers.extend(bind(default_handlers, ExtensionBase))
+
+    def _use_shared_service(self, service_url: str, hub_token: str | None) -> None:
+        """Under JupyterHub with a shared service: no embedded services, no workers, no
+        migrations, no credentials; the browser's API requests go to the service with
+        this user's own hub token, and kernels call it directly (QTASKDIST_SERVICE_URL
+        with their JUPYTERHUB_API_TOKEN)."""
+        if not hub_token:
+            raise ConfigError(
+                "QTASKDIST_SERVICE_URL is set but JUPYTERHUB_API_TOKEN is not: the shared "
+                "service needs this user's hub token (run the server under JupyterHub)"
+            )
+        held = [n for n in ("DATABASE_URL", "REDIS_URL") if os.environ.get(n)]
+        if held:
+            self.log.warning(
+                "qtaskdist: %s set in a user's server that uses a shared service; its kernels "
+                "can read it: remove it from the single-user environment",
+                " and ".join(held),
+            )
+        self.proxy = ServiceProxy(service_url, hub_token)
+        self.workers = []
+        for name in (SERVER_URL_ENV, TOKEN_ENV):
+            os.environ.pop(name, None)  # kernels use QTASKDIST_SERVICE_URL instead
+        self.log.info("qtaskdist: using the shared service at %s", service_url)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.proxy is not None:
+            return
         # The port is final only once the HTTP server is bound.
         self.export_kernel_env()
         if self.freeze_gc:
@@ -304,6 +340,8 @@ class QtaskdistApp(ExtensionApp):
         self.workers = []
 
     async def stop_extension(self) -> None:
+        if self.proxy is not None:
+            await self.proxy.close()
         if self._migrator is not None:
             self._migrator.cancel()
         await asyncio.to_thread(self.stop_workers)

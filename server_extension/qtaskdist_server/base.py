@@ -1,11 +1,19 @@
 """The base of every qtaskdist API handler: bounded streamed bodies, strict parsing, and
-errors answered as JSON.
+errors answered as JSON. Host-neutral: plain tornado.
+
+A handler class here holds the logic of one route; each host binds it to its own base
+class (:func:`bind`): the jupyter-server extension's (``extension_base.py``: jupyter_server's
+identity and authorizer) or the shared service's (``service_host/base.py``: hub or static
+tokens). The host base provides ``app`` (the host: ``service``, ``metrics``,
+``event_streams``, ``cursor_book`` and the host settings), ``owner`` (who asks) and
+``async is_admin()``, and authenticates the request in ``prepare`` (after the
+Content-Length check, before the body is read).
 
 Every error is ``{"error": code, "detail": message, ...}`` with the status the exception
 tree assigns (errors.py): 400 bad JSON, 422 invalid (naming ``field``), 404 missing or
 not yours, 409 illegal transition, 413 too large, 429 over a per-user quota (with
-``Retry-After``), 503 backing service down. 403 for an unauthenticated request comes from
-jupyter_server itself.
+``Retry-After``), 503 backing service down (``auth_unavailable``: the hub can't be asked).
+403 for an unauthenticated request comes from the host's base.
 
 Bodies are streamed (``stream_request_body``): a body whose Content-Length is over its
 route's limit is answered 413 before it is read, and a chunked one stops being kept
@@ -20,8 +28,6 @@ import asyncio
 import uuid
 from typing import Any, TypeVar
 
-from jupyter_server.base.handlers import APIHandler
-from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
@@ -56,26 +62,36 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
     return TaskRead.model_validate(row).model_dump(mode="json")
 
 
+H = TypeVar("H", bound=web.RequestHandler)
+
+
+def bind(
+    routes: list[tuple[str, type[QtaskdistHandler]]], host_base: type[H], prefix: str = ""
+) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The route table with each handler composed onto ``host_base`` (logic first, so its
+    ``prepare``, ``write_error`` and ``on_finish`` wrap the host's), under ``prefix``."""
+    prefix = prefix.rstrip("/")
+    return [(prefix + pattern, type(cls.__name__, (cls, host_base), {})) for pattern, cls in routes]
+
+
 @web.stream_request_body
-class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
+class QtaskdistHandler(web.RequestHandler):
+    """The logic half of a handler; ``app``, ``owner``, ``is_admin`` and ``log`` come
+    from the host base it is bound to."""
+
     auth_resource = "qtaskdist"
     _chunks: list[bytes]
     _size: int = 0
     _large_of: str | None = None  # the owner whose large-body slot this request holds
     _refused: QtaskdistError | None = None
     _operator: bool | None = None
-
-    @property
-    def app(self) -> Any:
-        return self.extensionapp
+    app: Any
+    owner: str
+    log: Any
 
     @property
     def service(self) -> TaskService:
         return self.app.service  # type: ignore[no-any-return]
-
-    @property
-    def owner(self) -> str:
-        return self.app.owner_of(self.current_user)  # type: ignore[no-any-return]
 
     def body_limit(self) -> int:
         """Largest body this route reads (routes with a body raise it)."""
@@ -88,8 +104,8 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
         if size is not None and size > self.body_limit():
             # Answered before the body is read; the connection closes after this reply.
             raise self._too_large(size)
-        await super().prepare()
-        if quota.is_large_body(size, self.limits) and self.current_user is not None:
+        await super().prepare()  # the host base: authenticates, or raises 403 / 503
+        if quota.is_large_body(size, self.limits) and self.request.method != "OPTIONS":
             # Only task submissions take a large body: a 429 before it is read, whether
             # for the owner's large bodies or for their active tasks (at least one more).
             self._hold_large_body()
@@ -98,7 +114,7 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
     async def is_operator(self) -> bool:
         """Whether this request's user is a qtaskdist operator (asked once per request)."""
         if self._operator is None:
-            self._operator = bool(await self.app.is_operator(self))
+            self._operator = bool(await self.is_admin())  # type: ignore[attr-defined]
         return self._operator
 
     async def task_answer(self, row: dict[str, Any], status: int = 200) -> None:
@@ -112,8 +128,8 @@ class QtaskdistHandler(ExtensionHandlerMixin, APIHandler):
 
     def _hold_large_body(self) -> None:
         """Take one of the owner's large-body slots (until on_finish); QuotaExceeded when
-        they have max_large_bodies in flight. Unauthenticated: 403 comes later anyway."""
-        if self.current_user is None or self._large_of is not None:
+        they have max_large_bodies in flight. Called once the host authenticated."""
+        if self._large_of is not None:
             return
         owner = self.owner
         self.service.large_bodies.acquire(owner, self.limits)

@@ -25,8 +25,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
-from jupyter_server.auth.decorator import authorized
-from tornado import web
 from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import strictjson
@@ -218,8 +216,6 @@ class EventsHandler(QtaskdistHandler):
 
     _closed: asyncio.Event | None = None
 
-    @web.authenticated
-    @authorized
     async def get(self) -> None:
         values = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         if self.request.headers.get("Last-Event-ID"):

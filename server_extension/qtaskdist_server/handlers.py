@@ -1,13 +1,11 @@
 """REST handlers of the task API: parse → one :class:`TaskService` call → JSON.
 
 The base class (base.py) bounds and parses bodies and answers every error as JSON; the
-URL table of the whole API is at the bottom.
+URL table of the whole API is at the bottom, relative to the host's prefix (each host
+binds it to its own base with :func:`.base.bind`). Host-neutral: no jupyter_server here.
 """
 
 from __future__ import annotations
-
-from jupyter_server.auth.decorator import authorized
-from tornado import web
 
 from qtaskdist_jupyter.core.schemas import BatchCreate, TaskCreate, TaskUpdate
 from qtaskdist_server.api import params as qp
@@ -27,14 +25,10 @@ class TasksHandler(QtaskdistHandler):
     def body_limit(self) -> int:
         return self.service.settings.limits.max_payload_bytes * 2 + _BODY_SLACK
 
-    @web.authenticated
-    @authorized
     async def post(self) -> None:
         spec = await self.body(TaskCreate)
         await self.task_answer(await self.service.submit(self.owner, spec), 201)
 
-    @web.authenticated
-    @authorized
     async def get(self) -> None:
         q = self.params(qp.ListParams)
         rows, nxt = await self.service.list_tasks(self.owner, q, operator=await self.is_operator())
@@ -45,8 +39,6 @@ class BatchHandler(QtaskdistHandler):
     def body_limit(self) -> int:
         return int(self.app.max_batch_bytes)
 
-    @web.authenticated
-    @authorized
     async def post(self) -> None:
         spec = await self.body(BatchCreate)
         batch_id, ids = await self.service.submit_batch(self.owner, spec)
@@ -57,20 +49,14 @@ class TaskHandler(QtaskdistHandler):
     def body_limit(self) -> int:
         return self.service.settings.limits.label_max_bytes * 2 + NO_BODY_BYTES
 
-    @web.authenticated
-    @authorized
     async def get(self, task_id: str) -> None:
         await self.task_answer(await self.service.get(self.task_id(task_id), self.owner))
 
-    @web.authenticated
-    @authorized
     async def patch(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
         change = await self.body(TaskUpdate)
         await self.task_answer(await self.service.update(tid, owner, change))
 
-    @web.authenticated
-    @authorized
     async def delete(self, task_id: str) -> None:
         await self.service.delete(self.task_id(task_id), self.owner)
         self.set_status(204)
@@ -78,8 +64,6 @@ class TaskHandler(QtaskdistHandler):
 
 
 class EnqueueHandler(QtaskdistHandler):
-    @web.authenticated
-    @authorized
     async def post(self, task_id: str) -> None:
         tid, owner = self.task_id(task_id), self.owner
         wanted = self.params(qp.EnqueueParams).task_type
@@ -87,28 +71,23 @@ class EnqueueHandler(QtaskdistHandler):
 
 
 class CancelHandler(QtaskdistHandler):
-    @web.authenticated
-    @authorized
     async def post(self, task_id: str) -> None:
         await self.task_answer(await self.service.cancel(self.task_id(task_id), self.owner))
 
 
 class RetryHandler(QtaskdistHandler):
-    @web.authenticated
-    @authorized
     async def post(self, task_id: str) -> None:
         await self.task_answer(await self.service.retry(self.task_id(task_id), self.owner))
 
 
 class CountsHandler(QtaskdistHandler):
-    @web.authenticated
-    @authorized
     async def get(self) -> None:
         q = self.params(qp.CountsParams)
         self.json({"counts": await self.service.counts(self.owner, q.batch_id)})
 
 
-# Every route of the API; tasks/batch and tasks/counts before tasks/{id}, which they match.
+# Every route of the API, below the host's prefix; tasks/batch and tasks/counts before
+# tasks/{id}, which they match.
 default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
     (rf"{API}/tasks", TasksHandler),
     (rf"{API}/tasks/batch", BatchHandler),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from jupyter_server.auth.decorator import authorized
-from tornado import web
 from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import arrays
@@ -24,8 +22,6 @@ class ResultArrayHandler(QtaskdistHandler):
     ``?encoding=zstd`` as stored (``application/zstd``, a zstd frame of the same bytes);
     both with a Content-Length. Streamed: a few MiB in memory, whatever the array's size."""
 
-    @web.authenticated
-    @authorized
     async def get(self, task_id: str, name: str) -> None:
         tid = self.task_id(task_id)
         encoding = self.params(qp.ResultParams).encoding

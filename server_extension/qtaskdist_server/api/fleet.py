@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.errors import DatabaseUnavailable, QueueUnavailable, ServiceUnavailable
+from qtaskdist_jupyter.core.errors import (
+    AuthUnavailable,
+    DatabaseUnavailable,
+    QueueUnavailable,
+    ServiceUnavailable,
+)
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
@@ -19,6 +24,7 @@ from qtaskdist_jupyter.core.store.store import TaskStore
 _PUBLIC_503 = {
     DatabaseUnavailable: "the task database is unreachable; try again shortly",
     QueueUnavailable: "the task queue is unreachable; try again shortly",
+    AuthUnavailable: "the hub that checks tokens is unreachable; try again shortly",
 }
 # A health probe that gets no answer in this long reports "timed out".
 PROBE_TIMEOUT_S = 10.0

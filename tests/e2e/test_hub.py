@@ -1,0 +1,230 @@
+"""A team on one JupyterHub (issue 22): a real hub and proxy, the qtaskdist service as a
+hub-managed service from deploy/jupyterhub/jupyterhub_config.py (the file the docs show),
+alice's and bob's single-user servers, real kernels, one worker, and Chromium.
+
+One scenario, the parts in order: alice's ``%%qtask simulate`` Bell in a real kernel;
+bob can't read or cancel it; no user process holds a secret of the data side; forged,
+revoked, missing and impersonating tokens are refused with nothing written; only a hub
+admin sees the fleet; alice's live table at the hub's public URL in Chromium; and the hub
+down is 503 ``auth_unavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from qtaskdist_jupyter.core.config import libpq_url
+from tests.fixtures.circuits import BELL_QASM2
+from tests.fixtures.hub import ADMIN, Hub, free_port
+from tests.fixtures.remote_kernel import RemoteKernel
+from tests.fixtures.server import simulate_spec, start_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "deploy" / "jupyterhub" / "jupyterhub_config.py"
+AUTH_CACHE_S = 2
+
+BELL_CELL = """%%qtask simulate --shots 500 --seed 3 --name bell --out bell --wait --timeout 120
+OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[2];
+creg c[2];
+h q[0];
+cx q[0], q[1];
+measure q -> c;
+"""
+
+
+def _rows(database_url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        sql = "SELECT owner, coalesce(name, '') FROM tasks ORDER BY created_at"
+        return [tuple(r) for r in conn.execute(sql)]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _user_processes(hub: Hub) -> list[psutil.Process]:
+    """The single-user servers and everything they started (kernels, their children)."""
+    procs = []
+    for p in psutil.Process(hub.proc.pid).children(recursive=True):
+        try:
+            if any("jupyterhub-singleuser" in part for part in p.cmdline()):
+                procs += [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return procs
+
+
+def _service_process(hub: Hub) -> psutil.Process:
+    for p in psutil.Process(hub.proc.pid).children(recursive=True):
+        if "service" in p.cmdline() and "qtaskdist_jupyter.core.cli" in p.cmdline():
+            return p
+    raise AssertionError(f"no qtaskdist service process under the hub\n{hub.log_tail()}")
+
+
+@pytest.fixture
+def team(hub_factory, database_url: str, redis_url: str, worker_procs) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    hub = hub_factory(
+        config_file=CONFIG,
+        env={
+            "QTASKDIST_DATABASE_URL": database_url,
+            "QTASKDIST_REDIS_URL": redis_url,
+            "QTASKDIST_SERVICE_PORT": str(port),
+            "QTASKDIST_SERVICE_AUTH_CACHE_S": str(AUTH_CACHE_S),
+        },
+    )
+    worker_procs.append(start_worker(database_url, redis_url, "--name", "hub-worker"))
+    service = f"http://127.0.0.1:{port}/services/qtaskdist/qtaskdist/api/"
+    deadline = time.monotonic() + 90
+    while True:  # the hub starts its service; it is up once it answers (403: no token)
+        try:
+            if httpx.get(service + "health", timeout=5).status_code == 403:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"service not up\n{hub.log_tail()}"
+        time.sleep(0.5)
+    orphans: list[psutil.Process] = []  # what a test left running when it killed the hub
+    yield {"hub": hub, "api": service, "db": database_url, "redis": redis_url, "orphans": orphans}
+    for p in orphans:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _gone, alive = psutil.wait_procs(orphans, timeout=15)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+BOB_PROBE = """
+import contextlib
+import json
+from qtaskdist_jupyter import Client
+from qtaskdist_jupyter.core.errors import ApiError
+c = Client()
+out = {"url": c.url}
+for verb in ("get", "cancel"):
+    try:
+        getattr(c, verb)(%r)
+        out[verb] = 200
+    except ApiError as exc:
+        out[verb] = exc.detail["status"]
+print(json.dumps(out))
+"""
+
+
+def _kernel_runs_alices_bell(hub: Hub, alice_url: str) -> tuple[str, RemoteKernel]:
+    token, _ = hub.create_token("alice", note="drives alice's kernel")
+    kernel = RemoteKernel(alice_url, token)
+    kernel.run("%load_ext qtaskdist_jupyter")
+    kernel.run(BELL_CELL, timeout_s=180)
+    got = json.loads(kernel.run("import json; print(json.dumps([bell.task_id, bell.counts()]))"))
+    task_id, counts = got
+    assert set(counts) == {"00", "11"} and sum(counts.values()) == 500, counts
+    return task_id, kernel
+
+
+def _secrets(hub: Hub, team: dict[str, Any]) -> dict[str, str]:
+    service_env = _environ(_service_process(hub).pid)
+    assert service_env["DATABASE_URL"] == team["db"]  # the service holds them: the check bites
+    return {
+        "database URL": team["db"],
+        "database URL (libpq)": libpq_url(team["db"]),
+        "Redis URL": team["redis"],
+        "user password": hub.user_password,
+        "admin password": hub.admin_password,
+        "rig admin token": hub.admin_token,
+        "service token": service_env["JUPYTERHUB_API_TOKEN"],
+    }
+
+
+def _assert_no_secret(env: dict[str, str], secrets: dict[str, str], where: str) -> None:
+    assert not {"DATABASE_URL", "REDIS_URL", "PGPASSWORD"} & set(env), (where, sorted(env))
+    for what, value in secrets.items():
+        leaks = [k for k, v in env.items() if value in v]
+        assert not leaks, f"{where}: {what} in {leaks}"
+    assert not any(v.startswith(("postgresql", "redis://")) for v in env.values()), where
+
+
+def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
+    hub, api, db = team["hub"], team["api"], team["db"]
+    alice_url = hub.login("alice").start_server()
+    bob_url = hub.login("bob").start_server()
+
+    # ---- alice's Bell in a real kernel; bob can't read or cancel it ----------------
+    alice_task, alice_kernel = _kernel_runs_alices_bell(hub, alice_url)
+    bob_token, _ = hub.create_token("bob", note="drives bob's kernel")
+    bob_kernel = RemoteKernel(bob_url, bob_token)
+    probe = json.loads(bob_kernel.run(BOB_PROBE % alice_task))
+    assert probe == {"url": api.removesuffix("qtaskdist/api/"), "get": 404, "cancel": 404}
+    assert _rows(db) == [("alice", "bell")]
+
+    # ---- no user process holds a secret of the data side ----------------------------
+    secrets = _secrets(hub, team)
+    kernel_env = json.loads(
+        alice_kernel.run("import os, json; print(json.dumps(dict(os.environ)))")
+    )
+    _assert_no_secret(kernel_env, secrets, "alice's kernel os.environ")
+    assert kernel_env["QTASKDIST_SERVICE_URL"] == api.removesuffix("qtaskdist/api/")
+    procs = _user_processes(hub)
+    assert len(procs) >= 4, procs  # two servers, two kernels
+    for p in procs:
+        _assert_no_secret(_environ(p.pid), secrets, f"pid {p.pid} {p.cmdline()[:3]}")
+
+    # ---- refused (403 / 404 / 422), nothing written ----------------------------------
+    alice_token, _ = hub.create_token("alice", note="refusals")
+    bell = simulate_spec(BELL_QASM2, name="refused")
+    as_bob = {"Authorization": f"token {bob_token}"}
+    r = httpx.post(api + "tasks", json={**bell, "owner": "alice"}, headers=as_bob)
+    assert r.status_code == 422 and r.json()["field"] == "owner", r.text
+    for header in ("X-Forwarded-User", "X-Remote-User", "X-Qtaskdist-Owner"):
+        r = httpx.get(api + f"tasks/{alice_task}", headers={**as_bob, header: "alice"})
+        assert r.status_code == 404, (header, r.text)
+    r = httpx.get(api + "tasks", params={"owner": "alice"}, headers=as_bob)
+    assert r.status_code == 422 or r.json()["tasks"] == [], r.text
+    revoked, revoked_id = hub.create_token("alice", note="to revoke")
+    assert httpx.get(api + "tasks/counts", headers={"Authorization": f"token {revoked}"}).is_success
+    hub.revoke_token("alice", revoked_id)
+    time.sleep(AUTH_CACHE_S + 0.5)  # the service reuses a hub answer this long
+    for headers in (
+        {"Authorization": f"token {revoked}"},
+        {"Authorization": f"token {alice_token[:-4]}abcd"},
+        {"Authorization": "token " + "f" * 32},
+        {},
+    ):
+        r = httpx.post(api + "tasks", json=bell, headers=headers)
+        assert r.status_code == 403, (headers, r.status_code, r.text)
+        assert httpx.get(api + f"tasks/{alice_task}", headers=headers).status_code == 403
+    assert _rows(db) == [("alice", "bell")]
+
+    # ---- fleet detail: the hub's admin yes, alice no ---------------------------------
+    admin_token, _ = hub.create_token(ADMIN, note="operator")
+    ops = httpx.get(api + "health", headers={"Authorization": f"token {admin_token}"}).json()
+    assert [w["name"] for w in ops["workers"]] == ["hub-worker"], ops
+    mine = httpx.get(api + "health", headers={"Authorization": f"token {alice_token}"}).json()
+    assert mine["database"] == {"ok": True} and "workers" not in mine and "streams" not in mine
+    alice_kernel.close()
+    bob_kernel.close()
+
+    # ---- the hub down: 503 auth_unavailable, nothing written --------------------------
+    fresh, _ = hub.create_token("alice", note="never seen by the service")
+    team["orphans"] += psutil.Process(hub.proc.pid).children(recursive=True)
+    hub.proc.kill()  # the hub alone; its service and proxy stay
+    hub.proc.wait(10)
+    r = httpx.post(api + "tasks", json=bell, headers={"Authorization": f"token {fresh}"})
+    assert r.status_code == 503 and r.json()["error"] == "auth_unavailable", r.text
+    assert "127.0.0.1" not in r.text
+    assert _rows(db) == [("alice", "bell")]
