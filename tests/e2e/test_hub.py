@@ -164,9 +164,24 @@ def _assert_no_secret(env: dict[str, str], secrets: dict[str, str], where: str) 
     assert not any(v.startswith(("postgresql", "redis://")) for v in env.values()), where
 
 
+def _browser_signs_in_to_the_service(session: Any, hub: Hub, task_id: str) -> None:
+    """Hub OAuth straight to the service (``/services/qtaskdist/whoami``) at the hub's
+    public URL: the cookie it sets reads alice's tasks; a POST with it but no XSRF token
+    is refused."""
+    public = hub.service_url("qtaskdist")
+    who = session.get(public + "whoami")
+    assert who.status_code == 200 and who.json()["name"] == session.user, who.text
+    listed = session.get(public + "qtaskdist/api/tasks")
+    assert listed.status_code == 200, listed.text
+    assert [t["task_id"] for t in listed.json()["tasks"]] == [task_id]
+    r = session.client.post(public + "qtaskdist/api/tasks", json=simulate_spec(BELL_QASM2))
+    assert r.status_code == 403, r.text
+
+
 def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
     hub, api, db = team["hub"], team["api"], team["db"]
-    alice_url = hub.login("alice").start_server()
+    alice = hub.login("alice")
+    alice_url = alice.start_server()
     bob_url = hub.login("bob").start_server()
 
     # ---- alice's Bell in a real kernel; bob can't read or cancel it ----------------
@@ -175,6 +190,8 @@ def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
     bob_kernel = RemoteKernel(bob_url, bob_token)
     probe = json.loads(bob_kernel.run(BOB_PROBE % alice_task))
     assert probe == {"url": api.removesuffix("qtaskdist/api/"), "get": 404, "cancel": 404}
+    assert _rows(db) == [("alice", "bell")]
+    _browser_signs_in_to_the_service(alice, hub, alice_task)
     assert _rows(db) == [("alice", "bell")]
 
     # ---- no user process holds a secret of the data side ----------------------------
