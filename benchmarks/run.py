@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--only B1,B3]``: run B1–B6 and FS, print a table, write JSON.
 
-Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``.
+Results go to ``benchmarks/results/<UTC timestamp>.json`` and ``benchmarks/results/latest.json``
+(a ``--only`` subset: ``<UTC timestamp>-only-<names>.json`` alone).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from qtaskdist_worker.worker import default_concurrency
 
-from . import cases, fairshare, users
+from . import cases, fairshare, hub, users
 from .env import BenchConfig, machine_info, reset_database, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,6 +29,7 @@ SIZES = {
     "B1_single": (2_000, 200),
     "B2": (10_000, 1_000),
     "B3": (500, 50),
+    "B3-HUB": (500, 50),
     "B4": (24, 20),
     "B5": (5_000, 500),
     "B6": (100_000, 5_000),
@@ -75,6 +77,8 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
         steps = [
             ("B1", lambda: cases.b1(api, cfg, size["B1"], size["B1_single"])),
             ("B3", lambda: cases.b3(api, cfg, size["B3"], worker_args(1))),
+            # The same through a JupyterHub's proxy and the shared qtaskdist service.
+            ("B3-HUB", lambda: hub.b3_hub(cfg, size["B3-HUB"], worker_args(1))),
             # The worker's defaults (one job process per core, at most 4), then one.
             (
                 "B2",
@@ -161,6 +165,7 @@ def table(out: dict[str, Any]) -> str:
             rows.append(("B3", f"submit→completed, {label}, {b['n']}",
                          f"p50 {w['p50_ms']:.1f} / p99 {w['p99_ms']:.1f} ms",
                          "p50 ≤ 10, p99 ≤ 50 ms"))  # fmt: skip
+    rows += hub.ratio_rows(r)
     if "B4" in r:
         b = r["B4"]
         rows.append(
@@ -260,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         text = json.dumps(out, indent=2, default=str)
-        (RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json").write_text(text)
-        (RESULTS / "latest.json").write_text(text)
-        print(f"[bench] wrote {RESULTS / 'latest.json'}")
+        # A subset (--only) gets a file of its own and leaves latest.json to full runs.
+        subset = f"-only-{'+'.join(sorted(only))}" if only else ""
+        path = RESULTS / f"{stamp}{'-quick' if args.quick else ''}{subset}.json"
+        path.write_text(text)
+        if not only:
+            (RESULTS / "latest.json").write_text(text)
+        print(f"[bench] wrote {path}")
     return 0

@@ -1,5 +1,5 @@
 """``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``service``
-(the shared API host for a team) and ``hash-token``.
+(the shared API host for a team), ``hash-token`` and ``redis-acl``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
 process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
@@ -110,6 +110,51 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- redis-acl
+def _redis_acl_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-password-file",
+        type=Path,
+        required=True,
+        help="file holding the qtaskdist-service user's password (first line)",
+    )
+    parser.add_argument(
+        "--worker-password-file",
+        type=Path,
+        required=True,
+        help="file holding the qtaskdist-worker user's password (first line)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("aclfile", "setuser"),
+        default="aclfile",
+        help="aclfile: lines for Redis's aclfile; setuser: ACL SETUSER commands for redis-cli",
+    )
+
+
+def _redis_acl(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the Redis ACL users qtaskdist-service and qtaskdist-worker (passwords hashed)."""
+    from qtaskdist_jupyter.core.broker import acl
+
+    render = acl.acl_file_line if args.format == "aclfile" else acl.setuser_command
+    files = {
+        acl.SERVICE_USER: args.service_password_file,
+        acl.WORKER_USER: args.worker_password_file,
+    }
+    # Every file read and every password checked before anything is printed.
+    lines = [render(acl.USERS[name], _first_line_of(path)) for name, path in files.items()]
+    print("\n".join(lines))
+    return 0
+
+
+def _first_line_of(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {path}: {exc.strerror}") from exc
+    return lines[0] if lines else ""
+
+
 # ---------------------------------------------------------------- service
 def _service_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", help="address to listen on (QTASKDIST_SERVICE_BIND)")
@@ -173,6 +218,7 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "services stop": (_no_arguments, _services_stop),
     "services status": (_services_status_args, _services_status),
     "db upgrade": (_no_arguments, _db_upgrade),
+    "redis-acl": (_redis_acl_args, _redis_acl),
     "service": (_service_args, _service),
     "hash-token": (_hash_token_args, _hash_token),
 }
