@@ -276,6 +276,13 @@ def test_alices_live_table_in_chromium(chromium_context: Any, team: dict[str, An
     shots = ARTIFACTS.parent / "hub-browser"
     shots.mkdir(parents=True, exist_ok=True)
     page = chromium_context.pages[0] if chromium_context.pages else chromium_context.new_page()
+    event_requests: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            event_requests.append(r.resource_type) if "/qtaskdist/api/events" in r.url else None
+        ),
+    )
     page.goto(f"{hub.url}/hub/login")
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", hub.user_password)
@@ -293,6 +300,14 @@ def test_alices_live_table_in_chromium(chromium_context: Any, team: dict[str, An
     assert sorted(ids) == sorted(mine) and bobs not in ids
     assert "bob-0" not in page.locator(TABLE).inner_text()
     nb.shot("alice-table")
+
+    # New tasks arrive by the event stream (forwarded by alice's server): hers, not bob's.
+    bobs2 = _submit(api, bob_token, "bob-1")
+    mine.append(_submit(api, alice_token, "alice-2"))
+    nb.wait_rows(3, timeout_s=60)
+    ids = nb.rows().evaluate_all("rs => rs.map(r => r.dataset.taskId)")
+    assert sorted(ids) == sorted(mine) and bobs2 not in ids
+    assert "eventsource" in event_requests, event_requests
 
     page.locator(f'{TABLE} tr.qtd-row[data-task-id="{mine[0]}"] button.qtd-cancel').click()
     page.wait_for_selector(
