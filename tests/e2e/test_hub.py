@@ -230,6 +230,8 @@ def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
         r = httpx.post(api + "tasks", json=bell, headers=headers)
         assert r.status_code == 403, (headers, r.status_code, r.text)
         assert httpx.get(api + f"tasks/{alice_task}", headers=headers).status_code == 403
+    in_url = httpx.post(api + "tasks", params={"token": alice_token}, json=bell)
+    assert in_url.status_code == 403, in_url.text  # a token in the URL is never read
     assert _rows(db) == [("alice", "bell")]
 
     # ---- fleet detail: the hub's admin yes, alice no ---------------------------------
