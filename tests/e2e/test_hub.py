@@ -76,7 +76,11 @@ def _service_process(hub: Hub) -> psutil.Process:
 
 
 @pytest.fixture
-def team(hub_factory, database_url: str, redis_url: str, worker_procs) -> Iterator[dict[str, Any]]:
+def team(
+    request: pytest.FixtureRequest, hub_factory, database_url: str, redis_url: str, worker_procs
+) -> Iterator[dict[str, Any]]:
+    """The hub from deploy/jupyterhub/jupyterhub_config.py, its qtaskdist service up, and
+    one worker (none with ``indirect`` param False)."""
     port = free_port()
     hub = hub_factory(
         config_file=CONFIG,
@@ -87,7 +91,8 @@ def team(hub_factory, database_url: str, redis_url: str, worker_procs) -> Iterat
             "QTASKDIST_SERVICE_AUTH_CACHE_S": str(AUTH_CACHE_S),
         },
     )
-    worker_procs.append(start_worker(database_url, redis_url, "--name", "hub-worker"))
+    if getattr(request, "param", True):
+        worker_procs.append(start_worker(database_url, redis_url, "--name", "hub-worker"))
     service = f"http://127.0.0.1:{port}/services/qtaskdist/qtaskdist/api/"
     deadline = time.monotonic() + 90
     while True:  # the hub starts its service; it is up once it answers (403: no token)
@@ -159,9 +164,24 @@ def _assert_no_secret(env: dict[str, str], secrets: dict[str, str], where: str) 
     assert not any(v.startswith(("postgresql", "redis://")) for v in env.values()), where
 
 
+def _browser_signs_in_to_the_service(session: Any, hub: Hub, task_id: str) -> None:
+    """Hub OAuth straight to the service (``/services/qtaskdist/whoami``) at the hub's
+    public URL: the cookie it sets reads alice's tasks; a POST with it but no XSRF token
+    is refused."""
+    public = hub.service_url("qtaskdist")
+    who = session.get(public + "whoami")
+    assert who.status_code == 200 and who.json()["name"] == session.user, who.text
+    listed = session.get(public + "qtaskdist/api/tasks")
+    assert listed.status_code == 200, listed.text
+    assert [t["task_id"] for t in listed.json()["tasks"]] == [task_id]
+    r = session.client.post(public + "qtaskdist/api/tasks", json=simulate_spec(BELL_QASM2))
+    assert r.status_code == 403, r.text
+
+
 def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
     hub, api, db = team["hub"], team["api"], team["db"]
-    alice_url = hub.login("alice").start_server()
+    alice = hub.login("alice")
+    alice_url = alice.start_server()
     bob_url = hub.login("bob").start_server()
 
     # ---- alice's Bell in a real kernel; bob can't read or cancel it ----------------
@@ -170,6 +190,8 @@ def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
     bob_kernel = RemoteKernel(bob_url, bob_token)
     probe = json.loads(bob_kernel.run(BOB_PROBE % alice_task))
     assert probe == {"url": api.removesuffix("qtaskdist/api/"), "get": 404, "cancel": 404}
+    assert _rows(db) == [("alice", "bell")]
+    _browser_signs_in_to_the_service(alice, hub, alice_task)
     assert _rows(db) == [("alice", "bell")]
 
     # ---- no user process holds a secret of the data side ----------------------------
@@ -208,6 +230,8 @@ def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
         r = httpx.post(api + "tasks", json=bell, headers=headers)
         assert r.status_code == 403, (headers, r.status_code, r.text)
         assert httpx.get(api + f"tasks/{alice_task}", headers=headers).status_code == 403
+    in_url = httpx.post(api + "tasks", params={"token": alice_token}, json=bell)
+    assert in_url.status_code == 403, in_url.text  # a token in the URL is never read
     assert _rows(db) == [("alice", "bell")]
 
     # ---- fleet detail: the hub's admin yes, alice no ---------------------------------
@@ -228,3 +252,72 @@ def test_a_team_on_one_hub(team: dict[str, Any]) -> None:
     assert r.status_code == 503 and r.json()["error"] == "auth_unavailable", r.text
     assert "127.0.0.1" not in r.text
     assert _rows(db) == [("alice", "bell")]
+
+
+def _submit(api: str, token: str, name: str) -> str:
+    spec = simulate_spec(BELL_QASM2, name=name)
+    r = httpx.post(api + "tasks", json=spec, headers={"Authorization": f"token {token}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["task_id"])
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("team", [False], indirect=True)  # no worker: tasks stay queued
+def test_alices_live_table_in_chromium(chromium_context: Any, team: dict[str, Any]) -> None:
+    from tests.e2e.test_browser import TABLE, Notebook
+    from tests.fixtures.browser import ARTIFACTS, write_notebook
+
+    hub, api = team["hub"], team["api"]
+    alice_token, _ = hub.create_token("alice", note="submits")
+    bob_token, _ = hub.create_token("bob", note="submits")
+    mine = [_submit(api, alice_token, f"alice-{i}") for i in range(2)]
+    bobs = _submit(api, bob_token, "bob-0")
+    alice_url = hub.start_server("alice")
+    write_notebook(hub.dir / "home" / "alice" / "table.ipynb")
+
+    shots = ARTIFACTS.parent / "hub-browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    page = chromium_context.pages[0] if chromium_context.pages else chromium_context.new_page()
+    event_requests: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            event_requests.append(r.resource_type) if "/qtaskdist/api/events" in r.url else None
+        ),
+    )
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", hub.user_password)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(lambda url: "/hub/login" not in url, timeout=60_000)
+    page.goto(f"{alice_url}lab/tree/table.ipynb")  # at the hub's public URL, via hub OAuth
+    nb = Notebook(page, shots)
+    nb.wait_kernel_idle(120)
+    nb.run_cell(0, "%load_ext qtaskdist_jupyter")
+    nb.wait_cell_done(0)
+    nb.run_cell(1, "%qtask table")
+    nb.wait_cell_done(1)
+    nb.wait_rows(2, timeout_s=60)
+    ids = nb.rows().evaluate_all("rs => rs.map(r => r.dataset.taskId)")
+    assert sorted(ids) == sorted(mine) and bobs not in ids
+    assert "bob-0" not in page.locator(TABLE).inner_text()
+    nb.shot("alice-table")
+
+    # New tasks arrive by the event stream (forwarded by alice's server): hers, not bob's.
+    bobs2 = _submit(api, bob_token, "bob-1")
+    mine.append(_submit(api, alice_token, "alice-2"))
+    nb.wait_rows(3, timeout_s=60)
+    ids = nb.rows().evaluate_all("rs => rs.map(r => r.dataset.taskId)")
+    assert sorted(ids) == sorted(mine) and bobs2 not in ids
+    assert "eventsource" in event_requests, event_requests
+
+    page.locator(f'{TABLE} tr.qtd-row[data-task-id="{mine[0]}"] button.qtd-cancel').click()
+    page.wait_for_selector(
+        f'{TABLE} tr.qtd-row[data-task-id="{mine[0]}"][data-status="cancelled"]', timeout=30_000
+    )
+    nb.shot("alice-cancelled")
+    as_alice = {"Authorization": f"token {alice_token}"}
+    assert httpx.get(api + f"tasks/{mine[0]}", headers=as_alice).json()["status"] == "cancelled"
+    assert httpx.get(api + f"tasks/{mine[1]}", headers=as_alice).json()["status"] != "cancelled"
+    as_bob = {"Authorization": f"token {bob_token}"}
+    assert httpx.get(api + f"tasks/{bobs}", headers=as_bob).json()["status"] != "cancelled"

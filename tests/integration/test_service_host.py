@@ -187,3 +187,44 @@ def test_the_qtaskdist_service_command(database_url, redis_url, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+async def test_the_hub_unreachable_is_503_auth_unavailable(
+    settings, monkeypatch, database_url
+) -> None:
+    """Hub mode with the hub's API on a closed port: every request with a token is 503
+    ``auth_unavailable`` (not 500), with no host or port in it, and nothing is written."""
+    from jupyterhub.services.auth import HubOAuth
+    from qtaskdist_server.api.service import TaskService
+    from qtaskdist_server.service_host.app import ServiceHost, make_app, make_auth
+    from tornado.httpserver import HTTPServer
+    from tornado.testing import bind_unused_port
+
+    from qtaskdist_jupyter.core.config import ServiceSettings
+
+    dead = _free_port()
+    monkeypatch.setenv("JUPYTERHUB_API_URL", f"http://127.0.0.1:{dead}/hub/api")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "service-token-never-used")
+    monkeypatch.setenv("JUPYTERHUB_CLIENT_ID", "service-qtaskdist")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_NAME", "qtaskdist")
+    HubOAuth.clear_instance()
+    auth, base = make_auth(ServiceSettings(auth="hub", auth_cache_s=0))
+    host = ServiceHost(TaskService.from_settings(settings, pool_size=2), auth)
+    sock, port = bind_unused_port()
+    server = HTTPServer(make_app(host, base, "/"))
+    server.add_sockets([sock])
+    try:
+        url = f"http://127.0.0.1:{port}/qtaskdist/api/"
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(url + "tasks", json=simulate_spec(BELL_QASM2), headers=ALICE)
+            assert r.status_code == 503 and r.json()["error"] == "auth_unavailable", r.text
+            assert str(dead) not in r.text
+            r = await http.get(url + "health", headers=ALICE)
+            assert r.status_code == 503 and r.json()["error"] == "auth_unavailable", r.text
+            r = await http.get(url + "health")  # no token: the hub isn't asked
+            assert r.status_code == 403
+        assert _rows(database_url) == []
+    finally:
+        server.stop()
+        await host.service.close()
+        HubOAuth.clear_instance()

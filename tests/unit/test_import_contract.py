@@ -5,6 +5,10 @@
 - ``qtaskdist_worker`` imports no Jupyter and no kernel side: a worker node has neither.
 - ``qtaskdist_server.api`` (the API layer both hosts share) imports no host: no Jupyter,
   tornado or jupyterhub.
+- ``qtaskdist_server.service_host`` (``qtaskdist service``, the team's host) imports no
+  Jupyter server and no kernel side: a shared service exposes no kernels or contents. At
+  run time (tests/integration/test_import_contract_runtime.py) that covers the handler
+  modules it binds (``qtaskdist_server.handlers``, ``.events``, …) too.
 
 Read statically from the source (every ``import`` anywhere in a module, functions included),
 so an import that only runs on some path is caught too. The same contract is checked once
@@ -57,6 +61,10 @@ CONTRACTS: dict[str, tuple[Path, tuple[str, ...]]] = {
             "qtaskdist_worker",
             "devtools",
         ),
+    ),
+    "service-host": (
+        ROOT / "server_extension" / "qtaskdist_server" / "service_host",
+        (*JUPYTER_STACK, "qtaskdist_jupyter.kernel", "qtaskdist_worker", "devtools"),
     ),
 }
 

@@ -54,7 +54,8 @@ def hub_identity(
 class HubTokens:
     def __init__(self, cache_s: int, admin_group: str | None) -> None:
         # The process's one HubOAuth: the OAuth callback handler finds it as .instance().
-        self.hub_auth = HubOAuth.instance(cache_max_age=cache_s)
+        # A token in a URL ends up in logs and histories: only the header or the cookie.
+        self.hub_auth = HubOAuth.instance(cache_max_age=cache_s, allow_token_in_url=False)
         self.admin_group = admin_group
         self.cookie_secret = secrets.token_bytes(32)  # OAuth cookies last one process
 
