@@ -25,6 +25,7 @@ from typing import Any, Literal
 from qiskit import qasm2, qasm3, qpy
 from qiskit.circuit import Gate, Instruction, QuantumCircuit
 
+from qtaskdist_jupyter.core.circuits.errtext import one_line
 from qtaskdist_jupyter.core.circuits.qasm_scan import scan, tokenize
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import CircuitError, LimitExceeded, PayloadTooLarge
@@ -70,7 +71,7 @@ def _clean_error(exc: BaseException, what: str) -> CircuitError:
         if nxt is None and cause.args and isinstance(cause.args[0], BaseException):
             nxt = cause.args[0]
         cause = nxt
-    msg = " ".join(msg.split())
+    msg = one_line(msg)
     for pattern in _POSITIONS:
         m = pattern.match(msg)
         if m:
