@@ -39,6 +39,13 @@ variable                    meaning
 ``QTASKDIST_MAX_EVENT_STREAMS``  open events requests (SSE / long poll) per owner (16)
 ``QTASKDIST_PRIORITY_MAX_TASKS`` a request of at most this many tasks goes to the
                                  priority stream of its type (8; 0 turns it off)
+``QTASKDIST_PARSE_WORKERS``      child processes that parse submitted circuits (2; 0:
+                                 parse in the server process)
+``QTASKDIST_PARSE_MEMORY_BYTES`` address space each parse child may add (2 GiB)
+``QTASKDIST_PARSE_TIME_S``       deadline of one circuit parse in a child (60)
+``QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS``  keys in a backend_run's provider_options (32)
+``QTASKDIST_PROVIDER_OPTION_MAX_CHARS``  characters of a provider_options key or
+                                 string value (1024)
 =========================== ========================================================
 """
 
@@ -87,6 +94,12 @@ class Limits:
     max_active_tasks: int = 25_000
     max_event_streams: int = 16
     priority_max_tasks: int = 8
+    # Submitted circuits are parsed in child processes (circuits/sandbox.py).
+    parse_workers: int = 2
+    parse_memory_bytes: int = 2 * 1024**3
+    parse_time_s: float = 60.0
+    provider_options_max_keys: int = 32
+    provider_option_max_chars: int = 1024
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,17 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_active_tasks=_int(env, "QTASKDIST_MAX_ACTIVE_TASKS", d.max_active_tasks, 1),
         max_event_streams=_int(env, "QTASKDIST_MAX_EVENT_STREAMS", d.max_event_streams, 1),
         priority_max_tasks=_int(env, "QTASKDIST_PRIORITY_MAX_TASKS", d.priority_max_tasks, 0),
+        parse_workers=_int(env, "QTASKDIST_PARSE_WORKERS", d.parse_workers, 0),
+        parse_memory_bytes=_int(
+            env, "QTASKDIST_PARSE_MEMORY_BYTES", d.parse_memory_bytes, 64 * 1024**2
+        ),
+        parse_time_s=_float(env, "QTASKDIST_PARSE_TIME_S", d.parse_time_s),
+        provider_options_max_keys=_int(
+            env, "QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS", d.provider_options_max_keys, 0
+        ),
+        provider_option_max_chars=_int(
+            env, "QTASKDIST_PROVIDER_OPTION_MAX_CHARS", d.provider_option_max_chars, 1
+        ),
     )
 
 
