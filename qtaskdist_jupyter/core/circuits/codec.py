@@ -28,6 +28,7 @@ from qiskit.circuit import QuantumCircuit
 from qtaskdist_jupyter.core.circuits.bounds import nested_count
 from qtaskdist_jupyter.core.circuits.errtext import one_line
 from qtaskdist_jupyter.core.circuits.qasm_scan import scan, tokenize
+from qtaskdist_jupyter.core.circuits.qpy_walk import check_headers
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import CircuitError, LimitExceeded, PayloadTooLarge
 
@@ -126,6 +127,7 @@ def _qpy_bytes(source: str, limits: Limits) -> bytes:
     _limit("instructions", ninstr, limits.max_instructions)
     if max(meta, nregs, nvars) > len(raw):
         raise CircuitError("QPY header claims more data than the payload holds")
+    check_headers(raw, version, off, limits)  # every nested circuit's header too
     return raw
 
 
