@@ -135,7 +135,7 @@ def _qpy_bytes(source: str, limits: Limits) -> bytes:
 def _limit(name: str, value: int, maximum: int) -> None:
     if value > maximum:
         msg = f"circuit has {value} {name}; the limit is {maximum}"
-        raise LimitExceeded(msg, limit=name, value=value, maximum=maximum)
+        raise LimitExceeded(msg, limit=name, value=value, maximum=maximum, field="circuit")
 
 
 def detect_format(source: str) -> str:

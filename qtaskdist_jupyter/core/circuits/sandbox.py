@@ -128,7 +128,9 @@ class ParsePool:
     def inspect(self, source: str, fmt: str, limits: Limits) -> Any:
         """:func:`.codec.inspect_circuit` in a child; its refusals re-raised here."""
         from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+        from qtaskdist_jupyter.core.circuits.precheck import precheck
 
+        fmt = precheck(source, fmt, limits)  # what the counts refuse, without a child
         child = self._take()
         request = {"source": source, "format": fmt, "limits": dataclasses.asdict(limits)}
         started = time.monotonic()
@@ -153,10 +155,10 @@ class ParsePool:
 
     def _failure(self, got: dict[str, Any] | None, code: int | None, took_s: float) -> CircuitError:
         mib = self.memory_bytes // 2**20
-        if got is not None or code in (-6, -9):  # MemoryError; an allocation abort; OOM kill
-            why = f"needs more than {mib} MiB to parse (QTASKDIST_PARSE_MEMORY_BYTES)"
-        elif took_s >= self.time_s:
+        if got is None and took_s >= self.time_s:
             why = f"took longer than {self.time_s:g} s to parse (QTASKDIST_PARSE_TIME_S)"
+        elif got is not None or code in (-6, -9):  # MemoryError; an allocation abort; OOM kill
+            why = f"needs more than {mib} MiB to parse (QTASKDIST_PARSE_MEMORY_BYTES)"
         else:
             why = f"made the circuit parser stop (exit code {code})"
         return CircuitError(f"the circuit {why}; it is refused", limit="parse")
