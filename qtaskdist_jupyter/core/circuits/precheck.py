@@ -1,34 +1,27 @@
-"""The counting checks of :mod:`.codec`, without the parse: what the server runs itself
-before it hands a circuit to a parse child (:mod:`.sandbox`).
+"""What the server checks itself before it hands a circuit to a parse child (:mod:`.sandbox`).
 
-They are cheap (a token scan of at most ``max_payload_bytes``, a ``struct`` walk of the
-QPY headers), and every refusal they find (``h $100000000;``, a loop of 10^9 iterations,
-a QPY body claiming 10^6 qubits) is answered in milliseconds, without waiting for a
-child."""
+Only what is cheap and bounded by the payload's size: the size itself, and for QPY the
+``struct`` walk of every circuit header (:mod:`.qpy_walk`; a QPY body claiming 10^6
+qubits is refused here, in microseconds). OpenQASM text is scanned and counted in the
+child, which answers a refusal (``h $100000000;``, a loop of 10^9 iterations) in
+milliseconds: a megabyte of tokens is seconds of CPU that the server's event loop does
+not spend.
+"""
 
 from __future__ import annotations
 
 from qtaskdist_jupyter.core.circuits import codec
-from qtaskdist_jupyter.core.circuits.qasm_scan import scan
 from qtaskdist_jupyter.core.config import Limits
-from qtaskdist_jupyter.core.errors import CircuitError, PayloadTooLarge
+from qtaskdist_jupyter.core.errors import PayloadTooLarge
 
 
-def precheck(source: str, fmt: str, limits: Limits) -> str:
-    """Refuse what the counts alone refuse; return the resolved format."""
+def precheck(source: str, fmt: str, limits: Limits) -> None:
+    """PayloadTooLarge / CircuitError / LimitExceeded for what needs no parse to refuse."""
     size = len(source.encode())
     if size > limits.max_payload_bytes:
         top = limits.max_payload_bytes
         msg = f"circuit is {size} bytes; the limit is {top}"
         raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top)
-    if fmt not in ("auto", "qasm2", "qasm3", "qpy"):
-        raise CircuitError(f"unknown circuit format {fmt!r}; use auto, qasm2, qasm3 or qpy")
-    fmt = codec.detect_format(source) if fmt == "auto" else fmt
-    if fmt == "qpy":
-        codec._qpy_bytes(source, limits)  # the same check, without the load
-        return fmt
-    found = scan(source, fmt)
-    codec._limit("qubits", found.qubits, limits.max_qubits)
-    codec._limit("clbits", found.clbits, limits.max_instructions)
-    codec._limit("instructions", found.instructions, limits.max_instructions)
-    return fmt
+    qpy = source.lstrip("\ufeff \t\r\n").startswith(codec.QPY_PREFIX)
+    if fmt == "qpy" or (fmt == "auto" and qpy):
+        codec._qpy_bytes(source, limits)  # the codec's own check, without the load

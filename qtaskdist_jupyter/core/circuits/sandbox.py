@@ -130,7 +130,7 @@ class ParsePool:
         from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
         from qtaskdist_jupyter.core.circuits.precheck import precheck
 
-        fmt = precheck(source, fmt, limits)  # what the counts refuse, without a child
+        precheck(source, fmt, limits)  # what needs no parse to refuse, without a child
         child = self._take()
         request = {"source": source, "format": fmt, "limits": dataclasses.asdict(limits)}
         started = time.monotonic()
