@@ -270,7 +270,7 @@ _BIG_QASM2 += "".join(f"cx q[{i % 29}],q[{i % 29 + 1}];\n" for i in range(60_000
 
 @pytest.mark.parametrize(
     "qtd_config",
-    [{"QtaskdistApp": {"limits": {"parse_memory_bytes": 64 * 2**20, "parse_workers": 1}}}],
+    [{"QtaskdistApp": {"limits": {"parse_memory_bytes": 16 * 2**20, "parse_workers": 1}}}],
 )
 async def test_a_parse_that_runs_out_of_memory_is_refused_and_the_server_goes_on(
     api, database_url

@@ -13,7 +13,6 @@ its plain facts (:class:`.codec.CircuitInfo`) come back.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import queue
@@ -23,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from qtaskdist_jupyter.core.config import Limits
@@ -32,6 +32,7 @@ from qtaskdist_jupyter.core.errors import (
     InvalidInput,
     LimitExceeded,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 
 _REFUSALS: dict[str, type[InvalidInput]] = {
@@ -39,34 +40,41 @@ _REFUSALS: dict[str, type[InvalidInput]] = {
 }
 _CHILD_MODULE = "qtaskdist_jupyter.core.circuits.sandbox_child"
 _START_TIMEOUT_S = 120.0  # importing qiskit on a busy machine
+_MAX_ANSWER_BYTES = 16 * 2**20  # an answer is a few facts; more is a broken child
+_INFO_TYPES = {
+    "format": str, "num_qubits": int, "num_clbits": int, "num_instructions": int,
+    "parameters": list,
+}  # fmt: skip
 
 
 class _Child:
     def __init__(self, memory_bytes: int) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qtaskdist_jupyter.core.circuits.sandbox_child",
-                str(memory_bytes),
-            ],
+            [sys.executable, "-m", _CHILD_MODULE, str(memory_bytes)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
         self.ready = False
+        self.timed_out = False
 
     def read(self, deadline: float) -> dict[str, Any] | None:
-        """One answer, or None when the child died or the deadline passed."""
+        """One answer, or None when the child died, overran or broke the protocol."""
         head = self._read_exact(4, deadline)
-        body = head and self._read_exact(struct.unpack("!I", head)[0], deadline)
-        return json.loads(body) if body is not None and head else None
+        size = struct.unpack("!I", head)[0] if head else _MAX_ANSWER_BYTES + 1
+        body = self._read_exact(size, deadline) if size <= _MAX_ANSWER_BYTES else None
+        try:
+            got = json.loads(body) if body is not None else None
+        except ValueError:
+            return None
+        return got if isinstance(got, dict) else None
 
     def _read_exact(self, size: int, deadline: float) -> bytes | None:
         fd, buf = self.proc.stdout.fileno(), bytearray()  # type: ignore[union-attr]
         while len(buf) < size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.timed_out = True
                 return None
             chunk = os.read(fd, size - len(buf))
             if not chunk:
@@ -74,11 +82,13 @@ class _Child:
             buf += chunk
         return bytes(buf)
 
-    def ask(self, request: dict[str, Any], time_s: float) -> dict[str, Any] | None:
+    def start(self) -> bool:
+        """Wait for the child's first frame (it has imported qiskit and warmed up)."""
         if not self.ready:
             self.ready = self.read(time.monotonic() + _START_TIMEOUT_S) is not None
-            if not self.ready:
-                return None
+        return self.ready
+
+    def ask(self, request: dict[str, Any], time_s: float) -> dict[str, Any] | None:
         body = json.dumps(request).encode()
         try:
             self.proc.stdin.write(struct.pack("!I", len(body)) + body)  # type: ignore[union-attr]
@@ -98,16 +108,15 @@ class _Child:
 
 
 class ParsePool:
-    """``size`` warm children; :meth:`inspect` is thread-safe (one request per child)."""
+    """Up to ``size`` warm children; :meth:`inspect` is thread-safe (one request per child)."""
 
     def __init__(self, size: int, memory_bytes: int, time_s: float) -> None:
         self.size, self.memory_bytes, self.time_s = size, memory_bytes, time_s
         self._idle: queue.Queue[_Child] = queue.Queue()
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        # One child now (it warms up beside the server); more while all are busy.
-        self._started = 1
-        self._idle.put(_Child(memory_bytes))
+        self._started = 0
+        self._grow()  # one child now: it warms up beside the server; more while all are busy
 
     @classmethod
     def from_limits(cls, limits: Limits) -> ParsePool | None:
@@ -116,46 +125,64 @@ class ParsePool:
             return None
         return cls(limits.parse_workers, limits.parse_memory_bytes, limits.parse_time_s)
 
-    def _take(self) -> _Child:
+    def _grow(self) -> _Child | None:
+        """A new child when fewer than ``size`` exist (it goes to the idle queue)."""
+        with self._lock:
+            if self._started >= self.size:
+                return None
+            self._started += 1
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
+            child = _Child(self.memory_bytes)
+        except OSError:
             with self._lock:
-                grow = self._started < self.size
-                self._started += grow
-            return _Child(self.memory_bytes) if grow else self._idle.get()
+                self._started -= 1
+            raise
+        self._idle.put(child)
+        return child
+
+    def _give_back(self, child: _Child, broken: bool) -> None:
+        if broken:  # killed by the caller: stuck, dead, short of memory or off the protocol
+            with self._lock:
+                self._started -= 1
+        if self._closed.is_set():
+            child.kill()
+        elif broken:
+            self._grow()
+        else:
+            self._idle.put(child)
 
     def inspect(self, source: str, fmt: str, limits: Limits) -> Any:
         """:func:`.codec.inspect_circuit` in a child; its refusals re-raised here."""
-        from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
         from qtaskdist_jupyter.core.circuits.precheck import precheck
 
         precheck(source, fmt, limits)  # what needs no parse to refuse, without a child
-        child = self._take()
-        request = {"source": source, "format": fmt, "limits": dataclasses.asdict(limits)}
-        started = time.monotonic()
-        got: dict[str, Any] | None = None
-        code: int | None = None
         try:
-            got = child.ask(request, self.time_s)
+            child = self._idle.get_nowait()
+        except queue.Empty:
+            self._grow()
+            child = self._idle.get()
+        got: dict[str, Any] | None = None
+        started = child.start()
+        try:
+            if started:
+                got = child.ask(
+                    {"source": source, "format": fmt, "limits": asdict(limits)}, self.time_s
+                )
         finally:
-            if got is None or got.get("refused") == "MemoryError":
-                code = child.kill()  # stuck, dead or short of memory: a fresh one
-                child = _Child(self.memory_bytes)
-            if self._closed.is_set():
-                child.kill()
-            else:
-                self._idle.put(child)
-        if got is None or got.get("refused") == "MemoryError":
-            raise self._failure(got, code, time.monotonic() - started)
-        if "refused" in got:
-            cls = _REFUSALS.get(got["refused"], CircuitError)
-            raise cls(str(got["message"]), **dict(got["detail"]))
-        return CircuitInfo(**got["info"])
+            broken = got is None or got.get("refused") == "MemoryError"
+            code = child.kill() if broken else None
+            self._give_back(child, broken)
+        if not started:
+            raise ServiceUnavailable(f"the circuit parser did not start (exit code {code})")
+        if broken:
+            raise self._failure(got, code, child.timed_out)
+        return _answer(got)  # type: ignore[arg-type]
 
-    def _failure(self, got: dict[str, Any] | None, code: int | None, took_s: float) -> CircuitError:
+    def _failure(
+        self, got: dict[str, Any] | None, code: int | None, timed_out: bool
+    ) -> CircuitError:
         mib = self.memory_bytes // 2**20
-        if got is None and took_s >= self.time_s:
+        if got is None and timed_out:
             why = f"took longer than {self.time_s:g} s to parse (QTASKDIST_PARSE_TIME_S)"
         elif got is not None or code in (-6, -9):  # MemoryError; an allocation abort; OOM kill
             why = f"needs more than {mib} MiB to parse (QTASKDIST_PARSE_MEMORY_BYTES)"
@@ -170,3 +197,24 @@ class ParsePool:
                 self._idle.get_nowait().kill()
             except queue.Empty:
                 return
+
+
+def _answer(got: dict[str, Any]) -> Any:
+    """The child's answer: its CircuitInfo, or its refusal raised; checked, not trusted."""
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+
+    if "refused" in got:
+        cls = _REFUSALS.get(str(got["refused"]), CircuitError)
+        detail = got.get("detail") if isinstance(got.get("detail"), dict) else {}
+        try:
+            raise cls(str(got.get("message", "")), **detail)
+        except TypeError:
+            raise CircuitError(str(got.get("message", ""))) from None
+    info = got.get("info")
+    if not isinstance(info, dict) or info.keys() != _INFO_TYPES.keys():
+        raise CircuitError("the circuit parser answered out of protocol")
+    if not all(type(info[k]) is t for k, t in _INFO_TYPES.items()) or not all(
+        isinstance(p, str) for p in info["parameters"]
+    ):
+        raise CircuitError("the circuit parser answered out of protocol")
+    return CircuitInfo(**info)
