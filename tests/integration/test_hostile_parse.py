@@ -286,7 +286,7 @@ async def test_a_parse_that_runs_out_of_memory_is_refused_and_the_server_goes_on
 
 
 @pytest.mark.parametrize(
-    "qtd_config", [{"QtaskdistApp": {"limits": {"parse_time_s": 0.2, "parse_workers": 1}}}]
+    "qtd_config", [{"QtaskdistApp": {"limits": {"parse_time_s": 1.0, "parse_workers": 1}}}]
 )
 async def test_a_parse_past_its_deadline_is_refused_and_the_server_goes_on(
     api, database_url

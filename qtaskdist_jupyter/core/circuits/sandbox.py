@@ -125,6 +125,15 @@ class ParsePool:
             return None
         return cls(limits.parse_workers, limits.parse_memory_bytes, limits.parse_time_s)
 
+    def wait_ready(self) -> bool:
+        """Wait until an idle child has warmed up (a server calls this at start-up, so that
+        its first submit does not wait for a child to import qiskit)."""
+        child = self._idle.get()
+        try:
+            return child.start()
+        finally:
+            self._idle.put(child)
+
     def _grow(self) -> _Child | None:
         """A new child when fewer than ``size`` exist (it goes to the idle queue)."""
         with self._lock:

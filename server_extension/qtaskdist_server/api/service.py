@@ -80,12 +80,15 @@ class TaskService:
         from qtaskdist_jupyter.core.circuits import codec
         from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
+        parser = ParsePool.from_limits(settings.limits)  # its child warms up beside us
         codec.warm_up()
+        if parser is not None:
+            parser.wait_ready()
         return cls(
             TaskStore.from_url(settings.database_url, pool_size=pool_size),
             Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen),
             settings,
-            ParsePool.from_limits(settings.limits),
+            parser,
         )
 
     async def close(self) -> None:
