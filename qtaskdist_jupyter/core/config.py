@@ -58,6 +58,13 @@ variable                    meaning
                                  ``JUPYTERHUB_SERVICE_URL``, else 127.0.0.1:8890)
 ``JUPYTERHUB_SERVICE_PREFIX``    the service's URL prefix (``/``); ``JUPYTERHUB_API_TOKEN``
                                  in a kernel: the user's own credential for the service
+``QTASKDIST_PARSE_WORKERS``      child processes that parse submitted circuits (2; 0:
+                                 parse in the server process)
+``QTASKDIST_PARSE_MEMORY_BYTES`` address space each parse child may add (2 GiB)
+``QTASKDIST_PARSE_TIME_S``       deadline of one circuit parse in a child (60)
+``QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS``  keys in a backend_run's provider_options (32)
+``QTASKDIST_PROVIDER_OPTION_MAX_CHARS``  characters of a provider_options key or
+                                 string value (1024)
 =========================== ========================================================
 """
 
@@ -111,6 +118,12 @@ class Limits:
     max_large_bodies: int = 2
     # Stored payload + result bytes of one GET tasks page (include=result / payload).
     max_page_bytes: int = 16 * 1024 * 1024
+    # Submitted circuits are parsed in child processes (circuits/sandbox.py).
+    parse_workers: int = 2
+    parse_memory_bytes: int = 2 * 1024**3
+    parse_time_s: float = 60.0
+    provider_options_max_keys: int = 32
+    provider_option_max_chars: int = 1024
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,17 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         large_body_bytes=_int(env, "QTASKDIST_LARGE_BODY_BYTES", d.large_body_bytes, 1),
         max_large_bodies=_int(env, "QTASKDIST_MAX_LARGE_BODIES", d.max_large_bodies, 1),
         max_page_bytes=_int(env, "QTASKDIST_MAX_PAGE_BYTES", d.max_page_bytes, 1),
+        parse_workers=_int(env, "QTASKDIST_PARSE_WORKERS", d.parse_workers, 0),
+        parse_memory_bytes=_int(
+            env, "QTASKDIST_PARSE_MEMORY_BYTES", d.parse_memory_bytes, 64 * 1024**2
+        ),
+        parse_time_s=_float(env, "QTASKDIST_PARSE_TIME_S", d.parse_time_s),
+        provider_options_max_keys=_int(
+            env, "QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS", d.provider_options_max_keys, 0
+        ),
+        provider_option_max_chars=_int(
+            env, "QTASKDIST_PROVIDER_OPTION_MAX_CHARS", d.provider_option_max_chars, 1
+        ),
     )
 
 

@@ -172,11 +172,27 @@ class ConvertPayload(_CircuitPayload):
 class BackendPayload(_CircuitPayload):
     device_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
     shots: StrictInt = Field(default=1024, ge=1)
+    # Flat (depth 1: scalar values only), bounded in keys and characters.
     provider_options: dict[str, StrictInt | StrictFloat | StrictBool | str | None] = Field(
-        default_factory=dict, max_length=32
+        default_factory=dict
     )
 
     _shots = field_validator("shots")(_check_shots)
+
+    @field_validator("provider_options")
+    @classmethod
+    def _options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        limits = _limits(info)
+        if len(v) > limits.provider_options_max_keys:
+            raise ValueError(f"{len(v)} keys; the limit is {limits.provider_options_max_keys}")
+        top = limits.provider_option_max_chars
+        for key, value in v.items():
+            for what, text in (("key", key), ("value of", value)):
+                if isinstance(text, str) and len(text) > top:
+                    name = key[:20] + ("..." if len(key) > 20 else "")
+                    msg = f"{what} {name!r} has {len(text)} characters; the limit is {top}"
+                    raise ValueError(msg)
+        return v
 
 
 PAYLOAD_MODELS: dict[str, type[_CircuitPayload]] = {

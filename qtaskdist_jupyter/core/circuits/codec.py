@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qiskit import qasm2, qasm3, qpy
-from qiskit.circuit import Gate, Instruction, QuantumCircuit
+from qiskit.circuit import QuantumCircuit
 
+from qtaskdist_jupyter.core.circuits.bounds import nested_count
+from qtaskdist_jupyter.core.circuits.errtext import one_line
 from qtaskdist_jupyter.core.circuits.qasm_scan import scan, tokenize
+from qtaskdist_jupyter.core.circuits.qpy_walk import check_headers
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import CircuitError, LimitExceeded, PayloadTooLarge
 
@@ -70,7 +73,7 @@ def _clean_error(exc: BaseException, what: str) -> CircuitError:
         if nxt is None and cause.args and isinstance(cause.args[0], BaseException):
             nxt = cause.args[0]
         cause = nxt
-    msg = " ".join(msg.split())
+    msg = one_line(msg)
     for pattern in _POSITIONS:
         m = pattern.match(msg)
         if m:
@@ -124,33 +127,15 @@ def _qpy_bytes(source: str, limits: Limits) -> bytes:
     _limit("instructions", ninstr, limits.max_instructions)
     if max(meta, nregs, nvars) > len(raw):
         raise CircuitError("QPY header claims more data than the payload holds")
+    check_headers(raw, version, off, limits)  # every nested circuit's header too
     return raw
-
-
-def _expanded_count(circuit: QuantumCircuit, memo: dict[int, int], keep: list[Any]) -> int:
-    total = 0
-    for inst in circuit.data:
-        op = inst.operation
-        blocks = getattr(op, "blocks", None)
-        if blocks:
-            total += sum(_expanded_count(b, memo, keep) for b in blocks)
-        elif type(op) in (Gate, Instruction) and op.definition is not None:
-            # User-defined (QPY custom / to_gate()); memoized so shared definitions count once.
-            d = op.definition
-            if id(d) not in memo:
-                keep.append(d)
-                memo[id(d)] = _expanded_count(d, memo, keep)
-            total += memo[id(d)]
-        else:
-            total += 1
-    return total
 
 
 # ---------------------------------------------------------------- public API
 def _limit(name: str, value: int, maximum: int) -> None:
     if value > maximum:
         msg = f"circuit has {value} {name}; the limit is {maximum}"
-        raise LimitExceeded(msg, limit=name, value=value, maximum=maximum)
+        raise LimitExceeded(msg, limit=name, value=value, maximum=maximum, field="circuit")
 
 
 def detect_format(source: str) -> str:
@@ -182,7 +167,7 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
         if len(programs) != 1 or not isinstance(programs[0], QuantumCircuit):
             raise CircuitError("QPY payload must hold exactly one QuantumCircuit")
         circuit = programs[0]
-        count = _expanded_count(circuit, {}, [])
+        count = nested_count(circuit, limits)
     else:
         found = scan(source, fmt)
         count = found.instructions

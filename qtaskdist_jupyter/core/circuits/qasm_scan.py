@@ -6,8 +6,15 @@ declares. So :func:`scan`, on our own tokens,
 
 * refuses every ``include`` except the built-in ``qelib1.inc`` / ``stdgates.inc``;
 * counts the instructions with user gate definitions expanded (memoized per definition,
-  never actually expanded), and the declared qubits, so an exponential gate tower or a
-  ``qreg q[10^9]`` can be refused before a parser would allocate it.
+  never actually expanded) and ``for`` loops unrolled (their body times the length of
+  their literal range; a range it cannot bound is refused), and the declared qubits plus
+  the physical ones (``$n`` stands for n + 1 qubits), so an exponential gate tower, a
+  ``qreg q[10^9]``, ``h $100000000;`` or a loop of 10^9 iterations is refused before a
+  parser would allocate it;
+* converts a number only when it is ASCII digits and at most :data:`MAX_DIGITS` long.
+
+A ``while`` loop's body counts once: its iterations depend on measurements, so the
+simulator runs it without unrolling it, and the task's time limit bounds how often.
 
 The limits themselves are applied by :mod:`.codec`, which then hands the text to qiskit.
 """
@@ -17,10 +24,14 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from qtaskdist_jupyter.core.errors import CircuitError, IncludeRefused
+from qtaskdist_jupyter.core.errors import CircuitError, IncludeRefused, LimitExceeded
 
 _ALLOWED_INCLUDES = {"qasm2": "qelib1.inc", "qasm3": "stdgates.inc"}
 _MAX_NESTING = 200  # brackets; deeper input only serves to exhaust a recursive parser
+# The longest integer literal converted: sizes, constants, loop bounds and ``$n`` above
+# this are over every limit anyway, and ``int()`` of 5000 digits is a ValueError.
+MAX_DIGITS = 12
+_ASCII_INT = re.compile(r"[0-9]+", re.ASCII)
 
 
 class Scan(NamedTuple):
@@ -36,7 +47,31 @@ def scan(source: str, fmt: str) -> Scan:
     _check_includes(toks, fmt)
     counter = _Count(toks)
     count, _ = counter.walk(0, True)
-    return Scan(count, counter.qubits, counter.clbits, counter.statements)
+    qubits = counter.qubits + _physical_qubits(toks)
+    return Scan(count, qubits, counter.clbits, counter.statements)
+
+
+def int_literal(tok: Token, what: str) -> int:
+    """``tok`` as an int: ASCII digits only, at most MAX_DIGITS of them; else refused."""
+    text = tok.text.replace("_", "") if tok.kind == "num" else tok.text
+    if not _ASCII_INT.fullmatch(text):
+        msg = f"{what} must be an integer literal or constant, not {tok.text[:20]!r}"
+        raise CircuitError(msg, line=tok.line, column=tok.col)
+    if len(text) > MAX_DIGITS:
+        msg = f"{what} {text[:8]}... has {len(text)} digits; the limit is {MAX_DIGITS}"
+        raise LimitExceeded(
+            msg, limit="integer_digits", value=len(text), maximum=MAX_DIGITS, field="circuit"
+        )
+    return int(text)
+
+
+def _physical_qubits(toks: list[Token]) -> int:
+    """OpenQASM 3 ``$n`` names physical qubit n: a parser allocates qubits 0..n."""
+    top = -1
+    for t in toks:
+        if t.kind == "op" and t.text.startswith("$") and len(t.text) > 1:
+            top = max(top, int_literal(Token("num", t.text[1:], t.line, t.col), "physical qubit"))
+    return top + 1
 
 
 # ---------------------------------------------------------------- token scan
@@ -59,7 +94,7 @@ _TOKEN_RE = re.compile(
         | (?P<badstr>["'])
         | (?P<id>[^\W\d]\w*)
         | (?P<num>(?:\d[\w.]*|\.\d[\w.]*)(?:(?<=[eE])[+-]\d+)?)
-        | (?P<op>->|==|!=|<=|>=|&&|\|\||\+\+|<<|>>|\$\d+|\S))""",
+        | (?P<op>->|==|!=|<=|>=|&&|\|\||\+\+|<<|>>|\$\w+|\S))""",
     re.VERBOSE | re.DOTALL,
 )
 
@@ -82,6 +117,9 @@ def tokenize(source: str) -> list[Token]:
             raise CircuitError("unterminated block comment", line=line, column=col)
         if kind == "badstr":
             msg = "unterminated string, or one with an escape or line break"
+            raise CircuitError(msg, line=line, column=col)
+        if kind in ("num", "op") and not text.isascii():
+            msg = f"{text[:20]!r} is not a number: digits must be ASCII"
             raise CircuitError(msg, line=line, column=col)
         if kind == "op" and text in "([{)]}":
             depth += 1 if text in "([{" else -1
@@ -162,8 +200,9 @@ class _Count:
                     body, i = self.walk(i + 1, False)
                     self.gates[head[1].text] = body
                 else:  # control flow or bare scope: its instructions, not the wrapper
+                    _, times = self._flow(head)
                     body, i = self.walk(i + 1, top)
-                    total += body
+                    total += body * times
                     self.statements += 1
             elif t.text == "}":
                 return total + self._stmt(stmt, top), i + 1
@@ -172,19 +211,17 @@ class _Count:
                 i += 1
         return total + self._stmt(stmt, top), i
 
-    def _size(self, tok: Token) -> int:
-        if tok.kind == "num" and tok.text.isdigit():
-            return int(tok.text)
-        if tok.text in self.consts:
+    def _size(self, tok: Token, what: str = "register size") -> int:
+        if tok.kind == "id" and tok.text in self.consts:
             return self.consts[tok.text]
-        msg = "register sizes must be integer literals or integer constants"
-        raise CircuitError(msg, line=tok.line, column=tok.col)
+        return int_literal(tok, what)
 
     def _declare(self, s: list[Token], top: bool) -> None:
         texts = [t.text for t in s]
         kind = texts[0]
-        if kind == "const" and len(s) >= 5 and texts[3] == "=" and s[4].text.isdigit():
-            self.consts[texts[2]] = int(s[4].text)
+        if kind == "const" and len(s) == 5 and texts[3] == "=" and s[4].kind == "num":
+            if _ASCII_INT.fullmatch(texts[4].replace("_", "")):
+                self.consts[texts[2]] = int_literal(s[4], f"constant {texts[2]}")
             return
         if kind in ("qreg", "creg") and len(s) >= 5 and texts[2] == "[":
             name, size = texts[1], self._size(s[3])
@@ -202,17 +239,58 @@ class _Count:
         else:
             self.clbits += size
 
-    def _stmt(self, s: list[Token], top: bool) -> int:
+    def _flow(self, s: list[Token]) -> tuple[list[Token], int]:
+        """``s`` without its control-flow prefix, and how often the rest runs: the product
+        of the ``for`` ranges' lengths (``if`` / ``while`` / ``else``: once)."""
+        times = 1
         while s and s[0].text in ("if", "while", "else", "for"):
             if s[0].text == "else":
                 s = s[1:]
             elif s[0].text == "for":
                 k = next((k for k, t in enumerate(s) if t.text == "in"), len(s) - 1) + 1
-                s = s[_group_end(s, k) :]
+                end = _group_end(s, k)
+                times *= self._iterations(s[0], s[k:end])
+                s = s[end:]
             else:
                 s = s[_group_end(s, 1) :]
+        return s, times
+
+    def _iterations(self, at: Token, group: list[Token]) -> int:
+        """Length of a ``for`` loop's literal range ``[a:b]`` / ``[a:step:b]`` or set
+        ``{x, y, …}``; anything else (a variable, an input) cannot be bounded: refused."""
+        if len(group) >= 2 and group[0].text == "{" and group[-1].text == "}":
+            depth, items = 0, 1
+            for t in group[1:-1]:
+                depth += (t.text in "([{") - (t.text in ")]}")
+                items += depth == 0 and t.text == ","
+            return items
+        if len(group) >= 2 and group[0].text == "[" and group[-1].text == "]":
+            parts: list[list[Token]] = [[]]
+            for t in group[1:-1]:
+                parts.append([]) if t.text == ":" else parts[-1].append(t)
+            if len(parts) in (2, 3) and all(parts):
+                a, *step, b = (self._signed(p) for p in parts)
+                step_n = step[0] if step else 1
+                if step_n != 0:
+                    return max(0, (b - a) // step_n + 1)
+        msg = "a for loop must run over a literal range [a:b], [a:step:b] or set {x, y}"
+        raise CircuitError(msg, line=at.line, column=at.col)
+
+    def _signed(self, part: list[Token]) -> int:
+        sign = -1 if part[0].text == "-" else 1
+        rest = part[1:] if part[0].text in "+-" else part
+        if len(rest) != 1:
+            msg = "a for loop's range bounds must be integer literals or constants"
+            raise CircuitError(msg, line=part[0].line, column=part[0].col)
+        return sign * self._size(rest[0], "loop bound")
+
+    def _stmt(self, s: list[Token], top: bool) -> int:
+        s, times = self._flow(s)
         if not s:
             return 0
+        return times * self._instruction(s, top)
+
+    def _instruction(self, s: list[Token], top: bool) -> int:
         self.statements += s[0].text not in ("OPENQASM", "include")
         if s[0].text in _NO_OP:
             self._declare(s, top)

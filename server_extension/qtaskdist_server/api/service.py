@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
+from qtaskdist_jupyter.core.circuits.bindings import check_bindings
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
@@ -49,6 +50,7 @@ from qtaskdist_server.api.params import ListParams
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
     from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+    from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
 # Circuits that passed the check, kept per service: entries and the largest key (bounds
 # its memory).
@@ -57,7 +59,13 @@ _MEMO_MAX_KEY = 64 * 1024
 
 
 class TaskService:
-    def __init__(self, store: TaskStore, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        broker: Broker,
+        settings: Settings,
+        parser: ParsePool | None = None,
+    ) -> None:
         self.store = store
         self.broker = broker
         self.settings = settings
@@ -65,6 +73,9 @@ class TaskService:
         # Request bodies over large_body_bytes in flight per owner (the hosts count them).
         self.large_bodies = quota.LargeBodies()
         self.redactor = access.Redactor()
+        # Circuits are parsed in child processes under memory and time limits (None:
+        # in this process, after the same scans).
+        self.parser = parser
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
@@ -72,17 +83,33 @@ class TaskService:
         # The circuit checker imports qiskit (seconds) and loads the QASM 3 parser on its
         # first use: both at start-up, not in the first request.
         from qtaskdist_jupyter.core.circuits import codec
+        from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
+        parser = ParsePool.from_limits(settings.limits)  # its child warms up beside us
         codec.warm_up()
+        if parser is not None:
+            parser.wait_ready()
         return cls(
             TaskStore.from_url(settings.database_url, pool_size=pool_size),
             Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen),
             settings,
+            parser,
         )
 
     async def close(self) -> None:
+        if self.parser is not None:
+            self.parser.close()
         await self.store.close()
         await self.broker.close()
+
+    def inspect(self, source: str, fmt: str) -> CircuitInfo:
+        """The circuit's facts, parsed in the sandbox when there is one."""
+        from qtaskdist_jupyter.core.circuits import codec
+
+        limits = self.settings.limits
+        if self.parser is None:
+            return codec.inspect_circuit(source, fmt, limits=limits)  # type: ignore[arg-type]
+        return self.parser.inspect(source, fmt, limits)
 
     def to_new_task(
         self,
@@ -98,23 +125,20 @@ class TaskService:
         seeds, shots or bindings, parses it once. The same text always checks the same.
         ``memo`` defaults to this service's bounded memo, shared by requests.
         """
-        # Loaded by from_settings at start-up; imported here so that importing this module
-        # does not import qiskit (a worker-free tool, or a test, may build a service).
-        from qtaskdist_jupyter.core.circuits import codec
-
         memo = self._memo if memo is None else memo
         payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
         fmt = payload.get("circuit_format", "auto")
         key = f"{fmt}\0{payload['circuit']}"
         info = memo.get(key)
         if info is None:
-            info = codec.inspect_circuit(payload["circuit"], fmt, limits=self.settings.limits)
+            info = self.inspect(payload["circuit"], fmt)
             if len(key) <= _MEMO_MAX_KEY:
                 memo[key] = info
                 if len(memo) > _MEMO_SIZE:
                     # Oldest first (dict order); another validating thread may race us.
                     with contextlib.suppress(RuntimeError, StopIteration):
                         memo.pop(next(iter(memo)), None)
+        check_bindings(payload, info.parameters)
         if spec.task_type == "simulate":
             max_bytes = self.settings.limits.max_result_bytes
             check_result_size(payload, info.num_qubits, info.num_clbits, max_bytes)

@@ -1,0 +1,229 @@
+"""Untrusted circuits are parsed in a small pool of warm child processes.
+
+The scans in :mod:`.qasm_scan` and :mod:`.codec` bound what a circuit may declare before
+any parser sees it; this is the second line of defence, for what they miss and for
+bugs in the parsers themselves. Each child (:mod:`.sandbox_child`) runs under an
+address-space limit; each request has a deadline. A child that runs out of memory,
+crashes or overruns its deadline is replaced, and the request is refused with one line
+(422): the server itself neither grows nor stops.
+
+Requests and answers are length-prefixed JSON (no pickle): the circuit text goes in,
+its plain facts (:class:`.codec.CircuitInfo`) come back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from qtaskdist_jupyter.core.config import Limits
+from qtaskdist_jupyter.core.errors import (
+    CircuitError,
+    IncludeRefused,
+    InvalidInput,
+    LimitExceeded,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+
+_REFUSALS: dict[str, type[InvalidInput]] = {
+    c.__name__: c for c in (CircuitError, IncludeRefused, LimitExceeded, PayloadTooLarge)
+}
+_CHILD_MODULE = "qtaskdist_jupyter.core.circuits.sandbox_child"
+_START_TIMEOUT_S = 120.0  # importing qiskit on a busy machine
+_MAX_ANSWER_BYTES = 16 * 2**20  # an answer is a few facts; more is a broken child
+_INFO_TYPES = {
+    "format": str, "num_qubits": int, "num_clbits": int, "num_instructions": int,
+    "parameters": list,
+}  # fmt: skip
+
+
+class _Child:
+    def __init__(self, memory_bytes: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", _CHILD_MODULE, str(memory_bytes)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ready = False
+        self.timed_out = False
+
+    def read(self, deadline: float) -> dict[str, Any] | None:
+        """One answer, or None when the child died, overran or broke the protocol."""
+        head = self._read_exact(4, deadline)
+        size = struct.unpack("!I", head)[0] if head else _MAX_ANSWER_BYTES + 1
+        body = self._read_exact(size, deadline) if size <= _MAX_ANSWER_BYTES else None
+        try:
+            got = json.loads(body) if body is not None else None
+        except ValueError:
+            return None
+        return got if isinstance(got, dict) else None
+
+    def _read_exact(self, size: int, deadline: float) -> bytes | None:
+        fd, buf = self.proc.stdout.fileno(), bytearray()  # type: ignore[union-attr]
+        while len(buf) < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.timed_out = True
+                return None
+            chunk = os.read(fd, size - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def start(self) -> bool:
+        """Wait for the child's first frame (it has imported qiskit and warmed up)."""
+        if not self.ready:
+            self.ready = self.read(time.monotonic() + _START_TIMEOUT_S) is not None
+        return self.ready
+
+    def ask(self, request: dict[str, Any], time_s: float) -> dict[str, Any] | None:
+        body = json.dumps(request).encode()
+        try:
+            self.proc.stdin.write(struct.pack("!I", len(body)) + body)  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            return None
+        return self.read(time.monotonic() + time_s)
+
+    def kill(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
+        return code
+
+
+class ParsePool:
+    """Up to ``size`` warm children; :meth:`inspect` is thread-safe (one request per child)."""
+
+    def __init__(self, size: int, memory_bytes: int, time_s: float) -> None:
+        self.size, self.memory_bytes, self.time_s = size, memory_bytes, time_s
+        self._idle: queue.Queue[_Child] = queue.Queue()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._grow()  # one child now: it warms up beside the server; more while all are busy
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> ParsePool | None:
+        """The pool the limits ask for; None when ``parse_workers`` is 0 (parse in-process)."""
+        if limits.parse_workers == 0:
+            return None
+        return cls(limits.parse_workers, limits.parse_memory_bytes, limits.parse_time_s)
+
+    def wait_ready(self) -> bool:
+        """Wait until an idle child has warmed up (a server calls this at start-up, so that
+        its first submit does not wait for a child to import qiskit)."""
+        child = self._idle.get()
+        try:
+            return child.start()
+        finally:
+            self._idle.put(child)
+
+    def _grow(self) -> _Child | None:
+        """A new child when fewer than ``size`` exist (it goes to the idle queue)."""
+        with self._lock:
+            if self._started >= self.size:
+                return None
+            self._started += 1
+        try:
+            child = _Child(self.memory_bytes)
+        except OSError:
+            with self._lock:
+                self._started -= 1
+            raise
+        self._idle.put(child)
+        return child
+
+    def _give_back(self, child: _Child, broken: bool) -> None:
+        if broken:  # killed by the caller: stuck, dead, short of memory or off the protocol
+            with self._lock:
+                self._started -= 1
+        if self._closed.is_set():
+            child.kill()
+        elif broken:
+            self._grow()
+        else:
+            self._idle.put(child)
+
+    def inspect(self, source: str, fmt: str, limits: Limits) -> Any:
+        """:func:`.codec.inspect_circuit` in a child; its refusals re-raised here."""
+        from qtaskdist_jupyter.core.circuits.precheck import precheck
+
+        precheck(source, fmt, limits)  # what needs no parse to refuse, without a child
+        try:
+            child = self._idle.get_nowait()
+        except queue.Empty:
+            self._grow()
+            child = self._idle.get()
+        got: dict[str, Any] | None = None
+        started = child.start()
+        try:
+            if started:
+                got = child.ask(
+                    {"source": source, "format": fmt, "limits": asdict(limits)}, self.time_s
+                )
+        finally:
+            broken = got is None or got.get("refused") == "MemoryError"
+            code = child.kill() if broken else None
+            self._give_back(child, broken)
+        if not started:
+            raise ServiceUnavailable(f"the circuit parser did not start (exit code {code})")
+        if broken:
+            raise self._failure(got, code, child.timed_out)
+        return _answer(got)  # type: ignore[arg-type]
+
+    def _failure(
+        self, got: dict[str, Any] | None, code: int | None, timed_out: bool
+    ) -> CircuitError:
+        mib = self.memory_bytes // 2**20
+        if got is None and timed_out:
+            why = f"took longer than {self.time_s:g} s to parse (QTASKDIST_PARSE_TIME_S)"
+        elif got is not None or code in (-6, -9):  # MemoryError; an allocation abort; OOM kill
+            why = f"needs more than {mib} MiB to parse (QTASKDIST_PARSE_MEMORY_BYTES)"
+        else:
+            why = f"made the circuit parser stop (exit code {code})"
+        return CircuitError(f"the circuit {why}; it is refused", limit="parse")
+
+    def close(self) -> None:
+        self._closed.set()
+        while True:
+            try:
+                self._idle.get_nowait().kill()
+            except queue.Empty:
+                return
+
+
+def _answer(got: dict[str, Any]) -> Any:
+    """The child's answer: its CircuitInfo, or its refusal raised; checked, not trusted."""
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+
+    if "refused" in got:
+        cls = _REFUSALS.get(str(got["refused"]), CircuitError)
+        detail = got.get("detail") if isinstance(got.get("detail"), dict) else {}
+        try:
+            raise cls(str(got.get("message", "")), **detail)
+        except TypeError:
+            raise CircuitError(str(got.get("message", ""))) from None
+    info = got.get("info")
+    if not isinstance(info, dict) or info.keys() != _INFO_TYPES.keys():
+        raise CircuitError("the circuit parser answered out of protocol")
+    if not all(type(info[k]) is t for k, t in _INFO_TYPES.items()) or not all(
+        isinstance(p, str) for p in info["parameters"]
+    ):
+        raise CircuitError("the circuit parser answered out of protocol")
+    return CircuitInfo(**info)
