@@ -50,7 +50,39 @@ def result_bytes(payload: dict[str, Any], num_qubits: int, num_clbits: int) -> d
         out["probabilities"] = runs * 8 * (1 << num_qubits)
     if payload.get("memory"):
         out["memory"] = runs * int(payload.get("shots", 1024)) * max(1, num_clbits)
+    if num_clbits:
+        out["counts"] = runs * counts_bytes_bound(int(payload.get("shots", 1024)), num_clbits)
     return out
+
+
+def counts_bytes_bound(shots: int, num_clbits: int) -> int:
+    """The most JSON bytes a counts map of ``shots`` over ``num_clbits`` can take: at most
+    min(shots, 2^clbits) keys, each of at most 2·clbits - 1 characters (clbits, and a space
+    between registers), quoted, with its count and separators."""
+    keys = min(shots, 1 << min(num_clbits, 64))
+    return keys * (2 * num_clbits - 1 + len(str(shots)) + 6)
+
+
+def counts_bytes(counts: dict[str, int]) -> int:
+    """JSON bytes of a counts map as it is stored (``{"k": v, …}``)."""
+    return 2 + sum(len(k) + len(str(v)) + 6 for k, v in counts.items())
+
+
+def check_counts_size(
+    counts_maps: Iterable[dict[str, int]], other_bytes: int, max_bytes: int
+) -> None:
+    """ResultTooLarge when the counts a run produced, with its arrays (``other_bytes``),
+    exceed the limit: the completion-time side of :func:`check_result_size`."""
+    total = other_bytes + sum(counts_bytes(c) for c in counts_maps)
+    if total > max_bytes:
+        raise ResultTooLarge(
+            f"the result is {human_bytes(total)} (counts and arrays); "
+            f"QTASKDIST_MAX_RESULT_BYTES is {human_bytes(max_bytes)}",
+            limit="max_result_bytes",
+            value=total,
+            maximum=max_bytes,
+            field="payload.shots",
+        )
 
 
 def check_result_size(

@@ -1,4 +1,4 @@
-"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``.
+"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``gc``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
 process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
@@ -27,7 +27,8 @@ from qtaskdist_jupyter.core.embedded import (
     services_status,
     stop_services,
 )
-from qtaskdist_jupyter.core.errors import QtaskdistError
+from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
+from qtaskdist_jupyter.core.retention import GC_BATCH, gc_due
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace, Settings], int]
@@ -107,6 +108,45 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- gc
+def _gc_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--older-than-s",
+        type=float,
+        default=None,
+        help="delete finished tasks older than this (default QTASKDIST_RETENTION_S)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=GC_BATCH, help="rows per DELETE (default %(default)s)"
+    )
+
+
+def _gc(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete finished tasks older than the retention age, with their arrays."""
+    import asyncio
+
+    from qtaskdist_jupyter.core.store.store import TaskStore
+
+    age_s = settings.limits.retention_s if args.older_than_s is None else args.older_than_s
+    if args.batch < 1 or age_s < 0:
+        raise ConfigError("--batch must be positive and --older-than-s at least 0")
+    if not gc_due(age_s):
+        print("retention is off (QTASKDIST_RETENTION_S=0): nothing deleted")
+        return 0
+    settings = resolve_settings(settings)
+    assert settings.database_url is not None
+
+    async def run() -> int:
+        store = TaskStore.from_url(settings.database_url or "", pool_size=1)
+        try:
+            return await store.gc(age_s, batch=args.batch)
+        finally:
+            await store.close()
+
+    print(f"deleted {asyncio.run(run())} finished tasks older than {age_s:g} s")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 # Add a subcommand here: "word" or "group action" -> (add_arguments, run).
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
@@ -114,6 +154,7 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "services stop": (_no_arguments, _services_stop),
     "services status": (_services_status_args, _services_status),
     "db upgrade": (_no_arguments, _db_upgrade),
+    "gc": (_gc_args, _gc),
 }
 
 

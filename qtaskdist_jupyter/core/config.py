@@ -39,6 +39,14 @@ variable                    meaning
 ``QTASKDIST_MAX_EVENT_STREAMS``  open events requests (SSE / long poll) per owner (16)
 ``QTASKDIST_PRIORITY_MAX_TASKS`` a request of at most this many tasks goes to the
                                  priority stream of its type (8; 0 turns it off)
+``QTASKDIST_MAX_TASK_MEMORY_BYTES``  memory one simulate task may use, estimated at submit
+                                 (statevector 16 B × 2^n, density matrix 16 B × 4^n; 422
+                                 above) and passed to Aer as ``max_memory_mb`` (4 GiB)
+``QTASKDIST_MAX_STORED_TASKS``   rows one owner may keep, finished ones included; 429
+                                 above (100000; 0: no cap)
+``QTASKDIST_RETENTION_S``        finished tasks older than this are deleted with their
+                                 arrays by the workers' reconciler and ``qtaskdist gc``
+                                 (2592000 = 30 days; 0: keep forever)
 =========================== ========================================================
 """
 
@@ -87,6 +95,11 @@ class Limits:
     max_active_tasks: int = 25_000
     max_event_streams: int = 16
     priority_max_tasks: int = 8
+    # A 27-qubit statevector (2 GiB) fits, a 28-qubit one (4 GiB) is the largest, and two
+    # tasks at the cap stay far from a 16-24 GiB host's memory.
+    max_task_memory_bytes: int = 4 * 1024**3
+    max_stored_tasks: int = 100_000
+    retention_s: float = 30 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,11 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_active_tasks=_int(env, "QTASKDIST_MAX_ACTIVE_TASKS", d.max_active_tasks, 1),
         max_event_streams=_int(env, "QTASKDIST_MAX_EVENT_STREAMS", d.max_event_streams, 1),
         priority_max_tasks=_int(env, "QTASKDIST_PRIORITY_MAX_TASKS", d.priority_max_tasks, 0),
+        max_task_memory_bytes=_int(
+            env, "QTASKDIST_MAX_TASK_MEMORY_BYTES", d.max_task_memory_bytes, 1
+        ),
+        max_stored_tasks=_int(env, "QTASKDIST_MAX_STORED_TASKS", d.max_stored_tasks, 0),
+        retention_s=_number(env, "QTASKDIST_RETENTION_S", d.retention_s, float, 0.0),
     )
 
 

@@ -46,6 +46,8 @@ class DispatchOptions:
     threads_per_job: int
     backend_concurrency: int
     poll_interval_s: float
+    # Address space a job process may add to its start-up size (memlimit.py; 0: unlimited).
+    job_memory_headroom: int = 0
 
 
 @dataclass
@@ -75,7 +77,10 @@ class Dispatcher:
                     qbraid_api_url: str | None) -> None:  # fmt: skip
         if any(t in POOL_TYPES for t in task_types):
             self.pool = ExecutorPool(
-                self.opts.concurrency, threads=self.opts.threads_per_job, limits=asdict(self.limits)
+                self.opts.concurrency,
+                threads=self.opts.threads_per_job,
+                limits=asdict(self.limits),
+                memory_headroom=self.opts.job_memory_headroom,
             )
             await self.pool.start()
             self.finisher.versions = dict(self.pool.info)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
+from qtaskdist_jupyter.core.budget import check_task_memory
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
@@ -31,6 +32,7 @@ from qtaskdist_jupyter.core.errors import (
     TransitionError,
 )
 from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.retention import check_stored_tasks
 from qtaskdist_jupyter.core.schemas import (
     USER_META_KEY,
     BatchCreate,
@@ -111,8 +113,11 @@ class TaskService:
                     with contextlib.suppress(RuntimeError, StopIteration):
                         memo.pop(next(iter(memo)), None)
         if spec.task_type == "simulate":
-            max_bytes = self.settings.limits.max_result_bytes
-            check_result_size(payload, info.num_qubits, info.num_clbits, max_bytes)
+            limits = self.settings.limits
+            check_task_memory(
+                payload, info.num_qubits, info.operations, limits.max_task_memory_bytes
+            )
+            check_result_size(payload, info.num_qubits, info.num_clbits, limits.max_result_bytes)
         return NewTask(
             task_type=spec.task_type,
             payload=payload,
@@ -150,6 +155,9 @@ class TaskService:
         """Insert all rows at once; with ``enqueue``, queue them too (on the priority
         streams with ``priority``). ``full`` returns every column as written (few rows
         only), so a single POST needs no second read."""
+        if new:  # new rows count against their owner's stored tasks (retries do not)
+            cap = self.settings.limits.max_stored_tasks
+            check_stored_tasks(await self.store.stored_of(new[0].owner), len(new), cap)
         if not enqueue:
             rows = await self.store.insert_many(new, full=full)
             # The rows are written and pending, as asked; answering 503 for a lost event
