@@ -86,10 +86,19 @@ def check_counts_size(
 
 
 def check_result_size(
-    payload: dict[str, Any], num_qubits: int, num_clbits: int, max_bytes: int
+    payload: dict[str, Any],
+    num_qubits: int,
+    num_clbits: int,
+    max_bytes: int,
+    *,
+    counts: bool = True,
 ) -> None:
-    """ResultTooLarge (one line, naming the limit) when the arrays would exceed it."""
+    """ResultTooLarge (one line, naming the limit) when the arrays, and the bound on the
+    counts (``counts``: at submit; a job counts what Aer returned, check_counts_size),
+    would exceed it."""
     sizes = result_bytes(payload, num_qubits, num_clbits)
+    if not counts:
+        sizes.pop("counts", None)
     total = sum(sizes.values())
     if total <= max_bytes:
         return

@@ -172,11 +172,14 @@ def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, 
     assert isinstance(p, SimulatePayload)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
     circuit = _prepared(p.circuit, p.circuit_format, limits, p.method, p.device)
-    # Before Aer builds the arrays: the worker's limit may be below the server's.
+    # Before Aer builds the arrays: the worker's limit may be below the server's. The
+    # counts are counted as they come (_check_counts): their bound is the server's.
     max_bytes = limits.max_result_bytes
-    arrays.check_result_size(payload, circuit.num_qubits, circuit.num_clbits, max_bytes)
-    ops = _operation_names(circuit)
-    budget.check_task_memory(payload, circuit.num_qubits, ops, limits.max_task_memory_bytes)
+    nq, nc = circuit.num_qubits, circuit.num_clbits
+    arrays.check_result_size(payload, nq, nc, max_bytes, counts=False)
+    auto = p.method == "automatic"
+    ops = _operations(p.circuit, p.circuit_format, limits, p.method, p.device) if auto else ()
+    budget.check_task_memory(payload, nq, ops, limits.max_task_memory_bytes)
     if p.parameter_bindings is None and circuit.parameters:
         names = ", ".join(sorted(x.name for x in circuit.parameters))
         raise PermanentJobError(
@@ -305,10 +308,12 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
     return {"replies": replies}
 
 
-def _operation_names(circuit: QuantumCircuit) -> frozenset[str]:
+@lru_cache(maxsize=32)
+def _operations(source: str, fmt: str, limits: Any, method: str, device: str) -> frozenset[str]:
+    """The prepared circuit's operation names (what Aer's automatic method looks at)."""
     from qtaskdist_jupyter.core.circuits.codec import operation_names
 
-    return operation_names(circuit)
+    return operation_names(_prepared(source, fmt, limits, method, device))
 
 
 def _run_one(
