@@ -64,8 +64,8 @@ def counts_bytes_bound(shots: int, num_clbits: int) -> int:
 
 
 def counts_bytes(counts: dict[str, int]) -> int:
-    """JSON bytes of a counts map as it is stored (``{"k": v, …}``)."""
-    return 2 + sum(len(k) + len(str(v)) + 6 for k, v in counts.items())
+    """JSON bytes of a counts map as it is stored (``{"k": v, …}``; an empty one: 0)."""
+    return sum(len(k) + len(str(v)) + 6 for k, v in counts.items())
 
 
 def check_counts_size(

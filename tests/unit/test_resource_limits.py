@@ -109,6 +109,7 @@ def test_the_counts_bound_holds_every_counts_map() -> None:
     spread = {format(i, "020b"): 1 for i in range(1000)}
     assert arrays.counts_bytes(spread) <= arrays.counts_bytes_bound(1000, 20)
     assert len(json.dumps(spread)) <= arrays.counts_bytes(spread)
+    assert arrays.counts_bytes({}) == 0  # no measurements: nothing counted
     one = {"0" * 20: 10**6}
     assert arrays.counts_bytes(one) <= arrays.counts_bytes_bound(10**6, 20)
     # Two registers put a space in each key.
