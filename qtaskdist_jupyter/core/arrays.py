@@ -34,7 +34,7 @@ CHUNK_BYTES = 1 << 20
 _SLICE_ELEMS = 1 << 20
 TOP_K = 8
 ZSTD_LEVEL = 3
-ARRAY_KEYS = ("statevector", "probabilities", "memory")
+ARRAY_KEYS = ("statevector", "probabilities", "memory", "counts")
 NPY_MEDIA_TYPE = "application/x-npy"
 ZSTD_MEDIA_TYPE = "application/zstd"
 
@@ -61,28 +61,6 @@ def counts_bytes_bound(shots: int, num_clbits: int) -> int:
     between registers), quoted, with its count and separators."""
     keys = min(shots, 1 << min(num_clbits, 64))
     return keys * (2 * num_clbits - 1 + len(str(shots)) + 6)
-
-
-def counts_bytes(counts: dict[str, int]) -> int:
-    """JSON bytes of a counts map as it is stored (``{"k": v, …}``; an empty one: 0)."""
-    return sum(len(k) + len(str(v)) + 6 for k, v in counts.items())
-
-
-def check_counts_size(
-    counts_maps: Iterable[dict[str, int]], other_bytes: int, max_bytes: int
-) -> None:
-    """ResultTooLarge when the counts a run produced, with its arrays (``other_bytes``),
-    exceed the limit: the completion-time side of :func:`check_result_size`."""
-    total = other_bytes + sum(counts_bytes(c) for c in counts_maps)
-    if total > max_bytes:
-        raise ResultTooLarge(
-            f"the result is {human_bytes(total)} (counts and arrays); "
-            f"QTASKDIST_MAX_RESULT_BYTES is {human_bytes(max_bytes)}",
-            limit="max_result_bytes",
-            value=total,
-            maximum=max_bytes,
-            field="payload.shots",
-        )
 
 
 def check_result_size(

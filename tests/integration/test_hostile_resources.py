@@ -11,6 +11,7 @@ Real PostgreSQL, Redis, Aer and worker processes; the API through a real Jupyter
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import psutil
 import psycopg
 import pytest
 
+from qtaskdist_jupyter.core import arrays, counts
 from qtaskdist_jupyter.core.config import libpq_url
 from tests.fixtures.circuits import BELL_QASM2
 from tests.fixtures.server import simulate_spec
@@ -167,30 +169,41 @@ async def test_counts_over_the_workers_result_limit_fail_at_completion(
     service, settings, tmp_path
 ) -> None:
     """The server's bound (5 MB) is under its limit; the worker's limit (1 MiB) is not
-    reached by any array, only by the counts Aer returns (about 95,000 keys, 2.5 MB)."""
+    reached by any array, only by the counts Aer returns (about 95,000 keys, 2.5 MB).
+    Counts under the limit but over the inline size (10,000 shots: 270 KB) leave the row."""
     env = {"QTASKDIST_MAX_RESULT_BYTES": str(2**20)}
     proc = start_worker(settings, env=env, log=tmp_path / "w.log")
     try:
-        big, bell = await submit(
+        big, bell, wide = await submit(
             service,
             "simulate",
             [
                 {"circuit": uniform_qasm(20), "shots": 10**5, "seed": 1},
                 {"circuit": BELL_QASM2, "shots": 10**5, "seed": 1},
+                {"circuit": uniform_qasm(20), "shots": 10**4, "seed": 2},
             ],
         )
 
         async def settled() -> bool:
-            got = await rows(service, [big, bell])
+            got = await rows(service, [big, bell, wide])
             return all(r["status"] in ("completed", "failed") for r in got)
 
         await wait_until(settled, timeout=120)
-        over, ok = await rows(service, [big, bell])
+        over, ok, stored = await rows(service, [big, bell, wide])
         assert over["status"] == "failed" and over["retry_count"] == 0
         assert over["result"] is None
         assert "QTASKDIST_MAX_RESULT_BYTES is 1.0 MiB" in over["error"], over["error"]
         assert ok["status"] == "completed" and sum(ok["result"]["counts"].values()) == 10**5
         assert proc.poll() is None
+        # Out of the row: a reference with a summary; the array holds every key.
+        ref = stored["result"]["counts"]
+        assert ref["$array"] == "counts" and ref["shots"] == 10**4 and len(ref["top"]) == 8
+        assert len(json.dumps(stored["result"])) < 4096
+        tid = stored["task_id"]
+        chunks = [c async for c in service.iter_array(tid, "counts", ref, npy=False)]
+        got = counts.from_array(arrays.decode(chunks, ref))
+        assert sum(got.values()) == 10**4 and len(got) == ref["distinct"] > 9000
+        assert all(len(k) == 20 and set(k) <= {"0", "1"} for k in got)
     finally:
         stop(proc)
 

@@ -15,7 +15,7 @@ from qtaskdist_worker.memlimit import (
     headroom_bytes,
 )
 
-from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core import arrays, counts
 from qtaskdist_jupyter.core.budget import (
     aer_max_memory_mb,
     check_task_memory,
@@ -32,6 +32,7 @@ from qtaskdist_jupyter.core.errors import (
     ResultTooLarge,
 )
 from qtaskdist_jupyter.core.retention import check_stored_tasks, gc_due
+from qtaskdist_jupyter.kernel.lazy_result import LazyResult
 
 GIB = 1024**3
 ROTATIONS = frozenset({"h", "rx", "cx", "measure"})
@@ -107,14 +108,14 @@ def test_aer_max_memory_mb() -> None:
 def test_the_counts_bound_holds_every_counts_map() -> None:
     # Exact worst cases: every key distinct, and one key holding every shot.
     spread = {format(i, "020b"): 1 for i in range(1000)}
-    assert arrays.counts_bytes(spread) <= arrays.counts_bytes_bound(1000, 20)
-    assert len(json.dumps(spread)) <= arrays.counts_bytes(spread)
-    assert arrays.counts_bytes({}) == 0  # no measurements: nothing counted
+    assert counts.counts_bytes(spread) <= arrays.counts_bytes_bound(1000, 20)
+    assert len(json.dumps(spread)) <= counts.counts_bytes(spread)
+    assert counts.counts_bytes({}) == 0  # no measurements: nothing counted
     one = {"0" * 20: 10**6}
-    assert arrays.counts_bytes(one) <= arrays.counts_bytes_bound(10**6, 20)
+    assert counts.counts_bytes(one) <= arrays.counts_bytes_bound(10**6, 20)
     # Two registers put a space in each key.
     two = {f"{i:010b} {i:010b}": 1 for i in range(1000)}
-    assert arrays.counts_bytes(two) <= arrays.counts_bytes_bound(1000, 20)
+    assert counts.counts_bytes(two) <= arrays.counts_bytes_bound(1000, 20)
     # Keys are bounded by 2^clbits as well as by shots.
     assert arrays.counts_bytes_bound(10**6, 2) == 4 * (3 + 7 + 6)
 
@@ -136,10 +137,10 @@ def test_a_million_shots_over_many_clbits_count_against_the_result_limit() -> No
 
 def test_counts_are_checked_at_completion() -> None:
     produced = [{format(i, "016b"): 15 for i in range(4096)}] * 3
-    size = 3 * arrays.counts_bytes(produced[0])
-    arrays.check_counts_size(produced, 1000, size + 1000)
+    size = 3 * counts.counts_bytes(produced[0])
+    counts.check_counts_size(produced, 1000, size + 1000)
     with pytest.raises(ResultTooLarge, match="QTASKDIST_MAX_RESULT_BYTES") as info:
-        arrays.check_counts_size(produced, 1000, size + 999)
+        counts.check_counts_size(produced, 1000, size + 999)
     assert info.value.detail["value"] == size + 1000
 
 
@@ -215,3 +216,31 @@ def test_worker_metrics_bind_localhost_unless_told() -> None:
     assert args.metrics_addr == "0.0.0.0"
     assert build_parser().parse_args([]).job_memory_mb is None
     assert build_parser().parse_args(["--job-memory-mb", "64"]).job_memory_mb == 64
+
+
+# ---- large counts leave the row ----------------------------------------------------------
+def test_small_counts_stay_inline_and_large_ones_are_spilled(tmp_path) -> None:
+    small = {"00": 510, "11": 490}
+    assert counts.counts_part(small, str(tmp_path)) is small
+    large = {format(i, "020b"): (i % 7) + 1 for i in range(5000)}
+    ref = counts.counts_part(large, str(tmp_path))
+    assert arrays.is_ref(ref) and ref["distinct"] == 5000
+    assert ref["shots"] == sum(large.values())
+    assert ref["top"][0] == {
+        "bitstring": format(6, "020b"),
+        "count": 7,
+        "probability": 7 / ref["shots"],
+    }
+    stored = (tmp_path / ref["file"]).read_bytes()
+    arr = arrays.decode([stored], ref)
+    assert counts.is_counts_array(arr) and counts.from_array(arr) == large
+    # The notebook side reads it back as the dict, fetched once.
+    fetched: list[str] = []
+
+    def fetch(r: dict) -> object:
+        fetched.append(r["file"])
+        return arrays.decode([stored], r)
+
+    res = LazyResult({"counts": {**ref, "$array": "counts"}}, fetch)
+    assert res.summary("counts")["distinct"] == 5000
+    assert res["counts"] == large and res.get("counts") == large and len(fetched) == 1
