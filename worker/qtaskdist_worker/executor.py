@@ -156,6 +156,8 @@ class ExecutorPool:
         children = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for c in children:
             self._idle.put_nowait(c)
+        limit = self.info.get("rlimit_as") or 0
+        log.info("job processes: address-space limit %s", f"{limit >> 20} MiB" if limit else "none")
 
     async def _spawn(self) -> Child:
         loop = asyncio.get_running_loop()
