@@ -29,9 +29,14 @@ The result arrays (statevector, probabilities, memory, counts) are counted apart
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from qtaskdist_jupyter.core.arrays import check_result_size
+from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import LimitExceeded
+
+if TYPE_CHECKING:  # the codec imports qiskit
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
 
 AMPLITUDE_BYTES = 16
 # Gates Aer's stabilizer method runs (qiskit_aer's BASIS_GATES["stabilizer"] less ``rz``,
@@ -40,6 +45,8 @@ CLIFFORD_OPS = frozenset(
     "cx cy cz ecr h id pauli s sdg swap sx sxdg x y z measure reset barrier delay store".split()
 )
 MIB = 1024 * 1024
+# backend_run's offline device: Aer in the worker's own process (qtaskdist_worker.local_device).
+LOCAL_DEVICE_ID = "local"
 
 
 def state_bytes(method: str, num_qubits: int) -> int:
@@ -80,8 +87,29 @@ def task_memory(
     return method, state_bytes(method, num_qubits)
 
 
+def check_submit(
+    task_type: str, payload: dict[str, Any], info: CircuitInfo, limits: Limits
+) -> None:
+    """The resource checks of a submit: a simulate task's memory and result size; a
+    backend_run's counts, and its memory on the local device (where Aer runs too)."""
+    n, ops, budget = info.num_qubits, info.operations, limits.max_task_memory_bytes
+    if task_type == "simulate":
+        check_task_memory(payload, n, ops, budget)
+    elif task_type == "backend_run" and payload.get("device_id") == LOCAL_DEVICE_ID:
+        method = (payload.get("provider_options") or {}).get("method") or "automatic"
+        local = {"method": method, "shots": payload.get("shots", 1024)}
+        check_task_memory(local, n, ops, budget, field="payload.provider_options.method")
+    if task_type in ("simulate", "backend_run"):
+        check_result_size(payload, n, info.num_clbits, limits.max_result_bytes)
+
+
 def check_task_memory(
-    payload: dict[str, Any], num_qubits: int, operations: Collection[str], budget_bytes: int
+    payload: dict[str, Any],
+    num_qubits: int,
+    operations: Collection[str],
+    budget_bytes: int,
+    *,
+    field: str = "payload.method",
 ) -> int:
     """The estimate, or LimitExceeded (422 ``limit_exceeded``) naming the field and limit."""
     method, need = task_memory(payload, num_qubits, operations, budget_bytes)
@@ -89,12 +117,12 @@ def check_task_memory(
         return need
     hint = "" if method == "matrix_product_state" else "; method 'matrix_product_state' may fit"
     raise LimitExceeded(
-        f"payload.method: a {num_qubits}-qubit {method} simulation needs "
+        f"{field}: a {num_qubits}-qubit {method} simulation needs "
         f"{_human(need)}; QTASKDIST_MAX_TASK_MEMORY_BYTES is {_human(budget_bytes)}{hint}",
         limit="max_task_memory_bytes",
         value=need,
         maximum=budget_bytes,
-        field="payload.method",
+        field=field,
     )
 
 

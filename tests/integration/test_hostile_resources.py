@@ -76,6 +76,11 @@ async def test_a_30_qubit_statevector_is_refused_at_submit_by_default(api, datab
     code, body = await api("POST", "tasks/batch", body={"tasks": [simulate_spec(BELL_QASM2), spec]})
     assert code == 422 and body["field"] == "tasks.1.payload.method", body
     assert "16-qubit density_matrix" in body["detail"]
+    # backend_run's local device runs Aer in the worker's own process: the same budget.
+    payload = {"circuit": rotations_qasm(30), "device_id": "local", "shots": 10}
+    local = {"task_type": "backend_run", "payload": payload}
+    code, body = await api("POST", "tasks", body=local)
+    assert code == 422 and body["field"] == "payload.provider_options.method", body
     assert _count(database_url) == 0  # nothing written
     # A 30-qubit Clifford circuit runs on the stabilizer method: admitted.
     code, body = await api("POST", "tasks", body=simulate_spec(ghz_qasm(30)))
@@ -135,16 +140,25 @@ async def test_a_worker_budget_below_the_servers_fails_the_task_before_aer(
                 {"circuit": rotations_qasm(21), "shots": 10},  # 32 MiB
             ],
         )
+        (local,) = await submit(
+            service,
+            "backend_run",
+            [{"circuit": rotations_qasm(23), "device_id": "local", "shots": 10}],
+            max_retries=0,
+        )
 
         async def settled() -> bool:
-            got = await rows(service, [big, fits])
+            got = await rows(service, [big, fits, local])
             return all(r["status"] in ("completed", "failed") for r in got)
 
         await wait_until(settled, timeout=120)
-        over, ok = await rows(service, [big, fits])
+        over, ok, local_over = await rows(service, [big, fits, local])
         assert over["status"] == "failed" and over["retry_count"] == 0
         assert "23-qubit statevector" in over["error"] and "64.0 MiB" in over["error"]
         assert ok["status"] == "completed", ok["error"]
+        # Aer refuses the local device's state before allocating it in the worker.
+        assert local_over["status"] == "failed", local_over
+        assert "Insufficient memory" in local_over["error"], local_over["error"]
     finally:
         stop(proc)
 

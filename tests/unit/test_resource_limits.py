@@ -5,6 +5,7 @@ functions, no services)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from qtaskdist_worker.cli import build_parser
@@ -18,6 +19,7 @@ from qtaskdist_worker.memlimit import (
 from qtaskdist_jupyter.core import arrays, counts
 from qtaskdist_jupyter.core.budget import (
     aer_max_memory_mb,
+    check_submit,
     check_task_memory,
     resolve_method,
     state_bytes,
@@ -244,3 +246,20 @@ def test_small_counts_stay_inline_and_large_ones_are_spilled(tmp_path) -> None:
     res = LazyResult({"counts": {**ref, "$array": "counts"}}, fetch)
     assert res.summary("counts")["distinct"] == 5000
     assert res["counts"] == large and res.get("counts") == large and len(fetched) == 1
+
+
+def test_submit_checks_backend_runs_on_the_local_device_too() -> None:
+    info = SimpleNamespace(num_qubits=30, num_clbits=30, operations=ROTATIONS)
+    local = {"device_id": "local", "shots": 100, "provider_options": {"seed": 1}}
+    with pytest.raises(LimitExceeded) as err:
+        check_submit("backend_run", local, info, Limits())
+    assert err.value.field == "payload.provider_options.method"
+    assert err.value.detail["limit"] == "max_task_memory_bytes"
+    mps = {**local, "provider_options": {"method": "matrix_product_state"}}
+    check_submit("backend_run", mps, info, Limits())
+    # A remote device's memory is not ours; its counts still count against the result limit.
+    remote = {"device_id": "ionq_simulator", "shots": 10**6}
+    check_submit("backend_run", remote, info, Limits())
+    with pytest.raises(ResultTooLarge):
+        check_submit("backend_run", remote, info, Limits(max_result_bytes=2**20))
+    check_submit("c_qir_convert", {"circuit": "x"}, info, Limits(max_result_bytes=1))

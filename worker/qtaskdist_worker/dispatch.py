@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.budget import aer_max_memory_mb
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.store.store import TaskStore
@@ -89,7 +90,8 @@ class Dispatcher:
             # qBraid's SDK is heavy and only backend_run needs it.
             from .backend import BackendRunner
 
-            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url)
+            budget_mb = aer_max_memory_mb(self.limits.max_task_memory_bytes)
+            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url, budget_mb)
 
     def has_room(self, lane: str) -> bool:
         if lane == "pool":

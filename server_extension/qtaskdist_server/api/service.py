@@ -19,10 +19,9 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.budget import check_task_memory
+from qtaskdist_jupyter.core.budget import check_submit
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
@@ -112,12 +111,7 @@ class TaskService:
                     # Oldest first (dict order); another validating thread may race us.
                     with contextlib.suppress(RuntimeError, StopIteration):
                         memo.pop(next(iter(memo)), None)
-        if spec.task_type == "simulate":
-            limits = self.settings.limits
-            check_task_memory(
-                payload, info.num_qubits, info.operations, limits.max_task_memory_bytes
-            )
-            check_result_size(payload, info.num_qubits, info.num_clbits, limits.max_result_bytes)
+        check_submit(spec.task_type, payload, info, self.settings.limits)
         return NewTask(
             task_type=spec.task_type,
             payload=payload,
