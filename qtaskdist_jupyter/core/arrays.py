@@ -34,7 +34,7 @@ CHUNK_BYTES = 1 << 20
 _SLICE_ELEMS = 1 << 20
 TOP_K = 8
 ZSTD_LEVEL = 3
-ARRAY_KEYS = ("statevector", "probabilities", "memory")
+ARRAY_KEYS = ("statevector", "probabilities", "memory", "counts")
 NPY_MEDIA_TYPE = "application/x-npy"
 ZSTD_MEDIA_TYPE = "application/zstd"
 
@@ -50,14 +50,33 @@ def result_bytes(payload: dict[str, Any], num_qubits: int, num_clbits: int) -> d
         out["probabilities"] = runs * 8 * (1 << num_qubits)
     if payload.get("memory"):
         out["memory"] = runs * int(payload.get("shots", 1024)) * max(1, num_clbits)
+    if num_clbits:
+        out["counts"] = runs * counts_bytes_bound(int(payload.get("shots", 1024)), num_clbits)
     return out
 
 
+def counts_bytes_bound(shots: int, num_clbits: int) -> int:
+    """The most JSON bytes a counts map of ``shots`` over ``num_clbits`` can take: at most
+    min(shots, 2^clbits) keys, each of at most 2·clbits - 1 characters (clbits, and a space
+    between registers), quoted, with its count and separators."""
+    keys = min(shots, 1 << min(num_clbits, 64))
+    return keys * (2 * num_clbits - 1 + len(str(shots)) + 6)
+
+
 def check_result_size(
-    payload: dict[str, Any], num_qubits: int, num_clbits: int, max_bytes: int
+    payload: dict[str, Any],
+    num_qubits: int,
+    num_clbits: int,
+    max_bytes: int,
+    *,
+    counts: bool = True,
 ) -> None:
-    """ResultTooLarge (one line, naming the limit) when the arrays would exceed it."""
+    """ResultTooLarge (one line, naming the limit) when the arrays, and the bound on the
+    counts (``counts``: at submit; a job counts what Aer returned, check_counts_size),
+    would exceed it."""
     sizes = result_bytes(payload, num_qubits, num_clbits)
+    if not counts:
+        sizes.pop("counts", None)
     total = sum(sizes.values())
     if total <= max_bytes:
         return

@@ -1,5 +1,5 @@
-"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``service``
-(the shared API host for a team), ``hash-token`` and ``redis-acl``.
+"""``qtaskdist`` command line: ``services start|stop|status``, ``db upgrade``, ``gc``,
+``service`` (the shared API host for a team), ``hash-token`` and ``redis-acl``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
 process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
@@ -31,6 +31,7 @@ from qtaskdist_jupyter.core.embedded import (
     stop_services,
 )
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
+from qtaskdist_jupyter.core.retention import GC_BATCH, gc_due
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace, Settings], int]
@@ -211,6 +212,45 @@ def _hash_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- gc
+def _gc_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--older-than-s",
+        type=float,
+        default=None,
+        help="delete finished tasks older than this (default QTASKDIST_RETENTION_S)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=GC_BATCH, help="rows per DELETE (default %(default)s)"
+    )
+
+
+def _gc(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete finished tasks older than the retention age, with their arrays."""
+    import asyncio
+
+    from qtaskdist_jupyter.core.store.store import TaskStore
+
+    age_s = settings.limits.retention_s if args.older_than_s is None else args.older_than_s
+    if args.batch < 1 or age_s < 0:
+        raise ConfigError("--batch must be positive and --older-than-s at least 0")
+    if not gc_due(age_s):
+        print("retention is off (QTASKDIST_RETENTION_S=0): nothing deleted")
+        return 0
+    settings = resolve_settings(settings)
+    assert settings.database_url is not None
+
+    async def run() -> int:
+        store = TaskStore.from_url(settings.database_url or "", pool_size=1)
+        try:
+            return await store.gc(age_s, batch=args.batch)
+        finally:
+            await store.close()
+
+    print(f"deleted {asyncio.run(run())} finished tasks older than {age_s:g} s")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 # Add a subcommand here: "word" or "group action" -> (add_arguments, run).
 COMMANDS: dict[str, tuple[AddArguments, Run]] = {
@@ -221,6 +261,7 @@ COMMANDS: dict[str, tuple[AddArguments, Run]] = {
     "redis-acl": (_redis_acl_args, _redis_acl),
     "service": (_service_args, _service),
     "hash-token": (_hash_token_args, _hash_token),
+    "gc": (_gc_args, _gc),
 }
 
 

@@ -65,6 +65,14 @@ variable                    meaning
 ``QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS``  keys in a backend_run's provider_options (32)
 ``QTASKDIST_PROVIDER_OPTION_MAX_CHARS``  characters of a provider_options key or
                                  string value (1024)
+``QTASKDIST_MAX_TASK_MEMORY_BYTES``  memory one simulate task may use, estimated at submit
+                                 (statevector 16 B × 2^n, density matrix 16 B × 4^n; 422
+                                 above) and passed to Aer as ``max_memory_mb`` (4 GiB)
+``QTASKDIST_MAX_STORED_TASKS``   rows one owner may keep, finished ones included; 429
+                                 above (100000; 0: no cap)
+``QTASKDIST_RETENTION_S``        finished tasks older than this are deleted with their
+                                 arrays by the workers' reconciler and ``qtaskdist gc``
+                                 (2592000 = 30 days; 0: keep forever)
 =========================== ========================================================
 """
 
@@ -124,6 +132,11 @@ class Limits:
     parse_time_s: float = 60.0
     provider_options_max_keys: int = 32
     provider_option_max_chars: int = 1024
+    # A 27-qubit statevector (2 GiB) fits, a 28-qubit one (4 GiB) is the largest, and two
+    # tasks at the cap stay far from a 16-24 GiB host's memory.
+    max_task_memory_bytes: int = 4 * 1024**3
+    max_stored_tasks: int = 100_000
+    retention_s: float = 30 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -253,6 +266,11 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         provider_option_max_chars=_int(
             env, "QTASKDIST_PROVIDER_OPTION_MAX_CHARS", d.provider_option_max_chars, 1
         ),
+        max_task_memory_bytes=_int(
+            env, "QTASKDIST_MAX_TASK_MEMORY_BYTES", d.max_task_memory_bytes, 1
+        ),
+        max_stored_tasks=_int(env, "QTASKDIST_MAX_STORED_TASKS", d.max_stored_tasks, 0),
+        retention_s=_number(env, "QTASKDIST_RETENTION_S", d.retention_s, float, 0.0),
     )
 
 

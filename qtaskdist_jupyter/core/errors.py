@@ -27,7 +27,8 @@
     ├── JobError                       raised while a worker runs a task
     │   ├── PermanentJobError          fail now, never retry
     │   │   ├── ProfileViolation       the circuit needs more than its QIR profile
-    │   │   └── QirModuleInvalid       the produced QIR module is wrong (converter bug)
+    │   │   ├── QirModuleInvalid       the produced QIR module is wrong (converter bug)
+    │   │   └── MemoryExceeded         the task ran out of its job process's memory
     │   ├── RetryableJobError          back to queued with backoff
     │   ├── JobTimeout                 ran past its time limit (permanent)
     │   ├── JobCancelled               its child process was killed: task cancelled
@@ -212,6 +213,13 @@ class QirModuleInvalid(PermanentJobError):
     circuit does (a converter bug); the module is not returned."""
 
     code = "qir_module_invalid"
+
+
+class MemoryExceeded(PermanentJobError):
+    """The task needed more memory than its budget or its job process's limit: the same
+    input fails the same way, so it is not retried (worker/qtaskdist_worker/memlimit.py)."""
+
+    code = "memory_exceeded"
 
 
 class RetryableJobError(JobError):

@@ -146,12 +146,12 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
         if any(p.get("expectation_values") is not None for p in parts):
             _show(expectation_figure(parts, labels=list(observables)))
         for p in parts[:4]:
-            if p.get("counts"):
+            if p.get("counts") and not arrays.is_ref(p["counts"]):
                 _show(counts_figure(p["counts"], f"{title} {p.get('parameters')}"))
         if len(parts) > 4:
             display(HTML(f"<i>… {len(parts) - 4} more bindings</i>"))
         return
-    if res.get("counts"):
+    if res.get("counts") and not arrays.is_ref(res["counts"]):
         _show(counts_figure(res["counts"], title))
     stored = [(k, v) for k, v in res.items() if arrays.is_ref(v)]
     for key, ref in stored:

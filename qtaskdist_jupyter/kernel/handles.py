@@ -104,7 +104,7 @@ class TaskHandle:
             extra = f"<div class='qtd-error'>{html.escape(failure_message(r))}</div>"
         elif r.get("status") == TaskStatus.COMPLETED and isinstance(r.get("result"), dict):
             res = r["result"]
-            if "counts" in res:
+            if "counts" in res and not arrays.is_ref(res["counts"]):
                 extra = f"<div>counts: <code>{html.escape(_short(res['counts']))}</code></div>"
             elif "results" in res:
                 extra = f"<div>{len(res['results'])} parameter bindings</div>"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core import arrays, counts
 from qtaskdist_jupyter.core.errors import ArrayNotFound, ServiceUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,8 +50,8 @@ def fetch_array(
 
 class LazyResult(dict):  # type: ignore[type-arg]
     """The result dict; a stored array is fetched the first time it is read (``[]``,
-    ``get``, ``items``, ``values``) and kept. ``summary(key)`` describes it without
-    fetching (shape, dtype, bytes, top states)."""
+    ``get``, ``items``, ``values``) and kept (stored counts as their dict).
+    ``summary(key)`` describes it without fetching (shape, dtype, bytes, top states)."""
 
     def __init__(self, data: dict[str, Any], fetch: Any) -> None:
         super().__init__(data)
@@ -65,6 +65,8 @@ class LazyResult(dict):  # type: ignore[type-arg]
         value = super().__getitem__(key)
         if arrays.is_ref(value):
             value = self._fetch(value)
+            if counts.is_counts_array(value):  # stored counts come back as the dict
+                value = counts.from_array(value)
             super().__setitem__(key, value)
         return value
 

@@ -84,3 +84,18 @@ def test_show_summarizes_a_stored_array_without_downloading_it(
     assert "qtd-array-summary" in htmls and "complex128" not in htmls  # dtype as stored
     assert "&lt;c16 [16384]" in htmls and "256.0 KiB" in htmls
     assert any("image/png" in o.data for o in cap.outputs)  # the top states drawn
+
+
+def test_stored_counts_come_back_as_the_dict(nb_client: Any) -> None:
+    """20,000 shots over 14 uniform qubits: about 11,500 outcomes, stored out of the row;
+    the handle draws their summary without downloading, and counts() is the dict Aer gave."""
+    qasm = phased_qasm(14, measure=True)
+    h = nb_client.submit_simulate(qasm, shots=20_000, seed=11, method="statevector")
+    res = h.result(timeout_s=300)
+    ref = res.summary("counts")
+    assert ref is not None and ref["shots"] == 20_000 and ref["distinct"] > 10_000
+    assert "counts" in h._repr_html_()  # the summary line, from the row
+    got = h.counts()
+    circ = qasm2.loads(qasm, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+    want = AerSimulator(method="statevector").run(circ, shots=20_000, seed_simulator=11)
+    assert got == dict(want.result().get_counts())

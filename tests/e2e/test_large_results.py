@@ -101,8 +101,13 @@ async def test_large_arrays_are_stored_listed_slim_and_streamed(
     # Probabilities and memory of the other task, stored the same way.
     code, row = await api("GET", f"tasks/{mixed['task_id']}")
     res = row["result"]
-    assert sum(res["counts"].values()) == 20_000
+    # About 11,500 distinct outcomes (240 KB of JSON): the counts are stored too.
+    assert res["counts"]["$array"] == "counts" and res["counts"]["shots"] == 20_000
     assert res["probabilities"]["shape"] == [1 << 14] and res["memory"]["shape"] == [20_000]
+    resp = await _fetch(jp_fetch, f"tasks/{mixed['task_id']}/result/counts")
+    stored = np.load(io.BytesIO(resp.body))
+    assert stored.dtype.names == ("key", "count") and stored["count"].sum() == 20_000
+    assert len(stored) == res["counts"]["distinct"] and stored["key"].dtype == np.dtype("S14")
     resp = await _fetch(jp_fetch, f"tasks/{mixed['task_id']}/result/probabilities")
     probs = np.load(io.BytesIO(resp.body))
     assert probs.sum() == pytest.approx(1.0)

@@ -80,12 +80,12 @@ async def _service_reads_updates_and_deletes(service, task_id, ids) -> None:
     assert sum(map(len, stored)) > 0
     renamed = await service.update(task_id, "alice", TaskUpdate(name="bell", labels={"k": 1}))
     assert renamed["name"] == "bell"
-    listed, _next = await service.list_tasks("alice", ListParams())
+    listed, _next = await service.list_tasks("alice", ListParams(), operator=False)
     assert {r["task_id"] for r in listed} == set(ids)
     events = await service.read_events("0-0", count=100)
     assert len(events) >= 6 and await service.last_event_id() == events[-1][0]
     await service.delete(task_id, "alice")  # its stored chunks go by cascade
-    listed, _next = await service.list_tasks("alice", ListParams())
+    listed, _next = await service.list_tasks("alice", ListParams(), operator=False)
     assert [r["task_id"] for r in listed] == [ids[1]]
     health = await service.health("alice", operator=True, stale_s=30)
     assert health["database"]["ok"] and health["redis"]["ok"], health

@@ -176,10 +176,13 @@ class BackendRunner:
     transparent retry, after our lookup.
     """
 
-    def __init__(self, api_key: str | None, api_url: str | None = None) -> None:
+    def __init__(
+        self, api_key: str | None, api_url: str | None = None, max_memory_mb: int | None = None
+    ) -> None:
         self._api_key = api_key
         self._api_url = api_url  # None: QBRAID_API_URL (read by the SDK) or its default
-        self._local = LocalProvider()
+        # The local device runs Aer in this process: Aer's own check keeps the task budget.
+        self._local = LocalProvider(max_memory_mb)
         self._provider: QbraidProvider | None = None
         self._lock = threading.Lock()
         # Local jobs have no tags: which task each one was started for.

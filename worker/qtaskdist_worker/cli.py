@@ -44,6 +44,16 @@ def _positive(kind: type) -> object:
     return parse
 
 
+def _memory_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--job-memory-mb",
+        type=_positive(int),
+        default=None,
+        help="address space a job process may add to its start-up size (default: "
+        "QTASKDIST_MAX_TASK_MEMORY_BYTES + QTASKDIST_MAX_RESULT_BYTES + 512 MiB)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = WorkerOptions()
     p = argparse.ArgumentParser(
@@ -127,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-addr",
-        default="0.0.0.0",
-        help="address of the metrics port (default %(default)s: all interfaces)",
+        default="127.0.0.1",
+        help="address of the metrics port (default %(default)s: this machine only; "
+        "0.0.0.0: all interfaces)",
     )
+    _memory_arguments(p)
     p.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     p.add_argument("--redis-url", default=None, help="overrides REDIS_URL")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -151,6 +163,7 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
         max_time_limit_s=args.max_time_limit_s,
         backend_concurrency=args.backend_concurrency,
         poll_interval_s=args.poll_interval_s,
+        job_memory_mb=args.job_memory_mb,
     )
     if args.name:
         opts.name = args.name

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.budget import aer_max_memory_mb
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.store.store import TaskStore
@@ -46,6 +47,8 @@ class DispatchOptions:
     threads_per_job: int
     backend_concurrency: int
     poll_interval_s: float
+    # Address space a job process may add to its start-up size (memlimit.py; 0: unlimited).
+    job_memory_headroom: int = 0
 
 
 @dataclass
@@ -75,7 +78,10 @@ class Dispatcher:
                     qbraid_api_url: str | None) -> None:  # fmt: skip
         if any(t in POOL_TYPES for t in task_types):
             self.pool = ExecutorPool(
-                self.opts.concurrency, threads=self.opts.threads_per_job, limits=asdict(self.limits)
+                self.opts.concurrency,
+                threads=self.opts.threads_per_job,
+                limits=asdict(self.limits),
+                memory_headroom=self.opts.job_memory_headroom,
             )
             await self.pool.start()
             self.finisher.versions = dict(self.pool.info)
@@ -84,7 +90,8 @@ class Dispatcher:
             # qBraid's SDK is heavy and only backend_run needs it.
             from .backend import BackendRunner
 
-            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url)
+            budget_mb = aer_max_memory_mb(self.limits.max_task_memory_bytes)
+            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url, budget_mb)
 
     def has_room(self, lane: str) -> bool:
         if lane == "pool":

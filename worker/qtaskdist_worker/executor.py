@@ -42,7 +42,12 @@ def at_unit(exc: JobError, unit: int) -> JobError:
 
 
 def _child_main(
-    conn: Connection, threads: int, limits: dict[str, Any], spool_dir: str, lendable: int
+    conn: Connection,
+    threads: int,
+    limits: dict[str, Any],
+    spool_dir: str,
+    lendable: int,
+    memory_headroom: int,
 ) -> None:
     """Entry point of a child process: import once, then serve requests until EOF."""
     # OpenMP reads these when the library loads, so they must be set before Aer imports;
@@ -54,11 +59,15 @@ def _child_main(
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .jobs import handle_request, versions, warm_up  # heavy imports happen here, once
+    from .memlimit import limit_address_space
 
     warm_up()
     freeze_startup_heap()
+    # From here on an allocation past the limit fails in this process (memlimit.py).
+    rlimit_as = limit_address_space(memory_headroom) if memory_headroom else 0
 
-    conn.send_bytes(json.dumps({"ready": True, **versions()}).encode())
+    ready = {"ready": True, "rlimit_as": rlimit_as, **versions()}
+    conn.send_bytes(json.dumps(ready).encode())
     while True:
         try:
             raw = conn.recv_bytes()
@@ -82,13 +91,18 @@ def _child_main(
 
 class Child:
     def __init__(
-        self, threads: int, limits: dict[str, Any], spool_dir: str, lendable: int = 1
+        self,
+        threads: int,
+        limits: dict[str, Any],
+        spool_dir: str,
+        lendable: int = 1,
+        memory_headroom: int = 0,
     ) -> None:
         parent, child = _CTX.Pipe(duplex=True)
         self.conn = parent
         self.proc = _CTX.Process(
             target=_child_main,
-            args=(child, threads, limits, spool_dir, lendable),
+            args=(child, threads, limits, spool_dir, lendable, memory_headroom),
             daemon=True,
             name="qtaskdist-job",
         )
@@ -119,12 +133,16 @@ class Child:
 
 
 class ExecutorPool:
-    """``size`` children; :meth:`run` hands a request to an idle one."""
+    """``size`` children; :meth:`run` hands a request to an idle one. Each runs under an
+    address-space limit of its start-up size plus ``memory_headroom`` bytes (0: none)."""
 
-    def __init__(self, size: int, *, threads: int, limits: dict[str, Any]) -> None:
+    def __init__(
+        self, size: int, *, threads: int, limits: dict[str, Any], memory_headroom: int = 0
+    ) -> None:
         self.size = size
         self.threads = threads
         self.limits = limits
+        self.memory_headroom = memory_headroom
         self._idle: asyncio.Queue[Child] = asyncio.Queue()
         self._all: set[Child] = set()
         # Start-up and shutdown block (waiting for imports, joining): off the event loop.
@@ -138,10 +156,18 @@ class ExecutorPool:
         children = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for c in children:
             self._idle.put_nowait(c)
+        limit = self.info.get("rlimit_as") or 0
+        log.info("job processes: address-space limit %s", f"{limit >> 20} MiB" if limit else "none")
 
     async def _spawn(self) -> Child:
         loop = asyncio.get_running_loop()
-        child = Child(self.threads, self.limits, self.spool_dir, self.size * self.threads)
+        child = Child(
+            self.threads,
+            self.limits,
+            self.spool_dir,
+            self.size * self.threads,
+            self.memory_headroom,
+        )
         self._all.add(child)
         self.info = await loop.run_in_executor(self._threads, child.wait_ready)
         return child

@@ -54,7 +54,12 @@ _STATUS_FROM_AER = {
 
 
 def run_on_aer(
-    circuit: QuantumCircuit, *, shots: int, seed: int | None = None, method: str | None = None
+    circuit: QuantumCircuit,
+    *,
+    shots: int,
+    seed: int | None = None,
+    method: str | None = None,
+    max_memory_mb: int | None = None,
 ) -> AerJob:
     """Start ``circuit`` on a fresh AerSimulator; the same steps a plain Aer run takes.
 
@@ -64,6 +69,8 @@ def run_on_aer(
     sim = AerSimulator(method=method) if method else AerSimulator()
     compiled = transpile(circuit, sim)
     run_options: dict[str, Any] = {"shots": shots}
+    if max_memory_mb:  # Aer refuses a state over the task budget before allocating it
+        run_options["max_memory_mb"] = max_memory_mb
     if seed is not None:
         run_options["seed_simulator"] = seed
     return sim.run(compiled, **run_options)
@@ -109,7 +116,8 @@ class LocalJob(QuantumJob):
 class LocalAerDevice(QuantumDevice):
     """The ``local`` device: takes qiskit circuits as they are and runs them on Aer."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_memory_mb: int | None = None) -> None:
+        self.max_memory_mb = max_memory_mb
         profile = TargetProfile(
             device_id=LOCAL_DEVICE_ID,
             simulator=True,
@@ -131,14 +139,17 @@ class LocalAerDevice(QuantumDevice):
         seed: int | None = None,
         method: str | None = None,
     ) -> LocalJob:
-        aer_job = run_on_aer(run_input, shots=shots, seed=seed, method=method)
+        aer_job = run_on_aer(
+            run_input, shots=shots, seed=seed, method=method, max_memory_mb=self.max_memory_mb
+        )
         return LocalJob(f"{LOCAL_JOB_PREFIX}{uuid.uuid4()}", self, aer_job)
 
 
 class LocalProvider(QuantumProvider):
     """Hands out the one local device and remembers the jobs submitted through it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_memory_mb: int | None = None) -> None:
+        self.max_memory_mb = max_memory_mb
         self._device: LocalAerDevice | None = None
         self._jobs: OrderedDict[str, LocalJob] = OrderedDict()
         self._lock = threading.Lock()
@@ -151,7 +162,7 @@ class LocalProvider(QuantumProvider):
             raise ValueError(f"the local provider has only device '{LOCAL_DEVICE_ID}'")
         with self._lock:
             if self._device is None:
-                self._device = LocalAerDevice()
+                self._device = LocalAerDevice(self.max_memory_mb)
             return self._device
 
     def run(

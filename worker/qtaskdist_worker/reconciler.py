@@ -19,6 +19,7 @@ from typing import Any
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import streams_of
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.retention import GC_BATCH, GC_BATCHES_PER_PASS, GC_EVERY_S, gc_due
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
@@ -137,9 +138,27 @@ class Reconciler:
     interval_s: float
     me: str
     mine: Collection[uuid.UUID]
+    # Finished tasks older than this are deleted (QTASKDIST_RETENTION_S; 0: never).
+    retention_s: float = 0.0
 
     async def run_once(self) -> dict[str, int]:
-        return await reconcile(
+        done = await reconcile(
             self.store, self.broker, self.task_types, stale_after_s=self.stale_after_s,
             lock_ttl_s=self.interval_s, me=self.me, mine=self.mine,
         )  # fmt: skip
+        done["deleted"] = await self.collect_garbage()
+        return done
+
+    async def collect_garbage(self) -> int:
+        """The retention pass: one worker of the fleet every GC_EVERY_S deletes up to
+        GC_BATCHES_PER_PASS batches of expired finished tasks (with their arrays)."""
+        if not gc_due(self.retention_s) or not await self.broker.take_gc_lock(GC_EVERY_S):
+            return 0
+        deleted = await self.store.gc(
+            self.retention_s, batch=GC_BATCH, max_batches=GC_BATCHES_PER_PASS
+        )
+        if deleted:
+            log.info(
+                "retention: deleted %d finished tasks older than %g s", deleted, self.retention_s
+            )
+        return deleted

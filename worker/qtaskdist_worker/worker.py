@@ -46,6 +46,7 @@ from .autoclaim import Autoclaimer
 from .dispatch import POOL_TYPES, Dispatcher, DispatchOptions
 from .heartbeat import CancelWatch, Heartbeat
 from .inflight import Claimable, DeadLetter, Entry, InFlightRegistry, decode_entries
+from .memlimit import headroom_bytes
 from .outcomes import HOST, InFlight
 from .reconciler import Reconciler
 from .retry import OUTAGE_FIRST_S, every, next_outage_delay_s, until_up
@@ -86,6 +87,8 @@ class WorkerOptions:
     backend_concurrency: int = 32
     poll_interval_s: float = 1.0
     block_ms: int = 1000
+    # Headroom of a job process's address-space limit; None: derived (memlimit.py).
+    job_memory_mb: int | None = None
 
 
 def lanes_of(task_types: list[str]) -> dict[str, list[str]]:
@@ -135,7 +138,8 @@ class Worker:
         self.dispatcher = Dispatcher(
             store, broker, self.inflight, self.finisher, lim,
             DispatchOptions(opts.batch_size, opts.concurrency, opts.threads_per_job,
-                            opts.backend_concurrency, opts.poll_interval_s),
+                            opts.backend_concurrency, opts.poll_interval_s,
+                            headroom_bytes(lim, opts.job_memory_mb)),
             cap_s=min(lim.max_time_limit_s, opts.max_time_limit_s or lim.max_time_limit_s),
         )  # fmt: skip
         self.heartbeat = Heartbeat(
@@ -150,6 +154,7 @@ class Worker:
         self.reconciler = Reconciler(
             store, broker, opts.task_types, stale_after_s=opts.visibility_timeout_s,
             interval_s=opts.reconcile_interval_s, me=name, mine=self.inflight,
+            retention_s=lim.retention_s,
         )  # fmt: skip
 
     # ---- lifecycle -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from qtaskdist_jupyter.core.broker.keys import (
     DEAD_STREAM,
     DELAYED_KEY,
     EVENTS_STREAM,
+    GC_LOCK_KEY,
     GROUP,
     PRIORITY_STREAMS,
     RECONCILE_LOCK_KEY,
@@ -278,6 +279,12 @@ class Broker:
         expires after ``ttl_s``, so it spaces the fleet's reconciler passes that far apart."""
         ttl_ms = max(1, int(ttl_s * 1000))
         return bool(await self.redis.set(RECONCILE_LOCK_KEY, "1", nx=True, px=ttl_ms))
+
+    @redis_errors
+    async def take_gc_lock(self, ttl_s: float) -> bool:
+        """As :meth:`take_reconcile_lock`, for the retention pass (one per ``ttl_s``)."""
+        ttl_ms = max(1, int(ttl_s * 1000))
+        return bool(await self.redis.set(GC_LOCK_KEY, "1", nx=True, px=ttl_ms))
 
     @redis_errors
     async def heartbeat(self, name: str, info: dict[str, Any]) -> None:

@@ -28,5 +28,6 @@ DELAYED_KEY = "qtaskdist:delayed"  # ZSET "<stream>|<message>" scored by the uni
 WORKERS_KEY = "qtaskdist:workers"  # HASH worker name -> heartbeat JSON
 # SET NX PX by the worker that reconciles; it expires, so it spaces the fleet's passes.
 RECONCILE_LOCK_KEY = "qtaskdist:reconcile"
+GC_LOCK_KEY = "qtaskdist:gc"
 # The consumer group every worker reads the task streams in.
 GROUP = "qtaskdist"

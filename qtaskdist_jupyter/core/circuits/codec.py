@@ -44,6 +44,8 @@ class CircuitInfo:
     num_clbits: int
     num_instructions: int
     parameters: list[str]
+    # Every operation's name, control-flow bodies included (core/budget.py reads it).
+    operations: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------- error cleaning
@@ -232,7 +234,19 @@ def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits)
         num_clbits=circuit.num_clbits,
         num_instructions=count,
         parameters=sorted(p.name for p in circuit.parameters),
+        operations=operation_names(circuit),
     )
+
+
+def operation_names(circuit: QuantumCircuit) -> frozenset[str]:
+    """Every operation's name in ``circuit``, control-flow bodies included."""
+    names: set[str] = set()
+    stack = [circuit]
+    while stack:
+        for inst in stack.pop().data:
+            names.add(inst.operation.name)
+            stack.extend(getattr(inst.operation, "blocks", None) or ())
+    return frozenset(names)
 
 
 _WARM_UP_QASM3 = """OPENQASM 3.0;

@@ -42,9 +42,13 @@ _CHILD_MODULE = "qtaskdist_jupyter.core.circuits.sandbox_child"
 _START_TIMEOUT_S = 120.0  # importing qiskit on a busy machine
 _MAX_ANSWER_BYTES = 16 * 2**20  # an answer is a few facts; more is a broken child
 _INFO_TYPES = {
-    "format": str, "num_qubits": int, "num_clbits": int, "num_instructions": int,
+    "format": str,
+    "num_qubits": int,
+    "num_clbits": int,
+    "num_instructions": int,
     "parameters": list,
-}  # fmt: skip
+    "operations": list,
+}
 
 
 class _Child:
@@ -222,8 +226,9 @@ def _answer(got: dict[str, Any]) -> Any:
     info = got.get("info")
     if not isinstance(info, dict) or info.keys() != _INFO_TYPES.keys():
         raise CircuitError("the circuit parser answered out of protocol")
+    names = [*info["parameters"], *info["operations"]]
     if not all(type(info[k]) is t for k, t in _INFO_TYPES.items()) or not all(
-        isinstance(p, str) for p in info["parameters"]
+        isinstance(n, str) for n in names
     ):
         raise CircuitError("the circuit parser answered out of protocol")
-    return CircuitInfo(**info)
+    return CircuitInfo(**{**info, "operations": frozenset(info["operations"])})

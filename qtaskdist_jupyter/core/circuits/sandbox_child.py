@@ -56,7 +56,9 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         return {"refused": type(exc).__name__, "message": exc.message, "detail": exc.detail}
     except MemoryError:
         return {"refused": "MemoryError", "message": "", "detail": {}}
-    return {"info": dataclasses.asdict(info)}
+    facts = dataclasses.asdict(info)
+    facts["operations"] = sorted(info.operations)  # JSON has no sets
+    return {"info": facts}
 
 
 def main(argv: list[str]) -> int:

@@ -24,6 +24,7 @@ from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.core.store.admission import Admission
 from qtaskdist_jupyter.core.store.engine import NewTask, decode_cursor, encode_cursor, make_engine
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+from qtaskdist_jupyter.core.store.housekeeping import Housekeeping
 from qtaskdist_jupyter.core.store.results import ResultArrays
 from qtaskdist_jupyter.core.store.transitions import LIGHT, Transitions
 
@@ -40,7 +41,7 @@ _INSERTED = (
 _COPY_MIN = 64
 
 
-class TaskStore(Transitions, ResultArrays, Admission):
+class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 

@@ -38,14 +38,14 @@ function detailBody(t, S, arrayUrl) {
   if (ARRAY_KEYS.some((k) => res[k] && res[k]["$array"])) {
     // Stored arrays: their summary only; the array itself is a link, never drawn here.
     return h("div", {},
-      res.counts && Object.keys(res.counts).length ? histogram(res.counts) : null,
+      res.counts && !res.counts["$array"] && Object.keys(res.counts).length ? histogram(res.counts) : null,
       ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).map((k) => arraySummary(res[k], arrayUrl)));
   }
   if (res.counts) return histogram(res.counts);
   if (res.results) {
     return h("div", {}, ...res.results.slice(0, 4).map((p) => h("div", {},
       h("div", { class: "qtd-params" }, params(p.parameters) + (p.expectation_values ? " · ⟨O⟩ = " + p.expectation_values.map((v) => v.toFixed(3)).join(", ") : "")),
-      p.counts ? histogram(p.counts) : null)));
+      p.counts && !p.counts["$array"] ? histogram(p.counts) : null)));
   }
   return h("pre", {}, JSON.stringify(res, null, 1).slice(0, 4000));
 }
@@ -60,7 +60,7 @@ function arraySummary(ref, arrayUrl) {
     h("a", { href: arrayUrl(ref["$array"]), download: "" }, ".npy"));
 }
 
-const ARRAY_KEYS = ["statevector", "probabilities", "memory"];
+const ARRAY_KEYS = ["statevector", "probabilities", "memory", "counts"];
 
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];

@@ -24,9 +24,9 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
+from qtaskdist_jupyter.core.budget import check_submit
 from qtaskdist_jupyter.core.circuits.bindings import check_bindings
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
@@ -36,6 +36,7 @@ from qtaskdist_jupyter.core.errors import (
     TransitionError,
 )
 from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.retention import check_stored_tasks
 from qtaskdist_jupyter.core.schemas import (
     USER_META_KEY,
     BatchCreate,
@@ -139,9 +140,7 @@ class TaskService:
                     with contextlib.suppress(RuntimeError, StopIteration):
                         memo.pop(next(iter(memo)), None)
         check_bindings(payload, info.parameters)
-        if spec.task_type == "simulate":
-            max_bytes = self.settings.limits.max_result_bytes
-            check_result_size(payload, info.num_qubits, info.num_clbits, max_bytes)
+        check_submit(spec.task_type, payload, info, self.settings.limits)
         return NewTask(
             task_type=spec.task_type,
             payload=payload,
@@ -187,6 +186,9 @@ class TaskService:
         """Insert all rows at once; with ``enqueue``, queue them too (on the priority
         streams with ``priority``). ``full`` returns every column as written (few rows
         only), so a single POST needs no second read."""
+        if new:  # new rows count against their owner's stored tasks (retries do not)
+            cap = self.settings.limits.max_stored_tasks
+            check_stored_tasks(await self.store.stored_of(new[0].owner), len(new), cap)
         if not enqueue:
             rows = await self.store.insert_many(new, full=full)
             # The rows are written and pending, as asked; answering 503 for a lost event

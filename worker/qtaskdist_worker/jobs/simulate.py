@@ -28,10 +28,11 @@ from qiskit.result.postprocess import format_level_2_memory
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
-from qtaskdist_jupyter.core import arrays
+from qtaskdist_jupyter.core import arrays, budget, counts
 from qtaskdist_jupyter.core.errors import PermanentJobError
 from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
+from ..memlimit import as_memory_error
 from .aer_call import run_raw
 from .common import error_report, limits_from, load_circuit
 
@@ -171,9 +172,14 @@ def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, 
     assert isinstance(p, SimulatePayload)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
     circuit = _prepared(p.circuit, p.circuit_format, limits, p.method, p.device)
-    # Before Aer builds the arrays: the worker's limit may be below the server's.
+    # Before Aer builds the arrays: the worker's limit may be below the server's. The
+    # counts are counted as they come (_check_counts): their bound is the server's.
     max_bytes = limits.max_result_bytes
-    arrays.check_result_size(payload, circuit.num_qubits, circuit.num_clbits, max_bytes)
+    nq, nc = circuit.num_qubits, circuit.num_clbits
+    arrays.check_result_size(payload, nq, nc, max_bytes, counts=False)
+    auto = p.method == "automatic"
+    ops = _operations(p.circuit, p.circuit_format, limits, p.method, p.device) if auto else ()
+    budget.check_task_memory(payload, nq, ops, limits.max_task_memory_bytes)
     if p.parameter_bindings is None and circuit.parameters:
         names = ", ".join(sorted(x.name for x in circuit.parameters))
         raise PermanentJobError(
@@ -267,6 +273,17 @@ def _one(
     return out
 
 
+def _check_counts(
+    parts: list[dict[str, Any]], p: SimulatePayload, circuit: QuantumCircuit, max_bytes: int
+) -> None:
+    """The counts a run produced, with its arrays, against QTASKDIST_MAX_RESULT_BYTES."""
+    fields = ("statevector", "probabilities", "memory", "shots", "parameter_bindings")
+    payload = {name: getattr(p, name) for name in fields}
+    sizes = arrays.result_bytes(payload, circuit.num_qubits, circuit.num_clbits)
+    other = sum(v for k, v in sizes.items() if k != "counts")
+    counts.check_counts_size((part["counts"] for part in parts), other, max_bytes)
+
+
 def _size(exp: Experiment) -> int:
     """How many results an experiment gives: one per binding, or one."""
     binds = exp[1]
@@ -285,13 +302,23 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
         try:
             p, exps = experiments(task["payload"], limits)
         except Exception as exc:  # noqa: BLE001 - reported per task
-            replies[tid] = error_report(exc)
+            replies[tid] = error_report(as_memory_error(exc))
             continue
-        replies[tid] = _run_one(p, exps, request)
+        replies[tid] = _run_one(p, exps, request, limits)
     return {"replies": replies}
 
 
-def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]) -> dict[str, Any]:
+@lru_cache(maxsize=32)
+def _operations(source: str, fmt: str, limits: Any, method: str, device: str) -> frozenset[str]:
+    """The prepared circuit's operation names (what Aer's automatic method looks at)."""
+    from qtaskdist_jupyter.core.circuits.codec import operation_names
+
+    return operation_names(_prepared(source, fmt, limits, method, device))
+
+
+def _run_one(
+    p: SimulatePayload, exps: list[Experiment], request: dict[str, Any], limits: Any
+) -> dict[str, Any]:
     """One task's Aer call and its outcome."""
     nm = noise_model(*(
         (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
@@ -299,6 +326,8 @@ def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]
     ))  # fmt: skip
     options: dict[str, Any] = {"shots": p.shots, "memory": p.memory}
     options["max_parallel_threads"] = int(request.get("threads") or 1)
+    # Aer refuses a state over the task's budget before allocating it.
+    options["max_memory_mb"] = budget.aer_max_memory_mb(limits.max_task_memory_bytes)
     if p.seed is not None:
         options["seed_simulator"] = p.seed
     if nm is not None:
@@ -317,15 +346,18 @@ def _run_one(p: SimulatePayload, exps: list[Experiment], request: dict[str, Any]
         if len(results) != n:
             raise PermanentJobError(f"Aer could not run the circuit: {output.get('status')}")
     except Exception as exc:  # noqa: BLE001
-        return error_report(exc, prefix="Aer: ")
+        return error_report(as_memory_error(exc), prefix="Aer: ")
     wall = time.perf_counter() - started
     try:
         spool = request.get("spool_dir")
         qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
         parts = [_one(results[k], p, qubits[k], spool) for k in range(n)]
+        _check_counts(parts, p, exps[0][0], limits.max_result_bytes)
+        for part in parts:  # a large counts map leaves the row, like an array
+            part["counts"] = counts.counts_part(part["counts"], spool)
         seeds = [int(r["seed_simulator"]) for r in results]
     except Exception as exc:  # noqa: BLE001
-        return error_report(exc)
+        return error_report(as_memory_error(exc))
     if p.parameter_bindings is None:
         body: dict[str, Any] = parts[0]
     else:
