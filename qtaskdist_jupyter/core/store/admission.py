@@ -43,6 +43,13 @@ class Admission:
         stmt = select(func.count()).where(tasks.c.owner == owner, tasks.c.status.in_(ACTIVE))
         return int((await conn.execute(stmt)).scalar_one())
 
+    async def _counts_on(self, conn: AsyncConnection, owner: str) -> tuple[int, int]:
+        """The owner's active and stored (every status) rows, in one statement."""
+        active = func.count().filter(tasks.c.status.in_(ACTIVE))
+        stmt = select(active, func.count()).where(tasks.c.owner == owner)
+        n_active, n_stored = (await conn.execute(stmt)).one()
+        return int(n_active), int(n_stored)
+
     @contextlib.asynccontextmanager
     async def _owner_locked(self, owner: str) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction that holds ``owner``'s admission lock."""
@@ -60,17 +67,18 @@ class Admission:
         self,
         owner: str,
         new: Sequence[NewTask],
-        decide: Callable[[int], T],
+        decide: Callable[[int, int], T],
         *,
         status: str = S.PENDING.value,
         full: bool = False,
     ) -> tuple[list[dict[str, Any]], T]:
-        """Insert ``new`` (all ``owner``'s) if ``decide(active)`` allows it: ``decide``
-        gets the owner's active count under the lock and raises to refuse (nothing is
-        written); its answer is returned with the rows (see TaskStore.insert_many)."""
+        """Insert ``new`` (all ``owner``'s) if ``decide(active, stored)`` allows it:
+        ``decide`` gets the owner's active and stored counts under the lock and raises to
+        refuse (nothing is written); its answer is returned with the rows (see
+        TaskStore.insert_many)."""
         values = [n.row() for n in new]
         async with self._owner_locked(owner) as conn:
-            verdict = decide(await self._active_on(conn, owner))
+            verdict = decide(*await self._counts_on(conn, owner))
             rows = await self._insert_on(conn, values, status, full)
         return rows, verdict
 

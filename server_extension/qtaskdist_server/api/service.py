@@ -162,15 +162,16 @@ class TaskService:
     async def create_admitted(
         self, owner: str, new: Sequence[NewTask], *, enqueue: bool, full: bool = False
     ) -> list[dict[str, Any]]:
-        """:meth:`create` under ``owner``'s quota: counted and inserted under their lock
-        (429 past max_active_tasks, nothing written), then published; a small submission
-        goes to the priority streams."""
+        """:meth:`create` under ``owner``'s quotas: counted and inserted under their lock
+        (429 past max_active_tasks or max_stored_tasks, nothing written), then published;
+        a small submission goes to the priority streams."""
         limits = self.settings.limits
         if enqueue:
             await self.broker.ping()  # refuse up front rather than leave rows behind
         status = TaskStatus.QUEUED.value if enqueue else TaskStatus.PENDING.value
 
-        def decide(active: int) -> bool:
+        def decide(active: int, stored: int) -> bool:
+            check_stored_tasks(stored, len(new), limits.max_stored_tasks)
             return quota.admit(active, len(new), limits)
 
         rows, small = await self.store.insert_admitted(owner, new, decide, status=status, full=full)
