@@ -262,3 +262,25 @@ def test_aer_binds_only_bare_parameters_and_python_binds_expressions() -> None:
     with looped.if_test((looped.clbits[0], 1)):
         looped.rx(phi, 0)
     assert not aer_binds(looped)  # a parameter inside control flow
+
+
+def test_only_control_flow_or_a_reused_measured_qubit_sends_a_program_to_the_source_walk() -> None:
+    from qiskit import QuantumCircuit
+    from qtaskdist_worker.jobs.qir_profile import may_break_profile
+
+    plain = QuantumCircuit(2, 2)
+    plain.h(0)
+    plain.cx(0, 1)
+    plain.measure([0, 1], [0, 1])
+    plain.barrier()  # not a use of a measured qubit
+    assert not may_break_profile(plain)
+    reused = plain.copy()
+    reused.x(0)
+    assert may_break_profile(reused)
+    measured_twice = plain.copy()
+    measured_twice.measure(1, 0)
+    assert may_break_profile(measured_twice)
+    branching = QuantumCircuit(1, 1)
+    with branching.if_test((branching.clbits[0], 1)):
+        branching.x(0)
+    assert may_break_profile(branching)
