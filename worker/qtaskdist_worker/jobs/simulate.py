@@ -77,7 +77,7 @@ def noise_model(p1: float, p2: float, readout: float) -> NoiseModel | None:
 def prepare(circuit: QuantumCircuit, method: str, device: str) -> QuantumCircuit:
     """Transpile (optimization level 0) only when Aer cannot run an instruction as is:
     transpiling at the default level costs more than simulating small circuits."""
-    names = {inst.operation.name for inst in circuit.data}
+    names = circuit.count_ops().keys()  # counted in Rust; no gate object per instruction
     if names <= supported_ops():
         return circuit
     return transpile(circuit, simulator(method, device), optimization_level=0)
