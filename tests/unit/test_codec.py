@@ -414,3 +414,18 @@ def test_a_program_antlr_refuses_is_refused_cleanly(
     assert str(info.value).startswith("invalid OpenQASM 3: ")
     assert info.value.line == line
     assert capfd.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt"),
+    [
+        (H2 + "qreg q[1];\n", "qasm2"),
+        (H3 + "qubit q;\n", "qasm3"),
+        ("OPENQASM 3", "qasm3"),  # no ";" at all
+        ("/* a; b */ OPENQASM 2.0;\nqreg q[1];\n", "qasm2"),  # a ";" in a comment first
+        ("// x; " * 100 + "\nOPENQASM 2.0;\nqreg q[1];\n", "qasm2"),  # past 256 characters
+        ("qreg q[1];\n", "qasm2"),  # no header: a guess
+    ],
+)
+def test_the_format_comes_from_the_header_tokens(source: str, fmt: str) -> None:
+    assert codec.detect_format(source) == fmt

@@ -166,9 +166,13 @@ def detect_format(source: str) -> str:
     text = source.lstrip("\ufeff \t\r\n")
     if text.startswith(QPY_PREFIX):
         return "qpy"
-    toks = _first_tokens(text[:256])  # the header comes first: a prefix is enough
-    if len(toks) < 3:  # a third token means the first two are whole
-        toks = _first_tokens(text[:4096])
+    # The header comes first: a short prefix is enough (each token costs microseconds),
+    # once it holds a third token, which means the first two are whole. The first try
+    # ends at the first ";" (the header's, unless a comment comes first).
+    for size in (text.find(";", 0, 4096) + 1, 256, 4096):
+        toks = _first_tokens(text[:size])
+        if len(toks) == 3:
+            break
     if len(toks) >= 2 and toks[0].text == "OPENQASM":
         return "qasm3" if toks[1].text.startswith("3") else "qasm2"
     return "qasm2" if re.search(r"\bqreg\b", text) else "qasm3"
