@@ -8,7 +8,8 @@
   submitted as text, against ``qasm2.loads`` + the same run.
 
 Every count must equal the loop's. Besides the ratio, the CPU each process spent per task
-(psutil): the client (this process: encoding and HTTP), the server, the worker's main
+(psutil): the client (this process: encoding, HTTP, then polling PostgreSQL for the end),
+the server, the worker's main
 process, its job processes, PostgreSQL's backends of the benchmark database, Redis.
 """
 
@@ -58,10 +59,7 @@ def inproc_loop(kind: str, n: int) -> dict[str, Any]:
 
     n_qubits, shots = SHAPES[kind]
     sim = AerSimulator()
-    if kind == "distinct":
-        items = [circuit(i, n_qubits) for i in range(n)]
-    else:
-        items = [qasm2_text(i, n_qubits) for i in range(n)]
+    items = _items(kind, n)
     sim.run(circuit(0, n_qubits), shots=shots).result()  # warm-up
     answers = []
     start = time.perf_counter()
@@ -133,17 +131,20 @@ class CpuMeter:
         return {k: round(v, 1) for k, v in out.items()}
 
 
-def _submit(api: Any, kind: str, n: int) -> float:
+def _items(kind: str, n: int) -> list[Any]:
+    n_qubits, _ = SHAPES[kind]
+    if kind == "distinct":
+        return [circuit(i, n_qubits) for i in range(n)]
+    return [qasm2_text(i, n_qubits) for i in range(n)]
+
+
+def _submit(api: Any, kind: str, items: list[Any]) -> float:
+    """``Client.submit_simulate(items)``, as a notebook calls it; returns its start time."""
     from qtaskdist_jupyter.kernel.client import Client
 
-    n_qubits, shots = SHAPES[kind]
     client = Client(api.base.removesuffix("qtaskdist/api/"), api.token, timeout_s=120)
-    if kind == "distinct":
-        items: list[Any] = [circuit(i, n_qubits) for i in range(n)]
-    else:
-        items = [qasm2_text(i, n_qubits) for i in range(n)]
     t0 = time.time()
-    client.submit_simulate(items, shots=shots, seed=SEED)
+    client.submit_simulate(items, shots=SHAPES[kind][1], seed=SEED)
     return t0
 
 
@@ -151,9 +152,10 @@ def case(api: Any, cfg: BenchConfig, kind: str, n: int, worker_args: list[str]) 
     from .users import _finished_rows
 
     base = _inproc(kind, n)
+    items = _items(kind, n)  # built beforehand: the notebook's own work, not the pipeline's
     with Fleet(cfg).start(1, worker_args) as fleet:
         meter = CpuMeter(process_groups(cfg, api.server_pid, fleet.procs[0].pid))
-        t0 = _submit(api, kind, n)
+        t0 = _submit(api, kind, items)
         rows = _finished_rows(cfg, n, timeout_s=max(300.0, n / 20))
         cpu = meter.per_task_us(n)
     clear_state(cfg)
@@ -162,13 +164,9 @@ def case(api: Any, cfg: BenchConfig, kind: str, n: int, worker_args: list[str]) 
         raise RuntimeError(f"{len(bad)} of {n} tasks did not complete; first: {bad[0][4]}")
     wall = max(r[5] for r in rows) - t0
     by_name = {r[2]["circuit"]: r[3]["counts"] for r in rows}
-    n_qubits, _ = SHAPES[kind]
     from qtaskdist_jupyter.kernel.payloads import encode
 
-    keys = [
-        encode(circuit(i, n_qubits))[0] if kind == "distinct" else qasm2_text(i, n_qubits)
-        for i in range(n)
-    ]
+    keys = [encode(item)[0] for item in items]
     off = sum(by_name.get(k) != want for k, want in zip(keys, base["answers"], strict=True))
     if off:
         raise RuntimeError(f"B2-{kind.upper()}: {off} of {n} counts differ from the loop's")

@@ -138,7 +138,11 @@ class Fleet:
             self.procs.append(
                 subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             )
-        self.wait_ready(n, wait_s)
+        try:
+            self.wait_ready(n, wait_s)
+        except BaseException:
+            self.stop()  # a worker not ready in time must not run on into the next case
+            raise
         return self
 
     def wait_ready(self, n: int, wait_s: float) -> None:
