@@ -127,7 +127,7 @@ class Fleet:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qtd-bench-w-")))
 
-    def start(self, n: int, extra: list[str] | None = None, *, wait_s: float = 60.0) -> Fleet:
+    def start(self, n: int, extra: list[str] | None = None, *, wait_s: float = 120.0) -> Fleet:
         env = {**os.environ, **service_env(self.cfg)}
         for _i in range(n):
             log = open(self.log_dir / f"worker-{len(self.procs)}.log", "ab")  # noqa: SIM115
