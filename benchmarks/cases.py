@@ -26,6 +26,8 @@ class Api:
 
     def __init__(self, url: str, token: str) -> None:
         self.base = url + "qtaskdist/api/"
+        self.token = token
+        self.server_pid: int | None = None  # set by the harness: CPU per task by process
         self.headers = {"Authorization": f"token {token}"}
         self.http = httpx.Client(base_url=self.base, headers=self.headers, timeout=120)
 

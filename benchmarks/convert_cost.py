@@ -29,6 +29,7 @@ def stages(n: int) -> dict[str, float]:
     import pyqasm
     import pyqir
     from qbraid_qir.qasm3 import qasm3_to_qir
+    from qiskit import qasm3
     from qtaskdist_worker.jobs import convert as job
     from qtaskdist_worker.jobs import qir_profile, qir_verify
     from qtaskdist_worker.jobs.common import limits_from, load_circuit
@@ -41,10 +42,16 @@ def stages(n: int) -> dict[str, float]:
     (entry,) = [f for f in module.functions if pyqir.is_entry_point(f)]
     order = qir_verify.record_order(entry)
     timed = {
-        "qiskit parse (codec.load_circuit)": lambda: load_circuit(BELL3, "auto", limits),
-        "  of which openqasm3.parse": lambda: openqasm3.parse(BELL3),
-        "profile check of the source (parse + walk)": lambda: qir_profile.check_source(
-            BELL3, "base"
+        "qiskit parse (codec.load_circuit: scan + Rust parser)": lambda: load_circuit(
+            BELL3, "auto", limits
+        ),
+        "  the ANTLR path instead (qasm3.loads)": lambda: qasm3.loads(BELL3),
+        "  openqasm3.parse alone": lambda: openqasm3.parse(BELL3),
+        "profile pre-check of the circuit (may_break_profile)": lambda: (
+            qir_profile.may_break_profile(circuit)
+        ),
+        "source profile walk, when needed (walk; its parse: above)": lambda: (
+            qir_profile.check_source(BELL3 + "// other\n", "base")
         ),
         "prepare + OpenQASM 3 export": lambda: job._to_qasm3(job.prepare(circuit)),
         "qasm3_to_qir of the export": lambda: qasm3_to_qir(program, name="main", profile="base"),

@@ -127,7 +127,7 @@ class Fleet:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qtd-bench-w-")))
 
-    def start(self, n: int, extra: list[str] | None = None, *, wait_s: float = 60.0) -> Fleet:
+    def start(self, n: int, extra: list[str] | None = None, *, wait_s: float = 120.0) -> Fleet:
         env = {**os.environ, **service_env(self.cfg)}
         for _i in range(n):
             log = open(self.log_dir / f"worker-{len(self.procs)}.log", "ab")  # noqa: SIM115
@@ -138,7 +138,11 @@ class Fleet:
             self.procs.append(
                 subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             )
-        self.wait_ready(n, wait_s)
+        try:
+            self.wait_ready(n, wait_s)
+        except BaseException:
+            self.stop()  # a worker not ready in time must not run on into the next case
+            raise
         return self
 
     def wait_ready(self, n: int, wait_s: float) -> None:

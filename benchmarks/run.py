@@ -18,7 +18,7 @@ from typing import Any
 
 from qtaskdist_worker.worker import default_concurrency
 
-from . import cases, fairshare, hub, users
+from . import cases, distinct, fairshare, hub, users
 from .env import BenchConfig, machine_info, reset_database, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,6 +37,9 @@ SIZES = {
     "B2-CONVERT": (1_000, 100),
     "B2-CONVERT-EXEC": (300, 50),
     "B2-CONVERT-DISTINCT": (1_000, 100),
+    "B2-CONVERT-DISTINCT-EXEC": (300, 50),
+    "B2-DISTINCT": (2_000, 200),
+    "B2-DISTINCT-TEXT": (5_000, 500),
     "B2-OBS": (2_000, 300),
     "B2-MIXED": (3_000, 300),
     "B7": (1_000, 200),
@@ -71,6 +74,7 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
     root = Path(tempfile.mkdtemp(prefix="qtd-bench-"))
     server = start_server(cfg, root)
     api = cases.Api(server.url, server.token)
+    api.server_pid = server.proc.pid if server.proc is not None else None
     res = out["results"]
     try:
         cases.clear_state(cfg)
@@ -108,6 +112,25 @@ def run(only: set[str], quick: bool, cfg: BenchConfig, chunk: int) -> dict[str, 
                 "B2-CONVERT-DISTINCT",
                 lambda: users.b2_workload(
                     api, cfg, "convert-distinct", size["B2-CONVERT-DISTINCT"]
+                ),
+            ),
+            (
+                "B2-CONVERT-DISTINCT-EXEC",
+                lambda: users.b2_workload(
+                    api, cfg, "convert-distinct-exec", size["B2-CONVERT-DISTINCT-EXEC"]
+                ),
+            ),
+            # What notebooks send: a different circuit per point (issue 24).
+            (
+                "B2-DISTINCT",
+                lambda: distinct.case(
+                    api, cfg, "distinct", size["B2-DISTINCT"], users.DEFAULT_WORKER
+                ),
+            ),
+            (
+                "B2-DISTINCT-TEXT",
+                lambda: distinct.case(
+                    api, cfg, "distinct-text", size["B2-DISTINCT-TEXT"], users.DEFAULT_WORKER
                 ),
             ),
             ("B2-OBS", lambda: users.b2_workload(api, cfg, "observables", size["B2-OBS"])),
@@ -204,10 +227,13 @@ def table(out: dict[str, Any]) -> str:
 
 
 TARGETS = {
-    "B2-SEEDED": 1.5,
+    "B2-SEEDED": 2.0,
     "B2-CONVERT": 1.5,
     "B2-CONVERT-EXEC": None,
-    "B2-CONVERT-DISTINCT": None,
+    "B2-CONVERT-DISTINCT": 1.0,
+    "B2-CONVERT-DISTINCT-EXEC": None,
+    "B2-DISTINCT": 1.3,
+    "B2-DISTINCT-TEXT": 1.3,
     "B2-OBS": 1.5,
     "B2-MIXED": 1.2,
 }
@@ -223,10 +249,15 @@ def user_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         loop_s = b["inproc_loop"]["wall_s"]
         ratio = b["ratio_inproc_over_pipeline"]
         goal = f" (≥ {target})" if target else ""
+        gap = p.get("largest_finish_gap_ms")
         rows.append((name, f"{p['n']} {b['workload']} tasks, 1 worker, defaults",
-                     f"{p['wall_s']:.2f} s ({p['tasks_per_s']:,.0f}/s), loop {loop_s:.2f} s, "
-                     f"max gap {p['largest_finish_gap_ms']:.0f} ms",
+                     f"{p['wall_s']:.2f} s ({p['tasks_per_s']:,.0f}/s), loop {loop_s:.2f} s"
+                     + (f", max gap {gap:.0f} ms" if gap is not None else ""),
                      f"in-proc/pipeline = {ratio:.2f}{goal}"))  # fmt: skip
+        cpu = b.get("cpu_us_per_task") or p.get("cpu_us_per_task")
+        if cpu:
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items() if k != "total")
+            rows.append((name, "  CPU µs per task by process", parts, f"total {cpu['total']:.0f}"))
         if "ratio_own_convert_over_pipeline" in b:
             own = b["inproc_own_convert"]["wall_s"]
             own_ratio = b["ratio_own_convert_over_pipeline"]

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import workloads
 from .cases import wait_finished
+from .distinct import CpuMeter, process_groups
 from .env import ROOT, BenchConfig, Fleet, clear_state, pg
 
 # The worker as a user starts it: no flags. (Fleet names the stream types itself, so
@@ -77,10 +78,12 @@ def _pipeline(
     api: Any, cfg: BenchConfig, specs: list[dict[str, Any]], worker_args: list[str]
 ) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
     n = len(specs)
-    with Fleet(cfg).start(1, worker_args):
+    with Fleet(cfg).start(1, worker_args) as fleet:
+        meter = CpuMeter(process_groups(cfg, api.server_pid, fleet.procs[0].pid))
         t0 = _submit(api, specs)
         submitted = time.time() - t0
         rows = _finished_rows(cfg, n, timeout_s=max(300.0, n / 20))
+        cpu = meter.per_task_us(n)
     clear_state(cfg)
     bad = [r for r in rows if r[1] != "completed"]
     if bad:
@@ -95,6 +98,7 @@ def _pipeline(
         "tasks_per_s": n / wall,
         "largest_finish_gap_ms": max(gaps, default=0.0) * 1000,
         "worker_args": worker_args,
+        "cpu_us_per_task": cpu,
     }, rows
 
 

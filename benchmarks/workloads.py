@@ -15,7 +15,8 @@ Workloads (each task → the user's own loop):
   bitcode; ``convert-exec`` is the same with the default ``verify`` (each module executed
   in qir-runner), against the same loop, so the cost of that check shows as a ratio;
   ``convert-distinct`` is ``convert`` with a comment of its own in each program, so no
-  task repeats another (a job process shares repeats), against the same loop;
+  task repeats another (a job process shares repeats), against the same loop, and
+  ``convert-distinct-exec`` the same with the default ``verify``;
   ``own-convert[-exec]`` is the worker's own conversion function in one process, each
   task made distinct the same way, so that none is a repeat the job process shares (its
   cost per conversion, against the loop's);
@@ -128,7 +129,7 @@ def specs(workload: str, n: int) -> list[dict[str, Any]]:
         if kind == "seeded":
             out.append(seeded_spec(i))
         elif kind.startswith("convert"):
-            out.append(convert_spec(i, verify_of(kind), distinct=kind.endswith("-distinct")))
+            out.append(convert_spec(i, verify_of(kind), distinct="-distinct" in kind))
         else:
             out.append(observables_spec(i, n))
     return out
@@ -237,7 +238,7 @@ def run_inproc(workload: str, n: int, reps: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.workloads")
-    converts = ["convert", "convert-exec", "convert-distinct"]
+    converts = ["convert", "convert-exec", "convert-distinct", "convert-distinct-exec"]
     kinds = ["seeded", *converts, *(f"own-{k}" for k in converts)]
     ap.add_argument("workload", choices=[*kinds, "observables", "mixed", "sweep"])
     ap.add_argument("--n", type=int, required=True)

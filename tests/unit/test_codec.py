@@ -346,12 +346,86 @@ def test_the_warm_up_program_passes_the_server_checks() -> None:
 
 
 def test_a_qasm3_program_parsed_by_the_codec_is_not_parsed_again_by_the_next_reader() -> None:
-    """The worker's QIR profile check reads the program load_circuit has just parsed."""
-    program = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nh q[0];\ncx q[0], q[1];\n'
+    """A program only the ANTLR path reads (here: reset) is parsed once: the worker's QIR
+    profile walk reads the tree load_circuit has just made."""
+    program = H3 + "qubit[2] q;\nreset q[0];\nh q[0];\ncx q[0], q[1];\n"
     circuit = codec.load_circuit(program, "qasm3", limits=LIMITS)
     tree = codec.qasm3_tree(program)
     assert codec.qasm3_tree(program) is tree
-    assert [i.operation.name for i in circuit.data] == ["h", "cx"]
+    assert [i.operation.name for i in circuit.data] == ["reset", "h", "cx"]
     other = program + "x q[1];\n"
     assert codec.qasm3_tree(other) is not tree
     assert len(codec.qasm3_tree(other).statements) == len(tree.statements) + 1
+
+
+# ---- the Rust OpenQASM 3 parser and the ANTLR fallback -------------------------------
+RUST_TAKES = [
+    "qubit[2] q;\nbit[2] c;\nh q[0];\ncx q[0], q[1];\nc = measure q;\n",
+    "qubit[2] a;\nqubit[3] b;\nbit[2] c;\nbit[3] d;\ncx a[0], b[2];\n"
+    "d = measure b;\nc = measure a;\n",
+    "qubit q;\nbit b;\nh q;\nb = measure q;\n",
+    "qubit[3] q;\nbit[3] c;\nccx q[0], q[1], q[2];\ncswap q[0], q[1], q[2];\n"
+    "crx(0.3) q[0], q[1];\nc[2] = measure q[0];\nc[0] = measure q[2];\n",
+    "qubit[2] q;\nbit[2] c;\nrx(1.5) q[0];\nry(-0.5) q[1];\ncp(0.1) q[0], q[1];\n"
+    "barrier q;\nc = measure q;\n",
+]
+ANTLR_ONLY = [
+    "input float[64] theta;\nqubit[1] q;\nrx(theta) q[0];\n",  # input
+    "qubit[1] q;\nrx(pi/2) q[0];\n",  # an expression of pi
+    "qubit[2] q;\nbit[2] c;\nreset q[0];\nmeasure q -> c;\n",  # reset, measure ->
+    "gate my a, b { h a; cx a, b; }\nqubit[2] q;\nmy q[0], q[1];\n",  # a gate definition
+    "qubit[2] q;\nbit[1] c;\nc[0] = measure q[0];\nif (c[0]) { x q[1]; }\n",  # if
+    "qubit[2] q;\nctrl @ x q[0], q[1];\n",  # a gate modifier
+]
+
+
+@pytest.mark.parametrize("body", RUST_TAKES)
+def test_a_program_the_rust_parser_takes_gives_the_antlr_circuit(body: str) -> None:
+    from qtaskdist_jupyter.core.circuits import qasm3_fast
+
+    assert qasm3_fast.loads(H3 + body) is not None
+    assert codec.load_circuit(H3 + body, limits=LIMITS) == qasm3.loads(H3 + body)
+
+
+@pytest.mark.parametrize("body", ANTLR_ONLY)
+def test_a_valid_program_the_rust_parser_refuses_goes_to_antlr_silently(
+    body: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from qtaskdist_jupyter.core.circuits import qasm3_fast
+
+    assert qasm3_fast.loads(H3 + body) is None
+    got = codec.load_circuit(H3 + body, limits=LIMITS)
+    assert qasm3.dumps(got) == qasm3.dumps(qasm3.loads(H3 + body))  # (fresh Parameter ids)
+    assert capfd.readouterr().out == ""  # Rust's printed parse errors went nowhere
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("qubit[2] q;\nh q[5;\n", 4),  # both refuse: ANTLR's error, with its line
+        ("qubit[2] q;\ncx q[0], q[0];\n", None),  # Rust would take it; ANTLR refuses
+    ],
+)
+def test_a_program_antlr_refuses_is_refused_cleanly(
+    body: str, line: int | None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(CircuitError) as info:
+        codec.load_circuit(H3 + body, limits=LIMITS)
+    assert str(info.value).startswith("invalid OpenQASM 3: ")
+    assert info.value.line == line
+    assert capfd.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt"),
+    [
+        (H2 + "qreg q[1];\n", "qasm2"),
+        (H3 + "qubit q;\n", "qasm3"),
+        ("OPENQASM 3", "qasm3"),  # no ";" at all
+        ("/* a; b */ OPENQASM 2.0;\nqreg q[1];\n", "qasm2"),  # a ";" in a comment first
+        ("// x; " * 100 + "\nOPENQASM 2.0;\nqreg q[1];\n", "qasm2"),  # past 256 characters
+        ("qreg q[1];\n", "qasm2"),  # no header: a guess
+    ],
+)
+def test_the_format_comes_from_the_header_tokens(source: str, fmt: str) -> None:
+    assert codec.detect_format(source) == fmt

@@ -231,3 +231,56 @@ def test_the_side_task_that_ends_is_named_with_its_error(ending: Any, error: Any
     [(name, exc)] = asyncio.run(main())
     assert name == "cancel watch"
     assert (type(exc) if exc else None) is error
+
+
+# ---- who binds a sweep's parameters --------------------------------------------------
+
+
+def test_aer_binds_only_bare_parameters_and_python_binds_expressions() -> None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter, ParameterVector
+    from qtaskdist_worker.jobs.binding import aer_binds
+
+    t, phi = ParameterVector("t", 2), Parameter("phi")
+
+    def circuit(*angles: Any) -> QuantumCircuit:
+        qc = QuantumCircuit(2)
+        for a in angles:
+            qc.rx(a, 0)
+        qc.cx(0, 1)
+        return qc
+
+    assert aer_binds(circuit(phi, t[0], 0.5))  # bare Parameters and numbers
+    assert aer_binds(circuit())  # nothing to bind
+    assert not aer_binds(circuit(phi, t[0] + 2 * phi))  # one expression is enough
+    assert not aer_binds(circuit(t[0] * phi / 7 + 0.1))
+    assert not aer_binds(circuit(2 * phi))
+    phased = circuit(phi)
+    phased.global_phase = phi  # Aer does not carry it to every binding
+    assert not aer_binds(phased)
+    looped = QuantumCircuit(1, 1)
+    with looped.if_test((looped.clbits[0], 1)):
+        looped.rx(phi, 0)
+    assert not aer_binds(looped)  # a parameter inside control flow
+
+
+def test_only_control_flow_or_a_reused_measured_qubit_sends_a_program_to_the_source_walk() -> None:
+    from qiskit import QuantumCircuit
+    from qtaskdist_worker.jobs.qir_profile import may_break_profile
+
+    plain = QuantumCircuit(2, 2)
+    plain.h(0)
+    plain.cx(0, 1)
+    plain.measure([0, 1], [0, 1])
+    plain.barrier()  # not a use of a measured qubit
+    assert not may_break_profile(plain)
+    reused = plain.copy()
+    reused.x(0)
+    assert may_break_profile(reused)
+    measured_twice = plain.copy()
+    measured_twice.measure(1, 0)
+    assert may_break_profile(measured_twice)
+    branching = QuantumCircuit(1, 1)
+    with branching.if_test((branching.clbits[0], 1)):
+        branching.x(0)
+    assert may_break_profile(branching)

@@ -11,8 +11,9 @@ many seeded tasks of one circuit pays it once per task. Here:
 * the compiled and assembled circuits are kept per circuit object (the job process keeps
   each circuit text's parsed circuit, so a request's tasks of one text share it);
 * the config is built as ``_execute_circuits_job`` builds it, from the call's own
-  options, once per circuit and set of options; each call sets its own seed on it (a
-  call with parameter bindings builds its own);
+  options, once per simulator, circuit shape (qubits, clbits) and set of options, so
+  distinct circuits of one shape share it; each call sets its own seed on it (a call
+  with parameter bindings builds its own);
 * the C++ output is returned as the plain dict that ``Result.from_dict`` would have been
   given; :mod:`.simulate` reads counts, memory and saved data from it directly.
 
@@ -65,32 +66,44 @@ class _Assembled:
             self.aer_circuits, self.idx_maps = assemble_circuits(compiled)
         for circ_id, aer_circuit in enumerate(self.aer_circuits):
             aer_circuit.circ_id = circ_id
-        self._configs: dict[tuple[Any, ...], Any] = {}
 
     def serves(self, sim: AerSimulator, circuit: QuantumCircuit, noise: Any) -> bool:
         return self.sim is sim and self.circuit is circuit and self.noise_in is noise
 
     def config(self, sim: AerSimulator, options: dict[str, Any]) -> Any:
-        """``generate_aer_config(...)`` for these options, built once per set of options
-        but the seed, which is set on it for each call (Aer's C++ side only reads it)."""
-        key = tuple(
-            (k, id(v) if k == "noise_model" else v)
-            for k, v in sorted(options.items())
-            if k != "seed_simulator"
-        )
-        config = self._configs.get(key)
-        if config is None:
-            if len(self._configs) >= _CONFIGS_MAX:
-                self._configs.clear()
-            config = self._configs[key] = generate_aer_config(self.compiled, sim.options, **options)
-        else:
-            config.seed_simulator = _validate_option("seed_simulator", options["seed_simulator"])
-        return config
+        """``generate_aer_config(...)`` for these options: see :func:`_config`."""
+        return _config(sim, self.compiled, options)
+
+
+# generate_aer_config reads of the circuits only their largest qubit and clbit counts, so a
+# config serves every circuit of those counts with the same simulator and options (but the
+# seed, set on it for each call; Aer's C++ side only reads it): distinct circuits of one
+# shape share it. Values: (config, simulator, noise model), held so their ids stay theirs.
+_CONFIGS: OrderedDict[tuple[Any, ...], tuple[Any, AerSimulator, Any]] = OrderedDict()
+
+
+def _config(sim: AerSimulator, compiled: list[QuantumCircuit], options: dict[str, Any]) -> Any:
+    shape = (max(c.num_qubits for c in compiled), max(c.num_clbits for c in compiled))
+    key = (id(sim), *shape) + tuple(
+        (k, id(v) if k == "noise_model" else v)
+        for k, v in sorted(options.items())
+        if k != "seed_simulator"
+    )
+    hit = _CONFIGS.get(key)
+    if hit is not None and hit[1] is sim and hit[2] is options.get("noise_model"):
+        _CONFIGS.move_to_end(key)
+        hit[0].seed_simulator = _validate_option("seed_simulator", options["seed_simulator"])
+        return hit[0]
+    config = generate_aer_config(compiled, sim.options, **options)
+    _CONFIGS[key] = (config, sim, options.get("noise_model"))
+    if len(_CONFIGS) > _CONFIGS_MAX:
+        _CONFIGS.popitem(last=False)
+    return config
 
 
 _CACHE: OrderedDict[tuple[int, int, int], _Assembled] = OrderedDict()
 _CACHE_MAX = 64
-_CONFIGS_MAX = 16
+_CONFIGS_MAX = 64
 
 
 def _assembled(sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]) -> _Assembled:

@@ -31,7 +31,7 @@ from qtaskdist_jupyter.core.schemas import ConvertPayload, parse_payload
 
 from . import qir_verify
 from .common import error_report, first_line, limits_from, load_circuit
-from .qir_profile import check_module, check_source
+from .qir_profile import check_module, check_source, may_break_profile
 
 # What qbraid-qir maps one-to-one onto QIR's quantum instruction set; anything else
 # (u, p, cp, crx, rzz, cswap, custom gates, ...) is decomposed into it by qiskit first.
@@ -52,11 +52,14 @@ def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], di
     from qtaskdist_jupyter.core.circuits.codec import detect_format
 
     circuit = load_circuit(p.circuit, p.circuit_format, limits)  # limits, includes, syntax
-    fmt = detect_format(p.circuit) if p.circuit_format == "auto" else p.circuit_format
-    if fmt == "qpy":
-        check_source(_to_qasm3(circuit), p.profile, "line {} of the circuit's OpenQASM 3 export")
-    else:
-        check_source(p.circuit, p.profile)
+    if may_break_profile(circuit):
+        # Only then the source walk, for a refusal that names the construct and its line.
+        fmt = detect_format(p.circuit) if p.circuit_format == "auto" else p.circuit_format
+        if fmt == "qpy":
+            where = "line {} of the circuit's OpenQASM 3 export"
+            check_source(_to_qasm3(circuit), p.profile, where)
+        else:
+            check_source(p.circuit, p.profile)
     bindings = p.parameter_bindings
     if bindings is None and circuit.parameters:
         names = ", ".join(sorted(x.name for x in circuit.parameters))
@@ -106,8 +109,7 @@ def convert_one(
     entry = entries[0]
     check_module(reparsed, entry, p.profile)
     n_qubits = pyqir.required_num_qubits(entry) or 0
-    reference = bound if _register_ordered(bound) else _reload(program)
-    verification = verify(reference, bitcode, entry, n_qubits, p, limits, where=where)
+    verification = verify((bound, program), bitcode, entry, n_qubits, p, limits, where=where)
     result = {
         "llvm_ir": str(reparsed),
         "bitcode_base64": base64.b64encode(bitcode).decode("ascii"),
@@ -124,13 +126,16 @@ def convert_one(
 
 
 def verify(
-    reference: Any, bitcode: bytes, entry: Any, n_qubits: int, p: ConvertPayload,
+    source: tuple[Any, str], bitcode: bytes, entry: Any, n_qubits: int, p: ConvertPayload,
     limits: Limits, *, where: str = "",
 ) -> dict[str, Any]:  # fmt: skip
-    """Execute the module in qir-runner and compare (or say why not); raise on a mismatch."""
+    """Execute the module in qir-runner and compare (or say why not); raise on a mismatch.
+    ``source``: the bound circuit and its OpenQASM 3 export, which the reference comes from."""
     auto = p.verify == "auto"
     if p.verify == "static":
         return _skipped('verify: "static" was asked (pyqir and profile checks only)')
+    bound, program = source
+    reference = bound if _register_ordered(bound) else _reload(program)
     if auto and n_qubits > limits.qir_verify_max_qubits:
         return _skipped(
             f"{n_qubits} qubits is over the execution check's limit of "
@@ -246,9 +251,10 @@ def _register_ordered(circuit: Any) -> bool:
 
 
 def _reload(program: str) -> Any:
-    from qiskit import qasm3
+    """The export read back as the codec reads OpenQASM 3 (the Rust parser where it can)."""
+    from qtaskdist_jupyter.core.circuits.codec import load_circuit as codec_load
 
-    return qasm3.loads(program)
+    return codec_load(program, "qasm3", limits=Limits())
 
 
 def _to_qasm3(circuit: Any) -> str:

@@ -24,6 +24,28 @@ _SUGGEST = ' (use profile: "adaptive")'
 
 
 # ---------------------------------------------------------------- source
+_NOT_A_USE = ("barrier", "delay")
+
+
+def may_break_profile(circuit: Any) -> bool:
+    """Could the program break a profile? True for any control flow (if, loops, switch,
+    box) and for a qubit used or measured again after its measurement; else no profile
+    refuses it and :func:`check_source` need not parse it again. Conservative: True only
+    sends the program to the source walk, which decides."""
+    measured: set[Any] = set()
+    for inst in circuit.data:
+        op = inst.operation
+        if getattr(op, "blocks", None):
+            return True
+        if op.name in _NOT_A_USE:
+            continue
+        if measured.intersection(inst.qubits):
+            return True
+        if op.name == "measure":
+            measured.update(inst.qubits)
+    return False
+
+
 def check_source(program: str, profile: str, where: str = "line {}") -> None:
     """Raise ProfileViolation naming the first construct ``profile`` can't express."""
     from openqasm3 import ast

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
-from qiskit.circuit import Parameter, ParameterExpression
+from qiskit.circuit import Parameter
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.result import Counts
 from qiskit.result.postprocess import format_level_2_memory
@@ -34,6 +34,7 @@ from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
 from ..memlimit import as_memory_error
 from .aer_call import run_raw
+from .binding import aer_binds, aer_table, bind
 from .common import error_report, limits_from, load_circuit
 
 _ALWAYS_OK = {"barrier", "measure", "reset", "delay", "store"}
@@ -77,7 +78,7 @@ def noise_model(p1: float, p2: float, readout: float) -> NoiseModel | None:
 def prepare(circuit: QuantumCircuit, method: str, device: str) -> QuantumCircuit:
     """Transpile (optimization level 0) only when Aer cannot run an instruction as is:
     transpiling at the default level costs more than simulating small circuits."""
-    names = {inst.operation.name for inst in circuit.data}
+    names = circuit.count_ops().keys()  # counted in Rust; no gate object per instruction
     if names <= supported_ops():
         return circuit
     return transpile(circuit, simulator(method, device), optimization_level=0)
@@ -115,22 +116,6 @@ def _with_saves(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
     for inst in data[cut:]:
         out.append(inst.operation, inst.qubits, inst.clbits, copy=False)
     return out
-
-
-def _check_binding(binding: dict[str, float], by_name: dict[str, Parameter]) -> None:
-    missing = sorted(set(by_name) - set(binding))
-    extra = sorted(set(binding) - set(by_name))
-    if missing or extra:
-        raise PermanentJobError(
-            f"parameter binding {binding} does not match the circuit's parameters "
-            f"{sorted(by_name)}" + (f" (missing {missing})" if missing else "")
-        )
-
-
-def _bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
-    by_name = {param.name: param for param in circuit.parameters}
-    _check_binding(binding, by_name)
-    return circuit.assign_parameters({by_name[k]: v for k, v in binding.items()})
 
 
 def execute(
@@ -187,25 +172,25 @@ def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, 
         )
     if p.parameter_bindings is None:
         return p, [(_saved(circuit, p), None)]
-    if _phase_is_parameterized(circuit):
-        # Aer's own binding does not carry a parameterized global phase over to every
-        # binding, which a statevector would show: bind in Python instead.
-        return p, [(_with_saves(_bind(circuit, b), p), None) for b in p.parameter_bindings]
-    return p, [(_saved(circuit, p), _binds(circuit, p.parameter_bindings))]
+    if not aer_binds_cached(circuit):
+        # Bound in Python, as the user's in-process run binds (see .binding).
+        return p, [(_with_saves(bind(circuit, b), p), None) for b in p.parameter_bindings]
+    return p, [(_saved(circuit, p), aer_table(circuit, p.parameter_bindings))]
 
 
-def _phase_is_parameterized(circuit: QuantumCircuit) -> bool:
-    phase = circuit.global_phase
-    return isinstance(phase, ParameterExpression) and bool(phase.parameters)
+# aer_binds per prepared circuit (by identity: _prepared keeps it alive).
+_AER_BINDS: dict[int, tuple[QuantumCircuit, bool]] = {}
 
 
-def _binds(
-    circuit: QuantumCircuit, bindings: list[dict[str, float]]
-) -> dict[Parameter, list[float]]:
-    by_name = {param.name: param for param in circuit.parameters}
-    for binding in bindings:
-        _check_binding(binding, by_name)
-    return {param: [float(b[name]) for b in bindings] for name, param in by_name.items()}
+def aer_binds_cached(circuit: QuantumCircuit) -> bool:
+    hit = _AER_BINDS.get(id(circuit))
+    if hit is not None and hit[0] is circuit:
+        return hit[1]
+    if len(_AER_BINDS) >= _SAVED_MAX:
+        _AER_BINDS.pop(next(iter(_AER_BINDS)))
+    decided = aer_binds(circuit)
+    _AER_BINDS[id(circuit)] = (circuit, decided)
+    return decided
 
 
 # Circuits with their saves, per prepared circuit (by identity: _prepared keeps it alive)
