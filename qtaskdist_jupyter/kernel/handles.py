@@ -22,6 +22,8 @@ STATUS_COLORS: dict[str, str] = {
     TaskStatus.COMPLETED: "#43a047",
     TaskStatus.FAILED: "#e53935",
     TaskStatus.CANCELLED: "#6d4c41",
+    # Shown (not stored): claimed by a worker, its job not begun (widget.FACTS["waiting"]).
+    "waiting": "#5e35b1",
 }
 
 

@@ -44,6 +44,9 @@ FACTS: dict[str, Any] = {
     "retryable": [s.value for s in STATUSES if s in RETRYABLE],
     "task_types": list(STREAMS),
     "deleted": DELETED,
+    # How the table shows a task that a worker claimed and whose job has not begun (its
+    # row is ``running`` with no ``started_at``): it waits behind the worker's others.
+    "waiting": "waiting",
 }
 COLUMNS = ("id", "name", "type", "status", "attempt", "queue wait", "run time", "age")
 
@@ -76,9 +79,10 @@ class TaskTableState:
     """Rows keyed by task id; the merge rules the JS front end uses too.
 
     * a list page row replaces ours unless ours saw a newer event (``updated``);
-    * an event always applies (the events stream is totally ordered); ``running``
-      stamps ``started_at``, a terminal status stamps ``finished_at``, ``queued`` after a
-      retry clears both;
+    * an event always applies (the events stream is totally ordered); ``running`` with
+      ``started`` stamps ``started_at`` (without it, the claim, it clears it: the task
+      waits), a terminal status stamps ``finished_at``, ``queued`` after a retry clears
+      both and restarts the wait (``queued``);
     * an event for an unknown task makes a provisional row and puts the id in ``missing``
       so the feeder fetches the full row once.
     """
@@ -109,6 +113,7 @@ class TaskTableState:
                 "attempt": t.get("attempt") or 0,
                 "batch_id": t.get("batch_id"),
                 "created": _epoch(t.get("created_at")),
+                "queued": _epoch(t.get("queued_at")) or _epoch(t.get("created_at")),
                 "started": _epoch(t.get("started_at")),
                 "finished": _epoch(t.get("finished_at")),
                 "updated": updated,
@@ -132,6 +137,7 @@ class TaskTableState:
                 "attempt": 0,
                 "batch_id": ev.get("batch_id"),
                 "created": ts,
+                "queued": ts,
                 "started": None,
                 "finished": None,
                 "updated": 0.0,
@@ -143,11 +149,12 @@ class TaskTableState:
         if ev.get("attempt") is not None:
             row["attempt"] = ev["attempt"]
         if status == TaskStatus.RUNNING:
-            row["started"], row["finished"] = ts, None
+            row["started"], row["finished"] = (ts if ev.get("started") else None), None
         elif status in FINISHED:
             row["finished"] = ts
-        else:  # back in the queue (a retry)
+        else:  # back in the queue (a retry): its wait starts again
             row["started"] = row["finished"] = None
+            row["queued"] = ts
         row["updated"] = max(row["updated"], ts)
         if ev.get("id"):
             self.cursor = str(ev["id"])
@@ -157,10 +164,20 @@ class TaskTableState:
             self.apply_event(ev)
 
     # ---- views ---------------------------------------------------------------------
+    @staticmethod
+    def shown_status(r: dict[str, Any]) -> str:
+        """The status the table shows: ``waiting`` for a claimed task whose job has not
+        begun, else the row's."""
+        if r["status"] == TaskStatus.RUNNING and not r["started"]:
+            return str(FACTS["waiting"])
+        return r["status"] or ""
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s.value: 0 for s in STATUSES}
+        out[FACTS["waiting"]] = 0
         for r in self.rows.values():
-            out[r["status"]] = out.get(r["status"], 0) + 1
+            shown = self.shown_status(r)
+            out[shown] = out.get(shown, 0) + 1
         return out
 
     def batches(self) -> dict[str, tuple[int, int]]:
@@ -200,15 +217,16 @@ class TaskTableState:
     def cells(r: dict[str, Any], now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         created, started, finished = r["created"], r["started"], r["finished"]
-        wait = (started or (None if r["status"] in FINISHED else now)) if created else None
+        queued = r.get("queued") or created
+        wait = (started or (None if r["status"] in FINISHED else now)) if queued else None
         run = (finished or now) if started else None
         return [
             r["task_id"][:8],
             r["name"] or "",
             r["task_type"] or "",
-            r["status"] or "",
+            TaskTableState.shown_status(r),
             str(r["attempt"]),
-            _dur(wait - created) if wait is not None and created else "",
+            _dur(wait - queued) if wait is not None and queued else "",
             _dur(run - started) if run is not None and started else "",
             _dur(now - created) if created else "",
         ]

@@ -10,7 +10,7 @@
 // table_rules.js (the merge rules, no DOM; tested under node), table_detail.js (the
 // detail panel and the h() element helper) and this one (the table itself).
 
-/* global readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts,
+/* global readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts, shownStatus,
    h, detailBody */
 
 function pageBaseUrl(model) {
@@ -270,7 +270,7 @@ class Table {
     const colors = this.model.get("colors") || {};
     const now = Date.now() / 1000;
     const { counts, batches } = tally(this.state, this.facts);
-    this.countsEl.replaceChildren(h("span", {}, `${this.rows.size} tasks`), ...this.facts.statuses.map((s) =>
+    this.countsEl.replaceChildren(h("span", {}, `${this.rows.size} tasks`), ...[...this.facts.statuses, this.facts.waiting].map((s) =>
       h("span", { class: `qtd-count qtd-status-${s}`, style: `background:${colors[s] || "#999"}` }, `${s} ${counts[s]}`)));
     const recent = [...batches.entries()].sort((a, b) => b[1].created - a[1].created).slice(0, 5);
     this.batchesEl.replaceChildren(...recent.map(([id, b]) => h("div", { class: "qtd-batch", "data-batch-id": id },
@@ -307,10 +307,11 @@ class Table {
     const c = tr.cells;
     const setText = (i, text) => { if (c[i].textContent !== text) c[i].textContent = text; };
     tr.className = "qtd-row" + (this.selected === r.task_id ? " qtd-selected" : "");
-    if (tr.dataset.status !== (r.status || "")) {
-      tr.dataset.status = r.status || "";
-      c[3].replaceChildren(h("span", { class: `qtd-status qtd-status-${r.status}`,
-        style: `background:${colors[r.status] || "#999"}` }, r.status || "?"));
+    const shown = shownStatus(r, this.facts);
+    if (tr.dataset.status !== shown) {
+      tr.dataset.status = shown;
+      c[3].replaceChildren(h("span", { class: `qtd-status qtd-status-${shown}`,
+        style: `background:${colors[shown] || "#999"}` }, shown || "?"));
     }
     const texts = cellTexts(r, now, this.facts);
     for (const i of [1, 2, 4, 5, 6, 7]) setText(i, texts[i]);
@@ -343,7 +344,7 @@ class Table {
   }
 }
 
-const ROW_FIELDS = "task_id,name,task_type,status,attempt,batch_id,created_at,started_at,finished_at,updated_at,error";
+const ROW_FIELDS = "task_id,name,task_type,status,attempt,batch_id,created_at,queued_at,started_at,finished_at,updated_at,error";
 
 export default {
   render({ model, el }) {
