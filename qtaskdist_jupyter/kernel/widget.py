@@ -23,31 +23,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anywidget
 import traitlets
 
-from qtaskdist_jupyter.core.broker.keys import STREAMS
 from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.core.status import FINISHED, STATUSES, TaskStatus
 from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
+from qtaskdist_jupyter.kernel.live_view import FACTS, TASKS_MIME, browser_base_url, tasks_bundle
 
 STATIC = Path(__file__).parent / "static"
 # One ES module in this order: the rules (no DOM), the detail panel, the table.
-ESM_FILES = ("table_rules.js", "table_detail.js", "task_table.js")
-# What the front end knows of the statuses, sent as the ``facts`` trait.
-FACTS: dict[str, Any] = {
-    "status": {s.name: s.value for s in TaskStatus},
-    "statuses": [s.value for s in STATUSES],
-    "finished": [s.value for s in STATUSES if s in FINISHED],
-    "retryable": [s.value for s in STATUSES if s in RETRYABLE],
-    "task_types": list(STREAMS),
-    "deleted": DELETED,
-    # How the table shows a task that a worker claimed and whose job has not begun (its
-    # row is ``running`` with no ``started_at``): it waits behind the worker's others.
-    "waiting": "waiting",
-}
+ESM_FILES = ("table_rules.js", "table_detail.js", "table_client.js", "task_table.js")
 COLUMNS = ("id", "name", "type", "status", "attempt", "queue wait", "run time", "age")
 
 
@@ -273,16 +260,21 @@ class TaskTableState:
         return list(body["events"])
 
 
-def browser_base_url(server_url: str) -> str:
-    """The path part only: the browser must stay same-origin to send its cookies."""
-    path = urlsplit(server_url).path or "/"
-    return path if path.endswith("/") else path + "/"
+# A static file's import of another one (``import { h } from "./table_detail.js";``).
+_LOCAL_IMPORT = re.compile(r'^import [^;]+ from "\./[a-z_]+\.js";\n', re.MULTILINE)
+
+
+def esm_bundle() -> str:
+    """The table's ES modules as the one module anywidget loads: concatenated in
+    dependency order, their imports of each other dropped (the JupyterLab extension
+    imports the same files as they are)."""
+    return "\n".join(_LOCAL_IMPORT.sub("", (STATIC / n).read_text()) for n in ESM_FILES)
 
 
 class TaskTable(anywidget.AnyWidget):
     """``%qtask table`` / ``TaskTable.for_client(Client())``: every task, live."""
 
-    _esm = "\n".join((STATIC / name).read_text() for name in ESM_FILES)
+    _esm = esm_bundle()
     _css = STATIC / "task_table.css"
 
     base_url = traitlets.Unicode("/").tag(sync=True)
@@ -323,6 +315,7 @@ class TaskTable(anywidget.AnyWidget):
             }
             data["text/html"] = state.to_html(**filters)
             data["text/plain"] = state.to_text(**filters)
+            data[TASKS_MIME] = tasks_bundle(self.base_url, page_size=self.page_size, **filters)
         except Exception:  # noqa: BLE001 - a fallback must never break the widget view
             pass
         return data, meta

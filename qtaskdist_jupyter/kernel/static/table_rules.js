@@ -116,10 +116,11 @@ export function shownStatus(r, facts) {
 }
 
 // Tasks per shown status (every status listed), and per batch: finished, total, newest creation.
-export function tally(state, facts) {
+// `rows`: the rows to count (a filter's), every row by default.
+export function tally(state, facts, rows) {
   const counts = Object.fromEntries([...facts.statuses, facts.waiting].map((s) => [s, 0]));
   const batches = new Map();
-  for (const r of state.rows.values()) {
+  for (const r of rows || state.rows.values()) {
     const shown = shownStatus(r, facts);
     counts[shown] = (counts[shown] || 0) + 1;
     if (r.batch_id) {
