@@ -181,7 +181,7 @@ class Notebook:
 
 
 # The full table (%qtask table); a batch handle's output is a smaller view of it.
-TABLE = ".qtd-root:not(.qtd-batch-view)"
+TABLE = ".jp-OutputArea .qtd-root:not(.qtd-batch-view):not(.qtd-task-view)"
 
 
 def h_all_qasm(n: int) -> str:

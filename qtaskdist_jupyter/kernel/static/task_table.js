@@ -188,7 +188,7 @@ class Table {
     // The header counts what the filters keep, as the rows below do.
     const { counts, batches } = tally(this.state, this.facts, rows);
     this.countsEl.replaceChildren(h("span", {}, `${rows.length} tasks`), ...[...this.facts.statuses, this.facts.waiting]
-      .filter((s) => counts[s]).map((s) => h("span", { class: `qtd-count qtd-status-${s}`, style: `background:${colors[s] || "#616161"}` }, `${s} ${counts[s]}`)));
+      .map((s) => h("span", { class: `qtd-count qtd-status-${s}`, style: `background:${colors[s] || "#616161"}` }, `${s} ${counts[s]}`)));
     this.renderBatches(batches);
     this.renderRows(rows, colors, now);
     const hook = this.model.get("on_tally");
