@@ -23,7 +23,9 @@ function insertHandle(tracker, taskId) {
 
 function statusText(counts, error) {
   if (error) return "qtask: services down";
-  return `qtask: ${counts.running || 0} running · ${(counts.queued || 0) + (counts.waiting || 0)} queued`;
+  // Waiting for a job process (claimed, not begun) or for a worker: queued either way.
+  const queued = (counts.pending || 0) + (counts.queued || 0) + (counts.waiting || 0);
+  return `qtask: ${counts.running || 0} running · ${queued} queued`;
 }
 
 const plugin = {

@@ -12,6 +12,7 @@ Screenshots go to docs/img/ (tab-*.png).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ IMG = ROOT / "docs" / "img"
 OUTPUT = ".jp-OutputArea .qtd-root:not(.qtd-batch-view):not(.qtd-task-view)"
 PANEL = "#qtaskdist-tasks .qtd-root"
 QASM = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1];\nh q[0];\n'
-CONVERT = {"task_type": "c_qir_convert", "payload": {"circuit": QASM}}
+CONVERT = {"task_type": "c_qir_convert", "payload": {"circuit": QASM}, "enqueue": True}
 KERNEL_CELL = f"""from qtaskdist_jupyter import Client
 h = Client().submit_convert({QASM!r}, name="from-kernel")"""
 
@@ -137,8 +138,8 @@ def _scenario(page: Any, lab: Any) -> None:
     # Dark theme, 900 px wide: every control visible, every text legible.
     page.set_viewport_size({"width": 900, "height": 900})
     page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
-    page.locator(".lm-Menu-itemLabel", has_text="Theme").hover()
-    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=15_000)
     page.locator(f'{OUTPUT} tr.qtd-row[data-task-id="{later}"] td').nth(1).click()
     page.wait_for_selector(f"{OUTPUT} tr.qtd-detail-row", timeout=15_000)
