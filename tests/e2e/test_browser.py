@@ -244,7 +244,7 @@ def test_live_table_in_jupyterlab(
         nb.wait_cell_done(0)
         nb.run_cell(1, "%qtask table")
         nb.wait_cell_done(1)
-        page.wait_for_selector(".qtd-root .qtd-counts .qtd-count", timeout=30_000)
+        page.wait_for_selector(f"{TABLE} .qtd-counts .qtd-count", timeout=30_000)
         assert "cannot reach" not in page.locator(f"{TABLE} .qtd-err").inner_text()
 
         # ---- a 20-circuit sweep and a convert task, the worker paused -------------

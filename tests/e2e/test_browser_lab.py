@@ -53,10 +53,10 @@ def _rows(page: Any, root: str) -> set[str]:
 def _wait_rows(page: Any, root: str, ids: set[str], timeout_s: float = 30) -> None:
     page.wait_for_function(
         "([root, ids]) => ids.every(i =>"
-        " document.querySelector(`${root} tr.qtd-row[data-task-id=\"${i}\"]`))",
+        ' document.querySelector(`${root} tr.qtd-row[data-task-id="${i}"]`))',
         arg=[root, sorted(ids)],
         timeout=timeout_s * 1000,
-    )  # fmt: skip
+    )
 
 
 def _shot(page: Any, name: str) -> None:
@@ -67,14 +67,16 @@ def _shot(page: Any, name: str) -> None:
 def _contrast_violations(page: Any) -> list[Any]:
     if not page.evaluate("() => !!window.axe"):
         page.add_script_tag(path=str(AXE))
-    return list(page.evaluate(
-        """async () => {
+    return list(
+        page.evaluate(
+            """async () => {
           const r = await axe.run({include: [[".qtd-root"]]},
             {runOnly: {type: "rule", values: ["color-contrast"]}});
           return r.violations.flatMap(v => v.nodes.map(
             n => n.target.join(" ") + ": " + n.failureSummary));
         }"""
-    ))  # fmt: skip
+        )
+    )
 
 
 def test_outputs_stay_live_with_no_kernel_and_the_panel_lists_every_task(

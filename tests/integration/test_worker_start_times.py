@@ -34,9 +34,10 @@ async def test_claimed_tasks_wait_and_only_the_running_jobs_show_running(
     ids = await submit(service, "simulate", payloads)
     # Two job processes; one read claims all eight (batch size 8, prefetch one batch).
     proc = start_worker(
-        settings, "--task-types", "simulate", "--concurrency", "2", "--batch-size", "8",
+        settings,
+        *("--task-types", "simulate", "--concurrency", "2", "--batch-size", "8"),
         log=tmp_path / "worker.log",
-    )  # fmt: skip
+    )
     samples: list[dict[str, int]] = []
     try:
         deadline = time.monotonic() + 120

@@ -182,10 +182,10 @@ class Dispatcher:
 
         threads = self._lent_threads(kind, units)
         try:
+            started = self.starter.add
             await self.pool.run(
-                kind, wire, timeouts_s, on_reply, cancel, threads,
-                on_start=lambda j: self.starter.add(units[j]),
-            )  # fmt: skip
+                kind, wire, timeouts_s, on_reply, cancel, threads, lambda j: started(units[j])
+            )
         except JobError as exc:
             stop = exc
         except asyncio.CancelledError:

@@ -77,9 +77,14 @@ def _event_tail(
     status: str, owner: str, ttype: str, attempt: int, batch: Any, ts: float, started: bool
 ) -> str:
     return event_tail(
-        status, owner=owner, task_type=ttype, attempt=attempt, batch_id=batch, ts=ts,
+        status,
+        owner=owner,
+        task_type=ttype,
+        attempt=attempt,
+        batch_id=batch,
+        ts=ts,
         started=started,
-    )  # fmt: skip
+    )
 
 
 def pack_rows(

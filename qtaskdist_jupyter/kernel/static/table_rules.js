@@ -23,8 +23,10 @@ export function readFacts(raw) {
 }
 
 // rows: task id -> row; missing: ids seen only through an event, whose full row is due.
+// order: every row, sorted as the table lists them; rebuilt only when rows come, go or get
+// a page (a status event keeps it), so a burst of events costs no sort.
 export function newState() {
-  return { rows: new Map(), missing: new Set(), cursor: null };
+  return { rows: new Map(), missing: new Set(), cursor: null, order: null };
 }
 
 export function epoch(v) {
@@ -44,6 +46,7 @@ export function dur(s) {
 
 // A list page's row replaces ours unless ours saw a newer event.
 export function applyRow(state, t) {
+  state.order = null;
   const updated = epoch(t.updated_at) || 0;
   const cur = state.rows.get(t.task_id);
   state.missing.delete(t.task_id);
@@ -67,6 +70,7 @@ export function applyRow(state, t) {
 // for a deletion; an unknown task gets a provisional row and its id goes into `missing`.
 export function applyEvent(state, ev, facts) {
   if (ev.status === facts.deleted) {
+    state.order = null;
     state.rows.delete(ev.task_id);
     state.missing.delete(ev.task_id);
     return null;
@@ -78,6 +82,7 @@ export function applyEvent(state, ev, facts) {
       attempt: 0, batch_id: ev.batch_id ?? null, created: ts, queued: ts, started: null, finished: null,
       updated: 0, error: null };
     state.rows.set(ev.task_id, row);
+    state.order = null;
     state.missing.add(ev.task_id);
   }
   row.status = ev.status;
@@ -97,16 +102,12 @@ export function visibleRows(state, filter) {
   const statuses = new Set((filter.status || "").split(",").filter(Boolean));
   const type = filter.task_type || "";
   const batch = filter.batch_id || "";
-  const out = [];
-  for (const r of state.rows.values()) {
-    if (statuses.size && !statuses.has(r.status)) continue;
-    if (type && r.task_type !== type) continue;
-    if (batch && r.batch_id !== batch) continue;
-    out.push(r);
+  if (!state.order) {
+    state.order = [...state.rows.values()].sort((a, b) => (b.created || 0) - (a.created || 0)
+      || NATURAL.compare(a.name || "", b.name || "") || (a.task_id < b.task_id ? -1 : 1));
   }
-  out.sort((a, b) => (b.created || 0) - (a.created || 0)
-    || NATURAL.compare(a.name || "", b.name || "") || (a.task_id < b.task_id ? -1 : 1));
-  return out;
+  return state.order.filter((r) => (!statuses.size || statuses.has(r.status))
+    && (!type || r.task_type === type) && (!batch || r.batch_id === batch));
 }
 
 // The status the table shows: "waiting" for a claimed task whose job has not begun.
