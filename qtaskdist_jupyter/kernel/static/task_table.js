@@ -207,7 +207,9 @@ class Table {
 
   // Only the rows in view (and OVERSCAN around them) are in the DOM.
   renderRows(rows, colors, now) {
-    const view = this.scroller.clientHeight || 360;
+    // The scroller's height, never more than the window's: where no style caps it (a host
+    // without the CSS) it would be as tall as every row, and every row would be drawn.
+    const view = Math.min(this.scroller.clientHeight || 360, window.innerHeight || 1000);
     const first = Math.max(0, Math.floor(this.scroller.scrollTop / ROW_H) - OVERSCAN);
     const last = Math.min(rows.length, first + Math.ceil(view / ROW_H) + 2 * OVERSCAN);
     const want = [this.spacer("top", first * ROW_H)];
