@@ -17,6 +17,7 @@
     │                                  encoding, constraint): not an outage     -> 422
     ├── QuotaExceeded                  a per-user limit (active tasks, streams)   -> 429
     ├── OperatorOnly                   an operator's view asked for by a user     -> 403
+    ├── OwnerNamed                     a request names an owner (who asks is it)  -> 403
     ├── TaskNotFound                   missing, or owned by someone else         -> 404
     │   └── ArrayNotFound              no stored result array of that name       -> 404
     ├── TransitionError                guarded UPDATE matched no row             -> 409
@@ -156,6 +157,13 @@ class OperatorOnly(QtaskdistError):
 
     http_status = 403
     code = "operator_only"
+
+
+class OwnerNamed(QtaskdistError):
+    """A request that names an owner: the owner is always who asks, never a field."""
+
+    http_status = 403
+    code = "owner_not_yours_to_name"
 
 
 class TaskNotFound(QtaskdistError):

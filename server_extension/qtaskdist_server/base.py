@@ -42,8 +42,8 @@ from qtaskdist_jupyter.core.errors import (
     TaskNotFound,
 )
 from qtaskdist_jupyter.core.schemas import TaskRead, validation_error
+from qtaskdist_server.api import access, quota
 from qtaskdist_server.api import params as qp
-from qtaskdist_server.api import quota
 from qtaskdist_server.api.fleet import public_message
 from qtaskdist_server.api.service import TaskService
 
@@ -184,6 +184,7 @@ class QtaskdistHandler(web.RequestHandler):
         data = strictjson.loads(raw)
         if not isinstance(data, dict):
             raise BadJson("request body must be a JSON object")
+        access.refuse_owner_fields(data)
         try:
             return model.model_validate(data, context={"limits": self.service.settings.limits})
         except ValidationError as exc:
@@ -192,6 +193,7 @@ class QtaskdistHandler(web.RequestHandler):
     def params(self, model: type[P], **context: Any) -> P:
         """The query parameters as ``model`` (a repeated one: its last value)."""
         values = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        access.refuse_owner_fields(values)
         return qp.parse(model, values, **context)
 
     def json(self, data: Any, status: int = 200) -> None:

@@ -57,7 +57,7 @@ async def test_the_extension_forwards_with_the_users_token(
     code, err = await api("POST", "tasks", body=simulate_spec(BELL_QASM2, shots=10**9))
     assert code == 422 and err["field"] == "payload.shots", err
     code, err = await api("POST", "tasks", body={**simulate_spec(BELL_QASM2), "owner": "bob"})
-    assert code == 422 and err["field"] == "owner"
+    assert code == 403 and err["field"] == "owner"
     assert _owners(database_url) == ["alice", "bob"]
 
     # Unauthenticated at the user's server: refused there, nothing forwarded.

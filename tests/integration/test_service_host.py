@@ -84,11 +84,11 @@ async def test_owners_are_isolated(shared_service, database_url) -> None:
         "GET", "events", params={"after": start["cursor"], "timeout_s": "1"}, headers=BOB
     )
     assert code == 200 and got["events"] == []
-    # Naming alice in the body does not make bob alice: the field is refused, nothing written.
+    # Naming alice in the body does not make bob alice: 403, nothing written.
     code, err = await api(
         "POST", "tasks", body={**simulate_spec(BELL_QASM2), "owner": "alice"}, headers=BOB
     )
-    assert code == 422 and err["field"] == "owner", err
+    assert code == 403 and err["field"] == "owner", err
     assert _rows(database_url) == [("alice", "alice's")]
     code, still = await api("GET", f"tasks/{tid}")
     assert code == 200 and still["status"] == "pending" and still["name"] == "alice's"

@@ -7,7 +7,7 @@ import pytest
 from qtaskdist_server.api import access, listing, quota
 
 from qtaskdist_jupyter.core.config import Limits
-from qtaskdist_jupyter.core.errors import QuotaExceeded
+from qtaskdist_jupyter.core.errors import OwnerNamed, QuotaExceeded
 
 LIMITS = Limits(max_active_tasks=100, priority_max_tasks=8, max_large_bodies=2)
 
@@ -90,3 +90,22 @@ def test_redactor_hides_hosts_and_pids_and_keeps_the_rest() -> None:
     assert out["meta_data"]["user"] == {"note": "mine"} and out["meta_data"]["run_time_s"] == 2.0
     assert row["meta_data"]["host"] == "gpu-7"  # the input is not changed
     assert r.row({"task_id": "t", "status": "queued"}) == {"task_id": "t", "status": "queued"}
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"task_type": "simulate", "owner": "alice"}, "owner"),
+        ({"owner": ""}, "owner"),
+        ({"tasks": [{"payload": {}}, {"owner": "alice"}]}, "tasks.1.owner"),
+    ],
+)
+def test_a_request_naming_an_owner_is_refused(data: dict, field: str) -> None:
+    with pytest.raises(OwnerNamed) as info:
+        access.refuse_owner_fields(data)
+    assert info.value.http_status == 403 and info.value.detail["field"] == field
+
+
+def test_a_request_without_an_owner_passes() -> None:
+    access.refuse_owner_fields({"task_type": "simulate", "payload": {"owner": "x"}})
+    access.refuse_owner_fields({"tasks": [{"name": "owner"}], "labels": {"owner": 1}})

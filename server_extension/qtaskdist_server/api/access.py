@@ -15,7 +15,10 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
+from qtaskdist_jupyter.core.errors import OwnerNamed
+
 REDACTED = "[redacted]"
+OWNER_FIELD = "owner"
 # "pid 4242", "pid=4242", "PID: 4242", "process 4242", "(4242)" after "process".
 _PID = re.compile(r"\b(pids?|process(?:es)?)(\s*[:=#]?\s*\(?)(\d+)", re.IGNORECASE)
 
@@ -83,3 +86,23 @@ class Redactor:
         if "error" in out:
             out["error"] = self.text(out["error"], hidden)
         return out
+
+
+def refuse_owner_fields(data: dict[str, Any], *, where: str = "") -> None:
+    """OwnerNamed (403) when a request body or its query names an owner: at the top, or
+    in any task of a batch. The owner is who the host says asks, so naming one (anyone,
+    oneself included) is refused before anything is parsed further or written."""
+    if OWNER_FIELD in data:
+        raise _owner_named(f"{where}{OWNER_FIELD}")
+    tasks = data.get("tasks")
+    if isinstance(tasks, list):
+        for i, task in enumerate(tasks):
+            if isinstance(task, dict) and OWNER_FIELD in task:
+                raise _owner_named(f"{where}tasks.{i}.{OWNER_FIELD}")
+
+
+def _owner_named(field: str) -> OwnerNamed:
+    return OwnerNamed(
+        f"{field}: a task's owner is who sends the request; it can't be named",
+        field=field,
+    )
