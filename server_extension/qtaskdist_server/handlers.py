@@ -7,6 +7,8 @@ binds it to its own base with :func:`.base.bind`). Host-neutral: no jupyter_serv
 
 from __future__ import annotations
 
+from tornado import web
+
 from qtaskdist_jupyter.core.schemas import BatchCreate, TaskCreate, TaskUpdate
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.listing import row_json
@@ -86,6 +88,15 @@ class CountsHandler(QtaskdistHandler):
         self.json({"counts": await self.service.counts(self.owner, q.batch_id)})
 
 
+class UnknownRouteHandler(QtaskdistHandler):
+    """Any other path under the API (``tasks/a/b``, a typo): a JSON 404 like every other
+    answer of the API, not the host's HTML page; after authentication, like the rest."""
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise web.HTTPError(404, f"no API route {self.request.path[-80:]}")
+
+
 # Every route of the API, below the host's prefix; tasks/batch and tasks/counts before
 # tasks/{id}, which they match.
 default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
@@ -100,4 +111,5 @@ default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
     (rf"{API}/events", EventsHandler),
     (rf"{API}/health", HealthHandler),
     *metrics_handlers,
+    (rf"{API}/.*", UnknownRouteHandler),  # last: what no route above matched
 ]

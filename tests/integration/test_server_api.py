@@ -382,3 +382,10 @@ async def test_server_start_freezes_its_startup_heap(jp_serverapp) -> None:
     # The hook a started server runs (the in-process test server is never start()ed).
     await ext._start_jupyter_server_extension(jp_serverapp)
     assert gc.get_freeze_count() > 0
+
+
+@pytest.mark.parametrize("path", ["tasks/0/0", "tasks/x/cancel/more", "nope"])
+async def test_an_unknown_api_path_is_a_json_404(api, path: str) -> None:
+    code, body = await api("GET", path)
+    assert code == 404 and isinstance(body, dict), body
+    assert body["error"] == "http_404" and "no API route" in body["detail"], body
