@@ -34,6 +34,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The JupyterLab extension (labextension/, built into ``labextension`` here): what
+    ``jupyter labextension develop`` links (scripts/bootstrap.sh)."""
+    return [{"src": "labextension", "dest": "qtaskdist-jupyter"}]
+
+
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext qtaskdist_jupyter``: register the ``%qtask`` / ``%%qtask`` magics."""
     from qtaskdist_jupyter.kernel.magics import QtaskMagics  # IPython: see the docstring

@@ -19,7 +19,11 @@ install_python() {
   if [ ! -x .venv/bin/python ]; then
     uv venv --quiet --python "$PY" .venv
   fi
+  # The editable install builds the JupyterLab extension (pyproject.toml's jupyter-builder
+  # hook: npm install, then npm run build in labextension/); the link makes JupyterLab load
+  # that build in place, so `npm run build` there is all a change to the table needs.
   uv pip install --quiet -p .venv/bin/python -e '.[all,dev]'
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/jupyter labextension develop --overwrite . >/dev/null
   touch "$STAMP"
 }
 

@@ -77,6 +77,13 @@ class Task(Base):
     tags: Mapped[list[str]] = mapped_column(
         ARRAY(String(64)), nullable=False, server_default=text("'{}'::varchar[]")
     )
+    # When its current wait began: creation, a user's retry, or an automatic retry's due time.
+    queued_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    # When a worker claimed it (its attempt began) and when its job began to run: a claimed
+    # task waits behind the worker's other tasks until its unit starts in a job process.
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(255))

@@ -334,6 +334,7 @@ class TaskUpdate(_UserFields):
 class AttemptInfo(BaseModel):
     attempt: int
     worker: str | None = None
+    claimed_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: str | None = None
@@ -373,6 +374,10 @@ class TaskRead(BaseModel):
     batch_id: uuid.UUID | None = None
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    # queued_at: when its current wait began; claimed_at: a worker took it (the attempt
+    # began); started_at: its job began to run (None while it waits behind others).
+    queued_at: datetime | None = None
+    claimed_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None

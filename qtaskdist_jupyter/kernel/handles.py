@@ -11,18 +11,10 @@ from qtaskdist_jupyter.core.errors import ApiError, TaskFailed
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.kernel.display import array_summary_html, failure_message
 from qtaskdist_jupyter.kernel.lazy_result import lazy_result
+from qtaskdist_jupyter.kernel.live_view import STATUS_COLORS
 
 if TYPE_CHECKING:  # pragma: no cover
     from qtaskdist_jupyter.kernel.client import Client
-
-STATUS_COLORS: dict[str, str] = {
-    TaskStatus.PENDING: "#9e9e9e",
-    TaskStatus.QUEUED: "#1e88e5",
-    TaskStatus.RUNNING: "#fb8c00",
-    TaskStatus.COMPLETED: "#43a047",
-    TaskStatus.FAILED: "#e53935",
-    TaskStatus.CANCELLED: "#6d4c41",
-}
 
 
 def status_badge(status: str) -> str:
@@ -90,6 +82,19 @@ class TaskHandle:
     def retry(self) -> dict[str, Any]:
         self.row = self.client.retry(self.task_id)
         return self.row
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The snapshot, and beside it the bundle that JupyterLab draws as this task's
+        live row (its status and times move with no kernel behind the output)."""
+        from qtaskdist_jupyter.kernel.live_view import TASKS_MIME, browser_base_url, tasks_bundle
+
+        data: dict[str, Any] = {"text/html": self._repr_html_(), "text/plain": repr(self)}
+        try:
+            base = browser_base_url(self.client.url)
+            data[TASKS_MIME] = tasks_bundle(base, task_id=self.task_id, page_size=1)
+        except Exception:  # noqa: BLE001 - the snapshot alone still shows
+            pass
+        return data
 
     def _repr_html_(self) -> str:
         r = self.row or {"status": "?"}
@@ -214,6 +219,7 @@ class BatchHandle:
         its retry buttons); the dated snapshot below where widgets cannot render."""
         try:
             # Here, not at the top: widget imports this module, and anywidget is heavy.
+            from qtaskdist_jupyter.kernel.live_view import TASKS_MIME, tasks_bundle
             from qtaskdist_jupyter.kernel.widget import TaskTable
 
             table = TaskTable.for_client(self.client, batch_id=self.batch_id, page_size=10)
@@ -223,6 +229,7 @@ class BatchHandle:
                 self.status_counts()
             data["text/html"] = self._repr_html_()
             data["text/plain"] = repr(self)
+            data[TASKS_MIME] = tasks_bundle(table.base_url, batch_id=self.batch_id, page_size=10)
             return data, meta
         except Exception:  # noqa: BLE001 - no widget support: the snapshot still shows
             return {"text/html": self._repr_html_(), "text/plain": repr(self)}

@@ -23,28 +23,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anywidget
 import traitlets
 
-from qtaskdist_jupyter.core.broker.keys import STREAMS
 from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.core.status import FINISHED, STATUSES, TaskStatus
 from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
+from qtaskdist_jupyter.kernel.live_view import FACTS, TASKS_MIME, browser_base_url, tasks_bundle
 
 STATIC = Path(__file__).parent / "static"
 # One ES module in this order: the rules (no DOM), the detail panel, the table.
-ESM_FILES = ("table_rules.js", "table_detail.js", "task_table.js")
-# What the front end knows of the statuses, sent as the ``facts`` trait.
-FACTS: dict[str, Any] = {
-    "status": {s.name: s.value for s in TaskStatus},
-    "statuses": [s.value for s in STATUSES],
-    "finished": [s.value for s in STATUSES if s in FINISHED],
-    "retryable": [s.value for s in STATUSES if s in RETRYABLE],
-    "task_types": list(STREAMS),
-    "deleted": DELETED,
-}
+ESM_FILES = ("table_rules.js", "table_detail.js", "table_client.js", "task_table.js")
 COLUMNS = ("id", "name", "type", "status", "attempt", "queue wait", "run time", "age")
 
 
@@ -76,9 +66,10 @@ class TaskTableState:
     """Rows keyed by task id; the merge rules the JS front end uses too.
 
     * a list page row replaces ours unless ours saw a newer event (``updated``);
-    * an event always applies (the events stream is totally ordered); ``running``
-      stamps ``started_at``, a terminal status stamps ``finished_at``, ``queued`` after a
-      retry clears both;
+    * an event always applies (the events stream is totally ordered); ``running`` with
+      ``started`` stamps ``started_at`` (without it, the claim, it clears it: the task
+      waits), a terminal status stamps ``finished_at``, ``queued`` after a retry clears
+      both and restarts the wait (``queued``);
     * an event for an unknown task makes a provisional row and puts the id in ``missing``
       so the feeder fetches the full row once.
     """
@@ -109,6 +100,7 @@ class TaskTableState:
                 "attempt": t.get("attempt") or 0,
                 "batch_id": t.get("batch_id"),
                 "created": _epoch(t.get("created_at")),
+                "queued": _epoch(t.get("queued_at")) or _epoch(t.get("created_at")),
                 "started": _epoch(t.get("started_at")),
                 "finished": _epoch(t.get("finished_at")),
                 "updated": updated,
@@ -132,6 +124,7 @@ class TaskTableState:
                 "attempt": 0,
                 "batch_id": ev.get("batch_id"),
                 "created": ts,
+                "queued": ts,
                 "started": None,
                 "finished": None,
                 "updated": 0.0,
@@ -143,11 +136,12 @@ class TaskTableState:
         if ev.get("attempt") is not None:
             row["attempt"] = ev["attempt"]
         if status == TaskStatus.RUNNING:
-            row["started"], row["finished"] = ts, None
+            row["started"], row["finished"] = (ts if ev.get("started") else None), None
         elif status in FINISHED:
             row["finished"] = ts
-        else:  # back in the queue (a retry)
+        else:  # back in the queue (a retry): its wait starts again
             row["started"] = row["finished"] = None
+            row["queued"] = ts
         row["updated"] = max(row["updated"], ts)
         if ev.get("id"):
             self.cursor = str(ev["id"])
@@ -157,10 +151,20 @@ class TaskTableState:
             self.apply_event(ev)
 
     # ---- views ---------------------------------------------------------------------
+    @staticmethod
+    def shown_status(r: dict[str, Any]) -> str:
+        """The status the table shows: ``waiting`` for a claimed task whose job has not
+        begun, else the row's."""
+        if r["status"] == TaskStatus.RUNNING and not r["started"]:
+            return str(FACTS["waiting"])
+        return r["status"] or ""
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {s.value: 0 for s in STATUSES}
+        out[FACTS["waiting"]] = 0
         for r in self.rows.values():
-            out[r["status"]] = out.get(r["status"], 0) + 1
+            shown = self.shown_status(r)
+            out[shown] = out.get(shown, 0) + 1
         return out
 
     def batches(self) -> dict[str, tuple[int, int]]:
@@ -200,15 +204,16 @@ class TaskTableState:
     def cells(r: dict[str, Any], now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         created, started, finished = r["created"], r["started"], r["finished"]
-        wait = (started or (None if r["status"] in FINISHED else now)) if created else None
+        queued = r.get("queued") or created
+        wait = (started or (None if r["status"] in FINISHED else now)) if queued else None
         run = (finished or now) if started else None
         return [
             r["task_id"][:8],
             r["name"] or "",
             r["task_type"] or "",
-            r["status"] or "",
+            TaskTableState.shown_status(r),
             str(r["attempt"]),
-            _dur(wait - created) if wait is not None and created else "",
+            _dur(wait - queued) if wait is not None and queued else "",
             _dur(run - started) if run is not None and started else "",
             _dur(now - created) if created else "",
         ]
@@ -255,16 +260,21 @@ class TaskTableState:
         return list(body["events"])
 
 
-def browser_base_url(server_url: str) -> str:
-    """The path part only: the browser must stay same-origin to send its cookies."""
-    path = urlsplit(server_url).path or "/"
-    return path if path.endswith("/") else path + "/"
+# A static file's import of another one (``import { h } from "./table_detail.js";``).
+_LOCAL_IMPORT = re.compile(r'^import [^;]+ from "\./[a-z_]+\.js";\n', re.MULTILINE)
+
+
+def esm_bundle() -> str:
+    """The table's ES modules as the one module anywidget loads: concatenated in
+    dependency order, their imports of each other dropped (the JupyterLab extension
+    imports the same files as they are)."""
+    return "\n".join(_LOCAL_IMPORT.sub("", (STATIC / n).read_text()) for n in ESM_FILES)
 
 
 class TaskTable(anywidget.AnyWidget):
     """``%qtask table`` / ``TaskTable.for_client(Client())``: every task, live."""
 
-    _esm = "\n".join((STATIC / name).read_text() for name in ESM_FILES)
+    _esm = esm_bundle()
     _css = STATIC / "task_table.css"
 
     base_url = traitlets.Unicode("/").tag(sync=True)
@@ -305,6 +315,7 @@ class TaskTable(anywidget.AnyWidget):
             }
             data["text/html"] = state.to_html(**filters)
             data["text/plain"] = state.to_text(**filters)
+            data[TASKS_MIME] = tasks_bundle(self.base_url, page_size=self.page_size, **filters)
         except Exception:  # noqa: BLE001 - a fallback must never break the widget view
             pass
         return data, meta

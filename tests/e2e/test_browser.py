@@ -181,7 +181,7 @@ class Notebook:
 
 
 # The full table (%qtask table); a batch handle's output is a smaller view of it.
-TABLE = ".qtd-root:not(.qtd-batch-view)"
+TABLE = ".jp-OutputArea .qtd-root:not(.qtd-batch-view):not(.qtd-task-view)"
 
 
 def h_all_qasm(n: int) -> str:
@@ -244,7 +244,7 @@ def test_live_table_in_jupyterlab(
         nb.wait_cell_done(0)
         nb.run_cell(1, "%qtask table")
         nb.wait_cell_done(1)
-        page.wait_for_selector(".qtd-root .qtd-counts .qtd-count", timeout=30_000)
+        page.wait_for_selector(f"{TABLE} .qtd-counts .qtd-count", timeout=30_000)
         assert "cannot reach" not in page.locator(f"{TABLE} .qtd-err").inner_text()
 
         # ---- a 20-circuit sweep and a convert task, the worker paused -------------
@@ -294,8 +294,8 @@ def test_live_table_in_jupyterlab(
         )
         row_id = row.get_attribute("data-task-id")
         row.click()
-        page.wait_for_selector("svg.qtd-hist rect.qtd-hist-bar", timeout=15_000)
-        titles = page.locator("svg.qtd-hist rect.qtd-hist-bar title").evaluate_all(
+        page.wait_for_selector(f"{TABLE} svg.qtd-hist rect.qtd-hist-bar", timeout=15_000)
+        titles = page.locator(f"{TABLE} svg.qtd-hist rect.qtd-hist-bar title").evaluate_all(
             "ts => ts.map(t => t.textContent)"
         )
         shown = {k: int(v) for k, v in (t.split(": ") for t in titles)}
@@ -309,7 +309,8 @@ def test_live_table_in_jupyterlab(
         assert api_get(lab, f"tasks/{convert_id}")["status"] == "queued"
         table.locator(f'tr.qtd-row[data-task-id="{convert_id}"] button.qtd-cancel').click()
         page.wait_for_selector(
-            f'tr.qtd-row[data-task-id="{convert_id}"][data-status="cancelled"]', timeout=15_000
+            f'{TABLE} tr.qtd-row[data-task-id="{convert_id}"][data-status="cancelled"]',
+            timeout=15_000,
         )
         assert api_get(lab, f"tasks/{convert_id}")["status"] == "cancelled"
         nb.shot("cancelled")
@@ -349,7 +350,7 @@ def test_live_table_in_jupyterlab(
                 "payload": {"circuit": BELL, "shots": 100, "seed": 3},
             },
         )
-        late_row = f'tr.qtd-row[data-task-id="{late["task_id"]}"]'
+        late_row = f'{TABLE} tr.qtd-row[data-task-id="{late["task_id"]}"]'
         page.wait_for_selector(late_row + '[data-status="completed"]', timeout=30_000)
         # Seen first through its events, then its row fetched once: the name arrives.
         page.wait_for_selector(late_row + ':has-text("after-restart")', timeout=10_000)
@@ -374,11 +375,11 @@ def test_live_table_in_jupyterlab(
                 "payload": {"circuit": h_all_qasm(qubits), "shots": 1, "statevector": True},
             },
         )
-        big_row = f'tr.qtd-row[data-task-id="{big["task_id"]}"]'
+        big_row = f'{TABLE} tr.qtd-row[data-task-id="{big["task_id"]}"]'
         page.wait_for_selector(big_row + '[data-status="completed"]', timeout=60_000)
-        table.locator(big_row).click()
+        page.locator(big_row).click()
         summary = page.wait_for_selector(
-            '.qtd-array-summary[data-array="statevector"]', timeout=15_000
+            f'{TABLE} .qtd-array-summary[data-array="statevector"]', timeout=15_000
         )
         text = summary.inner_text()
         assert f"<c16 [{1 << qubits}]" in text and "16.0 MiB" in text, text

@@ -284,7 +284,9 @@ async def test_reconciler_releases_dead_workers_rows_and_requeues_lost_ones(
         (1, "ghost", "released"), (2, "living", "completed")
     ]  # fmt: skip
     assert history[0]["error"] == "worker ghost stopped heartbeating"
-    assert history[0]["started_at"] <= history[0]["finished_at"] <= history[1]["started_at"]
+    # The ghost claimed it and never began its job; the living worker's job began.
+    assert history[0]["started_at"] is None
+    assert history[0]["claimed_at"] <= history[0]["finished_at"] <= history[1]["started_at"]
     with pytest.raises(TransitionError):
         await service.store.complete(ghosted, 1, {"counts": {"00": 10}}, {})
     assert len(completion_events(sync_redis, ghosted)) == 1

@@ -67,7 +67,7 @@ def _running(worker: str, started_s_ago: float | None) -> dict[str, Any]:
     started = None
     if started_s_ago is not None:
         started = datetime.fromtimestamp(NOW - started_s_ago, UTC)
-    return {"task_id": uuid.uuid4(), "worker": worker, "started_at": started}
+    return {"task_id": uuid.uuid4(), "worker": worker, "claimed_at": started}
 
 
 def test_live_workers_are_those_whose_heartbeat_is_at_most_stale_after_s_old() -> None:
@@ -99,7 +99,7 @@ def test_my_row_not_in_flight_is_orphaned_only_past_the_visibility_timeout() -> 
 
 def test_orphaned_reads_the_clock_when_not_given_one() -> None:
     row = {"task_id": uuid.uuid4(), "worker": "me",
-           "started_at": datetime.now(UTC) - timedelta(seconds=120)}  # fmt: skip
+           "claimed_at": datetime.now(UTC) - timedelta(seconds=120)}  # fmt: skip
     assert orphaned(row, {"me"}, "me", set(), 60) is True
     assert live_workers({"w": {"ts": time.time()}}, 1) == {"w"}
 

@@ -23,6 +23,7 @@ from .jobs.common import error_report
 from .outcomes import InFlight, plan_units, split_requests, time_limit
 from .retry import until_up
 from .settle import Finisher, Settler
+from .starts import Starter
 
 log = logging.getLogger("qtaskdist_worker")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
@@ -73,6 +74,12 @@ class Dispatcher:
     room: dict[str, asyncio.Event] = field(
         default_factory=lambda: {"pool": asyncio.Event(), "backend": asyncio.Event()}
     )
+    starter: Starter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Starts are written on the settle's rhythm: a unit's start and end cost one
+        # statement each, shared with the other units of that moment.
+        self.starter = Starter(self.store, self.broker, SETTLE_AFTER_S)
 
     async def start(self, task_types: list[str], qbraid_api_key: str | None,
                     qbraid_api_url: str | None) -> None:  # fmt: skip
@@ -144,6 +151,7 @@ class Dispatcher:
             await asyncio.gather(*self.jobs, return_exceptions=True)
 
     async def close(self) -> None:
+        await self.starter.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -181,7 +189,10 @@ class Dispatcher:
 
         threads = self._lent_threads(kind, units)
         try:
-            await self.pool.run(kind, wire, timeouts_s, on_reply, cancel, threads)
+            started = self.starter.add
+            await self.pool.run(
+                kind, wire, timeouts_s, on_reply, cancel, threads, lambda j: started(units[j])
+            )
         except JobError as exc:
             stop = exc
         except asyncio.CancelledError:
@@ -227,6 +238,7 @@ class Dispatcher:
 
         self.backend_jobs += 1
         started = time.monotonic()
+        self.starter.add([item])
         item.cancel = asyncio.Event()
         if item.cancelled:
             item.cancel.set()

@@ -184,11 +184,14 @@ class ExecutorPool:
         on_reply: Callable[[int, dict[str, Any]], None],
         cancel: asyncio.Event | None = None,
         threads: int | None = None,
+        on_start: Callable[[int], None] = lambda _j: None,
     ) -> None:
         """Run a request of ``units`` (each one ``handle_request``'s tasks) on an idle child,
         calling ``on_reply(unit index, reply)`` as each unit ends. Unit ``j`` may run for
         ``timeouts_s[j]`` from the end of unit ``j - 1``. ``threads``: Aer threads for these
-        units, when not the pool's ``threads``.
+        units, when not the pool's ``threads``. ``on_start(j)``: unit ``j`` begins (the
+        request reached an idle child, or unit ``j - 1`` answered: a child runs its units
+        one after another).
 
         When it stops early it raises, with ``exc.unit`` the unit that did not answer:
         :class:`JobTimeout` (that unit overran its limit), :class:`JobCancelled`, or
@@ -225,6 +228,7 @@ class ExecutorPool:
             on_reply(answered - 1, reply)
             if answered < len(units):
                 deadline = loop.call_later(timeouts_s[answered], overran)
+                on_start(answered)
             elif not ended.done():
                 ended.set_result(None)
 
@@ -238,6 +242,7 @@ class ExecutorPool:
         try:
             request = {"kind": kind, "units": units, "threads": threads}
             child.conn.send_bytes(fastjson.dumps_bytes(request))
+            on_start(0)
             loop.add_reader(fd, readable)
             if waiter is not None:
                 waiter.add_done_callback(cancelled)

@@ -30,6 +30,10 @@ class InFlight:
     cancelled: bool = False
     # Set while its ``running`` event is being written (see Worker._start).
     announced: asyncio.Future[None] | None = None
+    # When its job began (its unit reached a job process), and the write that says so
+    # (see starts.Starter): a completion waits for it, so its events keep their order.
+    started: datetime | None = None
+    start_written: asyncio.Future[None] | None = None
 
     @functools.cached_property
     def task_id(self) -> uuid.UUID:
@@ -63,19 +67,21 @@ def profile(
     ``now``: when the attempt ended (one clock reading serves a whole settled batch)."""
     row = item.row
     now = now or datetime.now(UTC)
-    started = row.get("started_at")
-    created = row.get("created_at")
+    started = item.started or row.get("started_at")
+    claimed = row.get("claimed_at")
+    queued = row.get("queued_at") or row.get("created_at")
     prior = list((row.get("meta_data") or {}).get("attempts") or [])
     attempt = {
         "attempt": item.attempt,
         "worker": worker,
+        "claimed_at": claimed.isoformat() if claimed else None,
         "started_at": started.isoformat() if started else None,
         "finished_at": now.isoformat(),
         "outcome": result_kind,
         "error": None if outcome.get("ok") else outcome.get("error"),
     }
     meta: dict[str, Any] = {
-        "queue_wait_s": (started - created).total_seconds() if started and created else None,
+        "queue_wait_s": (started - queued).total_seconds() if started and queued else None,
         "run_time_s": round(run_time_s, 6),
         "worker": worker,
         "host": HOST,

@@ -52,9 +52,9 @@ def orphaned(
     # covers a claim that committed but whose coroutine has not yet recorded it.
     if row["task_id"] in mine:
         return False
-    started = row.get("started_at")
+    claimed = row.get("claimed_at")
     now = time.time() if now is None else now
-    return started is None or now - started.timestamp() > stale_after_s
+    return claimed is None or now - claimed.timestamp() > stale_after_s
 
 
 async def reconcile(

@@ -148,9 +148,10 @@ class Finisher:
                 outcome = "failed"  # PostgreSQL refused the result: the task failed
             metrics.task_finished(item.row["task_type"], outcome, run_time_s, wait_s)
         announced = {i.announced for i in items if i.announced is not None}
+        announced |= {i.start_written for i in items if i.start_written is not None}
         if announced:
-            # A completed event must not overtake its running event (whose failure, if
-            # any, the main loop handles: not raised again here).
+            # A completed event must not overtake its running events, the claim's and the
+            # start's (whose failure, if any, the main loop handles: not raised again here).
             await asyncio.wait(announced)
         acks = [(i.stream, i.entry_id) for i in items]
         await until_up(lambda: self.broker.settle(events, acks), "settle")

@@ -73,8 +73,18 @@ class PublishCall:
         return [self.events_maxlen, GROUP, rows, acks, *self.tails]
 
 
-def _event_tail(status: str, owner: str, ttype: str, attempt: int, batch: Any, ts: float) -> str:
-    return event_tail(status, owner=owner, task_type=ttype, attempt=attempt, batch_id=batch, ts=ts)
+def _event_tail(
+    status: str, owner: str, ttype: str, attempt: int, batch: Any, ts: float, started: bool
+) -> str:
+    return event_tail(
+        status,
+        owner=owner,
+        task_type=ttype,
+        attempt=attempt,
+        batch_id=batch,
+        ts=ts,
+        started=started,
+    )
 
 
 def pack_rows(
@@ -87,7 +97,8 @@ def pack_rows(
 ) -> list[list[Any]]:
     """The ARGV of each publish.lua call that writes ``rows`` (dicts with task_id,
     task_type, status, owner, attempt, batch_id and, for a small submission, a true
-    ``priority``): an event for each, and with ``messages`` its task message too. The
+    ``priority``; a true ``started`` marks a running task whose job began): an event for
+    each, and with ``messages`` its task message too. The
     ``acks`` go with the last call (alone in one call when there are no rows)."""
     rows = list(rows)
     calls: list[PublishCall] = []
@@ -100,10 +111,10 @@ def pack_rows(
                 # A small submission goes to the stream workers read first.
                 stream = KEY_INDEX[(PRIORITY_STREAMS if r.get("priority") else STREAMS)[ttype]]
                 message = call.tail(("m", ttype, attempt), message_tail, ttype, attempt)
-            owner, batch = r["owner"], r.get("batch_id")
+            owner, batch, started = r["owner"], r.get("batch_id"), bool(r.get("started"))
             event = call.tail(
-                ("e", status, owner, ttype, attempt, batch),
-                _event_tail, status, owner, ttype, attempt, batch, ts,
+                ("e", status, owner, ttype, attempt, batch, started),
+                _event_tail, status, owner, ttype, attempt, batch, ts, started,
             )  # fmt: skip
             call.add_row(r["task_id"], stream, message, event)
         calls.append(call)

@@ -100,13 +100,18 @@ def event_tail(
     attempt: int,
     batch_id: uuid.UUID | str | None,
     ts: float,
+    started: bool = False,
 ) -> str:
     """What follows the task id in an event (its keys in the order docs/message-format.md
-    shows)."""
-    return _tail({
+    shows). ``started``: a running task's job began (a ``running`` event without it is
+    the claim; the task waits behind the worker's other tasks until then)."""
+    body: dict[str, Any] = {
         "status": status, "owner": owner, "task_type": task_type, "attempt": attempt,
         "batch_id": str(batch_id) if batch_id else None, "ts": ts,
-    })  # fmt: skip
+    }  # fmt: skip
+    if started:
+        body["started"] = True
+    return _tail(body)
 
 
 def decode_event(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any]:

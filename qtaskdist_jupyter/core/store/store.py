@@ -26,7 +26,8 @@ from qtaskdist_jupyter.core.store.engine import NewTask, decode_cursor, encode_c
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 from qtaskdist_jupyter.core.store.housekeeping import Housekeeping
 from qtaskdist_jupyter.core.store.results import ResultArrays
-from qtaskdist_jupyter.core.store.transitions import LIGHT, Transitions
+from qtaskdist_jupyter.core.store.statements import LIGHT
+from qtaskdist_jupyter.core.store.transitions import Transitions
 
 tasks = Task.__table__
 S = TaskStatus

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    Integer,
-    Uuid,
-    bindparam,
     func,
     literal_column,
-    or_,
     select,
     text,
     update,
@@ -31,50 +26,10 @@ from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.models import Task
 from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+from qtaskdist_jupyter.core.store.statements import _CLAIM, _START, LIGHT
 
 tasks = Task.__table__
 S = TaskStatus
-# The columns a transition returns: what a worker needs to run the task and write events.
-LIGHT = (
-    tasks.c.task_id,
-    tasks.c.task_type,
-    tasks.c.status,
-    tasks.c.owner,
-    tasks.c.attempt,
-    tasks.c.batch_id,
-    tasks.c.payload,
-    tasks.c.retry_count,
-    tasks.c.max_retries,
-    tasks.c.created_at,
-    tasks.c.started_at,
-    tasks.c.meta_data,
-)
-
-# queued → running for (task_id, attempt) pairs passed as two arrays: the SQL text is the
-# same for any batch size, so it is compiled once and PostgreSQL can prepare it (an IN
-# list of pairs is new text for every size).
-_CLAIMS = (
-    func.unnest(bindparam("ids", type_=ARRAY(Uuid)), bindparam("attempts", type_=ARRAY(Integer)))
-    .table_valued("id", "attempt")
-    .render_derived(name="claims")
-)
-_CLAIM = (
-    update(tasks)
-    .where(
-        tasks.c.task_id == _CLAIMS.c.id,
-        tasks.c.attempt == _CLAIMS.c.attempt,
-        tasks.c.status == S.QUEUED.value,
-        or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
-    )
-    .values(
-        status=S.RUNNING.value,
-        attempt=tasks.c.attempt + 1,
-        started_at=func.now(),
-        worker=bindparam("worker"),
-        updated_at=func.now(),
-    )
-    .returning(*LIGHT)
-)
 
 
 def _utc_iso(ts: Any) -> Any:
@@ -87,10 +42,11 @@ def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
     """``meta`` with an entry for the attempt that ends here unfinished appended to its
     ``attempts`` (a finished attempt gets its entry from the worker, see outcomes.profile).
     In an UPDATE's SET every column still holds the old row: the lost attempt's number,
-    worker and start."""
+    worker, claim and start (None when its job never began)."""
     entry = func.jsonb_build_object(
         "attempt", tasks.c.attempt, "worker", tasks.c.worker,
-        "started_at", _utc_iso(tasks.c.started_at), "finished_at", _utc_iso(func.now()),
+        "claimed_at", _utc_iso(tasks.c.claimed_at), "started_at", _utc_iso(tasks.c.started_at),
+        "finished_at", _utc_iso(func.now()),
         "outcome", outcome, "error", why,
     )  # fmt: skip
     history = func.coalesce(tasks.c.meta_data["attempts"], literal_column("'[]'::jsonb"))
@@ -207,6 +163,19 @@ class Transitions:
             return [dict(r._mapping) for r in await conn.execute(_CLAIM, params)]
 
     @_db_errors
+    async def mark_started(
+        self, starts: Sequence[tuple[uuid.UUID, int, datetime]]
+    ) -> list[dict[str, Any]]:
+        """Stamp ``started_at`` on the running rows of these (task_id, attempt, start) whose
+        job began (one statement for a worker's batch); returns the rows stamped."""
+        if not starts:
+            return []
+        params = {"ids": [s[0] for s in starts], "attempts": [s[1] for s in starts]}
+        params["started"] = [s[2] for s in starts]
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(_START, params)]
+
+    @_db_errors
     async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> dict[str, Any]:
         """running (attempt n, its worker gone) → running (attempt n+1, this worker)."""
         why = "its stream entry was idle past the visibility timeout; another worker took it"
@@ -217,7 +186,8 @@ class Transitions:
             attempt=attempt,
             values={
                 "attempt": tasks.c.attempt + 1,
-                "started_at": func.now(),
+                "claimed_at": func.now(),
+                "started_at": None,
                 "worker": worker,
                 "meta_data": _ended_unfinished(tasks.c.meta_data, "taken_over", why),
             },
@@ -309,6 +279,8 @@ class Transitions:
                 "error": error,
                 "retry_count": tasks.c.retry_count + 1,
                 "scheduled_for": func.now() + timedelta(seconds=delay_s),
+                "queued_at": func.now() + timedelta(seconds=delay_s),
+                "started_at": None,
                 "meta_data": tasks.c.meta_data.op("||")(meta),
             },
         )
@@ -329,6 +301,7 @@ class Transitions:
                 "status": S.QUEUED.value,
                 "worker": None,
                 "scheduled_for": None,
+                "started_at": None,
                 "meta_data": _ended_unfinished(merged, "released", why),
             },
         )
@@ -363,6 +336,9 @@ class Transitions:
                 "error": None,
                 "result": None,
                 "scheduled_for": None,
+                "queued_at": func.now(),
+                "claimed_at": None,
+                "started_at": None,
                 "finished_at": None,
                 "worker": None,
             },

@@ -1,7 +1,8 @@
 // qtaskdist live task table: the detail panel of one selected task (its error and a hint,
 // or its result: counts as SVG bars, stored arrays as a summary and a link, QIR text).
-// Sent by the kernel between table_rules.js and task_table.js as one module
-// (TaskTable._esm); it needs no kernel at run time.
+// An ES module: the kernel sends it between table_rules.js and task_table.js as one module
+// (TaskTable._esm, its imports of the others dropped), and the JupyterLab extension
+// imports it as it is (labextension/). It needs no kernel at run time.
 
 const HINTS = [
   [/parse|syntax|invalid circuit|line \d+/i, "Check the circuit text at the line and column shown."],
@@ -12,7 +13,7 @@ const HINTS = [
   [/qbraid|device|api key/i, "Check the backend device id and QBRAID_API_KEY on the workers."],
 ];
 
-function h(tag, attrs, ...kids) {
+export function h(tag, attrs, ...kids) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v;
@@ -26,7 +27,7 @@ function h(tag, attrs, ...kids) {
 
 // The body under the detail head: S maps member names to statuses (facts.status);
 // arrayUrl(name) is the download link of a stored result array.
-function detailBody(t, S, arrayUrl) {
+export function detailBody(t, S, arrayUrl) {
   const res = t.result || {};
   if (t.status === S.FAILED || t.status === S.CANCELLED) {
     const msg = (t.error || t.status).split("\n")[0];
@@ -86,7 +87,7 @@ function histogram(counts) {
   items.forEach(([k, v], i) => {
     const bh = Math.round((H * v) / max);
     const rect = document.createElementNS(ns, "rect");
-    for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 14, width: W - 6, height: bh, class: "qtd-hist-bar", fill: "#1e88e5" })) rect.setAttribute(a, String(val));
+    for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 14, width: W - 6, height: bh, class: "qtd-hist-bar" })) rect.setAttribute(a, String(val));
     const label = document.createElementNS(ns, "text");
     for (const [a, val] of Object.entries({ x: i * W + 5, y: H + 28, "font-size": "9" })) label.setAttribute(a, String(val));
     label.textContent = k;

@@ -18,12 +18,15 @@ export function readFacts(raw) {
     retryable: new Set(f.retryable || []),
     taskTypes: f.task_types || [],
     deleted: f.deleted,
+    waiting: f.waiting || "waiting", // shown for a claimed task whose job has not begun
   };
 }
 
 // rows: task id -> row; missing: ids seen only through an event, whose full row is due.
+// order: every row, sorted as the table lists them; rebuilt only when rows come, go or get
+// a page (a status event keeps it), so a burst of events costs no sort.
 export function newState() {
-  return { rows: new Map(), missing: new Set(), cursor: null };
+  return { rows: new Map(), missing: new Set(), cursor: null, order: null };
 }
 
 export function epoch(v) {
@@ -43,6 +46,7 @@ export function dur(s) {
 
 // A list page's row replaces ours unless ours saw a newer event.
 export function applyRow(state, t) {
+  state.order = null;
   const updated = epoch(t.updated_at) || 0;
   const cur = state.rows.get(t.task_id);
   state.missing.delete(t.task_id);
@@ -56,7 +60,8 @@ export function applyRow(state, t) {
   state.rows.set(t.task_id, {
     task_id: t.task_id, name: t.name ?? null, task_type: t.task_type ?? null,
     status: t.status ?? null, attempt: t.attempt || 0, batch_id: t.batch_id ?? null,
-    created: epoch(t.created_at), started: epoch(t.started_at), finished: epoch(t.finished_at),
+    created: epoch(t.created_at), queued: epoch(t.queued_at) || epoch(t.created_at),
+    started: epoch(t.started_at), finished: epoch(t.finished_at),
     updated, error: t.error ?? null,
   });
 }
@@ -65,6 +70,7 @@ export function applyRow(state, t) {
 // for a deletion; an unknown task gets a provisional row and its id goes into `missing`.
 export function applyEvent(state, ev, facts) {
   if (ev.status === facts.deleted) {
+    state.order = null;
     state.rows.delete(ev.task_id);
     state.missing.delete(ev.task_id);
     return null;
@@ -73,16 +79,18 @@ export function applyEvent(state, ev, facts) {
   let row = state.rows.get(ev.task_id);
   if (!row) {
     row = { task_id: ev.task_id, name: null, task_type: ev.task_type ?? null, status: null,
-      attempt: 0, batch_id: ev.batch_id ?? null, created: ts, started: null, finished: null,
+      attempt: 0, batch_id: ev.batch_id ?? null, created: ts, queued: ts, started: null, finished: null,
       updated: 0, error: null };
     state.rows.set(ev.task_id, row);
+    state.order = null;
     state.missing.add(ev.task_id);
   }
   row.status = ev.status;
   row.attempt = ev.attempt ?? row.attempt;
-  if (ev.status === facts.status.RUNNING) { row.started = ts; row.finished = null; }
+  // A running event with `started` is the job's start; without it, the claim: it waits.
+  if (ev.status === facts.status.RUNNING) { row.started = ev.started ? ts : null; row.finished = null; }
   else if (facts.finished.has(ev.status)) row.finished = ts;
-  else { row.started = null; row.finished = null; } // back in the queue (a retry)
+  else { row.started = null; row.finished = null; row.queued = ts; } // back in the queue (a retry)
   row.updated = Math.max(row.updated, ts);
   if (ev.id) state.cursor = ev.id;
   return row;
@@ -94,24 +102,28 @@ export function visibleRows(state, filter) {
   const statuses = new Set((filter.status || "").split(",").filter(Boolean));
   const type = filter.task_type || "";
   const batch = filter.batch_id || "";
-  const out = [];
-  for (const r of state.rows.values()) {
-    if (statuses.size && !statuses.has(r.status)) continue;
-    if (type && r.task_type !== type) continue;
-    if (batch && r.batch_id !== batch) continue;
-    out.push(r);
+  if (!state.order) {
+    state.order = [...state.rows.values()].sort((a, b) => (b.created || 0) - (a.created || 0)
+      || NATURAL.compare(a.name || "", b.name || "") || (a.task_id < b.task_id ? -1 : 1));
   }
-  out.sort((a, b) => (b.created || 0) - (a.created || 0)
-    || NATURAL.compare(a.name || "", b.name || "") || (a.task_id < b.task_id ? -1 : 1));
-  return out;
+  return state.order.filter((r) => (!statuses.size || statuses.has(r.status))
+    && (!type || r.task_type === type) && (!batch || r.batch_id === batch));
 }
 
-// Tasks per status (every status listed), and per batch: finished, total, newest creation.
-export function tally(state, facts) {
-  const counts = Object.fromEntries(facts.statuses.map((s) => [s, 0]));
+// The status the table shows: "waiting" for a claimed task whose job has not begun.
+export function shownStatus(r, facts) {
+  if (r.status === facts.status.RUNNING && !r.started) return facts.waiting;
+  return r.status || "";
+}
+
+// Tasks per shown status (every status listed), and per batch: finished, total, newest creation.
+// `rows`: the rows to count (a filter's), every row by default.
+export function tally(state, facts, rows) {
+  const counts = Object.fromEntries([...facts.statuses, facts.waiting].map((s) => [s, 0]));
   const batches = new Map();
-  for (const r of state.rows.values()) {
-    counts[r.status] = (counts[r.status] || 0) + 1;
+  for (const r of rows || state.rows.values()) {
+    const shown = shownStatus(r, facts);
+    counts[shown] = (counts[shown] || 0) + 1;
     if (r.batch_id) {
       const b = batches.get(r.batch_id) || { done: 0, total: 0, created: 0 };
       b.total += 1;
@@ -125,11 +137,12 @@ export function tally(state, facts) {
 
 // The text of a row's cells: id, name, type, status, attempt, queue wait, run time, age.
 export function cellTexts(r, now, facts) {
-  const wait = r.created ? ((r.started || (facts.finished.has(r.status) ? null : now)) ?? null) : null;
+  const queued = r.queued || r.created;
+  const wait = queued ? ((r.started || (facts.finished.has(r.status) ? null : now)) ?? null) : null;
   const run = r.started ? (r.finished || now) : null;
   return [
-    r.task_id.slice(0, 8), r.name || "", r.task_type || "", r.status || "", String(r.attempt),
-    wait !== null && r.created ? dur(wait - r.created) : "",
+    r.task_id.slice(0, 8), r.name || "", r.task_type || "", shownStatus(r, facts), String(r.attempt),
+    wait !== null && queued ? dur(wait - queued) : "",
     run !== null ? dur(run - r.started) : "",
     r.created ? dur(now - r.created) : "",
   ];

@@ -1,37 +1,19 @@
-// qtaskdist live task table (anywidget front end).
+// qtaskdist live task table: the view, for every host (the anywidget, the JupyterLab
+// output renderer and side panel).
 //
-// The browser talks to the server extension itself: it lists tasks over REST and follows
-// GET events (SSE; long poll when SSE fails), with the page's cookies and the _xsrf cookie
-// for POSTs. Nothing depends on the kernel, so the table keeps moving while a cell blocks
-// and after a kernel restart. Rows live in a Map; only one page is rendered, and DOM
-// updates are batched into one requestAnimationFrame, so 10,000 tasks stay smooth.
-//
-// The kernel sends three files as one ES module (TaskTable._esm), in this order:
-// table_rules.js (the merge rules, no DOM; tested under node), table_detail.js (the
-// detail panel and the h() element helper) and this one (the table itself).
+// Rows live in a Map (table_rules.js); the table scrolls on its own and only the rows in
+// view are in the DOM (a spacer row above and below stands for the rest), and a burst of
+// events is rendered once per animation frame, so 20,000 tasks stay smooth. A row's
+// detail opens right under it. The kernel sends the files as one ES module
+// (TaskTable._esm): table_rules.js, table_detail.js, table_client.js and this one.
 
-/* global readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts,
-   h, detailBody */
+import { readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts, shownStatus } from "./table_rules.js";
+import { h, detailBody } from "./table_detail.js";
+import { ApiClient } from "./table_client.js";
 
-function pageBaseUrl(model) {
-  try {
-    const el = document.getElementById("jupyter-config-data");
-    if (el) {
-      const cfg = JSON.parse(el.textContent || "{}");
-      if (cfg.baseUrl) return cfg.baseUrl;
-    }
-  } catch (e) { /* not JupyterLab */ }
-  if (document.body && document.body.dataset && document.body.dataset.baseUrl) {
-    return document.body.dataset.baseUrl;
-  }
-  return model.get("base_url") || "/";
-}
-
-function cookie(name) {
-  // Anchored on ";" rather than \b: a value may end in "=" or "|".
-  const m = document.cookie.match("(?:^|;\\s*)" + name + "=([^;]*)");
-  return m ? decodeURIComponent(m[1]) : "";
-}
+const ROW_H = 23; // px: every row is this tall (small buttons, one line; see the CSS)
+const OVERSCAN = 10; // rows drawn beyond the view, above and below
+const COLS = ["id", "name", "type", "status", "attempt", "queue wait", "run time", "age", ""];
 
 // Filters are view state first: after a kernel restart no kernel holds the model, and
 // a failing save_changes() must not stop the table from filtering.
@@ -44,53 +26,34 @@ class Table {
   constructor(model, el) {
     this.model = model;
     this.el = el;
-    // The statuses, the finished set and the task types, from the kernel (core.status).
+    // The statuses, the finished set and the task types (core.status, via the kernel or
+    // the labextension's build): the JS holds no copy.
     this.facts = readFacts(model.get("facts"));
     this.state = newState();
     this.rows = this.state.rows;
     this.trs = new Map(); // task id -> its <tr>, reused across renders
-    this.page = 0;
     this.selected = null;
     this.detail = null; // full row of the selected task
     this.fetchingBatches = new Set();
     this.frame = 0;
     this.closed = false;
-    this.source = null;
-    this.api = pageBaseUrl(model).replace(/\/?$/, "/") + "qtaskdist/api/";
+    this.client = new ApiClient(model);
+    // A batch handle's view follows its batch; a task handle's, that one task.
+    this.batchOnly = model.get("batch_id") || "";
+    this.taskOnly = model.get("task_id") || "";
     this.build();
   }
 
-  // ---- HTTP ------------------------------------------------------------------------
-  url(path, params) {
-    const q = new URLSearchParams(params || {});
-    const token = this.model.get("token");
-    if (token) q.set("token", token);
-    const qs = q.toString();
-    return this.api + path + (qs ? "?" + qs : "");
-  }
-
-  async call(method, path, params) {
-    const headers = { Accept: "application/json" };
-    const xsrf = cookie("_xsrf");
-    if (xsrf) headers["X-XSRFToken"] = xsrf;
-    const r = await fetch(this.url(path, params), { method, headers, credentials: "same-origin" });
-    const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(body.detail || `${method} ${path}: HTTP ${r.status}`);
-    return body;
-  }
+  call(method, path, params) { return this.client.call(method, path, params); }
 
   // ---- data ------------------------------------------------------------------------
-  applyRow(t) {
-    applyRow(this.state, t);
-  }
-
   applyEvent(ev) {
-    // A batch handle's view counts and shows its own batch only.
     if (this.batchOnly && ev.batch_id !== this.batchOnly) return;
+    if (this.taskOnly && ev.task_id !== this.taskOnly) return;
     const known = this.rows.has(ev.task_id);
     const row = applyEvent(this.state, ev, this.facts);
     if (row === null) {
-      if (this.selected === ev.task_id) { this.selected = null; this.renderDetail(); }
+      if (this.selected === ev.task_id) this.selected = null;
       this.schedule();
       return;
     }
@@ -111,24 +74,16 @@ class Table {
     }
     setTimeout(() => {
       if (!this.state.missing.has(row.task_id)) return;
-      this.call("GET", "tasks/" + row.task_id).then((t) => { this.applyRow(t); this.schedule(); })
+      this.call("GET", "tasks/" + row.task_id).then((t) => { applyRow(this.state, t); this.schedule(); })
         .catch(() => this.state.missing.delete(row.task_id));
     }, 300);
   }
 
-  async loadAll(filter) {
-    let cursor = null;
-    let n = 0;
-    do {
-      // Only what a row shows: never payloads or results (a statevector is megabytes).
-      const params = { limit: "1000", fields: ROW_FIELDS, ...(filter || {}) };
-      if (cursor) params.cursor = cursor;
-      const page = await this.call("GET", "tasks", params);
-      for (const t of page.tasks) this.applyRow(t);
-      n += page.tasks.length;
-      cursor = page.next_cursor;
+  loadAll(filter) {
+    return this.client.loadAll(filter, (tasks) => {
+      for (const t of tasks) applyRow(this.state, t);
       this.schedule();
-    } while (cursor && n < 50000 && !this.closed);
+    });
   }
 
   async start() {
@@ -136,119 +91,78 @@ class Table {
       // The cursor first: events after it are not lost while the list loads.
       const first = await this.call("GET", "events", { timeout_s: "0" });
       this.state.cursor = first.cursor;
-      const batch = this.model.get("batch_id");
-      await this.loadAll(batch ? { batch_id: batch } : null);
+      if (this.taskOnly) applyRow(this.state, await this.call("GET", "tasks/" + this.taskOnly));
+      else await this.loadAll(this.batchOnly ? { batch_id: this.batchOnly } : null);
       this.setError("");
     } catch (e) {
       this.setError("cannot reach the qtaskdist API: " + e.message);
     }
-    this.follow();
-  }
-
-  follow() {
-    if (this.closed) return;
-    if (typeof EventSource !== "undefined" && !this.sseFailed) {
-      const params = this.state.cursor ? { after: this.state.cursor } : {};
-      const src = new EventSource(this.url("events", params), { withCredentials: true });
-      this.source = src;
-      let opened = false;
-      src.addEventListener("task", (m) => {
-        try { this.applyEvent(JSON.parse(m.data)); } catch (e) { /* skip a bad frame */ }
-      });
-      src.onopen = () => { opened = true; this.setError(""); };
-      src.onerror = () => {
-        if (!opened) { src.close(); this.sseFailed = true; this.follow(); }
-        // else: EventSource reconnects by itself with Last-Event-ID
-      };
-      return;
-    }
-    this.longPoll();
-  }
-
-  async longPoll() {
-    while (!this.closed) {
-      try {
-        const params = { timeout_s: String(this.model.get("poll_timeout_s") || 25) };
-        if (this.state.cursor) params.after = this.state.cursor;
-        const body = await this.call("GET", "events", params);
-        for (const ev of body.events) this.applyEvent(ev);
-        this.state.cursor = body.cursor;
-        this.setError("");
-      } catch (e) {
-        this.setError("lost the qtaskdist API, retrying: " + e.message);
-        await new Promise((r) => setTimeout(r, 3000));
-      }
-    }
+    this.schedule();
+    this.client.follow(() => this.state.cursor, (ev) => this.applyEvent(ev), (err, cursor) => {
+      if (cursor) this.state.cursor = cursor;
+      this.setError(err);
+    });
   }
 
   async loadDetail(id) {
     try {
       const t = await this.call("GET", "tasks/" + id);
-      this.applyRow(t);
-      if (this.selected === id) { this.detail = t; this.renderDetail(); }
+      applyRow(this.state, t);
+      if (this.selected === id) { this.detail = t; this.detailKey = ""; }
       this.schedule();
     } catch (e) { this.setError(e.message); }
   }
 
   async act(id, action) {
     try {
-      const t = await this.call("POST", `tasks/${id}/${action}`);
-      this.applyRow(t);
+      if (action === "cancel-batch") {
+        await Promise.all([...this.rows.values()].filter((r) => r.batch_id === id && !this.facts.finished.has(r.status))
+          .map((r) => this.call("POST", `tasks/${r.task_id}/cancel`).catch(() => null)));
+      } else applyRow(this.state, await this.call("POST", `tasks/${id}/${action}`));
       this.schedule();
-    } catch (e) { this.setError(`${action} ${id.slice(0, 8)}: ${e.message}`); }
+    } catch (e) { this.setError(`${action} ${id}: ${e.message}`); }
   }
 
   // ---- view ------------------------------------------------------------------------
   build() {
     const m = this.model;
-    this.err = h("div", { class: "qtd-err" });
+    this.err = h("div", { class: "qtd-err", role: "alert" });
     this.countsEl = h("div", { class: "qtd-counts" });
     this.batchesEl = h("div", { class: "qtd-batches" });
-    const sel = (name, values) => {
-      const s = h("select", { class: "qtd-filter-" + name, onchange: () => {
-        setTrait(m, name, s.value); this.page = 0; this.schedule(); } },
-      h("option", { value: "" }, "all " + (name === "task_type" ? "types" : name)),
-      ...values.map((v) => h("option", { value: v }, v)));
+    const sel = (name, values, all) => {
+      const s = h("select", { class: "qtd-filter-" + name, "aria-label": name, onchange: () => {
+        setTrait(m, name, s.value); this.schedule(); } },
+      h("option", { value: "" }, all), ...values.map((v) => h("option", { value: v }, v)));
       s.value = m.get(name) || "";
       return s;
     };
-    this.statusSel = sel("status", this.facts.statuses);
-    this.typeSel = sel("task_type", this.facts.taskTypes);
-    this.batchInput = h("input", { class: "qtd-filter-batch", placeholder: "batch id",
-      onchange: () => { setTrait(m, "batch_id", this.batchInput.value.trim());
-        this.page = 0; this.schedule(); } });
+    this.batchInput = h("input", { class: "qtd-filter-batch", placeholder: "batch id", "aria-label": "batch id",
+      onchange: () => { setTrait(m, "batch_id", this.batchInput.value.trim()); this.schedule(); } });
     this.batchInput.value = m.get("batch_id") || "";
-    this.pager = h("span", { class: "qtd-pager" });
-    const prev = h("button", { class: "qtd-prev", onclick: () => { this.page = Math.max(0, this.page - 1); this.schedule(); } }, "‹");
-    const next = h("button", { class: "qtd-next", onclick: () => { this.page += 1; this.schedule(); } }, "›");
     this.tbody = h("tbody");
-    const cols = ["id", "name", "type", "status", "attempt", "queue wait", "run time", "age", ""];
-    this.detailEl = h("div", { class: "qtd-detail" });
-    // A batch handle's view (opened on one batch) is marked, so pages and tests can tell
-    // it from the full table.
-    this.batchOnly = m.get("batch_id") || "";
-    const rootClass = "qtd-root" + (this.batchOnly ? " qtd-batch-view" : "");
-    this.el.append(h("div", { class: rootClass }, this.err, this.countsEl, this.batchesEl,
-      h("div", { class: "qtd-controls" }, this.statusSel, this.typeSel, this.batchInput, prev, this.pager, next),
-      h("table", { class: "qtd-table" }, h("thead", {}, h("tr", {}, ...cols.map((c) => h("th", {}, c)))), this.tbody),
-      this.detailEl));
-    this.tbody.addEventListener("click", (e) => {
-      const btn = e.target.closest("button");
-      const tr = e.target.closest("tr[data-task-id]");
-      if (!tr) return;
-      const id = tr.dataset.taskId;
-      if (btn) { e.stopPropagation(); this.act(id, btn.dataset.action); return; }
-      this.selected = id;
-      this.detail = null;
-      this.renderDetail();
-      this.loadDetail(id);
-      this.schedule();
-    });
-    for (const name of ["status", "task_type", "batch_id"]) {
-      m.on("change:" + name, () => { this.page = 0; this.schedule(); });
-    }
+    this.scroller = h("div", { class: "qtd-scroll", onscroll: () => this.schedule() },
+      h("table", { class: "qtd-table" }, h("thead", {}, h("tr", {}, ...COLS.map((c) => h("th", {}, c)))), this.tbody));
+    const rootClass = "qtd-root" + (this.batchOnly ? " qtd-batch-view" : "") + (this.taskOnly ? " qtd-task-view" : "");
+    const controls = this.taskOnly ? null : h("div", { class: "qtd-controls" },
+      sel("status", this.facts.statuses, "all statuses"), sel("task_type", this.facts.taskTypes, "all types"), this.batchInput);
+    this.el.append(h("div", { class: rootClass }, this.err, this.countsEl, this.batchesEl, controls, this.scroller));
+    this.el.addEventListener("click", (e) => this.onClick(e));
+    for (const name of ["status", "task_type", "batch_id"]) m.on("change:" + name, () => this.schedule());
     // Ages and run times tick even with no event.
     this.timer = setInterval(() => this.schedule(), 1000);
+  }
+
+  onClick(e) {
+    const btn = e.target.closest("button[data-action]");
+    if (btn) { e.stopPropagation(); this.act(btn.dataset.id, btn.dataset.action); return; }
+    const tr = e.target.closest("tr.qtd-row");
+    if (!tr) return;
+    const id = tr.dataset.taskId;
+    this.selected = this.selected === id ? null : id;
+    this.detail = null;
+    this.detailKey = "";
+    if (this.selected) this.loadDetail(id);
+    this.schedule();
   }
 
   setError(text) { this.err.textContent = text; this.err.style.display = text ? "" : "none"; }
@@ -261,6 +175,7 @@ class Table {
 
   filtered() {
     const m = this.model;
+    if (this.taskOnly) return [this.rows.get(this.taskOnly)].filter(Boolean);
     return visibleRows(this.state, {
       status: m.get("status"), task_type: m.get("task_type"), batch_id: m.get("batch_id"),
     });
@@ -269,31 +184,52 @@ class Table {
   render() {
     const colors = this.model.get("colors") || {};
     const now = Date.now() / 1000;
-    const { counts, batches } = tally(this.state, this.facts);
-    this.countsEl.replaceChildren(h("span", {}, `${this.rows.size} tasks`), ...this.facts.statuses.map((s) =>
-      h("span", { class: `qtd-count qtd-status-${s}`, style: `background:${colors[s] || "#999"}` }, `${s} ${counts[s]}`)));
+    const rows = this.filtered();
+    // The header counts what the filters keep, as the rows below do.
+    const { counts, batches } = tally(this.state, this.facts, rows);
+    this.countsEl.replaceChildren(h("span", {}, `${rows.length} tasks`), ...[...this.facts.statuses, this.facts.waiting]
+      .map((s) => h("span", { class: `qtd-count qtd-status-${s}`, style: `background:${colors[s] || "#616161"}` }, `${s} ${counts[s]}`)));
+    this.renderBatches(batches);
+    this.renderRows(rows, colors, now);
+    const hook = this.model.get("on_tally");
+    if (hook) hook(tally(this.state, this.facts).counts, this.err.textContent);
+  }
+
+  renderBatches(batches) {
+    if (this.taskOnly) return;
     const recent = [...batches.entries()].sort((a, b) => b[1].created - a[1].created).slice(0, 5);
     this.batchesEl.replaceChildren(...recent.map(([id, b]) => h("div", { class: "qtd-batch", "data-batch-id": id },
-      h("span", { class: "qtd-batch-id" }, id.slice(0, 8)),
+      h("span", { class: "qtd-batch-id", title: id }, id),
       h("span", { class: "qtd-bar" }, h("span", { class: "qtd-bar-fill", style: `width:${(100 * b.done / b.total).toFixed(1)}%` })),
-      h("span", { class: "qtd-batch-n" }, `${b.done}/${b.total}`))));
-    const rows = this.filtered();
-    const size = this.model.get("page_size") || 50;
-    const pages = Math.max(1, Math.ceil(rows.length / size));
-    this.page = Math.min(this.page, pages - 1);
-    this.pager.textContent = ` ${this.page + 1} / ${pages} (${rows.length}) `;
-    // Rows are reused (keyed by task id) and only their cells change: rebuilding them
-    // every tick would swap a button out from under a click between mousedown and mouseup.
-    const want = [];
-    for (const r of rows.slice(this.page * size, (this.page + 1) * size)) {
+      h("span", { class: "qtd-batch-n" }, `${b.done}/${b.total}`),
+      b.done < b.total ? h("button", { class: "qtd-cancel-batch", "data-action": "cancel-batch", "data-id": id }, "cancel batch") : null)));
+  }
+
+  // Only the rows in view (and OVERSCAN around them) are in the DOM.
+  renderRows(rows, colors, now) {
+    // The scroller's height, never more than the window's: where no style caps it (a host
+    // without the CSS) it would be as tall as every row, and every row would be drawn.
+    const view = Math.min(this.scroller.clientHeight || 360, window.innerHeight || 1000);
+    const first = Math.max(0, Math.floor(this.scroller.scrollTop / ROW_H) - OVERSCAN);
+    const last = Math.min(rows.length, first + Math.ceil(view / ROW_H) + 2 * OVERSCAN);
+    const want = [this.spacer("top", first * ROW_H)];
+    for (const r of rows.slice(first, last)) {
       want.push(this.updateRow(r, colors, now));
+      if (r.task_id === this.selected) want.push(this.detailRow());
     }
+    want.push(this.spacer("bottom", (rows.length - last) * ROW_H));
     const keep = new Set(want);
     for (const [id, tr] of this.trs) if (!keep.has(tr)) this.trs.delete(id);
     const current = this.tbody.children;
-    if (current.length !== want.length || want.some((tr, i) => current[i] !== tr)) {
-      this.tbody.replaceChildren(...want);
-    }
+    if (current.length !== want.length || want.some((tr, i) => current[i] !== tr)) this.tbody.replaceChildren(...want);
+  }
+
+  spacer(name, px) {
+    const key = "spacer" + name;
+    if (!this[key]) this[key] = h("tr", { class: "qtd-spacer", "aria-hidden": "true" }, h("td", { colspan: String(COLS.length) }));
+    this[key].style.height = px + "px";
+    this[key].style.display = px ? "" : "none";
+    return this[key];
   }
 
   updateRow(r, colors, now) {
@@ -307,10 +243,11 @@ class Table {
     const c = tr.cells;
     const setText = (i, text) => { if (c[i].textContent !== text) c[i].textContent = text; };
     tr.className = "qtd-row" + (this.selected === r.task_id ? " qtd-selected" : "");
-    if (tr.dataset.status !== (r.status || "")) {
-      tr.dataset.status = r.status || "";
-      c[3].replaceChildren(h("span", { class: `qtd-status qtd-status-${r.status}`,
-        style: `background:${colors[r.status] || "#999"}` }, r.status || "?"));
+    const shown = shownStatus(r, this.facts);
+    if (tr.dataset.status !== shown) {
+      tr.dataset.status = shown;
+      c[3].replaceChildren(h("span", { class: `qtd-status qtd-status-${shown}`,
+        style: `background:${colors[shown] || "#616161"}` }, shown || "?"));
     }
     const texts = cellTexts(r, now, this.facts);
     for (const i of [1, 2, 4, 5, 6, 7]) setText(i, texts[i]);
@@ -319,36 +256,59 @@ class Table {
     const actions = `${canCancel}/${canRetry}`;
     if (tr.dataset.actions !== actions) {
       tr.dataset.actions = actions;
-      c[8].replaceChildren(...[
-        canCancel ? h("button", { class: "qtd-cancel", "data-action": "cancel" }, "cancel") : null,
-        canRetry ? h("button", { class: "qtd-retry", "data-action": "retry" }, "retry") : null,
-      ].filter(Boolean));
+      const b = (name) => h("button", { class: "qtd-" + name, "data-action": name, "data-id": r.task_id }, name);
+      c[8].replaceChildren(...[canCancel ? b("cancel") : null, canRetry ? b("retry") : null].filter(Boolean));
     }
     return tr;
   }
 
-  renderDetail() {
+  // The selected task's detail, in a row right under it.
+  detailRow() {
     const t = this.detail;
-    if (!this.selected) { this.detailEl.replaceChildren(); return; }
-    if (!t) { this.detailEl.replaceChildren(h("div", {}, "loading " + this.selected.slice(0, 8) + "…")); return; }
-    const head = h("div", { class: "qtd-detail-head" }, `${t.task_id} · ${t.task_type} · ${t.status} · attempt ${t.attempt}`);
-    const arrayUrl = (name) => this.url(`tasks/${t.task_id}/result/${name}`);
-    this.detailEl.replaceChildren(head, detailBody(t, this.facts.status, arrayUrl));
+    const key = t ? `${t.task_id}/${t.status}/${t.attempt}/${t.updated_at}` : "loading";
+    if (!this.detailTr) this.detailTr = h("tr", { class: "qtd-detail-row" }, h("td", { colspan: String(COLS.length), class: "qtd-detail" }));
+    if (this.detailKey === key) return this.detailTr;
+    this.detailKey = key;
+    const cell = this.detailTr.cells[0];
+    if (!t) { cell.replaceChildren(h("div", {}, "loading " + this.selected.slice(0, 8) + "…")); return this.detailTr; }
+    const insert = this.model.get("on_insert");
+    const head = h("div", { class: "qtd-detail-head" }, `${t.task_id} · ${t.task_type} · ${t.status} · attempt ${t.attempt}` +
+      (t.worker ? ` · ${t.worker}` : ""),
+    insert ? h("button", { class: "qtd-insert", onclick: () => insert(t.task_id) }, "insert in notebook") : null);
+    const arrayUrl = (name) => this.client.url(`tasks/${t.task_id}/result/${name}`);
+    cell.replaceChildren(head, detailBody(t, this.facts.status, arrayUrl));
+    return this.detailTr;
   }
 
   close() {
     this.closed = true;
     clearInterval(this.timer);
-    if (this.source) this.source.close();
+    this.client.close();
   }
 }
 
-const ROW_FIELDS = "task_id,name,task_type,status,attempt,batch_id,created_at,started_at,finished_at,updated_at,error";
+// A model for hosts without a kernel (the JupyterLab renderer and panel): the widget's
+// traits as plain values; filters change locally.
+export function plainModel(values) {
+  const v = { ...values };
+  const handlers = new Map();
+  return {
+    get: (k) => v[k],
+    set: (k, x) => { v[k] = x; for (const f of handlers.get("change:" + k) || []) f(); },
+    save_changes: () => {},
+    on: (ev, f) => handlers.set(ev, [...(handlers.get(ev) || []), f]),
+  };
+}
+
+// Draws a live table into `el`; returns the function that stops it.
+export function mountTable(el, model) {
+  const table = new Table(model, el);
+  table.start();
+  return () => table.close();
+}
 
 export default {
   render({ model, el }) {
-    const table = new Table(model, el);
-    table.start();
-    return () => table.close();
+    return mountTable(el, model);
   },
 };

@@ -1,0 +1,77 @@
+"""The row statements that claim and start tasks for many (task_id, attempt) pairs at once,
+and the columns every transition returns (used by :mod:`.transitions` and :mod:`.store`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import ARRAY, DateTime, Integer, Uuid, bindparam, func, or_, update
+
+from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.status import TaskStatus
+
+tasks = Task.__table__
+S = TaskStatus
+# The columns a transition returns: what a worker needs to run the task and write events.
+LIGHT = (
+    tasks.c.task_id,
+    tasks.c.task_type,
+    tasks.c.status,
+    tasks.c.owner,
+    tasks.c.attempt,
+    tasks.c.batch_id,
+    tasks.c.payload,
+    tasks.c.retry_count,
+    tasks.c.max_retries,
+    tasks.c.created_at,
+    tasks.c.queued_at,
+    tasks.c.claimed_at,
+    tasks.c.started_at,
+    tasks.c.meta_data,
+)
+
+# queued → running for (task_id, attempt) pairs passed as two arrays: the SQL text is the
+# same for any batch size, so it is compiled once and PostgreSQL can prepare it (an IN
+# list of pairs is new text for every size).
+_CLAIMS = (
+    func.unnest(bindparam("ids", type_=ARRAY(Uuid)), bindparam("attempts", type_=ARRAY(Integer)))
+    .table_valued("id", "attempt")
+    .render_derived(name="claims")
+)
+_CLAIM = (
+    update(tasks)
+    .where(
+        tasks.c.task_id == _CLAIMS.c.id,
+        tasks.c.attempt == _CLAIMS.c.attempt,
+        tasks.c.status == S.QUEUED.value,
+        or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
+    )
+    .values(
+        status=S.RUNNING.value,
+        attempt=tasks.c.attempt + 1,
+        claimed_at=func.now(),
+        started_at=None,
+        worker=bindparam("worker"),
+        updated_at=func.now(),
+    )
+    .returning(*LIGHT)
+)
+
+# running (claimed) → running with ``started_at``: the tasks' unit began in a job process.
+_STARTS = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(Uuid)),
+        bindparam("attempts", type_=ARRAY(Integer)),
+        bindparam("started", type_=ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued("id", "attempt", "started")
+    .render_derived(name="starts")
+)
+_START = (
+    update(tasks)
+    .where(
+        tasks.c.task_id == _STARTS.c.id,
+        tasks.c.attempt == _STARTS.c.attempt,
+        tasks.c.status == S.RUNNING.value,
+    )
+    .values(started_at=_STARTS.c.started, updated_at=func.now())
+    .returning(*LIGHT)
+)

@@ -1,0 +1,81 @@
+"""What a live table needs to draw itself with no kernel: the statuses (``FACTS``) and the
+MIME bundle that ``%qtask table``, batch handles and task handles put beside the widget.
+
+In JupyterLab the extension's renderer (labextension/, docs/notebook.md) draws
+``application/vnd.qtaskdist.tasks+json`` as a live table straight from the API, so a saved
+notebook reopened with no kernel shows its tasks live again. Elsewhere the widget or the
+HTML snapshot of the same bundle shows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from qtaskdist_jupyter.core.broker.keys import STREAMS
+from qtaskdist_jupyter.core.broker.wire import DELETED
+from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
+
+TASKS_MIME = "application/vnd.qtaskdist.tasks+json"
+# Badge colours, white text on each at a contrast of 4.5:1 or more (WCAG AA), in light and
+# dark themes alike. ``waiting`` is shown, not stored (FACTS["waiting"]).
+STATUS_COLORS: dict[str, str] = {
+    TaskStatus.PENDING: "#616161",
+    TaskStatus.QUEUED: "#1565c0",
+    TaskStatus.RUNNING: "#bf360c",
+    TaskStatus.COMPLETED: "#2e7d32",
+    TaskStatus.FAILED: "#c62828",
+    TaskStatus.CANCELLED: "#5d4037",
+    "waiting": "#5e35b1",
+}
+# What the front end knows of the statuses (the widget's ``facts`` trait, and the bundle's).
+FACTS: dict[str, Any] = {
+    "status": {s.name: s.value for s in TaskStatus},
+    "statuses": [s.value for s in STATUSES],
+    "finished": [s.value for s in STATUSES if s in FINISHED],
+    "retryable": [s.value for s in STATUSES if s in RETRYABLE],
+    "task_types": list(STREAMS),
+    "deleted": DELETED,
+    # How the table shows a task that a worker claimed and whose job has not begun (its
+    # row is ``running`` with no ``started_at``): it waits behind the worker's others.
+    "waiting": "waiting",
+}
+
+COLORS = {str(s): c for s, c in STATUS_COLORS.items()}
+
+
+def tasks_bundle(
+    base_url: str,
+    *,
+    status: str = "",
+    task_type: str = "",
+    batch_id: str = "",
+    task_id: str = "",
+    page_size: int = 50,
+) -> dict[str, Any]:
+    """The ``application/vnd.qtaskdist.tasks+json`` data: the API's path (``base_url`` is
+    the server's path, see browser_base_url), the filter, and the facts. It holds
+    no token: the browser's own cookies authenticate."""
+    return {
+        "api_url": base_url.rstrip("/") + "/qtaskdist/api/",
+        "status": status,
+        "task_type": task_type,
+        "batch_id": batch_id,
+        "task_id": task_id,
+        "page_size": page_size,
+        "facts": FACTS,
+        "colors": COLORS,
+    }
+
+
+def browser_base_url(server_url: str) -> str:
+    """The path part only: the browser must stay same-origin to send its cookies."""
+    path = urlsplit(server_url).path or "/"
+    return path if path.endswith("/") else path + "/"
+
+
+if __name__ == "__main__":
+    # labextension/'s build writes this into src/facts.json: the panel and the status-bar
+    # item have no kernel to send the facts, and the JS holds no copy of its own.
+    print(json.dumps({"facts": FACTS, "colors": COLORS}, indent=1))

@@ -1,0 +1,125 @@
+// qtaskdist live task table: the API and event client (no DOM beyond document.cookie).
+//
+// The browser talks to the API itself: it lists tasks over REST and follows GET events
+// (SSE; long poll when SSE fails), with the page's cookies and the _xsrf cookie for POSTs.
+// Nothing depends on a kernel. Shared by the anywidget (TaskTable._esm) and the JupyterLab
+// extension (labextension/), which imports these files as they are.
+
+function pageBaseUrl(model) {
+  try {
+    const el = document.getElementById("jupyter-config-data");
+    if (el) {
+      const cfg = JSON.parse(el.textContent || "{}");
+      if (cfg.baseUrl) return cfg.baseUrl;
+    }
+  } catch (e) { /* not JupyterLab */ }
+  if (document.body && document.body.dataset && document.body.dataset.baseUrl) {
+    return document.body.dataset.baseUrl;
+  }
+  return model.get("base_url") || "/";
+}
+
+// The API's path: the output's own (a saved MIME bundle's api_url, e.g. a JupyterHub
+// service's) when it is on this page's origin, else this server's. Cookies and the _xsrf
+// token go to the page's origin only, whatever a notebook file says.
+function apiPath(model) {
+  const given = model.get("api_url");
+  if (given) {
+    try {
+      const u = new URL(given, window.location.href);
+      if (u.origin === window.location.origin) return u.pathname.replace(/\/?$/, "/");
+    } catch (e) { /* not a URL: use this server's */ }
+  }
+  return pageBaseUrl(model).replace(/\/?$/, "/") + "qtaskdist/api/";
+}
+
+function cookie(name) {
+  // Anchored on ";" rather than \b: a value may end in "=" or "|".
+  const m = document.cookie.match("(?:^|;\\s*)" + name + "=([^;]*)");
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+// Only what a row shows: never payloads or results (a statevector is megabytes).
+export const ROW_FIELDS = "task_id,name,task_type,status,attempt,batch_id,created_at,queued_at,started_at,finished_at,updated_at,error";
+
+export class ApiClient {
+  constructor(model) {
+    this.model = model;
+    this.api = apiPath(model);
+    this.closed = false;
+    this.source = null;
+  }
+
+  url(path, params) {
+    const q = new URLSearchParams(params || {});
+    const token = this.model.get("token");
+    if (token) q.set("token", token);
+    const qs = q.toString();
+    return this.api + path + (qs ? "?" + qs : "");
+  }
+
+  async call(method, path, params) {
+    const headers = { Accept: "application/json" };
+    const xsrf = cookie("_xsrf");
+    if (xsrf) headers["X-XSRFToken"] = xsrf;
+    const r = await fetch(this.url(path, params), { method, headers, credentials: "same-origin" });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.detail || `${method} ${path}: HTTP ${r.status}`);
+    return body;
+  }
+
+  // Every row a filter keeps, page by page (1,000 rows each); onPage(rows) after each.
+  async loadAll(filter, onPage) {
+    let cursor = null;
+    let n = 0;
+    do {
+      const params = { limit: "1000", fields: ROW_FIELDS, ...(filter || {}) };
+      if (cursor) params.cursor = cursor;
+      const page = await this.call("GET", "tasks", params);
+      onPage(page.tasks);
+      n += page.tasks.length;
+      cursor = page.next_cursor;
+    } while (cursor && n < 100000 && !this.closed);
+  }
+
+  // Events after `cursor()`, to onEvent(ev); onState(error text, "" when connected).
+  follow(cursor, onEvent, onState) {
+    if (this.closed) return;
+    if (typeof EventSource !== "undefined" && !this.sseFailed) {
+      const c = cursor();
+      const src = new EventSource(this.url("events", c ? { after: c } : {}), { withCredentials: true });
+      this.source = src;
+      let opened = false;
+      src.addEventListener("task", (m) => {
+        try { onEvent(JSON.parse(m.data)); } catch (e) { /* skip a bad frame */ }
+      });
+      src.onopen = () => { opened = true; onState(""); };
+      src.onerror = () => {
+        if (!opened) { src.close(); this.sseFailed = true; this.follow(cursor, onEvent, onState); }
+        else onState("lost the qtaskdist API, reconnecting…"); // EventSource retries with Last-Event-ID
+      };
+      return;
+    }
+    this.longPoll(cursor, onEvent, onState);
+  }
+
+  async longPoll(cursor, onEvent, onState) {
+    while (!this.closed) {
+      try {
+        const params = { timeout_s: String(this.model.get("poll_timeout_s") || 25) };
+        if (cursor()) params.after = cursor();
+        const body = await this.call("GET", "events", params);
+        for (const ev of body.events) onEvent(ev);
+        onState("", body.cursor);
+      } catch (e) {
+        onState("lost the qtaskdist API, retrying: " + e.message);
+        await new Promise((r) => setTimeout(r, 3000));
+      }
+    }
+  }
+
+  close() {
+    this.closed = true;
+    if (this.source) this.source.close();
+  }
+}

@@ -1,0 +1,75 @@
+"""A task is ``running`` only while its job runs (issue 26, point 3).
+
+A real worker claims more tasks than its job processes run at once; the claimed ones wait
+behind the others. The rows (and the table's rules over them) must tell the two apart, and
+a task's run time must be its job's, its queue wait up to its job's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+from qtaskdist_jupyter.kernel.widget import TaskTableState
+from tests.fixtures.workers import heavy_qasm, kill_tree, rows, start_worker, stop, submit
+
+TASKS = 8
+
+
+def _shown(got: list[dict]) -> dict[str, int]:
+    state = TaskTableState()
+    state.apply_page(got)
+    return state.counts()
+
+
+async def test_claimed_tasks_wait_and_only_the_running_jobs_show_running(
+    service, settings, tmp_path
+) -> None:
+    # Distinct shots: every task is a unit of its own, about a second of Aer each.
+    payloads = [
+        {"circuit": heavy_qasm(3, n=19), "shots": 10 + i, "method": "statevector", "seed": 1}
+        for i in range(TASKS)
+    ]
+    ids = await submit(service, "simulate", payloads)
+    # Two job processes; one read claims all eight (batch size 8, prefetch one batch).
+    proc = start_worker(
+        settings,
+        *("--task-types", "simulate", "--concurrency", "2", "--batch-size", "8"),
+        log=tmp_path / "worker.log",
+    )
+    samples: list[dict[str, int]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = await rows(service, ids)
+            if all(r["status"] == "completed" for r in got):
+                break
+            samples.append(_shown(got))
+            await asyncio.sleep(0.05)
+        else:
+            log = (tmp_path / "worker.log").read_text()[-3000:]
+            raise AssertionError(f"not finished: {samples[-1:]}\n{log}")
+    finally:
+        try:
+            stop(proc)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+    # While the worker held many claimed tasks, two ran and the rest waited. (Between a
+    # job's end and its completion's write, at most SETTLE_AFTER_S, the next one may
+    # already have started: hence a third for a moment.)
+    assert any(s["running"] == 2 and s["waiting"] >= 4 for s in samples), samples
+    assert max(s["running"] for s in samples) <= 3, samples
+    got = await rows(service, ids)
+    for r in got:
+        meta = r["meta_data"]
+        assert r["claimed_at"] <= r["started_at"] <= r["finished_at"]
+        # Run time is the job's: from its start to its end, give or take the pipe's hop
+        # and the settle (SETTLE_AFTER_S and one statement).
+        shown_run_s = (r["finished_at"] - r["started_at"]).total_seconds()
+        assert -0.05 < shown_run_s - meta["run_time_s"] < 1.0, (shown_run_s, meta["run_time_s"])
+        waited_s = (r["started_at"] - r["queued_at"]).total_seconds()
+        assert abs(meta["queue_wait_s"] - waited_s) < 0.01
+    # The last task to start waited behind the others, well past its claim.
+    last = max(got, key=lambda r: r["started_at"])
+    assert (last["started_at"] - last["claimed_at"]).total_seconds() > 1.0

@@ -1,0 +1,29 @@
+"""The MIME bundle that keeps a saved output live in JupyterLab (issue 26, point 1)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from qtaskdist_jupyter.kernel.handles import TaskHandle
+from qtaskdist_jupyter.kernel.live_view import FACTS, TASKS_MIME
+from qtaskdist_jupyter.kernel.widget import TaskTable
+
+
+def test_a_task_handle_carries_its_task_and_the_api_path_but_no_token() -> None:
+    client = SimpleNamespace(url="https://hub.example/user/ada/?token=secret")
+    data = TaskHandle(client, "t-1", {"status": "queued"})._repr_mimebundle_()
+    bundle = data[TASKS_MIME]
+    assert bundle["task_id"] == "t-1"
+    assert bundle["api_url"] == "/user/ada/qtaskdist/api/"
+    assert bundle["facts"] == FACTS
+    assert "secret" not in repr(bundle)
+    assert "text/html" in data  # the snapshot stays for hosts without the renderer
+
+
+def test_the_table_carries_its_filter_beside_the_widget() -> None:
+    table = TaskTable(base_url="/user/ada/", status="failed", batch_id="b-1")
+    data, _meta = table._repr_mimebundle_()
+    bundle = data[TASKS_MIME]
+    assert (bundle["status"], bundle["batch_id"], bundle["task_id"]) == ("failed", "b-1", "")
+    assert bundle["api_url"] == "/user/ada/qtaskdist/api/"
+    assert "application/vnd.jupyter.widget-view+json" in data
