@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -80,6 +81,44 @@ async def test_complete_many_skips_stale(service) -> None:
     )
     assert {d["task_id"] for d in done} == {ids[0], ids[2]}
     assert (await store.get(ids[1]))["status"] == "running"
+
+
+def _ended(started: datetime) -> dict:
+    """An attempt's end as the worker writes it: its entry carries its job's start."""
+    return {"attempts": [{"attempt": 1, "started_at": started.isoformat()}]}
+
+
+async def test_a_completion_written_before_its_start_keeps_the_jobs_start(service) -> None:
+    store = service.store
+    rows = await service.create([_task() for _ in range(3)], enqueue=True)
+    ids = [r["task_id"] for r in rows]
+    await store.claim_many([(t, 0) for t in ids], worker="w")
+    job_start = datetime.now(UTC) - timedelta(seconds=16)
+    # ids[0]: its start was stamped first; ids[1] / ids[2]: the completion (or the
+    # failure) raced ahead of the batch that stamps the start.
+    await store.mark_started([(ids[0], 1, job_start - timedelta(seconds=1))])
+    await store.complete_many([(t, 1, {"v": 0}, _ended(job_start)) for t in ids[:2]])
+    await store.fail(ids[2], 1, "boom", _ended(job_start))
+    # The late start write finds them finished: it changes nothing, emits nothing.
+    late = datetime.now(UTC)
+    assert await store.mark_started([(t, 1, late) for t in ids]) == []
+    got = {t: await store.get(t) for t in ids}
+    assert got[ids[0]]["started_at"] == job_start - timedelta(seconds=1)
+    assert got[ids[1]]["started_at"] == job_start and got[ids[1]]["status"] == "completed"
+    assert got[ids[2]]["started_at"] == job_start and got[ids[2]]["status"] == "failed"
+
+
+async def test_a_start_write_never_restamps_or_touches_another_attempt(service) -> None:
+    store = service.store
+    (row,) = await service.create([_task()], enqueue=True)
+    tid = row["task_id"]
+    await store.claim_many([(tid, 0)], worker="w")
+    first = datetime.now(UTC) - timedelta(seconds=5)
+    assert len(await store.mark_started([(tid, 1, first)])) == 1
+    assert await store.mark_started([(tid, 1, datetime.now(UTC))]) == []
+    assert await store.mark_started([(tid, 2, datetime.now(UTC))]) == []
+    got = await store.get(tid)
+    assert got["started_at"] == first and got["status"] == "running" and got["attempt"] == 1
 
 
 async def test_retry_later_sets_backoff_and_count(service) -> None:

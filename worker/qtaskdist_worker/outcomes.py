@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.task_times import attempt_start
 
 HOST = socket.gethostname()
 T = TypeVar("T")
@@ -67,7 +68,7 @@ def profile(
     ``now``: when the attempt ended (one clock reading serves a whole settled batch)."""
     row = item.row
     now = now or datetime.now(UTC)
-    started = item.started or row.get("started_at")
+    started = attempt_start(item.started, row.get("started_at"), now, run_time_s)
     claimed = row.get("claimed_at")
     queued = row.get("queued_at") or row.get("created_at")
     prior = list((row.get("meta_data") or {}).get("attempts") or [])
@@ -75,13 +76,13 @@ def profile(
         "attempt": item.attempt,
         "worker": worker,
         "claimed_at": claimed.isoformat() if claimed else None,
-        "started_at": started.isoformat() if started else None,
+        "started_at": started.isoformat(),
         "finished_at": now.isoformat(),
         "outcome": result_kind,
         "error": None if outcome.get("ok") else outcome.get("error"),
     }
     meta: dict[str, Any] = {
-        "queue_wait_s": (started - queued).total_seconds() if started and queued else None,
+        "queue_wait_s": (started - queued).total_seconds() if queued else None,
         "run_time_s": round(run_time_s, 6),
         "worker": worker,
         "host": HOST,

@@ -56,6 +56,8 @@ _CLAIM = (
 )
 
 # running (claimed) → running with ``started_at``: the tasks' unit began in a job process.
+# Only a row still running that attempt with no start yet (task_times.start_write_applies):
+# a start written after the attempt ended (its completion raced ahead) changes nothing.
 _STARTS = (
     func.unnest(
         bindparam("ids", type_=ARRAY(Uuid)),
@@ -71,6 +73,7 @@ _START = (
         tasks.c.task_id == _STARTS.c.id,
         tasks.c.attempt == _STARTS.c.attempt,
         tasks.c.status == S.RUNNING.value,
+        tasks.c.started_at.is_(None),
     )
     .values(started_at=_STARTS.c.started, updated_at=func.now())
     .returning(*LIGHT)

@@ -27,6 +27,7 @@ from qtaskdist_jupyter.core.models import Task
 from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 from qtaskdist_jupyter.core.store.statements import _CLAIM, _START, LIGHT
+from qtaskdist_jupyter.core.task_times import carried_start
 
 tasks = Task.__table__
 S = TaskStatus
@@ -36,6 +37,16 @@ def _utc_iso(ts: Any) -> Any:
     """A timestamp as the worker writes them (Python's isoformat in UTC), whatever the
     session's TimeZone."""
     return func.to_char(func.timezone("UTC", ts), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+
+def _carried(meta: dict[str, Any]) -> str | None:
+    started = carried_start(meta)
+    return started.isoformat() if started else None
+
+
+def _start_at_end(meta: dict[str, Any]) -> Any:
+    """``COALESCE(started_at, <the start the attempt's end carries>)`` (task_times)."""
+    return func.coalesce(tasks.c.started_at, carried_start(meta))
 
 
 def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
@@ -204,14 +215,19 @@ class Transitions:
         """
         if not results:
             return []
-        payload = [{"id": str(t), "attempt": a, "result": r, "meta": m} for t, a, r, m in results]
+        payload = [
+            {"id": str(t), "attempt": a, "result": r, "meta": m, "started": _carried(m)}
+            for t, a, r, m in results
+        ]
+        # A fast task's completion may be written before its start (task_times): the row
+        # keeps the start it has, else takes the one its attempt's end carries.
         stmt = text(
             """
             UPDATE tasks SET status = :to_status, result = v.result, error = NULL,
                    meta_data = tasks.meta_data || v.meta, finished_at = now(),
-                   updated_at = now()
+                   started_at = COALESCE(tasks.started_at, v.started), updated_at = now()
             FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                 AS v(id uuid, attempt int, result jsonb, meta jsonb)
+                 AS v(id uuid, attempt int, result jsonb, meta jsonb, started timestamptz)
             WHERE tasks.task_id = v.id AND tasks.attempt = v.attempt
               AND tasks.status = :from_status
             RETURNING tasks.task_id, tasks.task_type, tasks.status, tasks.owner,
@@ -243,6 +259,7 @@ class Transitions:
                 "result": result,
                 "error": None,
                 "meta_data": tasks.c.meta_data.op("||")(meta),
+                "started_at": _start_at_end(meta),
                 "finished_at": func.now(),
             },
         )
@@ -260,6 +277,7 @@ class Transitions:
                 "status": S.FAILED.value,
                 "error": error,
                 "meta_data": tasks.c.meta_data.op("||")(meta),
+                "started_at": _start_at_end(meta),
                 "finished_at": func.now(),
             },
         )
