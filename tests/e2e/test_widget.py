@@ -69,8 +69,15 @@ def test_merge_rules() -> None:
     s = TaskTableState()
     s.apply_page([_row(1, updated=100.0)])
     tid = str(uuid.UUID(int=1))
-    s.apply_event({"task_id": tid, "status": "running", "attempt": 1, "ts": 200.0, "id": "5-0"})
+    # The claim: running in the row, but it waits behind the worker's other tasks.
+    s.apply_event({"task_id": tid, "status": "running", "attempt": 1, "ts": 190.0, "id": "4-0"})
+    assert s.rows[tid]["started"] is None and s.shown_status(s.rows[tid]) == "waiting"
+    assert s.counts()["waiting"] == 1 and s.counts()["running"] == 0
+    # Its job began.
+    ev = {"task_id": tid, "status": "running", "attempt": 1, "ts": 200.0, "id": "5-0"}
+    s.apply_event({**ev, "started": True})
     assert s.rows[tid]["status"] == "running" and s.rows[tid]["started"] == 200.0
+    assert s.shown_status(s.rows[tid]) == "running" and s.counts()["running"] == 1
     s.apply_page([_row(1, "queued", updated=150.0)])  # a page fetched before the event
     assert s.rows[tid]["status"] == "running"
     s.apply_event({"task_id": tid, "status": "failed", "attempt": 1, "ts": 210.0, "id": "6-0"})
@@ -103,7 +110,8 @@ def test_10000_rows_page_fast() -> None:
 def test_widget_traits_and_front_end_files() -> None:
     assert browser_base_url("http://127.0.0.1:8888/") == "/"
     assert browser_base_url("https://hub.example/user/ada/") == "/user/ada/"
-    js = (STATIC / "task_table.js").read_text()
+    # The table module: the view (task_table.js) and its event client (table_client.js).
+    js = (STATIC / "task_table.js").read_text() + (STATIC / "table_client.js").read_text()
     for needed in ("EventSource", "X-XSRFToken", "requestAnimationFrame", "export default"):
         assert needed in js
     table = TaskTable(base_url="/user/ada/", status="failed")

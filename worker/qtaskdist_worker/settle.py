@@ -32,6 +32,21 @@ log = logging.getLogger("qtaskdist_worker")
 Finished = tuple[InFlight, dict[str, Any], float, int]
 
 
+async def _after_their_running_events(items: list[InFlight]) -> None:
+    """Wait for the writes of these tasks' running events, the claim's and the start's
+    (whose failure, if any, the main loop or the Starter handles: not raised again here).
+
+    Before the outcome's write, not just its event: a fast task's start batch is then
+    in the row (and its ``started`` event in the stream) before its completion, so every
+    attempt that ran has its start event and a late start write has nothing to race. The
+    completion still carries its start (task_times.start_at_end) for a start write that
+    failed."""
+    announced = {i.announced for i in items if i.announced is not None}
+    announced |= {i.start_written for i in items if i.start_written is not None}
+    if announced:
+        await asyncio.wait(announced)
+
+
 class Settler:
     """Collects the finished units of one request and settles them together.
 
@@ -101,6 +116,7 @@ class Finisher:
         ended: list[tuple[InFlight, str, float, float | None]] = []
         items = [f[0] for f in finished]
         replies = {i.key: out for i, out, _r, _b in finished}
+        await _after_their_running_events(items)
         await store_arrays(self.store, self.spool_dir, until_up, items, replies)
         now = datetime.now(UTC)
         for item, _out, run_time_s, batched_with in finished:
@@ -147,12 +163,6 @@ class Finisher:
                     continue  # the attempt fence dropped it (counted by fence_refused)
                 outcome = "failed"  # PostgreSQL refused the result: the task failed
             metrics.task_finished(item.row["task_type"], outcome, run_time_s, wait_s)
-        announced = {i.announced for i in items if i.announced is not None}
-        announced |= {i.start_written for i in items if i.start_written is not None}
-        if announced:
-            # A completed event must not overtake its running events, the claim's and the
-            # start's (whose failure, if any, the main loop handles: not raised again here).
-            await asyncio.wait(announced)
         acks = [(i.stream, i.entry_id) for i in items]
         await until_up(lambda: self.broker.settle(events, acks), "settle")
         self.inflight.remove(items)
