@@ -73,3 +73,43 @@ async def test_claimed_tasks_wait_and_only_the_running_jobs_show_running(
     # The last task to start waited behind the others, well past its claim.
     last = max(got, key=lambda r: r["started_at"])
     assert (last["started_at"] - last["claimed_at"]).total_seconds() > 1.0
+
+
+CLAIMED = 384  # --batch-size 128 × (2 job processes + 1 read prefetched)
+
+
+async def test_of_384_claimed_tasks_two_run_and_the_rest_wait(service, settings, tmp_path) -> None:
+    # Issue 26, Must hold: a worker holds 3 × 128 claimed tasks and runs two of them.
+    payloads = [
+        {"circuit": heavy_qasm(3, n=19), "shots": 10 + i, "method": "statevector", "seed": 1}
+        for i in range(CLAIMED)
+    ]
+    ids = await submit(service, "simulate", payloads)
+    proc = start_worker(
+        settings,
+        *("--task-types", "simulate", "--concurrency", "2", "--batch-size", "128"),
+        log=tmp_path / "worker.log",
+    )
+    seen: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen = _shown(await rows(service, ids))
+            if seen["running"] + seen["waiting"] == CLAIMED and seen["running"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            log = (tmp_path / "worker.log").read_text()[-3000:]
+            raise AssertionError(f"never held {CLAIMED} with 2 running: {seen}\n{log}")
+        # The waiting ones never started: cancelled now, they show no run time.
+        for tid in ids:
+            await service.cancel(tid, owner=None)
+    finally:
+        try:
+            stop(proc)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+    assert seen["waiting"] == CLAIMED - 2, seen
+    got = await rows(service, ids)
+    never_started = [r for r in got if r["status"] == "cancelled" and r["started_at"] is None]
+    assert len(never_started) >= CLAIMED - 4, len(never_started)
