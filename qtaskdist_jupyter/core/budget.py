@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import LimitExceeded
+from qtaskdist_jupyter.core.observables import check_observables
 
 if TYPE_CHECKING:  # the codec imports qiskit
     from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
@@ -94,6 +95,7 @@ def check_submit(
     backend_run's counts, and its memory on the local device (where Aer runs too)."""
     n, ops, budget = info.num_qubits, info.operations, limits.max_task_memory_bytes
     if task_type == "simulate":
+        check_observables(payload.get("observables"), n)
         check_task_memory(payload, n, ops, budget)
     elif task_type == "backend_run" and payload.get("device_id") == LOCAL_DEVICE_ID:
         method = (payload.get("provider_options") or {}).get("method") or "automatic"

@@ -7,7 +7,8 @@
 const HINTS = [
   [/parse|syntax|invalid circuit|line \d+/i, "Check the circuit text at the line and column shown."],
   [/time ?limit|timed out|timeout/i, "Raise time_limit_s or split the work into smaller tasks."],
-  [/qubits|instructions|limit/i, "The task is over a configured limit; shrink the circuit."],
+  [/observable|pauli/i, "Give each observable one Pauli factor per qubit (the rightmost acts on qubit 0)."],
+  [/QTASKDIST_MAX|over .*limit|exceeds|too (large|many)/i, "The task is over a configured limit; shrink the circuit."],
   [/parameter/i, "Bind every circuit parameter (--sweep NAME=START:STOP:NUM)."],
   [/cancel/i, "Cancelled: press retry to run it again."],
   [/qbraid|device|api key/i, "Check the backend device id and QBRAID_API_KEY on the workers."],
@@ -32,7 +33,9 @@ export function detailBody(t, S, arrayUrl) {
   if (t.status === S.FAILED || t.status === S.CANCELLED) {
     const msg = (t.error || t.status).split("\n")[0];
     const hint = (HINTS.find(([re]) => re.test(msg)) || [null, "See the worker log for details."])[1];
-    return h("div", { class: "qtd-error" }, h("div", {}, msg), h("div", { class: "qtd-hint" }, "hint: " + hint));
+    // A cancelled task is no error: shown in the plain text colour, not the error's red.
+    const cls = t.status === S.CANCELLED ? "qtd-ended" : "qtd-error";
+    return h("div", { class: cls }, h("div", {}, msg), h("div", { class: "qtd-hint" }, "hint: " + hint));
   }
   if (t.status !== S.COMPLETED) return h("div", {}, `not finished yet (${t.status})`);
   if (res.llvm_ir) return h("pre", { class: "qtd-qir" }, res.llvm_ir);
