@@ -44,16 +44,42 @@ def top_items(values: dict[str, float], n: int = MAX_BARS) -> list[tuple[str, fl
     return sorted(top)
 
 
+def value_axis_top(values: Sequence[float]) -> float:
+    """The value axis' top: a tenth above the largest bar, so the bars of a many-qubit
+    state (each probability far below 1) fill the chart instead of vanishing on 0-1."""
+    top = max(values, default=0.0)
+    return top * 1.1 if top > 0 else 1.0
+
+
+def label_rotation(labels: Sequence[str]) -> int:
+    """Degrees to turn bar labels: upright only when few and short (20-bit labels side by
+    side overlap)."""
+    return 90 if len(labels) > 8 or max(map(len, labels), default=0) > 4 else 0
+
+
+def shown_of(shown: int, total: int) -> str:
+    """" (top 8 of 1048576)" when a chart shows only the largest entries, else ""."""
+    return "" if shown == total else f" (top {shown} of {total})"
+
+
+def _bars(items: list[tuple[str, float]], color: str, ylabel: str) -> tuple[Any, Any]:
+    labels = [k for k, _ in items]
+    turned = label_rotation(labels) == 90
+    tall = 3.0 + (0.08 * max(map(len, labels), default=0) if turned else 0.0)
+    fig = _figure(max(4.0, min(12.0, 0.45 * len(items) + 2)), tall)
+    ax = fig.add_subplot()
+    ax.bar(labels, [v for _, v in items], color=color)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, value_axis_top([v for _, v in items]))
+    ax.tick_params(axis="x", labelrotation=label_rotation(labels))
+    return fig, ax
+
+
 def counts_figure(counts: dict[str, int], title: str | None = None) -> Any:
     items = top_items(counts)
-    fig = _figure(max(4.0, min(12.0, 0.45 * len(items) + 2)), 3.0)
-    ax = fig.add_subplot()
-    ax.bar([k for k, _ in items], [v for _, v in items], color="#1e88e5")
-    ax.set_ylabel("counts")
-    ax.tick_params(axis="x", labelrotation=90 if len(items) > 8 else 0)
-    shown = "" if len(items) == len(counts) else f" (top {len(items)} of {len(counts)})"
+    fig, ax = _bars(items, "#1e88e5", "counts")
     # Names are user text: "$" must not start mathtext (a bad formula raises).
-    ax.set_title((title or "counts") + shown, parse_math=False)
+    ax.set_title((title or "counts") + shown_of(len(items), len(counts)), parse_math=False)
     return fig
 
 
@@ -62,12 +88,9 @@ def probabilities_figure(probs: dict[str, float] | Sequence[float], title: str =
         n = max(1, (len(probs) - 1).bit_length())
         probs = {format(i, f"0{n}b"): p for i, p in enumerate(probs)}
     items = top_items(probs)
-    fig = _figure(max(4.0, min(12.0, 0.45 * len(items) + 2)), 3.0)
-    ax = fig.add_subplot()
-    ax.bar([k for k, _ in items], [v for _, v in items], color="#8e24aa")
-    ax.set_ylabel("probability")
-    ax.set_ylim(0, 1)
-    ax.set_title(title or "probabilities", parse_math=False)
+    fig, ax = _bars(items, "#8e24aa", "probability")
+    shown = shown_of(len(items), len(probs))
+    ax.set_title((title or "probabilities") + shown, parse_math=False)
     return fig
 
 
@@ -101,7 +124,8 @@ def expectation_figure(
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xlabel(parameter)
     ax.set_ylabel("expectation value")
-    ax.legend(loc="best")
+    # Beside the axes, not over the curves.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig
 
 

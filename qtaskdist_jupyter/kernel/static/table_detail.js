@@ -79,20 +79,29 @@ function params(p) {
 }
 
 // Counts as SVG bars: no plotting library in the browser, and it renders offline.
+// Only the 32 largest outcomes are drawn, and the caption says so; long bitstrings stand on
+// end under their bar (20-bit labels side by side overlap).
+const HIST_BARS = 32;
+
 function histogram(counts) {
-  const items = Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, 32).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  const all = Object.entries(counts);
+  const items = all.sort((a, b) => b[1] - a[1]).slice(0, HIST_BARS).sort((a, b) => (a[0] < b[0] ? -1 : 1));
   const max = Math.max(1, ...items.map(([, v]) => v));
-  const W = 28, H = 120, ns = "http://www.w3.org/2000/svg";
+  const turned = items.some(([k]) => k.length > 4);
+  const W = 28, H = 120, L = turned ? 6 * Math.max(...items.map(([k]) => k.length)) + 8 : 16;
+  const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "qtd-hist");
   svg.setAttribute("width", String(items.length * W + 10));
-  svg.setAttribute("height", String(H + 40));
+  svg.setAttribute("height", String(H + 24 + L));
   items.forEach(([k, v], i) => {
     const bh = Math.round((H * v) / max);
     const rect = document.createElementNS(ns, "rect");
     for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 14, width: W - 6, height: bh, class: "qtd-hist-bar" })) rect.setAttribute(a, String(val));
     const label = document.createElementNS(ns, "text");
-    for (const [a, val] of Object.entries({ x: i * W + 5, y: H + 28, "font-size": "9" })) label.setAttribute(a, String(val));
+    const at = turned ? { x: i * W + 14, y: H + 20, "font-size": "9", transform: `rotate(90 ${i * W + 14} ${H + 20})` }
+      : { x: i * W + 5, y: H + 28, "font-size": "9" };
+    for (const [a, val] of Object.entries(at)) label.setAttribute(a, String(val));
     label.textContent = k;
     const num = document.createElementNS(ns, "text");
     for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 11, "font-size": "9" })) num.setAttribute(a, String(val));
@@ -102,5 +111,6 @@ function histogram(counts) {
     rect.append(title);
     svg.append(rect, label, num);
   });
-  return svg;
+  const shown = all.length > items.length ? `top ${items.length} of ${all.length} outcomes` : `${all.length} outcomes`;
+  return h("div", { class: "qtd-hist-box" }, h("div", { class: "qtd-hint" }, shown), svg);
 }
