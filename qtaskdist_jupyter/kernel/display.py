@@ -58,7 +58,7 @@ def label_rotation(labels: Sequence[str]) -> int:
 
 
 def shown_of(shown: int, total: int) -> str:
-    """" (top 8 of 1048576)" when a chart shows only the largest entries, else ""."""
+    """ " (top 8 of 1048576)" when a chart shows only the largest entries, else ""."""
     return "" if shown == total else f" (top {shown} of {total})"
 
 

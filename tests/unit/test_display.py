@@ -42,7 +42,8 @@ def test_a_many_qubit_states_bars_fill_their_axis() -> None:
 
 
 def test_the_legend_sits_beside_the_curves() -> None:
-    rows = [{"parameters": {"t": t / 10}, "expectation_values": [t / 10, -t / 10]} for t in range(9)]
+    xs = [t / 10 for t in range(9)]
+    rows = [{"parameters": {"t": x}, "expectation_values": [x, -x]} for x in xs]
     fig = display.expectation_figure(rows)
     fig.canvas.draw()
     ax = fig.axes[0]
