@@ -101,3 +101,11 @@ def is_uuid(text: str) -> bool:
 
 def emit(text: str, html: str) -> None:
     display({"text/plain": text, "text/html": html}, raw=True)
+
+
+def retried_line(task_id: str, row: dict[str, Any]) -> str:
+    """What ``%qtask retry`` prints. A row's ``attempt`` counts the attempts begun so far
+    (a claim adds one), so a task queued again waits for attempt ``attempt + 1``."""
+    if row.get("status") == "queued":
+        return f"task {task_id}: queued for attempt {int(row.get('attempt') or 0) + 1}"
+    return f"task {task_id}: {row.get('status')} (attempt {row.get('attempt')})"

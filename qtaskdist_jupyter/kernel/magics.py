@@ -26,6 +26,7 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     is_uuid,
     parse_noise,
     parse_sweep,
+    retried_line,
     user_message,
 )
 from qtaskdist_jupyter.kernel.payloads import encode
@@ -309,9 +310,12 @@ class QtaskMagics(Magics):
         print(f"task {h.task_id}: {row['status']}")
 
     def _do_retry(self, args: Any) -> None:
+        if not args.target:
+            # Not the last handle: that may be any task, and a retry runs it again.
+            raise UsageError("%qtask retry needs a task id (%qtask list --status failed)")
         h = self._target(args)
         row = self._transition(h, "retried", h.retry)
-        print(f"task {h.task_id}: {row['status']} (attempt {row['attempt']})")
+        print(retried_line(h.task_id, row))
 
     @staticmethod
     def _transition(h: Any, verb: str, action: Any) -> dict[str, Any]:

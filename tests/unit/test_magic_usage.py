@@ -10,6 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
+from qtaskdist_jupyter.kernel.magic_helpers import retried_line
 from qtaskdist_jupyter.kernel.magics import QtaskMagics
 from tests.fixtures.circuits import BELL_QASM2
 
@@ -37,9 +38,21 @@ def refusal(ip: InteractiveShell, cell: str) -> str:
         ("%qtask frobnicate", "unknown action 'frobnicate'"),
         ("%qtask simulate", "'simulate' is a cell magic"),
         ("%%qtask list\nx", "'list' is a line magic"),
+        # A retry runs a task again: never the last handle by default.
+        ("%qtask retry", "%qtask retry needs a task id"),
     ],
 )
 def test_refused_before_any_server_is_asked(
     bare_shell: InteractiveShell, cell: str, words: str
 ) -> None:
     assert words in refusal(bare_shell, cell)
+
+
+def test_a_retried_task_waits_for_its_next_attempt() -> None:
+    # The first attempt failed (attempt 1); the retry queues it for the second.
+    assert retried_line("t1", {"status": "queued", "attempt": 1}) == (
+        "task t1: queued for attempt 2"
+    )
+    assert retried_line("t1", {"status": "running", "attempt": 2}) == (
+        "task t1: running (attempt 2)"
+    )
