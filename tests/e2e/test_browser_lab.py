@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from qtaskdist_jupyter.core.config import libpq_url
 from tests.e2e.test_browser import Notebook
 from tests.fixtures.browser import api_post, start_lab, write_notebook
 
@@ -79,8 +81,49 @@ def _contrast_violations(page: Any) -> list[Any]:
     )
 
 
+# WCAG 2.x contrast of every visible text in the table, the panel and the details, with
+# axe-core's formula: relative luminance L = 0.2126 R + 0.7152 G + 0.0722 B of linearized
+# sRGB; ratio (L1 + 0.05) / (L2 + 0.05); AA is 4.5:1, 3:1 for large text (24 px, or 18.66 px
+# bold). axe marks text over stacked table backgrounds "incomplete" (needs review) instead
+# of judging it, so this check walks the ancestors' backgrounds itself.
+WCAG_LOW = """() => {
+  const rgba = (c) => {
+    const m = c.match(/[\\d.]+/g).map(Number);
+    return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1];
+  };
+  const over = (fg, bg) => [0, 1, 2].map((i) => fg[i] * fg[3] + bg[i] * (1 - fg[3])).concat(1);
+  const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    return layers.reverse().reduce((bg, c) => over(c, bg), [255, 255, 255, 1]);
+  };
+  const low = [];
+  for (const el of document.querySelectorAll(".qtd-root *")) {
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3);
+    const text = own.map((n) => n.textContent).join("").trim();
+    const box = el.getBoundingClientRect();
+    if (!text || !box.width || !box.height || el.closest("svg")) continue;
+    const st = getComputedStyle(el);
+    if (st.visibility === "hidden" || +st.opacity === 0) continue;
+    const bg = background(el), fg = over(rgba(st.color), bg);
+    const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    const size = parseFloat(st.fontSize), bold = +st.fontWeight >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    const what = `${text.slice(0, 40)} (${el.className})`;
+    if (ratio < need) low.push(`${what}: ${ratio.toFixed(2)} < ${need}`);
+  }
+  return low;
+}"""
+
+
 def test_outputs_stay_live_with_no_kernel_and_the_panel_lists_every_task(
-    chromium_context: Any, lab: Any
+    chromium_context: Any, lab: Any, database_url: str
 ) -> None:
     if not AXE.exists():
         pytest.fail(f"axe-core is missing ({AXE}): run scripts/bootstrap.sh")
@@ -90,7 +133,7 @@ def test_outputs_stay_live_with_no_kernel_and_the_panel_lists_every_task(
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     try:
-        _scenario(page, lab)
+        _scenario(page, lab, database_url)
     except Exception:
         page.screenshot(path=str(lab.root_dir.parent / "failure.png"))
         print("browser console:\n" + "\n".join(console[-40:]))
@@ -98,7 +141,7 @@ def test_outputs_stay_live_with_no_kernel_and_the_panel_lists_every_task(
         raise
 
 
-def _scenario(page: Any, lab: Any) -> None:
+def _scenario(page: Any, lab: Any, database_url: str) -> None:
     nb = Notebook(page, IMG)
     page.goto(f"{lab.url}lab/tree/test.ipynb?token={lab.token}")
     nb.wait_kernel_idle(60)
@@ -152,6 +195,28 @@ def _scenario(page: Any, lab: Any) -> None:
     cancel = page.locator(f'{OUTPUT} tr.qtd-row[data-task-id="{later}"] button.qtd-cancel')
     box = cancel.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 900, box
-    violations = _contrast_violations(page)
+    violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
     _shot(page, "03-dark-900px")
     assert violations == [], violations
+
+    # A failed task's detail (its error and hint, in the error's colour) is legible too.
+    _fail_in_the_store(
+        database_url, from_api, "observable 'ZZZ' has 3 Pauli factors but the circuit has 1 qubits"
+    )
+    page.locator(f'{OUTPUT} tr.qtd-row[data-task-id="{from_api}"] td').nth(1).click()
+    error = page.locator(f"{OUTPUT} tr.qtd-detail-row .qtd-error")
+    error.wait_for(timeout=15_000)
+    assert "Pauli factors" in error.inner_text() and "hint:" in error.inner_text()
+    violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
+    _shot(page, "04-dark-error-detail")
+    assert violations == [], violations
+
+
+def _fail_in_the_store(database_url: str, task_id: str, error: str) -> None:
+    """No worker runs here: the row is failed directly, as a worker's failure leaves it."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'failed', error = %s, finished_at = now(),"
+            " updated_at = now() WHERE task_id = %s",
+            (error, task_id),
+        )

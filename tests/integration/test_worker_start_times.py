@@ -56,10 +56,11 @@ async def test_claimed_tasks_wait_and_only_the_running_jobs_show_running(
         except subprocess.TimeoutExpired:
             kill_tree(proc)
     # While the worker held many claimed tasks, two ran and the rest waited. (Between a
-    # job's end and its completion's write, at most SETTLE_AFTER_S, the next one may
-    # already have started: hence a third for a moment.)
+    # job's end and its completion's write, SETTLE_AFTER_S and a statement, the process's
+    # next task may already have started: so each of the two processes may show two for
+    # a moment, more so on a loaded machine.)
     assert any(s["running"] == 2 and s["waiting"] >= 4 for s in samples), samples
-    assert max(s["running"] for s in samples) <= 3, samples
+    assert max(s["running"] for s in samples) <= 4, samples
     got = await rows(service, ids)
     for r in got:
         meta = r["meta_data"]
