@@ -2,7 +2,7 @@
 
 Runs against the test PostgreSQL / Redis, found as for tests/ (tests/fixtures/backing.py:
 ``TEST_DATABASE_URL`` / ``TEST_REDIS_URL``, else 127.0.0.1, else the embedded pair this
-session starts and stops): a fresh database ``qtd_nbval`` (dropped afterwards) and Redis
+session starts and stops): a fresh database ``qtd_nbval_<pid>`` (dropped afterwards) and Redis
 database 13, flushed first. A named service that does not answer fails the run loudly.
 
 Why a hook and not a fixture: nbval starts each notebook's kernel in the collector's
@@ -39,7 +39,8 @@ from tests.fixtures.backing import (
     stop_embedded,
 )
 
-NB_DATABASE = "qtd_nbval"
+# One per run (pid): two checkouts that share a PostgreSQL never drop each other's.
+NB_DATABASE = f"qtd_nbval_{os.getpid()}"
 # tests/ rotate over Redis databases 1..11 and keep 12, 14, 15 for their own servers;
 # scripts/test.sh runs the notebooks in their own pytest session besides.
 NB_REDIS_DB = 13
