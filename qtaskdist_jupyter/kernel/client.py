@@ -247,9 +247,11 @@ class Client:
         device_id: str,
         shots: int = 1024,
         provider_options: dict[str, Any] | None = None,
+        time_limit_s: float | None = None,
         **task: Any,
     ) -> TaskHandle | BatchHandle:
         opts = {"device_id": device_id, "shots": shots, "provider_options": provider_options}
+        opts["time_limit_s"] = time_limit_s  # task_payloads drops what is None
         return self.submit("backend_run", task_payloads(circuits, opts), **task)
 
     def get(self, task_id: str) -> dict[str, Any]:

@@ -76,7 +76,18 @@ class QtaskMagics(Magics):
     @argument("--max-retries", type=int, help="retries of a failed task (default 3)")
     @argument("--wait", action="store_true", help="wait for the result and show it")
     @argument("--out", help="store the handle in this variable")
-    @argument("--timeout", type=float, help="seconds to wait at most")
+    @argument(
+        "--time-limit",
+        type=float,
+        dest="time_limit_s",
+        help="simulate / convert / run: seconds each task may run on a worker",
+    )
+    @argument(
+        "--timeout",
+        type=float,
+        help="wait / --wait: seconds this cell waits for the result (the task keeps running;"
+        " its own limit is --time-limit)",
+    )
     @argument("--all", action="store_true", help="wait: every unfinished task")
     @argument("--status", help="list / table: statuses, comma separated")
     @argument("--type", dest="task_type", help="list / table: task type")
@@ -147,12 +158,13 @@ class QtaskMagics(Magics):
     def _submit(self, args: Any, body: str) -> Any:
         circuits = self.circuits_from_body(body)
         task = {"name": args.name, "tags": args.tags, "max_retries": args.max_retries}
+        limit = {"time_limit_s": args.time_limit_s} if args.time_limit_s else {}
         if args.action == "simulate":
-            handle = self._simulate(args, circuits, task)
+            handle = self._simulate(args, circuits, task, limit)
         elif args.action == "convert":
             handle = self.client.submit_convert(
                 circuits, profile=args.profile, module_name=args.module_name,
-                verify=args.verify, **task,
+                verify=args.verify, **limit, **task,
             )  # fmt: skip
         else:
             if not args.device:
@@ -160,7 +172,7 @@ class QtaskMagics(Magics):
                     "%%qtask run needs --device ID (--device local runs on Aer offline)"
                 )
             handle = self.client.submit_backend(
-                circuits, device_id=args.device, shots=args.shots or 1024, **task
+                circuits, device_id=args.device, shots=args.shots or 1024, **limit, **task
             )
         self.last = handle
         if args.out:
@@ -170,8 +182,11 @@ class QtaskMagics(Magics):
         self._wait_and_show(handle, args)
         return None
 
-    def _simulate(self, args: Any, circuits: Any, task: dict[str, Any]) -> Any:
+    def _simulate(
+        self, args: Any, circuits: Any, task: dict[str, Any], limit: dict[str, float]
+    ) -> Any:
         opts = {
+            **limit,
             "shots": args.shots or 1024,
             "seed": args.seed,
             "method": args.method,

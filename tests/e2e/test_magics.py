@@ -40,12 +40,14 @@ def user_error(res: Any, cap: CapturedIO) -> str:
 
 def test_bell_counts_come_back(shell: InteractiveShell) -> None:
     res, cap = run(
-        shell, f"%%qtask simulate --shots 400 --seed 5 --out qt_bell --wait\n{BELL_QASM2}"
+        shell,
+        "%%qtask simulate --shots 400 --seed 5 --time-limit 30 --out qt_bell --wait\n" + BELL_QASM2,
     )
     assert res.error_in_exec is None, cap.stderr
     assert "image/png" in mimetypes(cap)  # the histogram
     h = shell.user_ns["qt_bell"]
     assert isinstance(h, TaskHandle) and h.row["status"] == "completed"
+    assert h.row["payload"]["time_limit_s"] == 30  # the task's own limit, not the wait
     counts = h.counts()
     assert set(counts) == {"00", "11"} and sum(counts.values()) == 400
 
@@ -125,11 +127,13 @@ def test_convert_static_skips_the_execution_check(shell: InteractiveShell) -> No
 
 def test_run_device_local_completes(shell: InteractiveShell) -> None:
     res, cap = run(
-        shell, f"%%qtask run --device local --shots 100 --out qt_run --wait\n{BELL_QASM2}"
+        shell,
+        "%%qtask run --device local --shots 100 --time-limit 60 --out qt_run --wait\n" + BELL_QASM2,
     )
     assert res.error_in_exec is None, cap.stderr
     h = shell.user_ns["qt_run"]
     assert h.row["status"] == "completed" and h.row["task_type"] == "backend_run"
+    assert h.row["payload"]["time_limit_s"] == 60
     assert sum(h.counts().values()) == 100 and set(h.counts()) <= {"00", "11"}
 
 
