@@ -184,15 +184,19 @@ class TaskTableState:
         batch_id: str = "",
         page: int = 0,
         page_size: int = 50,
+        name: str = "",
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the filtered rows, newest first, and how many rows match."""
+        """One page of the filtered rows, newest first, and how many rows match. ``name``:
+        a part of the task's name, in any case."""
         wanted = {s for s in status.split(",") if s}
+        part = name.casefold()
         rows = [
             r
             for r in self.rows.values()
             if (not wanted or r["status"] in wanted)
             and (not task_type or r["task_type"] == task_type)
             and (not batch_id or r["batch_id"] == batch_id)
+            and (not part or part in (r["name"] or "").casefold())
         ]
         # Newest first; a batch's rows share one creation time, so they follow their
         # names in natural order (sweep[2] before sweep[10]), as in the JS.

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from qtaskdist_jupyter.core.config import libpq_url
 from tests.e2e.test_browser import Notebook
@@ -33,6 +34,7 @@ OUTPUT = ".jp-OutputArea .qtd-root:not(.qtd-batch-view):not(.qtd-task-view)"
 PANEL = "#qtaskdist-tasks .qtd-root"
 QASM = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1];\nh q[0];\n'
 CONVERT = {"task_type": "c_qir_convert", "payload": {"circuit": QASM}, "enqueue": True}
+QIR = "; ModuleID = 'bell'\ndefine void @main() #0 {\n  ret void\n}\n"
 KERNEL_CELL = f"""from qtaskdist_jupyter import Client
 h = Client().submit_convert({QASM!r}, name="from-kernel")"""
 
@@ -210,6 +212,28 @@ def _scenario(page: Any, lab: Any, database_url: str) -> None:
     violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
     _shot(page, "04-dark-error-detail")
     assert violations == [], violations
+
+    # A finished conversion's detail: the QIR preview with copy and download.
+    _complete_in_the_store(database_url, kernel_id, {"llvm_ir": QIR, "profile": "base"})
+    page.locator(f'{OUTPUT} tr.qtd-row[data-task-id="{kernel_id}"] td').nth(1).click()
+    page.locator(f"{OUTPUT} tr.qtd-detail-row pre.qtd-qir").wait_for(timeout=15_000)
+    link = page.locator(f"{OUTPUT} tr.qtd-detail-row a.qtd-qir-download")
+    assert link.get_attribute("download") == "from-kernel.ll"
+    downloaded = page.evaluate("h => fetch(h).then(r => r.text())", link.get_attribute("href"))
+    assert downloaded == QIR
+    assert page.locator(f"{OUTPUT} tr.qtd-detail-row button.qtd-qir-copy").is_visible()
+    violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
+    _shot(page, "05-dark-qir-detail")
+    assert violations == [], violations
+
+
+def _complete_in_the_store(database_url: str, task_id: str, result: dict) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'completed', result = %s, finished_at = now(),"
+            " updated_at = now() WHERE task_id = %s",
+            (Jsonb(result), task_id),
+        )
 
 
 def _fail_in_the_store(database_url: str, task_id: str, error: str) -> None:

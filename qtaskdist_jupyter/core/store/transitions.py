@@ -178,7 +178,8 @@ class Transitions:
         self, starts: Sequence[tuple[uuid.UUID, int, datetime]]
     ) -> list[dict[str, Any]]:
         """Stamp ``started_at`` on the running rows of these (task_id, attempt, start) whose
-        job began (one statement for a worker's batch); returns the rows stamped."""
+        job began (one statement for a worker's batch); returns the rows stamped, with
+        the columns of their events."""
         if not starts:
             return []
         params = {"ids": [s[0] for s in starts], "attempts": [s[1] for s in starts]}

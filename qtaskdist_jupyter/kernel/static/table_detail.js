@@ -38,7 +38,7 @@ export function detailBody(t, S, arrayUrl) {
     return h("div", { class: cls }, h("div", {}, msg), h("div", { class: "qtd-hint" }, "hint: " + hint));
   }
   if (t.status !== S.COMPLETED) return h("div", {}, `not finished yet (${t.status})`);
-  if (res.llvm_ir) return h("pre", { class: "qtd-qir" }, res.llvm_ir);
+  if (res.llvm_ir) return qirPreview(t, res.llvm_ir);
   if (ARRAY_KEYS.some((k) => res[k] && res[k]["$array"])) {
     // Stored arrays: their summary only; the array itself is a link, never drawn here.
     return h("div", {},
@@ -52,6 +52,20 @@ export function detailBody(t, S, arrayUrl) {
       p.counts && !p.counts["$array"] ? histogram(p.counts) : null)));
   }
   return h("pre", {}, JSON.stringify(res, null, 1).slice(0, 4000));
+}
+
+// The QIR text with a copy button and a download link (a .ll file named after the task).
+function qirPreview(t, text) {
+  const copy = h("button", { class: "qtd-qir-copy", onclick: (e) => {
+    e.stopPropagation();
+    const done = () => { copy.textContent = "copied"; };
+    if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, () => { copy.textContent = "copy failed"; });
+  } }, "copy");
+  const href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  const file = `${(t.name || t.task_id).replace(/[^\w.-]+/g, "_")}.ll`;
+  return h("div", {}, h("div", { class: "qtd-qir-actions" }, copy, " ",
+    h("a", { class: "qtd-qir-download", href, download: file }, "download " + file)),
+    h("pre", { class: "qtd-qir" }, text));
 }
 
 function arraySummary(ref, arrayUrl) {

@@ -139,12 +139,15 @@ class Table {
     this.batchInput = h("input", { class: "qtd-filter-batch", placeholder: "batch id", "aria-label": "batch id",
       onchange: () => { setTrait(m, "batch_id", this.batchInput.value.trim()); this.schedule(); } });
     this.batchInput.value = m.get("batch_id") || "";
+    // The name filter is the view's own (no trait): a part of the name, in any case.
+    this.nameInput = h("input", { class: "qtd-filter-name", placeholder: "name", "aria-label": "name",
+      oninput: () => this.schedule() });
     this.tbody = h("tbody");
     this.scroller = h("div", { class: "qtd-scroll", onscroll: () => this.schedule() },
       h("table", { class: "qtd-table" }, h("thead", {}, h("tr", {}, ...COLS.map((c) => h("th", {}, c)))), this.tbody));
     const rootClass = "qtd-root" + (this.batchOnly ? " qtd-batch-view" : "") + (this.taskOnly ? " qtd-task-view" : "");
     const controls = this.taskOnly ? null : h("div", { class: "qtd-controls" },
-      sel("status", this.facts.statuses, "all statuses"), sel("task_type", this.facts.taskTypes, "all types"), this.batchInput);
+      sel("status", this.facts.statuses, "all statuses"), sel("task_type", this.facts.taskTypes, "all types"), this.batchInput, this.nameInput);
     this.el.append(h("div", { class: rootClass }, this.err, this.countsEl, this.batchesEl, controls, this.scroller));
     this.el.addEventListener("click", (e) => this.onClick(e));
     for (const name of ["status", "task_type", "batch_id"]) m.on("change:" + name, () => this.schedule());
@@ -178,6 +181,7 @@ class Table {
     if (this.taskOnly) return [this.rows.get(this.taskOnly)].filter(Boolean);
     return visibleRows(this.state, {
       status: m.get("status"), task_type: m.get("task_type"), batch_id: m.get("batch_id"),
+      name: this.nameInput ? this.nameInput.value.trim() : "",
     });
   }
 
