@@ -87,6 +87,7 @@ class StreamCounter:
             raise QuotaExceeded(
                 f"{n} events requests of yours are open; the limit is {cap}. "
                 "Close a notebook tab or a waiting cell",
+                field="request",
                 limit="event_streams",
                 retry_after_s=5,
                 maximum=cap,
