@@ -149,6 +149,9 @@ class Settings:
     local_workers: int | None = None
     events_maxlen: int = 100_000
     limits: Limits = field(default_factory=Limits)
+    # Seals the events cursors (server_extension/qtaskdist_server/api/cursors.py); None:
+    # a random key per server process. Never printed.
+    events_cursor_secret: str | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -299,6 +302,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_workers=_int(env, "QTASKDIST_LOCAL_WORKERS", 0) if local_workers else None,
         events_maxlen=_int(env, "QTASKDIST_EVENTS_MAXLEN", 100_000, 100),
         limits=load_limits(env),
+        events_cursor_secret=env.get("QTASKDIST_EVENTS_CURSOR_SECRET") or None,
     )
 
 

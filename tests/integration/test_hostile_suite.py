@@ -24,12 +24,20 @@ from typing import Any
 
 import pytest
 import redis
+from qtaskdist_server.api.cursors import CURSOR_TOKEN, CursorSealer, cursor_key
 
 from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS, STREAMS
 from qtaskdist_jupyter.kernel.client import Client
 from tests.fixtures.backing import database_url_for, redis_url_for
 from tests.fixtures.circuits import BELL_QASM2
-from tests.fixtures.hostile import ADMIN, MAX_ACTIVE_TASKS, Hostile, start_hostile_server, warm
+from tests.fixtures.hostile import (
+    ADMIN,
+    CURSOR_SECRET,
+    MAX_ACTIVE_TASKS,
+    Hostile,
+    start_hostile_server,
+    warm,
+)
 from tests.fixtures.hostile_inputs import (
     H2,
     H3,
@@ -49,7 +57,6 @@ pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="measures the server through /proc"
 )
 GIB = 1024**3
-TOKEN = re.compile(r"c[0-9A-Za-z_-]{20,}")
 BROKEN = "OPENQASM 2.0;\nqreg q[1];\nnot_a_gate q[0];\n"
 
 
@@ -397,7 +404,7 @@ async def test_events_answers_look_the_same_with_or_without_others_events(
     async def poll(after: str) -> dict[str, Any]:
         code, got = await bob("GET", "events", params={"after": after, "timeout_s": "0"})
         assert code == 200 and got["events"] == [], got
-        assert TOKEN.fullmatch(got["cursor"]) and got["cursor"] != after, got
+        assert CURSOR_TOKEN.fullmatch(got["cursor"]) and got["cursor"] != after, got
         return dict(got)
 
     # After an id that alice's event follows, and after one that nothing follows.
@@ -414,6 +421,27 @@ async def test_events_answers_look_the_same_with_or_without_others_events(
         resumed.append([e["task_id"] for e in got["events"]])
     assert len(resumed[0]) == 2 and resumed[0][1] == mine["task_id"], resumed
     assert resumed[1] == [mine["task_id"]], resumed
+
+
+async def test_events_cursors_are_sealed_for_their_owner_and_kept_nowhere(
+    hostile: Hostile,
+) -> None:
+    """Another user's cursor and a changed cursor are a 422 naming ``after``; the server
+    keeps no cursor: it opens one it never issued, sealed with its secret."""
+    alice, bob = hostile.api("cur_alice"), hostile.api("cur_bob")
+    code, got = await alice("GET", "events", params={"timeout_s": "0"})
+    token = got["cursor"]
+    code, err = await bob("GET", "events", params={"after": token, "timeout_s": "0"})
+    assert code == 422 and err["field"] == "after", err
+    changed = token[:-1] + ("A" if token[-1] != "A" else "B")
+    code, err = await alice("GET", "events", params={"after": changed, "timeout_s": "0"})
+    assert code == 422 and err["field"] == "after", err
+    sealer = CursorSealer(cursor_key(CURSOR_SECRET))
+    position = sealer.open("cur_alice", token)
+    code, made = await alice("POST", "tasks", body=simulate_spec(BELL_QASM2))
+    fresh = sealer.seal("cur_alice", position)  # never seen by the server
+    code, got = await alice("GET", "events", params={"after": fresh, "timeout_s": "5"})
+    assert code == 200 and [e["task_id"] for e in got["events"]] == [made["task_id"]], got
 
 
 # ---- L1: operators ------------------------------------------------------------------------

@@ -377,16 +377,3 @@ async def test_small_submissions_go_to_the_priority_stream(api, sync_redis) -> N
     code, _ = await api("POST", "tasks", body=simulate_spec(BELL_QASM2, enqueue=True),
                         headers=BOB)  # fmt: skip
     assert code == 201 and sync_redis.xlen(normal) == 21 and sync_redis.xlen(priority) == 1
-
-
-def test_cursor_tokens_are_per_owner() -> None:
-    """One user issuing many tokens cannot push another user's cursor out of the book."""
-    from qtaskdist_server.events import CursorBook
-
-    book = CursorBook(per_owner=2)
-    alices = book.issue("alice", "5-0")
-    bobs = [book.issue("bob", f"{i}-0") for i in range(10)]
-    assert book.position("alice", alices) == "5-0"
-    assert book.position("bob", alices) is None  # not his
-    assert book.position("bob", bobs[0]) is None  # his oldest, evicted from his own book
-    assert book.position("bob", bobs[-1]) == "9-0"
