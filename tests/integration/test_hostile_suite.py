@@ -389,6 +389,33 @@ async def test_a_page_of_results_has_a_byte_bound(hostile: Hostile) -> None:
     assert sorted(r["task_id"] for r in rows) == sorted(ids) and rows[2]["result"]["counts"]
 
 
+async def test_a_page_counts_every_field_it_sends(hostile: Hostile) -> None:
+    """Errors and meta_data count against max_page_bytes (5000 here) like results do."""
+    api = hostile.api("pagemeta")
+    ids = [
+        (await api("POST", "tasks", body=simulate_spec(BELL_QASM2)))[1]["task_id"] for _ in range(3)
+    ]
+    attempts = json.dumps({"attempts": [{"attempt": 1, "error": "m" * 1500}]})
+    for tid in ids:
+        hostile.sql(
+            "UPDATE tasks SET status = 'failed', error = %s, "
+            "meta_data = meta_data || %s::jsonb WHERE task_id = %s",
+            ("e" * 1500, attempts, tid),
+        )
+    code, err = await api("GET", "tasks", params={"limit": "3"})
+    assert code == 422 and err["field"] == "limit" and err["limit"] == "page_bytes", err
+    assert err["maximum"] == 1 and err["max_page_bytes"] == 5000, err
+    code, page = await api("GET", "tasks", params={"limit": "3", "fields": "error"})
+    assert code == 200 and len(page["tasks"]) == 3, page  # 3 x 1.5 KB fit in 5000
+    code, err = await api("GET", "tasks", params={"limit": "3", "fields": "error,meta_data"})
+    assert code == 422 and err["maximum"] == 1, err
+    code, page = await api("GET", "tasks", params={"limit": "1"})
+    assert code == 200 and page["tasks"][0]["error"] == "e" * 1500, page
+    # Fields of a bounded size only: never measured, never refused.
+    code, page = await api("GET", "tasks", params={"limit": "3", "fields": "status,name"})
+    assert code == 200 and len(page["tasks"]) == 3, page
+
+
 # ---- M2: the events cursor ----------------------------------------------------------------
 async def test_events_answers_look_the_same_with_or_without_others_events(
     hostile: Hostile,
