@@ -135,6 +135,9 @@ class Limits:
     # A 27-qubit statevector (2 GiB) fits, a 28-qubit one (4 GiB) is the largest, and two
     # tasks at the cap stay far from a 16-24 GiB host's memory.
     max_task_memory_bytes: int = 4 * 1024**3
+    # matrix_product_state: Aer's matrix_product_state_max_bond_dimension, which bounds
+    # its memory (core/budget.py); past it Aer truncates (an approximate result).
+    mps_max_bond_dimension: int = 512
     max_stored_tasks: int = 100_000
     retention_s: float = 30 * 86_400.0
 
@@ -271,6 +274,9 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         ),
         max_task_memory_bytes=_int(
             env, "QTASKDIST_MAX_TASK_MEMORY_BYTES", d.max_task_memory_bytes, 1
+        ),
+        mps_max_bond_dimension=_int(
+            env, "QTASKDIST_MPS_MAX_BOND_DIMENSION", d.mps_max_bond_dimension, 1
         ),
         max_stored_tasks=_int(env, "QTASKDIST_MAX_STORED_TASKS", d.max_stored_tasks, 0),
         retention_s=_number(env, "QTASKDIST_RETENTION_S", d.retention_s, float, 0.0),
