@@ -617,7 +617,14 @@ async def test_every_refusal_names_its_field_and_limit_and_writes_no_row(
         code, err = await _answer(reader)
     writer.close()
     assert code == 413 and (err["field"], err["limit"]) == ("body", "body_bytes"), err
-    # A page past max_page_bytes is refused too; the listing writes nothing anyway.
+    # Query parameters over their bounds.
+    for params, field, limit in (
+        ({"limit": "5000"}, "limit", "max_value"),
+        ({"timeout_s": "31"}, "timeout_s", "events_max_timeout_s"),
+    ):
+        path = "events" if "timeout_s" in params else "tasks"
+        code, err = await api("GET", path, params=params)
+        assert code == 422 and (err["field"], err["limit"]) == (field, limit), err
     assert hostile.rows("refused") == 0
 
 

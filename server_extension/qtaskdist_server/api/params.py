@@ -26,7 +26,7 @@ from pydantic import (
 from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
 from qtaskdist_jupyter.core.models import TaskStatus
-from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, validation_error
+from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, OverLimit, validation_error
 from qtaskdist_jupyter.core.store.engine import decode_cursor
 from qtaskdist_server.api.cursors import CURSOR_TOKEN
 from qtaskdist_server.api.listing import list_fields
@@ -164,8 +164,10 @@ class EventsParams(Params):
                 raise ValueError(f"{v[:40]!r} is not a number of seconds")
             v = float(v)
         cap = (info.context or {}).get("max_timeout_s", 30.0)
-        if not (isinstance(v, float | int) and math.isfinite(v) and 0 <= v <= cap):
+        if not (isinstance(v, float | int) and math.isfinite(v) and 0 <= v):
             raise ValueError(f"must be 0..{cap:g}")
+        if v > cap:
+            raise OverLimit(f"must be 0..{cap:g}", limit="events_max_timeout_s", maximum=cap)
         return v
 
 
