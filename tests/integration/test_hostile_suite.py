@@ -460,6 +460,11 @@ async def test_events_cursors_are_sealed_for_their_owner_and_kept_nowhere(
     token = got["cursor"]
     code, err = await bob("GET", "events", params={"after": token, "timeout_s": "0"})
     assert code == 422 and err["field"] == "after", err
+    # The notebook client, handed a cursor the server refuses, polls again from now.
+    client = Client(hostile.server.url, hostile.token("cur_bob"))
+    with hostile.meter.request("cur_bob client.events(after=alice's cursor)"):
+        got = await asyncio.to_thread(client.events, after=token, timeout_s=0)
+    assert got["events"] == [] and CURSOR_TOKEN.fullmatch(got["cursor"]), got
     changed = token[:-1] + ("A" if token[-1] != "A" else "B")
     code, err = await alice("GET", "events", params={"after": changed, "timeout_s": "0"})
     assert code == 422 and err["field"] == "after", err
