@@ -75,7 +75,12 @@ class Table {
     if (xsrf) headers["X-XSRFToken"] = xsrf;
     const r = await fetch(this.url(path, params), { method, headers, credentials: "same-origin" });
     const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(body.detail || `${method} ${path}: HTTP ${r.status}`);
+    if (!r.ok) {
+      const err = new Error(body.detail || `${method} ${path}: HTTP ${r.status}`);
+      err.status = r.status;
+      err.field = body.field;
+      throw err;
+    }
     return body;
   }
 
@@ -175,9 +180,24 @@ class Table {
         this.state.cursor = body.cursor;
         this.setError("");
       } catch (e) {
+        if (e.status === 422 && e.field === "after" && (await this.resync())) continue;
         this.setError("lost the qtaskdist API, retrying: " + e.message);
         await new Promise((r) => setTimeout(r, 3000));
       }
+    }
+  }
+
+  // The server refused the cursor (it restarted without QTASKDIST_EVENTS_CURSOR_SECRET):
+  // a new one from now, and the list read again so nothing in between is missed.
+  async resync() {
+    try {
+      const first = await this.call("GET", "events", { timeout_s: "0" });
+      this.state.cursor = first.cursor;
+      const batch = this.model.get("batch_id");
+      await this.loadAll(batch ? { batch_id: batch } : null);
+      return true;
+    } catch (e) {
+      return false;
     }
   }
 
