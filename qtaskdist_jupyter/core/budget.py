@@ -10,16 +10,18 @@ method                     estimate
 ``statevector``            16 B × 2^n (complex128 amplitudes)
 ``density_matrix``         16 B × 4^n
 ``stabilizer``             16 B × n² (a tableau of 2n × 2n bits, rounded up generously)
-``matrix_product_state``   16 B × n (one bond of dimension 1 per qubit). Its true size
-                           depends on the entanglement and is not known before the run;
-                           the job process's address-space limit bounds it then
-``automatic``              what Aer's automatic choice would pick: ``stabilizer`` for a
-                           Clifford circuit (every operation in :data:`CLIFFORD_OPS`, no
-                           saved statevector), ``density_matrix`` for a noisy circuit
-                           with more shots than 2^n whose density matrix fits the
-                           budget, else ``statevector``. Aer would also try
-                           ``matrix_product_state`` when a statevector does not fit; the
-                           estimate does not count on that (name the method to use it)
+``matrix_product_state``   16 B × χ² × (2n + 16): n site tensors of 2 × χ × χ amplitudes
+                           and the two-qubit gates' SVD work, with χ the bond dimension
+                           Aer may reach: ``QTASKDIST_MPS_MAX_BOND_DIMENSION`` (512; Aer's
+                           ``matrix_product_state_max_bond_dimension``, past which it
+                           truncates), or 2^⌊n/2⌋ when smaller (an exact state needs no
+                           more)
+``automatic``              what Aer's automatic choice picks (qiskit-aer 0.17-0.18, checked
+                           by tests/integration/test_simulate_budget.py): ``density_matrix``
+                           for a noisy circuit with more shots than 2^n (Clifford or not,
+                           fitting or not), else ``stabilizer`` for a Clifford circuit
+                           (every operation in :data:`CLIFFORD_OPS`, no saved
+                           statevector), else ``statevector``
 =========================  ==================================================================
 
 The result arrays (statevector, probabilities, memory, counts) are counted apart, against
@@ -46,11 +48,17 @@ CLIFFORD_OPS = frozenset(
     "cx cy cz ecr h id pauli s sdg swap sx sxdg x y z measure reset barrier delay store".split()
 )
 MIB = 1024 * 1024
+MPS_MAX_BOND = Limits().mps_max_bond_dimension
 # backend_run's offline device: Aer in the worker's own process (qtaskdist_worker.local_device).
 LOCAL_DEVICE_ID = "local"
 
 
-def state_bytes(method: str, num_qubits: int) -> int:
+def mps_bond(num_qubits: int, max_bond_dimension: int) -> int:
+    """The largest bond dimension an MPS of ``num_qubits`` reaches under the cap."""
+    return min(max_bond_dimension, 1 << min(num_qubits // 2, 62))
+
+
+def state_bytes(method: str, num_qubits: int, mps_max_bond: int = MPS_MAX_BOND) -> int:
     """Bytes of the simulator's state for ``num_qubits`` under a concrete ``method``."""
     n = num_qubits
     if method == "density_matrix":
@@ -58,7 +66,7 @@ def state_bytes(method: str, num_qubits: int) -> int:
     if method == "stabilizer":
         return AMPLITUDE_BYTES * n * n
     if method == "matrix_product_state":
-        return AMPLITUDE_BYTES * n
+        return AMPLITUDE_BYTES * mps_bond(n, mps_max_bond) ** 2 * (2 * n + 16)
     return AMPLITUDE_BYTES << n  # statevector, and anything unknown: the dense state
 
 
@@ -69,23 +77,29 @@ def resolve_method(
     method = str(payload.get("method") or "automatic")
     if method != "automatic":
         return method
-    if operations and set(operations) <= CLIFFORD_OPS and not payload.get("statevector"):
-        return "stabilizer"
+    # Aer (0.17) picks the density matrix first for a noisy run with more shots than 2^n,
+    # Clifford or not, and whether or not it fits max_memory_mb (it then fails the run):
+    # checked against qiskit-aer by tests/integration/test_simulate_budget.py.
     noise = payload.get("noise") or {}
     noisy = bool(noise.get("depolarizing_1q") or noise.get("depolarizing_2q"))
     shots = int(payload.get("shots", 1024))
     if noisy and num_qubits < 64 and shots > (1 << num_qubits):
-        if state_bytes("density_matrix", num_qubits) <= budget_bytes:
-            return "density_matrix"
+        return "density_matrix"
+    if operations and set(operations) <= CLIFFORD_OPS and not payload.get("statevector"):
+        return "stabilizer"
     return "statevector"
 
 
 def task_memory(
-    payload: dict[str, Any], num_qubits: int, operations: Collection[str], budget_bytes: int
+    payload: dict[str, Any],
+    num_qubits: int,
+    operations: Collection[str],
+    budget_bytes: int,
+    mps_max_bond: int = MPS_MAX_BOND,
 ) -> tuple[str, int]:
     """(method, estimated bytes) of one simulate task."""
     method = resolve_method(payload, num_qubits, operations, budget_bytes)
-    return method, state_bytes(method, num_qubits)
+    return method, state_bytes(method, num_qubits, mps_max_bond)
 
 
 def check_submit(
@@ -94,13 +108,15 @@ def check_submit(
     """The resource checks of a submit: a simulate task's memory and result size; a
     backend_run's counts, and its memory on the local device (where Aer runs too)."""
     n, ops, budget = info.num_qubits, info.operations, limits.max_task_memory_bytes
+    bond = limits.mps_max_bond_dimension
     if task_type == "simulate":
         check_observables(payload.get("observables"), n)
-        check_task_memory(payload, n, ops, budget)
+        check_task_memory(payload, n, ops, budget, mps_max_bond=bond)
     elif task_type == "backend_run" and payload.get("device_id") == LOCAL_DEVICE_ID:
         method = (payload.get("provider_options") or {}).get("method") or "automatic"
         local = {"method": method, "shots": payload.get("shots", 1024)}
-        check_task_memory(local, n, ops, budget, field="payload.provider_options.method")
+        field = "payload.provider_options.method"
+        check_task_memory(local, n, ops, budget, field=field, mps_max_bond=bond)
     if task_type in ("simulate", "backend_run"):
         check_result_size(payload, n, info.num_clbits, limits.max_result_bytes)
 
@@ -112,12 +128,16 @@ def check_task_memory(
     budget_bytes: int,
     *,
     field: str = "payload.method",
+    mps_max_bond: int = MPS_MAX_BOND,
 ) -> int:
     """The estimate, or LimitExceeded (422 ``limit_exceeded``) naming the field and limit."""
-    method, need = task_memory(payload, num_qubits, operations, budget_bytes)
+    method, need = task_memory(payload, num_qubits, operations, budget_bytes, mps_max_bond)
     if need <= budget_bytes:
         return need
-    hint = "" if method == "matrix_product_state" else "; method 'matrix_product_state' may fit"
+    hint = "; method 'matrix_product_state' may fit"
+    if method == "matrix_product_state":
+        bond = mps_bond(num_qubits, mps_max_bond)
+        hint = f" (bond dimension {bond}: QTASKDIST_MPS_MAX_BOND_DIMENSION)"
     raise LimitExceeded(
         f"{field}: a {num_qubits}-qubit {method} simulation needs "
         f"{_human(need)}; QTASKDIST_MAX_TASK_MEMORY_BYTES is {_human(budget_bytes)}{hint}",

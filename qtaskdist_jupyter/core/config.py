@@ -135,6 +135,9 @@ class Limits:
     # A 27-qubit statevector (2 GiB) fits, a 28-qubit one (4 GiB) is the largest, and two
     # tasks at the cap stay far from a 16-24 GiB host's memory.
     max_task_memory_bytes: int = 4 * 1024**3
+    # matrix_product_state: Aer's matrix_product_state_max_bond_dimension, which bounds
+    # its memory (core/budget.py); past it Aer truncates (an approximate result).
+    mps_max_bond_dimension: int = 512
     max_stored_tasks: int = 100_000
     retention_s: float = 30 * 86_400.0
 
@@ -149,6 +152,9 @@ class Settings:
     local_workers: int | None = None
     events_maxlen: int = 100_000
     limits: Limits = field(default_factory=Limits)
+    # Seals the events cursors (server_extension/qtaskdist_server/api/cursors.py); None:
+    # a random key per server process. Never printed.
+    events_cursor_secret: str | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -269,6 +275,9 @@ def load_limits(env: Mapping[str, str]) -> Limits:
         max_task_memory_bytes=_int(
             env, "QTASKDIST_MAX_TASK_MEMORY_BYTES", d.max_task_memory_bytes, 1
         ),
+        mps_max_bond_dimension=_int(
+            env, "QTASKDIST_MPS_MAX_BOND_DIMENSION", d.mps_max_bond_dimension, 1
+        ),
         max_stored_tasks=_int(env, "QTASKDIST_MAX_STORED_TASKS", d.max_stored_tasks, 0),
         retention_s=_number(env, "QTASKDIST_RETENTION_S", d.retention_s, float, 0.0),
     )
@@ -299,6 +308,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_workers=_int(env, "QTASKDIST_LOCAL_WORKERS", 0) if local_workers else None,
         events_maxlen=_int(env, "QTASKDIST_EVENTS_MAXLEN", 100_000, 100),
         limits=load_limits(env),
+        events_cursor_secret=env.get("QTASKDIST_EVENTS_CURSOR_SECRET") or None,
     )
 
 

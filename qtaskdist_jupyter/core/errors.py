@@ -142,13 +142,16 @@ class BadJson(InvalidInput):
 
 
 class QuotaExceeded(QtaskdistError):
-    """A per-owner limit; ``retry_after_s`` goes out as the Retry-After header."""
+    """A per-owner limit; ``retry_after_s`` goes out as the Retry-After header. Like every
+    refusal over a limit it names the ``field`` (what the limit counts) and the ``limit``."""
 
     http_status = 429
     code = "quota_exceeded"
 
-    def __init__(self, message: str, *, limit: str, retry_after_s: int, **detail: Any) -> None:
-        super().__init__(message, limit=limit, retry_after_s=retry_after_s, **detail)
+    def __init__(
+        self, message: str, *, field: str, limit: str, retry_after_s: int, **detail: Any
+    ) -> None:
+        super().__init__(message, field=field, limit=limit, retry_after_s=retry_after_s, **detail)
         self.retry_after_s = retry_after_s
 
 

@@ -26,6 +26,7 @@ def check_stored_tasks(stored: int, adding: int, cap: int) -> None:
             f"you store {stored} tasks and this request adds {adding}; the limit is {cap} "
             "(QTASKDIST_MAX_STORED_TASKS). Delete finished tasks (DELETE tasks/{id}), or "
             "wait for the retention policy to remove old ones",
+            field="tasks",
             limit="stored_tasks",
             retry_after_s=STORED_RETRY_AFTER_S,
             maximum=cap,

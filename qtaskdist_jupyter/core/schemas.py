@@ -27,7 +27,7 @@ from pydantic import (
 
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.config import Limits
-from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.errors import InvalidInput, LimitExceeded, UnknownTaskType
 from qtaskdist_jupyter.core.models import TaskStatus
 
 SEED_MAX = 2**63 - 1
@@ -42,6 +42,15 @@ Number = StrictInt | StrictFloat
 _PAULI = re.compile(r"^[IXYZ]+$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_\[\]]*$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+
+
+class OverLimit(ValueError):
+    """A validator's refusal of a value over a limit: :func:`validation_error` answers it
+    as LimitExceeded (422 ``limit_exceeded``) naming the field, ``limit`` and ``maximum``."""
+
+    def __init__(self, message: str, *, limit: str, maximum: Any, value: Any = None) -> None:
+        super().__init__(message)
+        self.limit, self.maximum, self.value = limit, maximum, value
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -80,14 +89,16 @@ class _CircuitPayload(_Strict):
     def _time(cls, v: float | None, info: ValidationInfo) -> float | None:
         cap = _limits(info).max_time_limit_s
         if v is not None and v > cap:
-            raise ValueError(f"time_limit_s={v} is over the cap of {cap} s")
+            msg = f"time_limit_s={v} is over the cap of {cap} s"
+            raise OverLimit(msg, limit="max_time_limit_s", maximum=cap, value=v)
         return v
 
 
 def _check_shots(v: int, info: ValidationInfo) -> int:
     cap = _limits(info).max_shots
     if v > cap:
-        raise ValueError(f"shots={v} is over the limit of {cap}")
+        msg = f"shots={v} is over the limit of {cap}"
+        raise OverLimit(msg, limit="shots", maximum=cap, value=v)
     return v
 
 
@@ -156,7 +167,8 @@ class ConvertPayload(_CircuitPayload):
     def _bindings(cls, v: Any) -> Any:
         bindings = [v] if isinstance(v, dict) else (v or [])
         if isinstance(v, list) and not 1 <= len(v) <= 1000:
-            raise ValueError("give between 1 and 1000 bindings (one module each)")
+            msg = "give between 1 and 1000 bindings (one module each)"
+            raise OverLimit(msg, limit="bindings", maximum=1000, value=len(v))
         for binding in bindings:
             for name in binding:
                 if not _PARAM.match(name):
@@ -184,14 +196,16 @@ class BackendPayload(_CircuitPayload):
     def _options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         limits = _limits(info)
         if len(v) > limits.provider_options_max_keys:
-            raise ValueError(f"{len(v)} keys; the limit is {limits.provider_options_max_keys}")
+            top_keys = limits.provider_options_max_keys
+            msg = f"{len(v)} keys; the limit is {top_keys}"
+            raise OverLimit(msg, limit="provider_options_max_keys", maximum=top_keys, value=len(v))
         top = limits.provider_option_max_chars
         for key, value in v.items():
             for what, text in (("key", key), ("value of", value)):
                 if isinstance(text, str) and len(text) > top:
                     name = key[:20] + ("..." if len(key) > 20 else "")
                     msg = f"{what} {name!r} has {len(text)} characters; the limit is {top}"
-                    raise ValueError(msg)
+                    raise OverLimit(msg, limit="provider_option_max_chars", maximum=top)
         return v
 
 
@@ -211,7 +225,35 @@ def validation_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
     first = exc.errors()[0]
     field = _field_path(((prefix,) if prefix else ()) + tuple(first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
+    bound = _bound(first)
+    if bound is not None:
+        limit, maximum, value = bound
+        return LimitExceeded(
+            f"{field}: {msg}", limit=limit, maximum=maximum, value=value, field=field
+        )
     return InvalidInput(f"{field}: {msg}", field=field, errors=len(exc.errors()))
+
+
+# pydantic's own bound checks (Field(max_length=…, le=…)): the limit each names.
+_PYDANTIC_BOUNDS = {
+    "too_long": "max_length",
+    "string_too_long": "max_length",
+    "less_than_equal": "le",
+    "less_than": "lt",
+}
+
+
+def _bound(error: Any) -> tuple[str, Any, Any] | None:
+    """(limit, maximum, value) when a pydantic error is a value over a limit."""
+    ctx = error.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, OverLimit):
+        return cause.limit, cause.maximum, cause.value
+    key = _PYDANTIC_BOUNDS.get(error["type"])
+    if key is None or key not in ctx:
+        return None
+    limit = "max_length" if key == "max_length" else "max_value"
+    return limit, ctx[key], None
 
 
 def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, Any]:
@@ -253,20 +295,24 @@ def check_labels(value: dict[str, Any], field: str, limits: Limits) -> dict[str,
     """Free user data, bounded: depth, keys, key length and encoded size."""
     keys = strictjson.check(value, max_depth=limits.label_max_depth, where=field)
     if keys > limits.label_max_keys:
-        raise ValueError(f"{keys} keys; the limit is {limits.label_max_keys}")
+        top = limits.label_max_keys
+        raise OverLimit(f"{keys} keys; the limit is {top}", limit="label_max_keys", maximum=top)
     stack: list[Any] = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
             for k in v:
                 if len(k) > _LABEL_KEY_CHARS:
-                    raise ValueError(f"key {k[:20]!r}… is over {_LABEL_KEY_CHARS} characters")
+                    msg = f"key {k[:20]!r}… is over {_LABEL_KEY_CHARS} characters"
+                    raise OverLimit(msg, limit="label_key_chars", maximum=_LABEL_KEY_CHARS)
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
     size = len(strictjson.dumps(value).encode())
     if size > limits.label_max_bytes:
-        raise ValueError(f"{size} bytes as JSON; the limit is {limits.label_max_bytes}")
+        top = limits.label_max_bytes
+        msg = f"{size} bytes as JSON; the limit is {top}"
+        raise OverLimit(msg, limit="label_max_bytes", maximum=top, value=size)
     return value
 
 

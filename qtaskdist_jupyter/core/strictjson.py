@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from qtaskdist_jupyter.core.errors import BadJson, InvalidInput
+from qtaskdist_jupyter.core.errors import BadJson, InvalidInput, LimitExceeded
 
 # Deepest request body: a payload's parameter_bindings are 5 levels down; labels have
 # their own, lower limit (Limits.label_max_depth).
@@ -40,9 +40,10 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_BODY_DEPTH) -> Any:
     try:
         data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
-        raise BadJson(f"request body nests deeper than {max_depth} levels") from None
+        msg = f"request body nests deeper than {max_depth} levels"
+        raise BadJson(msg, field="body", limit="depth", maximum=max_depth) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadJson(f"request body is not JSON: {str(exc)[:200]}") from None
+        raise BadJson(f"request body is not JSON: {str(exc)[:200]}", field="body") from None
     check(data, max_depth=max_depth)
     return data
 
@@ -65,8 +66,11 @@ def check(value: Any, *, max_depth: int = MAX_BODY_DEPTH, where: str = "") -> in
                 raise InvalidInput(f"{path or 'body'}: {v} is not a finite number", field=path)
         elif isinstance(v, dict | list):
             if depth >= max_depth:
-                raise InvalidInput(
-                    f"{path or 'body'}: nested deeper than {max_depth} levels", field=path
+                raise LimitExceeded(
+                    f"{path or 'body'}: nested deeper than {max_depth} levels",
+                    field=path or "body",
+                    limit="depth",
+                    maximum=max_depth,
                 )
             if isinstance(v, dict):
                 keys += len(v)

@@ -329,6 +329,14 @@ class Client:
         params: dict[str, Any] = {"after": after, "timeout_s": timeout_s}
         if statuses is not None:
             params["status"] = ",".join(sorted(statuses))
+        try:
+            return dict(self.request("GET", "events", params=params, timeout=timeout_s + 15))
+        except ApiError as exc:
+            if after is None or exc.status != 422 or exc.detail.get("field") != "after":
+                raise
+        # A cursor the server no longer accepts (it restarted without a configured
+        # QTASKDIST_EVENTS_CURSOR_SECRET): from now on; waiters re-check on every poll.
+        params["after"] = None
         return dict(self.request("GET", "events", params=params, timeout=timeout_s + 15))
 
     def health(self) -> dict[str, Any]:

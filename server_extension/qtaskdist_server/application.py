@@ -42,8 +42,9 @@ from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_server.api import access
 from qtaskdist_server.api.service import TaskService
 
+from .api.cursors import CursorSealer, cursor_key
 from .base import API, bind
-from .events import CursorBook, StreamCounter
+from .events import StreamCounter
 from .extension_base import ExtensionBase
 from .forward import ServiceProxy, forward_handlers
 from .handlers import default_handlers
@@ -155,7 +156,7 @@ class QtaskdistApp(ExtensionApp):
     service: TaskService
     metrics: ServerMetrics
     event_streams: StreamCounter
-    cursor_book: CursorBook
+    cursors: CursorSealer
     workers: list[subprocess.Popen[bytes]]
     _embedded_held: bool = False
     _migrated: bool = False
@@ -206,7 +207,7 @@ class QtaskdistApp(ExtensionApp):
         assert settings.database_url and settings.redis_url
         self.settings_obj = settings
         self.event_streams = StreamCounter()
-        self.cursor_book = CursorBook()
+        self.cursors = CursorSealer(cursor_key(settings.events_cursor_secret))
         self.metrics = ServerMetrics()
         self._migrated = self._try_migrate()
         self.service = TaskService.from_settings(settings, pool_size=10)

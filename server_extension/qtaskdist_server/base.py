@@ -157,6 +157,7 @@ class QtaskdistHandler(web.RequestHandler):
         return PayloadTooLarge(
             f"request body is {size} bytes; the limit is {limit}",
             limit="body_bytes",
+            field="body",
             value=size,
             maximum=limit,
         )
@@ -183,7 +184,7 @@ class QtaskdistHandler(web.RequestHandler):
     def _parse(self, model: type[M], raw: bytes) -> M:
         data = strictjson.loads(raw)
         if not isinstance(data, dict):
-            raise BadJson("request body must be a JSON object")
+            raise BadJson("request body must be a JSON object", field="body")
         access.refuse_owner_fields(data)
         try:
             return model.model_validate(data, context={"limits": self.service.settings.limits})

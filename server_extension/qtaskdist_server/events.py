@@ -9,19 +9,17 @@ connection and the database nothing at all. Two shapes over the same reader:
   the event JSON, and a comment line every ``keepalive_s`` to notice a gone client.
 
 Nothing here tells one user about another's activity. The reader moves past other
-owners' events, but the cursor a client gets back is always a fresh opaque random token (a
-:class:`CursorBook` entry) for the position read up to, never a stream id, so an answer
-looks the same whether or not anyone else's events followed ``after``; and keepalives go
-out on a fixed schedule, not when someone else's events arrive.
+owners' events, but the cursor a client gets back is always an opaque token (the position
+read up to, sealed for this owner: :mod:`qtaskdist_server.api.cursors`), never a stream
+id, so an answer looks the same whether or not anyone else's events followed ``after``;
+and keepalives go out on a fixed schedule, not when someone else's events arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
@@ -31,8 +29,8 @@ from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.broker.wire import decode_event
 from qtaskdist_jupyter.core.errors import QuotaExceeded, ServiceUnavailable
 from qtaskdist_server.api import params as qp
+from qtaskdist_server.api.cursors import CURSOR_TOKEN, CursorSealer, cursor_key
 from qtaskdist_server.api.fleet import public_message
-from qtaskdist_server.api.params import CURSOR_TOKEN
 
 from .base import QtaskdistHandler
 
@@ -45,33 +43,6 @@ class EventSource(Protocol):
     ) -> list[tuple[str, dict[str, str]]]: ...
 
     async def last_event_id(self) -> str: ...
-
-
-class CursorBook:
-    """Opaque events cursors: per owner, token → stream position, the newest kept (LRU).
-
-    A token reveals nothing (it is random); it is valid in this server process only, and
-    only for the owner it was issued to. Each owner has a book of their own, so nobody
-    can push another user's tokens out. An unknown token reads from now on."""
-
-    def __init__(self, per_owner: int = 1024) -> None:
-        self.per_owner = per_owner
-        self._books: dict[str, OrderedDict[str, str]] = {}
-
-    def issue(self, owner: str, position: str) -> str:
-        token = "c" + secrets.token_hex(16)
-        book = self._books.setdefault(owner, OrderedDict())
-        book[token] = position
-        if len(book) > self.per_owner:
-            book.popitem(last=False)
-        return token
-
-    def position(self, owner: str, token: str) -> str | None:
-        book = self._books.get(owner)
-        if book is None or token not in book:
-            return None
-        book.move_to_end(token)
-        return book[token]
 
 
 class StreamCounter:
@@ -87,6 +58,7 @@ class StreamCounter:
             raise QuotaExceeded(
                 f"{n} events requests of yours are open; the limit is {cap}. "
                 "Close a notebook tab or a waiting cell",
+                field="request",
                 limit="event_streams",
                 retry_after_s=5,
                 maximum=cap,
@@ -113,13 +85,13 @@ class EventTail:
         owner: str,
         position: str,
         statuses: frozenset[str] | None = None,
-        book: CursorBook | None = None,
+        sealer: CursorSealer | None = None,
     ) -> None:
         self.source = source
         self.owner = owner
         self.position = position
         self.statuses = statuses
-        self.book = book or CursorBook(per_owner=1)
+        self.sealer = sealer or CursorSealer(cursor_key(None))
 
     @classmethod
     async def start(
@@ -128,20 +100,23 @@ class EventTail:
         owner: str,
         after: str | None,
         statuses: frozenset[str] | None = None,
-        book: CursorBook | None = None,
+        sealer: CursorSealer | None = None,
     ) -> EventTail:
+        """From ``after`` (a cursor, checked: 422 unless sealed for ``owner``; or a stream
+        id, as Last-Event-ID sends), else from now."""
+        sealer = sealer or CursorSealer(cursor_key(None))
         position = None
         if after is not None and CURSOR_TOKEN.fullmatch(after):
-            position = (book or CursorBook()).position(owner, after)
+            position = sealer.open(owner, after)
         elif after is not None:
             position = after
-        return cls(source, owner, position or await source.last_event_id(), statuses, book)
+        return cls(source, owner, position or await source.last_event_id(), statuses, sealer)
 
     @property
     def cursor(self) -> str:
-        """Where to resume: a fresh token for the read position (echoing a stream id back
-        would tell whether anything, anyone's, followed it)."""
-        return self.book.issue(self.owner, self.position)
+        """Where to resume: the read position sealed for this owner (echoing a stream id
+        back would tell whether anything, anyone's, followed it)."""
+        return self.sealer.seal(self.owner, self.position)
 
     async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
         """One XREAD (``block_ms=None``: don't block); the position moves past other
@@ -223,9 +198,7 @@ class EventsHandler(QtaskdistHandler):
         q = qp.parse(qp.EventsParams, values, max_timeout_s=self.app.events_max_timeout_s)
         owner = self.owner
         with self.app.event_streams.hold(owner, self.service.settings.limits.max_event_streams):
-            tail = await EventTail.start(
-                self.service, owner, q.after, q.status, self.app.cursor_book
-            )
+            tail = await EventTail.start(self.service, owner, q.after, q.status, self.app.cursors)
             if "text/event-stream" in self.request.headers.get("Accept", ""):
                 await self._sse(tail)
                 return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 import uuid
 from datetime import datetime
@@ -13,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from qtaskdist_server.api.cursors import CURSOR_TOKEN
 
 from qtaskdist_jupyter.core.broker.keys import EVENTS_STREAM, PRIORITY_STREAMS
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
@@ -248,7 +248,7 @@ async def test_events_long_poll_in_order_and_filtered(api, jp_serverapp) -> None
     assert [(e["task_id"], e["status"]) for e in got["events"]] == [
         (tid, "pending"), (tid, "queued"), (tid, "cancelled")
     ]  # fmt: skip
-    assert "owner" not in got["events"][0] and re.fullmatch(r"c[0-9a-f]{32}", got["cursor"])
+    assert "owner" not in got["events"][0] and CURSOR_TOKEN.fullmatch(got["cursor"])
 
     # status= keeps only those events; the cursor still moves past the others.
     params = {"after": start["cursor"], "timeout_s": "5", "status": "cancelled,completed"}
@@ -264,7 +264,7 @@ async def test_events_long_poll_in_order_and_filtered(api, jp_serverapp) -> None
     t0 = time.monotonic()
     code, idle = await api("GET", "events", params={"after": got["cursor"], "timeout_s": "0.5"})
     assert idle["events"] == [] and time.monotonic() - t0 >= 0.45
-    assert re.fullmatch(r"c[0-9a-f]{32}", idle["cursor"]) and idle["cursor"] != got["cursor"]
+    assert CURSOR_TOKEN.fullmatch(idle["cursor"]) and idle["cursor"] != got["cursor"]
 
     # A waiting poll wakes as soon as an event lands (XREAD BLOCK, not a sleep loop).
     waiting = asyncio.ensure_future(

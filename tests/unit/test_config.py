@@ -66,8 +66,13 @@ def test_body_and_page_limits_from_env() -> None:
         "QTASKDIST_LARGE_BODY_BYTES": "4096",
         "QTASKDIST_MAX_LARGE_BODIES": "3",
         "QTASKDIST_MAX_PAGE_BYTES": "1000",
+        "QTASKDIST_MPS_MAX_BOND_DIMENSION": "64",
+        "QTASKDIST_EVENTS_CURSOR_SECRET": "k",
     }
-    limits = load_settings(env).limits
+    settings = load_settings(env)
+    assert settings.limits.mps_max_bond_dimension == 64
+    assert settings.events_cursor_secret == "k" and "'k'" not in repr(settings)
+    limits = settings.limits
     assert (limits.large_body_bytes, limits.max_large_bodies, limits.max_page_bytes) == (
         4096,
         3,

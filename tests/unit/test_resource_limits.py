@@ -46,7 +46,11 @@ def test_state_sizes_per_method() -> None:
     assert state_bytes("statevector", 30) == 16 * 2**30 == 16 * GIB
     assert state_bytes("density_matrix", 15) == 16 * 4**15 == 16 * GIB
     assert state_bytes("stabilizer", 30) == 16 * 30 * 30
-    assert state_bytes("matrix_product_state", 30) == 16 * 30
+    # MPS: 2n site tensors of chi x chi plus the SVD work, chi capped at 512 (the default
+    # QTASKDIST_MPS_MAX_BOND_DIMENSION) or 2^(n/2) when smaller.
+    assert state_bytes("matrix_product_state", 30) == 16 * 512**2 * (2 * 30 + 16)
+    assert state_bytes("matrix_product_state", 4) == 16 * 4**2 * (2 * 4 + 16)
+    assert state_bytes("matrix_product_state", 30, 64) == 16 * 64**2 * 76
 
 
 def test_the_default_budget_refuses_a_30_qubit_statevector_and_admits_28() -> None:
@@ -84,20 +88,25 @@ def test_automatic_picks_stabilizer_for_clifford_circuits_only() -> None:
         check_task_memory(auto, 30, ROTATIONS, budget)
 
 
-def test_automatic_with_noise_and_many_shots_picks_the_density_matrix_when_it_fits() -> None:
+def test_automatic_with_noise_and_many_shots_picks_the_density_matrix() -> None:
     noisy = {"method": "automatic", "noise": {"depolarizing_1q": 0.01}, "shots": 10_000}
     assert task_memory(noisy, 10, ROTATIONS, 4 * GIB) == ("density_matrix", 16 * 4**10)
-    # Fewer shots than 2^n, readout noise only, or a density matrix over the budget:
-    # Aer runs a statevector (max_memory_mb rules the density matrix out).
+    # Clifford circuits too: Aer tries the density matrix before the stabilizer.
+    assert resolve_method(noisy, 10, CLIFFORD, 4 * GIB) == "density_matrix"
+    # Fewer shots than 2^n, or readout noise only: a statevector (or the stabilizer).
     assert resolve_method({**noisy, "shots": 100}, 10, ROTATIONS, 4 * GIB) == "statevector"
+    assert resolve_method({**noisy, "shots": 100}, 10, CLIFFORD, 4 * GIB) == "stabilizer"
     readout = {**noisy, "noise": {"readout": 0.1}}
     assert resolve_method(readout, 10, ROTATIONS, 4 * GIB) == "statevector"
-    assert resolve_method(noisy, 10, ROTATIONS, 16 * 4**10 - 1) == "statevector"
+    # Over the budget Aer still picks the density matrix (and fails the run): refused.
+    assert resolve_method(noisy, 13, ROTATIONS, 64 * 2**20) == "density_matrix"
+    with pytest.raises(LimitExceeded, match="13-qubit density_matrix"):
+        check_task_memory(noisy, 13, CLIFFORD, 64 * 2**20)
 
 
 def test_named_methods_are_taken_as_named() -> None:
     mps = {"method": "matrix_product_state"}
-    assert task_memory(mps, 30, ROTATIONS, 4 * GIB) == ("matrix_product_state", 16 * 30)
+    assert task_memory(mps, 30, ROTATIONS, 4 * GIB) == ("matrix_product_state", 16 * 512**2 * 76)
     assert resolve_method({"method": "statevector"}, 3, CLIFFORD, GIB) == "statevector"
 
 
@@ -263,3 +272,17 @@ def test_submit_checks_backend_runs_on_the_local_device_too() -> None:
     with pytest.raises(ResultTooLarge):
         check_submit("backend_run", remote, info, Limits(max_result_bytes=2**20))
     check_submit("c_qir_convert", {"circuit": "x"}, info, Limits(max_result_bytes=1))
+
+
+def test_matrix_product_state_is_bounded_by_its_bond_dimension() -> None:
+    """MPS is admitted under the default budget at the qubit limit (304 MiB at 30 qubits),
+    refused when the bond dimension the operator allows needs more than the budget."""
+    mps = {"method": "matrix_product_state"}
+    limits = Limits()
+    assert check_task_memory(mps, limits.max_qubits, ROTATIONS, limits.max_task_memory_bytes) < (
+        limits.max_task_memory_bytes
+    )
+    with pytest.raises(LimitExceeded) as info:
+        check_task_memory(mps, 30, ROTATIONS, 4 * GIB, mps_max_bond=4096)
+    assert "bond dimension 4096: QTASKDIST_MPS_MAX_BOND_DIMENSION" in info.value.message
+    assert info.value.detail["limit"] == "max_task_memory_bytes"

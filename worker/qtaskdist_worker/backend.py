@@ -177,12 +177,16 @@ class BackendRunner:
     """
 
     def __init__(
-        self, api_key: str | None, api_url: str | None = None, max_memory_mb: int | None = None
+        self,
+        api_key: str | None,
+        api_url: str | None = None,
+        max_memory_mb: int | None = None,
+        mps_max_bond: int | None = None,
     ) -> None:
         self._api_key = api_key
         self._api_url = api_url  # None: QBRAID_API_URL (read by the SDK) or its default
         # The local device runs Aer in this process: Aer's own check keeps the task budget.
-        self._local = LocalProvider(max_memory_mb)
+        self._local = LocalProvider(max_memory_mb, mps_max_bond)
         self._provider: QbraidProvider | None = None
         self._lock = threading.Lock()
         # Local jobs have no tags: which task each one was started for.

@@ -98,7 +98,8 @@ class Dispatcher:
             from .backend import BackendRunner
 
             budget_mb = aer_max_memory_mb(self.limits.max_task_memory_bytes)
-            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url, budget_mb)
+            bond = self.limits.mps_max_bond_dimension
+            self.runner = BackendRunner(qbraid_api_key, qbraid_api_url, budget_mb, bond)
 
     def has_room(self, lane: str) -> bool:
         if lane == "pool":

@@ -60,6 +60,7 @@ def run_on_aer(
     seed: int | None = None,
     method: str | None = None,
     max_memory_mb: int | None = None,
+    mps_max_bond: int | None = None,
 ) -> AerJob:
     """Start ``circuit`` on a fresh AerSimulator; the same steps a plain Aer run takes.
 
@@ -71,6 +72,8 @@ def run_on_aer(
     run_options: dict[str, Any] = {"shots": shots}
     if max_memory_mb:  # Aer refuses a state over the task budget before allocating it
         run_options["max_memory_mb"] = max_memory_mb
+    if mps_max_bond and method == "matrix_product_state":  # bounds its memory (budget.py)
+        run_options["matrix_product_state_max_bond_dimension"] = mps_max_bond
     if seed is not None:
         run_options["seed_simulator"] = seed
     return sim.run(compiled, **run_options)
@@ -116,8 +119,9 @@ class LocalJob(QuantumJob):
 class LocalAerDevice(QuantumDevice):
     """The ``local`` device: takes qiskit circuits as they are and runs them on Aer."""
 
-    def __init__(self, max_memory_mb: int | None = None) -> None:
+    def __init__(self, max_memory_mb: int | None = None, mps_max_bond: int | None = None) -> None:
         self.max_memory_mb = max_memory_mb
+        self.mps_max_bond = mps_max_bond
         profile = TargetProfile(
             device_id=LOCAL_DEVICE_ID,
             simulator=True,
@@ -140,7 +144,12 @@ class LocalAerDevice(QuantumDevice):
         method: str | None = None,
     ) -> LocalJob:
         aer_job = run_on_aer(
-            run_input, shots=shots, seed=seed, method=method, max_memory_mb=self.max_memory_mb
+            run_input,
+            shots=shots,
+            seed=seed,
+            method=method,
+            max_memory_mb=self.max_memory_mb,
+            mps_max_bond=self.mps_max_bond,
         )
         return LocalJob(f"{LOCAL_JOB_PREFIX}{uuid.uuid4()}", self, aer_job)
 
@@ -148,8 +157,9 @@ class LocalAerDevice(QuantumDevice):
 class LocalProvider(QuantumProvider):
     """Hands out the one local device and remembers the jobs submitted through it."""
 
-    def __init__(self, max_memory_mb: int | None = None) -> None:
+    def __init__(self, max_memory_mb: int | None = None, mps_max_bond: int | None = None) -> None:
         self.max_memory_mb = max_memory_mb
+        self.mps_max_bond = mps_max_bond
         self._device: LocalAerDevice | None = None
         self._jobs: OrderedDict[str, LocalJob] = OrderedDict()
         self._lock = threading.Lock()
@@ -162,7 +172,7 @@ class LocalProvider(QuantumProvider):
             raise ValueError(f"the local provider has only device '{LOCAL_DEVICE_ID}'")
         with self._lock:
             if self._device is None:
-                self._device = LocalAerDevice(self.max_memory_mb)
+                self._device = LocalAerDevice(self.max_memory_mb, self.mps_max_bond)
             return self._device
 
     def run(

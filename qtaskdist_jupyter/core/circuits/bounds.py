@@ -34,7 +34,8 @@ def nested_count(circuit: QuantumCircuit, limits: Limits) -> int:
     total = _count(circuit, limits, {}, [])
     if total > limits.max_instructions:
         msg = f"circuit has {total} instructions; the limit is {limits.max_instructions}"
-        raise LimitExceeded(msg, limit="instructions", value=total, maximum=limits.max_instructions)
+        top = limits.max_instructions
+        raise LimitExceeded(msg, limit="instructions", value=total, maximum=top, field="circuit")
     return total
 
 

@@ -170,7 +170,7 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
     if size > limits.max_payload_bytes:
         top = limits.max_payload_bytes
         msg = f"circuit is {size} bytes; the limit is {top}"
-        raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top)
+        raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top, field="circuit")
     if fmt not in ("auto", "qasm2", "qasm3", "qpy"):
         raise CircuitError(f"unknown circuit format {fmt!r}; use auto, qasm2, qasm3 or qpy")
     fmt = detect_format(source) if fmt == "auto" else fmt

@@ -21,7 +21,7 @@ def precheck(source: str, fmt: str, limits: Limits) -> None:
     if size > limits.max_payload_bytes:
         top = limits.max_payload_bytes
         msg = f"circuit is {size} bytes; the limit is {top}"
-        raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top)
+        raise PayloadTooLarge(msg, limit="payload_bytes", value=size, maximum=top, field="circuit")
     qpy = source.lstrip("\ufeff \t\r\n").startswith(codec.QPY_PREFIX)
     if fmt == "qpy" or (fmt == "auto" and qpy):
         codec._qpy_bytes(source, limits)  # the codec's own check, without the load

@@ -168,7 +168,7 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
     @_db_errors
     async def page_bytes(
         self,
-        heavy: Sequence[str],
+        columns: Sequence[str],
         *,
         owner: str | None,
         status: Iterable[str] | None = None,
@@ -178,9 +178,10 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
         limit: int = 100,
         cursor: str | None = None,
     ) -> list[int]:
-        """For each row of the page :meth:`list` would answer, the bytes of its ``heavy``
-        columns as JSON text: measured in PostgreSQL, nothing of them is read here."""
-        size = sum(func.coalesce(func.octet_length(cast(tasks.c[h], Text)), 0) for h in heavy)
+        """For each row of the page :meth:`list` would answer, the bytes of its ``columns``
+        as text (a column twice: counted twice): measured in PostgreSQL, nothing of them is
+        read here."""
+        size = sum(func.coalesce(func.octet_length(cast(tasks.c[c], Text)), 0) for c in columns)
         stmt = self._page(select(size), owner, status, task_type, batch_id, name, cursor)
         async with self.engine.connect() as conn:
             return [int(n) for (n,) in await conn.execute(stmt.limit(limit))]

@@ -64,7 +64,12 @@ export class ApiClient {
     if (xsrf) headers["X-XSRFToken"] = xsrf;
     const r = await fetch(this.url(path, params), { method, headers, credentials: "same-origin" });
     const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(body.detail || `${method} ${path}: HTTP ${r.status}`);
+    if (!r.ok) {
+      const err = new Error(body.detail || `${method} ${path}: HTTP ${r.status}`);
+      err.status = r.status;
+      err.field = body.field;
+      throw err;
+    }
     return body;
   }
 
@@ -83,7 +88,9 @@ export class ApiClient {
   }
 
   // Events after `cursor()`, to onEvent(ev); onState(error text, "" when connected).
-  follow(cursor, onEvent, onState) {
+  // onStale(): the server refused the cursor (422 on `after`: it restarted without
+  // QTASKDIST_EVENTS_CURSOR_SECRET); it takes a new cursor and reloads, true when it did.
+  follow(cursor, onEvent, onState, onStale) {
     if (this.closed) return;
     if (typeof EventSource !== "undefined" && !this.sseFailed) {
       const c = cursor();
@@ -95,15 +102,15 @@ export class ApiClient {
       });
       src.onopen = () => { opened = true; onState(""); };
       src.onerror = () => {
-        if (!opened) { src.close(); this.sseFailed = true; this.follow(cursor, onEvent, onState); }
+        if (!opened) { src.close(); this.sseFailed = true; this.follow(cursor, onEvent, onState, onStale); }
         else onState("lost the qtaskdist API, reconnecting…"); // EventSource retries with Last-Event-ID
       };
       return;
     }
-    this.longPoll(cursor, onEvent, onState);
+    this.longPoll(cursor, onEvent, onState, onStale);
   }
 
-  async longPoll(cursor, onEvent, onState) {
+  async longPoll(cursor, onEvent, onState, onStale) {
     while (!this.closed) {
       try {
         const params = { timeout_s: String(this.model.get("poll_timeout_s") || 25) };
@@ -112,6 +119,7 @@ export class ApiClient {
         for (const ev of body.events) onEvent(ev);
         onState("", body.cursor);
       } catch (e) {
+        if (e.status === 422 && e.field === "after" && onStale && (await onStale())) continue;
         onState("lost the qtaskdist API, retrying: " + e.message);
         await new Promise((r) => setTimeout(r, 3000));
       }

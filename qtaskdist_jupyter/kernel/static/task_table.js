@@ -101,7 +101,22 @@ class Table {
     this.client.follow(() => this.state.cursor, (ev) => this.applyEvent(ev), (err, cursor) => {
       if (cursor) this.state.cursor = cursor;
       this.setError(err);
-    });
+    }, () => this.resync());
+  }
+
+  // The server refused the cursor (it restarted without QTASKDIST_EVENTS_CURSOR_SECRET):
+  // a new one from now, and the list read again so nothing in between is missed.
+  async resync() {
+    try {
+      const first = await this.call("GET", "events", { timeout_s: "0" });
+      this.state.cursor = first.cursor;
+      if (this.taskOnly) applyRow(this.state, await this.call("GET", "tasks/" + this.taskOnly));
+      else await this.loadAll(this.batchOnly ? { batch_id: this.batchOnly } : null);
+      this.schedule();
+      return true;
+    } catch (e) {
+      return false;
+    }
   }
 
   async loadDetail(id) {

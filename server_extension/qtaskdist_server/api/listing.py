@@ -58,21 +58,35 @@ def row_json(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return {k: out[k] for k in fields if k in out}
 
 
-def heavy_columns(columns: list[str]) -> list[str]:
-    """The columns of a view that grow with the task (their bytes bound a page)."""
-    return [c for c in columns if c in HEAVY_FIELDS]
+# Fields whose size no schema bounds (a result, a worker's error, labels and the
+# system's meta_data with its attempts): a page with any of them is measured first.
+UNBOUNDED_FIELDS = frozenset({*HEAVY_FIELDS, "error", "meta_data", "labels"})
+# What one field adds to a row's JSON besides its value: quotes, colon, comma.
+_FIELD_OVERHEAD_BYTES = 6
 
 
-async def check_page(store: TaskStore, heavy: list[str], cap: int, **filters: Any) -> None:
+def measured(fields: list[str]) -> bool:
+    """Whether a page of these fields must be measured before it is read."""
+    return any(f in UNBOUNDED_FIELDS for f in fields)
+
+
+def row_overhead(fields: list[str]) -> int:
+    """The bytes a row's JSON adds to its values: the field names and punctuation."""
+    return sum(len(f) + _FIELD_OVERHEAD_BYTES for f in fields)
+
+
+async def check_page(store: TaskStore, fields: list[str], cap: int, **filters: Any) -> None:
     """LimitExceeded (422, naming the ``limit`` that fits) when the page ``filters`` select
-    would carry more than ``cap`` bytes of its ``heavy`` columns; measured by the database,
-    before any of them is read."""
-    sizes = await store.page_bytes(heavy, **filters)
+    would carry more than ``cap`` bytes: every field sent counts (each as its column's
+    text, measured by the database before any of it is read, plus its name)."""
+    columns = [_READ_FROM.get(f, f) for f in fields]  # labels count as their meta_data
+    overhead = row_overhead(fields)
+    sizes = [n + overhead for n in await store.page_bytes(columns, **filters)]
     fit = page_fit(sizes, cap)
     if fit < len(sizes):
         raise LimitExceeded(
             f"the {len(sizes)} rows asked for carry {sum(sizes)} bytes of "
-            f"{' and '.join(heavy)}; a page may carry {cap}: ask for limit={fit} "
+            f"{', '.join(fields)}; a page may carry {cap}: ask for limit={fit} "
             "(and follow next_cursor)",
             limit="page_bytes",
             field="limit",

@@ -26,8 +26,9 @@ from pydantic import (
 from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
 from qtaskdist_jupyter.core.models import TaskStatus
-from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, validation_error
+from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, OverLimit, validation_error
 from qtaskdist_jupyter.core.store.engine import decode_cursor
+from qtaskdist_server.api.cursors import CURSOR_TOKEN
 from qtaskdist_server.api.listing import list_fields
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?", re.ASCII)
@@ -35,8 +36,6 @@ _DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?", re.ASCII)
 _U64 = 2**64 - 1
 # How GET tasks/{id}/result/{name} may send an array: .npy bytes, or its stored zstd frame.
 ARRAY_ENCODINGS = ("npy", "zstd")
-# Opaque events cursors a server hands out (see qtaskdist_server.events).
-CURSOR_TOKEN = re.compile(r"c[0-9a-f]{32}", re.ASCII)
 
 
 def stream_id(value: str) -> str:
@@ -165,8 +164,10 @@ class EventsParams(Params):
                 raise ValueError(f"{v[:40]!r} is not a number of seconds")
             v = float(v)
         cap = (info.context or {}).get("max_timeout_s", 30.0)
-        if not (isinstance(v, float | int) and math.isfinite(v) and 0 <= v <= cap):
+        if not (isinstance(v, float | int) and math.isfinite(v) and 0 <= v):
             raise ValueError(f"must be 0..{cap:g}")
+        if v > cap:
+            raise OverLimit(f"must be 0..{cap:g}", limit="events_max_timeout_s", maximum=cap)
         return v
 
 

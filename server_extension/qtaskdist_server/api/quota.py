@@ -21,7 +21,7 @@ QUOTA_RETRY_AFTER_S = 30
 LARGE_BODY_RETRY_AFTER_S = 5
 
 
-def admit(active: int, n: int, limits: Limits) -> bool:
+def admit(active: int, n: int, limits: Limits, field: str = "tasks") -> bool:
     """Whether ``n`` more tasks of an owner with ``active`` pending, queued or running
     ones are a small submission (priority lane: at most ``priority_max_tasks`` active,
     counting them); QuotaExceeded (429) when they would pass ``max_active_tasks``."""
@@ -30,6 +30,7 @@ def admit(active: int, n: int, limits: Limits) -> bool:
         raise QuotaExceeded(
             f"{active} of your tasks are pending, queued or running and this request "
             f"adds {n}; the limit is {cap}. Wait for some to finish, or cancel some",
+            field=field,
             limit="active_tasks",
             retry_after_s=QUOTA_RETRY_AFTER_S,
             maximum=cap,
@@ -60,6 +61,7 @@ class LargeBodies:
             raise QuotaExceeded(
                 f"{n} request bodies of yours over {limits.large_body_bytes} bytes are being "
                 f"received or checked; the limit is {cap}. Send the next when one is answered",
+                field="body",
                 limit="large_bodies",
                 retry_after_s=LARGE_BODY_RETRY_AFTER_S,
                 maximum=cap,

@@ -293,12 +293,12 @@ class TaskService:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """GET tasks: one page of rows holding the columns of ``q.view`` (as ``operator``
         or a user sees them: :meth:`viewed`), and the next page's cursor. A page whose
-        payloads and results would pass max_page_bytes is refused (422) before they are
-        read, naming the ``limit`` that fits."""
+        fields would pass max_page_bytes is refused (422) before they are read, naming the
+        ``limit`` that fits."""
         columns = columns_for(q.view)
-        if heavy := listing.heavy_columns(columns):
+        if listing.measured(q.view):
             cap = self.settings.limits.max_page_bytes
-            await listing.check_page(self.store, heavy, cap, owner=owner, **q.filters())
+            await listing.check_page(self.store, q.view, cap, owner=owner, **q.filters())
         if not operator and {"worker", "meta_data", "error"} & set(columns):
             columns = [*columns, "worker", "meta_data"]  # what redaction must know
         rows, nxt = await self.store.list(owner=owner, columns=columns, **q.filters())

@@ -20,8 +20,9 @@ from qtaskdist_jupyter.core.errors import ConfigError
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_server.api.service import TaskService
 
+from ..api.cursors import CursorSealer, cursor_key
 from ..base import bind
-from ..events import CursorBook, StreamCounter
+from ..events import StreamCounter
 from ..handlers import default_handlers
 from ..metrics import ServerMetrics
 from .base import LOG, ServiceBase
@@ -36,11 +37,16 @@ class ServiceHost:
     auth: Any
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     event_streams: StreamCounter = field(default_factory=StreamCounter)
-    cursor_book: CursorBook = field(default_factory=CursorBook)
+    cursors: CursorSealer | None = None  # from the service's settings when not given
     max_batch_bytes: int = 64 * 1024 * 1024
     events_max_timeout_s: float = 30.0
     worker_stale_s: float = 60.0
     metrics_cache_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.cursors is None:
+            secret = self.service.settings.events_cursor_secret
+            self.cursors = CursorSealer(cursor_key(secret))
 
 
 def make_auth(s: ServiceSettings) -> tuple[Any, type[web.RequestHandler]]:

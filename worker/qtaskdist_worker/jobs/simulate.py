@@ -164,7 +164,9 @@ def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, 
     arrays.check_result_size(payload, nq, nc, max_bytes, counts=False)
     auto = p.method == "automatic"
     ops = _operations(p.circuit, p.circuit_format, limits, p.method, p.device) if auto else ()
-    budget.check_task_memory(payload, nq, ops, limits.max_task_memory_bytes)
+    budget.check_task_memory(
+        payload, nq, ops, limits.max_task_memory_bytes, mps_max_bond=limits.mps_max_bond_dimension
+    )
     if p.parameter_bindings is None and circuit.parameters:
         names = ", ".join(sorted(x.name for x in circuit.parameters))
         raise PermanentJobError(
@@ -313,6 +315,8 @@ def _run_one(
     options["max_parallel_threads"] = int(request.get("threads") or 1)
     # Aer refuses a state over the task's budget before allocating it.
     options["max_memory_mb"] = budget.aer_max_memory_mb(limits.max_task_memory_bytes)
+    if p.method == "matrix_product_state":  # the cap that bounds its memory (core/budget.py)
+        options["matrix_product_state_max_bond_dimension"] = limits.mps_max_bond_dimension
     if p.seed is not None:
         options["seed_simulator"] = p.seed
     if nm is not None:
@@ -358,4 +362,6 @@ def _run_one(
         "method": (results[0].get("metadata") or {}).get("method"),
         "aer_threads": options["max_parallel_threads"],
     }
+    if "matrix_product_state_max_bond_dimension" in options:
+        meta["mps_max_bond_dimension"] = options["matrix_product_state_max_bond_dimension"]
     return {"ok": True, "result": body, "meta": meta}
