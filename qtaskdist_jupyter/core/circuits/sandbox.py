@@ -125,7 +125,10 @@ class ParsePool:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._started = 0
-        self._grow()  # one child now: it warms up beside the server; more while all are busy
+        # Every child now: they warm up beside the server, so that a batch's first chunks
+        # do not wait for a child to import qiskit (a replaced child starts on demand).
+        for _ in range(size):
+            self._grow()
 
     @classmethod
     def from_limits(cls, limits: Limits) -> ParsePool | None:
