@@ -169,6 +169,10 @@ _NO_OP = {
 }  # fmt: skip
 
 
+# The tokens that end, open or close a statement or start a pragma (walk's branches).
+_MARKS = frozenset(("pragma", "@", "#", ";", "{", "}"))
+
+
 def _group_end(s: list[Token], k: int) -> int:
     """Index after the bracket group opening at ``k`` (or after the single token there)."""
     if k >= len(s) or s[k].text not in ("(", "[", "{"):
@@ -196,9 +200,13 @@ class _Count:
     def walk(self, i: int, top: bool) -> tuple[int, int]:
         total, stmt = 0, []
         toks = self.toks
-        while i < len(toks):
+        n = len(toks)
+        while i < n:
             t = toks[i]
-            if not stmt and (t.text in ("pragma", "@") or (t.text == "#" and i + 1 < len(toks))):
+            if t.text not in _MARKS:  # most tokens: part of the statement
+                stmt.append(t)
+                i += 1
+            elif not stmt and (t.text in ("pragma", "@") or (t.text == "#" and i + 1 < len(toks))):
                 while i + 1 < len(toks) and toks[i + 1].line == t.line:  # runs to line end
                     i += 1
                 i += 1
@@ -327,11 +335,11 @@ class _Count:
         mult = 1
         if top:  # QASM broadcasting: `h q;` on a 5-qubit register is five instructions
             piece: list[str] = []
-            for t in [*s[i + 1 :], Token("op", ",", 0, 0)]:
-                if t.text in (",", "->", "="):
+            for text in [*(t.text for t in s[i + 1 :]), ","]:
+                if text in (",", "->", "="):
                     if len(piece) == 1 and piece[0] in self.regs:
                         mult = max(mult, self.regs[piece[0]])
                     piece = []
-                elif t.text != "measure":
-                    piece.append(t.text)
+                elif text != "measure":
+                    piece.append(text)
         return unit * mult
