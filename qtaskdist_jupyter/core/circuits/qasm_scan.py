@@ -328,6 +328,8 @@ class _Count:
                 i = j + 1
             else:
                 break
+        if i >= len(s):  # modifiers and nothing after them (`ctrl @`): a parser refuses it
+            return 1
         name = s[i].text
         if name == "barrier":
             return 1
