@@ -9,8 +9,8 @@
 
 Every count must equal the loop's. Besides the ratio, the CPU each process spent per task
 (psutil): the client (this process: encoding, HTTP, then polling PostgreSQL for the end),
-the server, the worker's main
-process, its job processes, PostgreSQL's backends of the benchmark database, Redis.
+the server, the server's circuit parse children, the worker's main process, its job
+processes, PostgreSQL's backends of the benchmark database, Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,18 +86,33 @@ def _inproc(kind: str, n: int) -> dict[str, Any]:
     return got
 
 
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
+def _cpu(pids: list[int]) -> dict[int, float]:
+    out = {}
     for pid in pids:
         try:
             t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
+            out[pid] = t.user + t.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return out
 
 
-def process_groups(cfg: BenchConfig, server_pid: int, worker_pid: int) -> dict[str, list[int]]:
+def _children(pid: int) -> Callable[[], list[int]]:
+    """The children of ``pid`` when asked: the server's parse pool grows while it is busy."""
+
+    def pids() -> list[int]:
+        try:
+            return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    return pids
+
+
+Group = list[int] | Callable[[], list[int]]
+
+
+def process_groups(cfg: BenchConfig, server_pid: int, worker_pid: int) -> dict[str, Group]:
     import redis
 
     worker = psutil.Process(worker_pid)
@@ -111,6 +127,8 @@ def process_groups(cfg: BenchConfig, server_pid: int, worker_pid: int) -> dict[s
     return {
         "client (this process)": [psutil.Process().pid],
         "server": [server_pid],
+        # The circuit parse children (core/circuits/sandbox.py), started as needed.
+        "server parse pool": _children(server_pid),
         "worker main": [worker_pid],
         "job processes": [c.pid for c in worker.children()],
         "postgres (this db)": [int(b[0]) for b in backends],
@@ -119,14 +137,23 @@ def process_groups(cfg: BenchConfig, server_pid: int, worker_pid: int) -> dict[s
 
 
 class CpuMeter:
-    """CPU seconds per process group between :meth:`start` and :meth:`per_task_us`."""
+    """CPU seconds per process group between :meth:`start` and :meth:`per_task_us`; a
+    group given as a function is listed again at the end (a process it started since
+    counts from zero)."""
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+    def __init__(self, groups: dict[str, Group]) -> None:
         self.groups = groups
-        self.before = {k: _cpu(v) for k, v in groups.items()}
+        self.before = {k: _cpu(self._pids(k)) for k in groups}
+
+    def _pids(self, name: str) -> list[int]:
+        g = self.groups[name]
+        return g() if callable(g) else g
 
     def per_task_us(self, n: int) -> dict[str, float]:
-        out = {k: (_cpu(v) - self.before[k]) / n * 1e6 for k, v in self.groups.items()}
+        out = {}
+        for k in self.groups:
+            now, then = _cpu(self._pids(k)), self.before[k]
+            out[k] = sum(t - then.get(pid, 0.0) for pid, t in now.items()) / n * 1e6
         out["total"] = sum(out.values())
         return {k: round(v, 1) for k, v in out.items()}
 

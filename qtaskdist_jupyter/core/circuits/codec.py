@@ -25,7 +25,7 @@ from typing import Any, Literal
 from qiskit import qasm2, qasm3, qpy
 from qiskit.circuit import QuantumCircuit
 
-from qtaskdist_jupyter.core.circuits import qasm3_fast
+from qtaskdist_jupyter.core.circuits import qasm2_bound, qasm3_fast
 from qtaskdist_jupyter.core.circuits.bounds import nested_count
 from qtaskdist_jupyter.core.circuits.errtext import one_line
 from qtaskdist_jupyter.core.circuits.qasm_scan import scan, tokenize
@@ -165,7 +165,27 @@ def detect_format(source: str) -> str:
     return "qasm2" if re.search(r"\bqreg\b", text) else "qasm3"
 
 
-def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, int]:
+def _counted(source: str, fmt: str, limits: Limits, quick: bool) -> int:
+    """The program's instructions (user gates expanded, loops unrolled), its limits
+    checked before any parser sees it. ``quick``: an OpenQASM 2 program whose cheap upper
+    bound (:mod:`.qasm2_bound`) is within the limits skips the token scan, and the bound
+    is returned (for a worker's job process only: the server's check names lines)."""
+    if quick and fmt == "qasm2":
+        b = qasm2_bound.bound(source)
+        if b is not None and b.qubits <= limits.max_qubits and max(b) <= limits.max_instructions:
+            return b.instructions
+    found = scan(source, fmt)
+    if found.statements == 0:
+        raise CircuitError("the program is empty: it declares no registers or operations")
+    _limit("qubits", found.qubits, limits.max_qubits)
+    _limit("clbits", found.clbits, limits.max_instructions)
+    _limit("instructions", found.instructions, limits.max_instructions)
+    return found.instructions
+
+
+def _load(
+    source: str, fmt: str, limits: Limits, quick: bool = False
+) -> tuple[QuantumCircuit, str, int]:
     size = len(source.encode())
     if size > limits.max_payload_bytes:
         top = limits.max_payload_bytes
@@ -182,13 +202,7 @@ def _load(source: str, fmt: str, limits: Limits) -> tuple[QuantumCircuit, str, i
         circuit = programs[0]
         count = nested_count(circuit, limits)
     else:
-        found = scan(source, fmt)
-        count = found.instructions
-        if found.statements == 0:
-            raise CircuitError("the program is empty: it declares no registers or operations")
-        _limit("qubits", found.qubits, limits.max_qubits)
-        _limit("clbits", found.clbits, limits.max_instructions)
-        _limit("instructions", count, limits.max_instructions)
+        count = _counted(source, fmt, limits, quick)
         if fmt == "qasm2":
             circuit = _call_parser(
                 "invalid OpenQASM 2",
@@ -237,9 +251,12 @@ def qasm3_tree(source: str) -> Any:
     return tree
 
 
-def load_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits) -> QuantumCircuit:
-    """Parse ``source`` (QASM 2/3 text or base64 QPY); CircuitError / LimitExceeded on refusal."""
-    return _load(source, fmt, limits)[0]
+def load_circuit(
+    source: str, fmt: CircuitFormat = "auto", *, limits: Limits, quick: bool = False
+) -> QuantumCircuit:
+    """Parse ``source`` (QASM 2/3 text or base64 QPY); CircuitError / LimitExceeded on refusal.
+    ``quick``: see :func:`_counted` (a worker's job process, bounded in memory and time)."""
+    return _load(source, fmt, limits, quick)[0]
 
 
 def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits) -> CircuitInfo:

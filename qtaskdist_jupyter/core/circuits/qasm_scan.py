@@ -99,35 +99,52 @@ _TOKEN_RE = re.compile(
 )
 
 
+_RARE = frozenset(("end", "badbc", "badstr"))
+_BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+_new_token = tuple.__new__  # Token(...) without the Python-level __new__ of NamedTuple
+
+
 def tokenize(source: str) -> list[Token]:
+    """Every token with its line and column. Lean per token: a small program has hundreds,
+    and every QASM submission is scanned at submit and again by the worker."""
     toks: list[Token] = []
-    line, line_start, prev, depth = 1, 0, 0, 0
+    append = toks.append
+    line, line_start, depth, prev = 1, 0, 0, 0
+    rfind, count = source.rfind, source.count
     for m in _TOKEN_RE.finditer(source):
         kind = m.lastgroup or "op"
         start = m.start(kind)
-        text = m.group(kind)
-        nl = source.rfind("\n", prev, start)
+        # From the previous token on: the search may also skip a character no token
+        # matches (a control character), not only the whitespace folded into the match.
+        nl = rfind("\n", prev, start)
         if nl >= 0:
-            line += source.count("\n", prev, start)
+            line += count("\n", prev, start)
             line_start = nl + 1
-        prev, col = start, start - line_start + 1
-        if kind == "end":
+        prev = start
+        if kind in _RARE:
+            _refuse_token(kind, line, start - line_start + 1)
             break
-        if kind == "badbc":
-            raise CircuitError("unterminated block comment", line=line, column=col)
-        if kind == "badstr":
-            msg = "unterminated string, or one with an escape or line break"
-            raise CircuitError(msg, line=line, column=col)
-        if kind in ("num", "op") and not text.isascii():
-            msg = f"{text[:20]!r} is not a number: digits must be ASCII"
-            raise CircuitError(msg, line=line, column=col)
-        if kind == "op" and text in "([{)]}":
-            depth += 1 if text in "([{" else -1
-            if depth > _MAX_NESTING:
-                msg = f"brackets nested deeper than {_MAX_NESTING}"
-                raise CircuitError(msg, line=line, column=col)
-        toks.append(Token(kind, text, line, col))
+        text = m.group(kind)
+        if kind == "num" or kind == "op":
+            if not text.isascii():
+                msg = f"{text[:20]!r} is not a number: digits must be ASCII"
+                raise CircuitError(msg, line=line, column=start - line_start + 1)
+            if kind == "op" and text in _BRACKETS:
+                depth += _BRACKETS[text]
+                if depth > _MAX_NESTING:
+                    msg = f"brackets nested deeper than {_MAX_NESTING}"
+                    raise CircuitError(msg, line=line, column=start - line_start + 1)
+        append(_new_token(Token, (kind, text, line, start - line_start + 1)))
     return toks
+
+
+def _refuse_token(kind: str, line: int, col: int) -> None:
+    """The end of input returns; an unterminated comment or string is refused."""
+    if kind == "badbc":
+        raise CircuitError("unterminated block comment", line=line, column=col)
+    if kind == "badstr":
+        msg = "unterminated string, or one with an escape or line break"
+        raise CircuitError(msg, line=line, column=col)
 
 
 def _check_includes(toks: list[Token], fmt: str) -> None:
@@ -150,6 +167,10 @@ _NO_OP = {
     "bool", "duration", "stretch", "complex", "const", "input", "output", "let", "array",
     "extern", "opaque", "defcalgrammar", "break", "continue", "return", "end",
 }  # fmt: skip
+
+
+# The tokens that end, open or close a statement or start a pragma (walk's branches).
+_MARKS = frozenset(("pragma", "@", "#", ";", "{", "}"))
 
 
 def _group_end(s: list[Token], k: int) -> int:
@@ -179,9 +200,13 @@ class _Count:
     def walk(self, i: int, top: bool) -> tuple[int, int]:
         total, stmt = 0, []
         toks = self.toks
-        while i < len(toks):
+        n = len(toks)
+        while i < n:
             t = toks[i]
-            if not stmt and (t.text in ("pragma", "@") or (t.text == "#" and i + 1 < len(toks))):
+            if t.text not in _MARKS:  # most tokens: part of the statement
+                stmt.append(t)
+                i += 1
+            elif not stmt and (t.text in ("pragma", "@") or (t.text == "#" and i + 1 < len(toks))):
                 while i + 1 < len(toks) and toks[i + 1].line == t.line:  # runs to line end
                     i += 1
                 i += 1
@@ -303,6 +328,8 @@ class _Count:
                 i = j + 1
             else:
                 break
+        if i >= len(s):  # modifiers and nothing after them (`ctrl @`): a parser refuses it
+            return 1
         name = s[i].text
         if name == "barrier":
             return 1
@@ -310,11 +337,11 @@ class _Count:
         mult = 1
         if top:  # QASM broadcasting: `h q;` on a 5-qubit register is five instructions
             piece: list[str] = []
-            for t in [*s[i + 1 :], Token("op", ",", 0, 0)]:
-                if t.text in (",", "->", "="):
+            for text in [*(t.text for t in s[i + 1 :]), ","]:
+                if text in (",", "->", "="):
                     if len(piece) == 1 and piece[0] in self.regs:
                         mult = max(mult, self.regs[piece[0]])
                     piece = []
-                elif t.text != "measure":
-                    piece.append(t.text)
+                elif text != "measure":
+                    piece.append(text)
         return unit * mult

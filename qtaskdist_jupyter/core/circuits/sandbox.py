@@ -22,6 +22,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -41,6 +43,9 @@ _REFUSALS: dict[str, type[InvalidInput]] = {
 _CHILD_MODULE = "qtaskdist_jupyter.core.circuits.sandbox_child"
 _START_TIMEOUT_S = 120.0  # importing qiskit on a busy machine
 _MAX_ANSWER_BYTES = 16 * 2**20  # an answer is a few facts; more is a broken child
+# Circuits per request to a child: a batch's circuits go out in chunks of this many, the
+# children working on the chunks side by side; each answers one frame per circuit.
+CHUNK = 64
 _INFO_TYPES = {
     "format": str,
     "num_qubits": int,
@@ -92,14 +97,14 @@ class _Child:
             self.ready = self.read(time.monotonic() + _START_TIMEOUT_S) is not None
         return self.ready
 
-    def ask(self, request: dict[str, Any], time_s: float) -> dict[str, Any] | None:
+    def send(self, request: dict[str, Any]) -> bool:
         body = json.dumps(request).encode()
         try:
             self.proc.stdin.write(struct.pack("!I", len(body)) + body)  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
         except OSError:
-            return None
-        return self.read(time.monotonic() + time_s)
+            return False
+        return True
 
     def kill(self) -> int | None:
         if self.proc.poll() is None:
@@ -120,7 +125,10 @@ class ParsePool:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._started = 0
-        self._grow()  # one child now: it warms up beside the server; more while all are busy
+        # Every child now: they warm up beside the server, so that a batch's first chunks
+        # do not wait for a child to import qiskit (a replaced child starts on demand).
+        for _ in range(size):
+            self._grow()
 
     @classmethod
     def from_limits(cls, limits: Limits) -> ParsePool | None:
@@ -166,30 +174,89 @@ class ParsePool:
 
     def inspect(self, source: str, fmt: str, limits: Limits) -> Any:
         """:func:`.codec.inspect_circuit` in a child; its refusals re-raised here."""
+        (got,) = self.inspect_many([(source, fmt)], limits)
+        if isinstance(got, InvalidInput):
+            raise got
+        return got
+
+    def inspect_many(self, items: Sequence[tuple[str, str]], limits: Limits) -> list[Any]:
+        """Each ``(source, format)``'s facts, or its refusal (an InvalidInput, not raised),
+        in order. Up to :data:`CHUNK` circuits go to a child in one request, and the
+        children work on the chunks side by side; each circuit keeps its own deadline
+        (the child answers one frame per circuit) and its own memory limit (what a
+        circuit allocated is freed before the next one is parsed).
+
+        A circuit that breaks a child (deadline, memory, crash) is refused, and nothing
+        after it is parsed: those entries are None, as a caller that stops at the first
+        refusal never reads them. So a list of circuits that each hang costs one deadline
+        per child, not one per circuit."""
+        chunks = [range(k, min(k + CHUNK, len(items))) for k in range(0, len(items), CHUNK)]
+        out: list[Any] = [None] * len(items)
+        broke = [len(items)]  # the lowest index that broke a child so far
+
+        def run(idx: range) -> None:
+            if idx.start < broke[0]:
+                at = self._inspect_chunk(items, idx, out, limits)
+                broke[0] = min(broke[0], at)
+
+        if len(chunks) == 1:
+            run(chunks[0])
+        elif chunks:
+            with ThreadPoolExecutor(min(self.size, len(chunks))) as ex:
+                list(ex.map(run, chunks))
+        return out
+
+    def _inspect_chunk(
+        self, items: Sequence[tuple[str, str]], idx: range, out: list[Any], limits: Limits
+    ) -> int:
+        """:meth:`inspect_many` of ``items[idx]`` into ``out``, in one child; the index
+        of the circuit that broke it (refused), or ``len(items)``."""
         from qtaskdist_jupyter.core.circuits.precheck import precheck
 
-        precheck(source, fmt, limits)  # what needs no parse to refuse, without a child
-        try:
-            child = self._idle.get_nowait()
-        except queue.Empty:
-            self._grow()
-            child = self._idle.get()
+        send = []
+        for k in idx:
+            try:
+                precheck(*items[k], limits)  # what needs no parse to refuse, without a child
+                send.append(k)
+            except InvalidInput as exc:
+                out[k] = exc
+        done, broken = self._ask_child([items[k] for k in send], limits)
+        for k, got in zip(send, done, strict=False):
+            out[k] = got
+        return send[len(done) - 1] if broken else len(items)
+
+    def _ask_child(self, items: list[tuple[str, str]], limits: Limits) -> tuple[list[Any], bool]:
+        """One child's answers, in order, and whether a circuit broke it: then the last
+        answer is that circuit's refusal, and the circuits after it have none."""
+        if not items:
+            return [], False
+        child = self._take()
+        answers: list[Any] = []
         got: dict[str, Any] | None = None
         started = child.start()
         try:
-            if started:
-                got = child.ask(
-                    {"source": source, "format": fmt, "limits": asdict(limits)}, self.time_s
-                )
+            if started and child.send({"sources": items, "limits": asdict(limits)}):
+                for _ in items:
+                    got = child.read(time.monotonic() + self.time_s)
+                    if got is None or got.get("refused") == "MemoryError":
+                        break
+                    answers.append(_answer(got))
         finally:
-            broken = got is None or got.get("refused") == "MemoryError"
+            broken = len(answers) < len(items)
             code = child.kill() if broken else None
             self._give_back(child, broken)
         if not started:
             raise ServiceUnavailable(f"the circuit parser did not start (exit code {code})")
         if broken:
-            raise self._failure(got, code, child.timed_out)
-        return _answer(got)  # type: ignore[arg-type]
+            answers.append(self._failure(got, code, child.timed_out))
+        return answers, broken
+
+    def _take(self) -> _Child:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            self._grow()
+            return self._idle.get()
 
     def _failure(
         self, got: dict[str, Any] | None, code: int | None, timed_out: bool
@@ -213,22 +280,23 @@ class ParsePool:
 
 
 def _answer(got: dict[str, Any]) -> Any:
-    """The child's answer: its CircuitInfo, or its refusal raised; checked, not trusted."""
+    """The child's answer: its CircuitInfo, or its refusal (returned, not raised); checked,
+    not trusted."""
     from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
 
     if "refused" in got:
         cls = _REFUSALS.get(str(got["refused"]), CircuitError)
         detail = got.get("detail") if isinstance(got.get("detail"), dict) else {}
         try:
-            raise cls(str(got.get("message", "")), **detail)
+            return cls(str(got.get("message", "")), **detail)
         except TypeError:
-            raise CircuitError(str(got.get("message", ""))) from None
+            return CircuitError(str(got.get("message", "")))
     info = got.get("info")
     if not isinstance(info, dict) or info.keys() != _INFO_TYPES.keys():
-        raise CircuitError("the circuit parser answered out of protocol")
+        return CircuitError("the circuit parser answered out of protocol")
     names = [*info["parameters"], *info["operations"]]
     if not all(type(info[k]) is t for k, t in _INFO_TYPES.items()) or not all(
         isinstance(n, str) for n in names
     ):
-        raise CircuitError("the circuit parser answered out of protocol")
+        return CircuitError("the circuit parser answered out of protocol")
     return CircuitInfo(**{**info, "operations": frozenset(info["operations"])})

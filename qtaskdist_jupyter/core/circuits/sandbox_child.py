@@ -4,8 +4,9 @@ Run as ``python -m qtaskdist_jupyter.core.circuits.sandbox_child MEMORY_BYTES``.
 qiskit, parses one small program (so that its first real request is warm), then limits
 its own address space to what it uses now plus ``MEMORY_BYTES`` and answers requests
 on stdin/stdout: 4-byte big-endian length, then JSON, both ways. Nothing is pickled:
-a request is the circuit text, its format and the limits; an answer is the circuit's
-plain facts, or the refusal's class name, message and detail.
+a request is a list of (circuit text, format) and the limits; the child answers one
+frame per circuit, in order: the circuit's plain facts, or the refusal's class name,
+message and detail.
 """
 
 from __future__ import annotations
@@ -46,12 +47,11 @@ def write_frame(stream: BinaryIO, obj: Any) -> None:
     stream.flush()
 
 
-def answer(request: dict[str, Any]) -> dict[str, Any]:
+def answer(source: Any, fmt: Any, limits: Limits) -> dict[str, Any]:
     from qtaskdist_jupyter.core.circuits import codec
 
-    limits = Limits(**request["limits"])
     try:
-        info = codec.inspect_circuit(request["source"], request["format"], limits=limits)
+        info = codec.inspect_circuit(source, fmt, limits=limits)
     except InvalidInput as exc:
         return {"refused": type(exc).__name__, "message": exc.message, "detail": exc.detail}
     except MemoryError:
@@ -59,6 +59,13 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     facts = dataclasses.asdict(info)
     facts["operations"] = sorted(info.operations)  # JSON has no sets
     return {"info": facts}
+
+
+def serve(request: dict[str, Any], stdout: BinaryIO) -> None:
+    """One frame per circuit of the request, in order, each as soon as it is parsed."""
+    limits = Limits(**request["limits"])
+    for source, fmt in request["sources"]:
+        write_frame(stdout, answer(source, fmt, limits))
 
 
 def main(argv: list[str]) -> int:
@@ -72,7 +79,7 @@ def main(argv: list[str]) -> int:
     stdin = sys.stdin.buffer
     write_frame(stdout, {"ready": os.getpid()})
     while (frame := read_frame(stdin)) is not None:
-        write_frame(stdout, answer(json.loads(frame)))
+        serve(json.loads(frame), stdout)
     return 0
 
 

@@ -29,6 +29,10 @@ T = TypeVar("T")
 # The advisory lock class of owner admission ("qtd1"); the second key is the owner's hash.
 ADMISSION_LOCK_CLASS = 0x71746431
 ACTIVE = (S.PENDING.value, S.QUEUED.value, S.RUNNING.value)
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_COUNTS_SQL = (
+    "SELECT count(*) FILTER (WHERE status = ANY(%s)), count(*) FROM tasks WHERE owner = %s"
+)
 
 
 class Admission:
@@ -43,24 +47,32 @@ class Admission:
         stmt = select(func.count()).where(tasks.c.owner == owner, tasks.c.status.in_(ACTIVE))
         return int((await conn.execute(stmt)).scalar_one())
 
-    async def _counts_on(self, conn: AsyncConnection, owner: str) -> tuple[int, int]:
-        """The owner's active and stored (every status) rows, in one statement."""
-        active = func.count().filter(tasks.c.status.in_(ACTIVE))
-        stmt = select(active, func.count()).where(tasks.c.owner == owner)
-        n_active, n_stored = (await conn.execute(stmt)).one()
-        return int(n_active), int(n_stored)
-
     @contextlib.asynccontextmanager
-    async def _owner_locked(self, owner: str) -> AsyncIterator[AsyncConnection]:
-        """A connection in a transaction that holds ``owner``'s admission lock."""
+    async def _owner_txn(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a READ COMMITTED transaction; :meth:`_locked_counts` takes the
+        owner's lock in it."""
         async with self.engine.connect() as conn:
             # The engine is autocommit; this connection needs a real transaction (its
             # isolation level is reset when it goes back to the pool).
             conn = await conn.execution_options(isolation_level="READ COMMITTED")
             async with conn.begin():
-                lock = func.pg_advisory_xact_lock(ADMISSION_LOCK_CLASS, func.hashtext(owner))
-                await conn.execute(select(lock))
                 yield conn
+
+    async def _locked_counts(self, conn: AsyncConnection, owner: str) -> tuple[int, int]:
+        """Take ``owner``'s lock, then count the owner's active and stored rows: BEGIN,
+        the lock and the count go out in one round trip (psycopg's pipeline mode). The
+        server still runs them one after another, and under READ COMMITTED the count's
+        snapshot is taken when it starts, after the lock is held, so it sees every row a
+        previous holder committed."""
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection
+        assert pg is not None
+        async with pg.pipeline(), pg.cursor() as lock, pg.cursor() as count:
+            await lock.execute(_LOCK_SQL, (ADMISSION_LOCK_CLASS, owner))
+            await count.execute(_COUNTS_SQL, (list(ACTIVE), owner))
+            row = await count.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     @_db_errors
     async def insert_admitted(
@@ -77,8 +89,8 @@ class Admission:
         refuse (nothing is written); its answer is returned with the rows (see
         TaskStore.insert_many)."""
         values = [n.row() for n in new]
-        async with self._owner_locked(owner) as conn:
-            verdict = decide(*await self._counts_on(conn, owner))
+        async with self._owner_txn() as conn:
+            verdict = decide(*await self._locked_counts(conn, owner))
             rows = await self._insert_on(conn, values, status, full)
         return rows, verdict
 
@@ -87,8 +99,8 @@ class Admission:
         self, task_id: uuid.UUID, owner: str, decide: Callable[[int], T]
     ) -> tuple[dict[str, Any], T]:
         """TaskStore.requeue if ``decide(active)`` allows it, under ``owner``'s lock."""
-        async with self._owner_locked(owner) as conn:
-            verdict = decide(await self._active_on(conn, owner))
+        async with self._owner_txn() as conn:
+            verdict = decide((await self._locked_counts(conn, owner))[0])
             row = await self.requeue(task_id, owner, conn=conn)
         await self.drop_arrays(task_id)  # after the commit, as TaskStore.requeue does
         return row, verdict

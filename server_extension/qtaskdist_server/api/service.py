@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.budget import check_submit
-from qtaskdist_jupyter.core.circuits.bindings import check_bindings
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
@@ -38,25 +36,19 @@ from qtaskdist_jupyter.core.errors import (
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_jupyter.core.retention import check_stored_tasks
 from qtaskdist_jupyter.core.schemas import (
-    USER_META_KEY,
     BatchCreate,
     TaskCreate,
     TaskUpdate,
-    validate_payload,
 )
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
 from qtaskdist_server.api import access, fleet, listing, quota
+from qtaskdist_server.api.checks import Checker
 from qtaskdist_server.api.listing import columns_for
 from qtaskdist_server.api.params import ListParams
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
     from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
     from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
-
-# Circuits that passed the check, kept per service: entries and the largest key (bounds
-# its memory).
-_MEMO_SIZE = 256
-_MEMO_MAX_KEY = 64 * 1024
 
 
 class TaskService:
@@ -70,13 +62,13 @@ class TaskService:
         self.store = store
         self.broker = broker
         self.settings = settings
-        self._memo: dict[str, CircuitInfo] = {}
         # Request bodies over large_body_bytes in flight per owner (the hosts count them).
         self.large_bodies = quota.LargeBodies()
         self.redactor = access.Redactor()
         # Circuits are parsed in child processes under memory and time limits (None:
         # in this process, after the same scans).
         self.parser = parser
+        self.checks = Checker(settings.limits, parser)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> TaskService:
@@ -103,15 +95,6 @@ class TaskService:
         await self.store.close()
         await self.broker.close()
 
-    def inspect(self, source: str, fmt: str) -> CircuitInfo:
-        """The circuit's facts, parsed in the sandbox when there is one."""
-        from qtaskdist_jupyter.core.circuits import codec
-
-        limits = self.settings.limits
-        if self.parser is None:
-            return codec.inspect_circuit(source, fmt, limits=limits)  # type: ignore[arg-type]
-        return self.parser.inspect(source, fmt, limits)
-
     def to_new_task(
         self,
         spec: TaskCreate,
@@ -119,39 +102,9 @@ class TaskService:
         batch_id: uuid.UUID | None = None,
         memo: dict[str, CircuitInfo] | None = None,
     ) -> NewTask:
-        """Validate the payload for its task_type (and its circuit) into a NewTask.
-
-        The circuit check (a full parse: nearly all of validation's cost) is memoized on
-        the circuit text alone, so a batch that sends one circuit many times, with other
-        seeds, shots or bindings, parses it once. The same text always checks the same.
-        ``memo`` defaults to this service's bounded memo, shared by requests.
-        """
-        memo = self._memo if memo is None else memo
-        payload = validate_payload(spec.task_type, spec.payload, self.settings.limits)
-        fmt = payload.get("circuit_format", "auto")
-        key = f"{fmt}\0{payload['circuit']}"
-        info = memo.get(key)
-        if info is None:
-            info = self.inspect(payload["circuit"], fmt)
-            if len(key) <= _MEMO_MAX_KEY:
-                memo[key] = info
-                if len(memo) > _MEMO_SIZE:
-                    # Oldest first (dict order); another validating thread may race us.
-                    with contextlib.suppress(RuntimeError, StopIteration):
-                        memo.pop(next(iter(memo)), None)
-        check_bindings(payload, info.parameters)
-        check_submit(spec.task_type, payload, info, self.settings.limits)
-        return NewTask(
-            task_type=spec.task_type,
-            payload=payload,
-            owner=owner,
-            name=spec.name,
-            tags=spec.tags,
-            max_retries=spec.max_retries,
-            batch_id=spec.batch_id or batch_id,
-            # The user's part of meta_data; every other key is the system's.
-            meta_data={USER_META_KEY: labels} if (labels := spec.user_labels()) else None,
-        )
+        """Validate the payload for its task_type (and its circuit) into a NewTask
+        (:mod:`.checks`; ``memo`` defaults to this service's, shared by requests)."""
+        return self.checks.new_task(spec, owner, batch_id, memo)
 
     async def precheck(self, owner: str, n: int) -> None:
         """The active-task quota from the number of tasks alone, before any circuit is
@@ -247,8 +200,13 @@ class TaskService:
 
     # ---- the REST API's verbs --------------------------------------------------------
     async def submit(self, owner: str, spec: TaskCreate) -> dict[str, Any]:
-        """POST tasks: one task checked, admitted and written; its row as written."""
-        await self.precheck(owner, 1)
+        """POST tasks: one task checked, admitted and written; its row as written.
+
+        The count before the check saves a parse for a request the quota refuses; a
+        circuit already in the memo needs no parse, so it goes straight to the admission
+        (which counts under the owner's lock anyway)."""
+        if not self.checks.memoized(spec.payload):
+            await self.precheck(owner, 1)
         # The circuit check parses up to max_payload_bytes of QASM: off the event loop.
         new = await asyncio.to_thread(self.to_new_task, spec, owner)
         (row,) = await self.create_admitted(owner, [new], enqueue=spec.enqueue, full=True)
@@ -267,23 +225,9 @@ class TaskService:
             )
         await self.precheck(owner, len(spec.tasks))
         batch_id = spec.batch_id or uuid.uuid4()
-        new = await asyncio.to_thread(self._check_batch, spec, owner, batch_id)
+        new = await asyncio.to_thread(self.checks.batch, spec, owner, batch_id)
         await self.create_admitted(owner, new, enqueue=spec.enqueue)
         return batch_id, [str(n.task_id) for n in new]
-
-    def _check_batch(self, spec: BatchCreate, owner: str, batch_id: uuid.UUID) -> list[NewTask]:
-        out = []
-        for i, t in enumerate(spec.tasks):
-            try:
-                n = self.to_new_task(t, owner, batch_id)
-            except InvalidInput as exc:
-                exc.detail["field"] = f"tasks.{i}.{exc.field or 'payload'}"
-                exc.detail["index"] = i
-                exc.message = f"tasks[{i}]: {exc.message}"
-                raise
-            n.task_id = uuid.uuid4()
-            out.append(n)
-        return out
 
     async def get(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
         return await self.store.get(task_id, owner)
