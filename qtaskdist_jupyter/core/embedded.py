@@ -94,9 +94,12 @@ def _spawn_watchdog(home: Path, state: dict[str, Any]) -> None:
     with (home / "watchdog.log").open("a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", WATCH_MODULE, str(home)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd="/",
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
+        )
     state["watchdog"] = {"pid": proc.pid}
     _write_state(home, state)
 

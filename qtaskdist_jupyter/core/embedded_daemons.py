@@ -176,9 +176,14 @@ def pg(home: Path, user: Any, *args: str, timeout: float = 30) -> None:
         # New session: Ctrl-C in a terminal or kernel must not reach postgres.
         rc = subprocess.run(
             [str(bin_dir() / args[0]), "-D", str(pgdata), *args[1:]],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
-            start_new_session=True, cwd="/", **ids,
-        ).returncode  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            start_new_session=True,
+            cwd="/",
+            **ids,
+        ).returncode
     if rc:
         raise RuntimeError(f"{args[0]} exited with status {rc}")
 

@@ -237,13 +237,10 @@ def parse_payload(task_type: str, payload: dict[str, Any]) -> _CircuitPayload:
 # meta_data keys the system writes (provider job records, profiling, retry history,
 # seeds, errors). A request naming one is refused, so nobody believes they set it.
 SYSTEM_META_KEYS = frozenset(
-    {
-        "provider_job_id", "provider_job", "device_id", "attempts", "traceback", "error_id",
-        "error_type", "queue_wait_s", "run_time_s", "simulator_time_s", "worker", "host",
-        "qiskit_version", "aer_version", "batched_with", "seed_simulator", "seed", "seeds",
-        "method", "released_by", "dead_worker", "retry_delay_s", "profiling", USER_META_KEY,
-    }
-)  # fmt: skip
+    "provider_job_id provider_job device_id attempts traceback error_id error_type queue_wait_s "
+    "run_time_s simulator_time_s worker host qiskit_version aer_version batched_with "
+    "seed_simulator seed seeds method released_by dead_worker retry_delay_s profiling".split()
+) | {USER_META_KEY}
 _LABEL_KEY_CHARS = 128
 Text = Annotated[str, Field(max_length=255)]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]

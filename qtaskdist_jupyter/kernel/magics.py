@@ -150,9 +150,12 @@ class QtaskMagics(Magics):
             handle = self._simulate(args, circuits, task)
         elif args.action == "convert":
             handle = self.client.submit_convert(
-                circuits, profile=args.profile, module_name=args.module_name,
-                verify=args.verify, **task,
-            )  # fmt: skip
+                circuits,
+                profile=args.profile,
+                module_name=args.module_name,
+                verify=args.verify,
+                **task,
+            )
         else:
             if not args.device:
                 raise UsageError(

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qtaskdist-worker",
         description="Run qtaskdist tasks (simulate, c_qir_convert, backend_run) from Redis.",
     )
+    _work_arguments(p, d)
+    _timing_arguments(p, d)
+    _service_arguments(p)
+    return p
+
+
+def _work_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
+    """What the worker takes on and how: task types, processes, batches, takeovers, burst."""
     p.add_argument(
         "--task-types",
         "--streams",
@@ -91,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--burst", action="store_true", help="drain the queued tasks (and due retries), then exit 0"
     )
+
+
+def _timing_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
+    """Shutdown, retries, reconciling, time limits and provider polls."""
     p.add_argument(
         "--grace-s",
         type=_positive(float),
@@ -129,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.poll_interval_s,
         help="longest pause between provider status polls",
     )
+
+
+def _service_arguments(p: argparse.ArgumentParser) -> None:
+    """Metrics, memory limits, the backing services and logging."""
     p.add_argument(
         "--metrics-port",
         type=_positive(int),
@@ -145,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     p.add_argument("--redis-url", default=None, help="overrides REDIS_URL")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p  # fmt: skip
 
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:

@@ -74,8 +74,9 @@ class Dispatcher:
         default_factory=lambda: {"pool": asyncio.Event(), "backend": asyncio.Event()}
     )
 
-    async def start(self, task_types: list[str], qbraid_api_key: str | None,
-                    qbraid_api_url: str | None) -> None:  # fmt: skip
+    async def start(
+        self, task_types: list[str], qbraid_api_key: str | None, qbraid_api_url: str | None
+    ) -> None:
         if any(t in POOL_TYPES for t in task_types):
             self.pool = ExecutorPool(
                 self.opts.concurrency,

@@ -46,8 +46,12 @@ async def store_arrays(
     """Replace each spooled array in the replies with its stored reference. A task whose
     array the database refuses (or whose file is missing) gets a failed reply instead.
     Every spooled file of these replies is removed, whatever happened."""
-    files = [ref.get("file") for out in replies.values() if isinstance(out, dict)
-             for _n, ref in arrays.refs(out.get("result"))]  # fmt: skip
+    files = [
+        ref.get("file")
+        for out in replies.values()
+        if isinstance(out, dict)
+        for _n, ref in arrays.refs(out.get("result"))
+    ]
     try:
         for item in items:
             out = replies.get(item.key)

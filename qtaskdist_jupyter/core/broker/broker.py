@@ -228,9 +228,11 @@ class Broker:
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rows:
                 pipe.xadd(
-                    CANCELS_STREAM, {FIELD: str(r["task_id"])},
-                    maxlen=CANCELS_MAXLEN, approximate=True,
-                )  # fmt: skip
+                    CANCELS_STREAM,
+                    {FIELD: str(r["task_id"])},
+                    maxlen=CANCELS_MAXLEN,
+                    approximate=True,
+                )
             await pipe.execute()
 
     @redis_errors

@@ -103,8 +103,14 @@ def pack_rows(
             owner, batch = r["owner"], r.get("batch_id")
             event = call.tail(
                 ("e", status, owner, ttype, attempt, batch),
-                _event_tail, status, owner, ttype, attempt, batch, ts,
-            )  # fmt: skip
+                _event_tail,
+                status,
+                owner,
+                ttype,
+                attempt,
+                batch,
+                ts,
+            )
             call.add_row(r["task_id"], stream, message, event)
         calls.append(call)
     if acks:

@@ -22,9 +22,17 @@ from qtaskdist_jupyter.core.broker.keys import (
 from qtaskdist_jupyter.core.errors import MalformedMessage, UnknownTaskType
 
 __all__ = [
-    "DELETED", "FIELD", "TASK_ID_HEAD", "MalformedMessage", "TaskMessage",
-    "decode_event", "event_tail", "message_tail", "stream_for", "streams_of",
-]  # fmt: skip
+    "DELETED",
+    "FIELD",
+    "TASK_ID_HEAD",
+    "MalformedMessage",
+    "TaskMessage",
+    "decode_event",
+    "event_tail",
+    "message_tail",
+    "stream_for",
+    "streams_of",
+]
 
 # The event ``status`` sent when a finished task is deleted (not a status a row can have).
 DELETED = "deleted"
@@ -103,10 +111,16 @@ def event_tail(
 ) -> str:
     """What follows the task id in an event (its keys in the order docs/message-format.md
     shows)."""
-    return _tail({
-        "status": status, "owner": owner, "task_type": task_type, "attempt": attempt,
-        "batch_id": str(batch_id) if batch_id else None, "ts": ts,
-    })  # fmt: skip
+    return _tail(
+        {
+            "status": status,
+            "owner": owner,
+            "task_type": task_type,
+            "attempt": attempt,
+            "batch_id": str(batch_id) if batch_id else None,
+            "ts": ts,
+        }
+    )
 
 
 def decode_event(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any]:

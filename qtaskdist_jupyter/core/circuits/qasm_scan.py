@@ -145,11 +145,10 @@ def _check_includes(toks: list[Token], fmt: str) -> None:
 
 
 # ---------------------------------------------------------------- instruction count
-_NO_OP = {
-    "OPENQASM", "include", "qreg", "creg", "qubit", "bit", "int", "uint", "float", "angle",
-    "bool", "duration", "stretch", "complex", "const", "input", "output", "let", "array",
-    "extern", "opaque", "defcalgrammar", "break", "continue", "return", "end",
-}  # fmt: skip
+_NO_OP = set(
+    "OPENQASM include qreg creg qubit bit int uint float angle bool duration stretch complex "
+    "const input output let array extern opaque defcalgrammar break continue return end".split()
+)
 
 
 def _group_end(s: list[Token], k: int) -> int:

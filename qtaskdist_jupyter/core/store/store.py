@@ -33,9 +33,13 @@ S = TaskStatus
 _ROW = tuple(tasks.c)
 # What insert_many reads back: what the events and stream messages need.
 _INSERTED = (
-    tasks.c.task_id, tasks.c.task_type, tasks.c.status, tasks.c.owner, tasks.c.attempt,
+    tasks.c.task_id,
+    tasks.c.task_type,
+    tasks.c.status,
+    tasks.c.owner,
+    tasks.c.attempt,
     tasks.c.batch_id,
-)  # fmt: skip
+)
 
 # Below this many rows a plain INSERT beats setting up a COPY.
 _COPY_MIN = 64
@@ -86,16 +90,32 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
             raise ValueError(f"full rows are read back for fewer than {_COPY_MIN} tasks")
         await self._copy_in(conn, values, status)
         return [
-            {"task_id": v["task_id"], "task_type": v["task_type"], "status": status,
-             "owner": v["owner"], "attempt": 0, "batch_id": v["batch_id"]}
+            {
+                "task_id": v["task_id"],
+                "task_type": v["task_type"],
+                "status": status,
+                "owner": v["owner"],
+                "attempt": 0,
+                "batch_id": v["batch_id"],
+            }
             for v in values
-        ]  # fmt: skip
+        ]
 
     async def _copy_in(
         self, conn: AsyncConnection, values: list[dict[str, Any]], status: str
     ) -> None:
-        cols = ("task_id", "task_type", "status", "payload", "owner", "name", "tags",
-                "max_retries", "batch_id", "meta_data")  # fmt: skip
+        cols = (
+            "task_id",
+            "task_type",
+            "status",
+            "payload",
+            "owner",
+            "name",
+            "tags",
+            "max_retries",
+            "batch_id",
+            "meta_data",
+        )
         dumps = json.JSONEncoder(separators=(",", ":")).encode
         raw = await conn.get_raw_connection()
         pg = raw.driver_connection
@@ -109,11 +129,20 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
                     text_p = memo.get(id(p))
                     if text_p is None:
                         text_p = memo[id(p)] = dumps(p)
-                    await copy.write_row((
-                        v["task_id"], v["task_type"], status, text_p, v["owner"],
-                        v["name"], v["tags"], v["max_retries"], v["batch_id"],
-                        dumps(v["meta_data"]),
-                    ))  # fmt: skip
+                    await copy.write_row(
+                        (
+                            v["task_id"],
+                            v["task_type"],
+                            status,
+                            text_p,
+                            v["owner"],
+                            v["name"],
+                            v["tags"],
+                            v["max_retries"],
+                            v["batch_id"],
+                            dumps(v["meta_data"]),
+                        )
+                    )
 
     @_db_errors
     async def get(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:

@@ -88,11 +88,15 @@ def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
     ``attempts`` (a finished attempt gets its entry from the worker, see outcomes.profile).
     In an UPDATE's SET every column still holds the old row: the lost attempt's number,
     worker and start."""
-    entry = func.jsonb_build_object(
-        "attempt", tasks.c.attempt, "worker", tasks.c.worker,
-        "started_at", _utc_iso(tasks.c.started_at), "finished_at", _utc_iso(func.now()),
-        "outcome", outcome, "error", why,
-    )  # fmt: skip
+    fields = {
+        "attempt": tasks.c.attempt,
+        "worker": tasks.c.worker,
+        "started_at": _utc_iso(tasks.c.started_at),
+        "finished_at": _utc_iso(func.now()),
+        "outcome": outcome,
+        "error": why,
+    }
+    entry = func.jsonb_build_object(*(part for pair in fields.items() for part in pair))
     history = func.coalesce(tasks.c.meta_data["attempts"], literal_column("'[]'::jsonb"))
     return func.jsonb_set(meta, literal_column("'{attempts}'"), history.op("||")(entry))
 

@@ -151,10 +151,9 @@ def _literal_range(r: Any, a: Any) -> tuple[int, int, int] | None:
 
 # ---------------------------------------------------------------- module
 _MEASURES = ("__quantum__qis__mz__body", "__quantum__qis__m__body", "__quantum__qis__mresetz__body")
-_ADAPTIVE_OPS = {
-    "call", "br", "ret", "phi", "select", "icmp", "and", "or", "xor", "zext", "sext", "trunc",
-    "add", "sub", "mul", "shl", "lshr", "ashr",
-}  # fmt: skip
+_ADAPTIVE_OPS = set(
+    "call br ret phi select icmp and or xor zext sext trunc add sub mul shl lshr ashr".split()
+)
 
 
 def check_module(module: Any, entry: Any, profile: str) -> None:

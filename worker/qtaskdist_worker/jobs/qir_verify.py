@@ -89,9 +89,13 @@ class _Sim:
         self.max_branches = max_branches
 
     def run(
-        self, scope: Any, branches: list[_Branch], pending: Pending, qmap: list[int],
+        self,
+        scope: Any,
+        branches: list[_Branch],
+        pending: Pending,
+        qmap: list[int],
         cmap: list[int],
-    ) -> tuple[list[_Branch], Pending]:  # fmt: skip
+    ) -> tuple[list[_Branch], Pending]:
         for inst in scope.data:
             op = inst.operation
             name = op.name
@@ -163,9 +167,14 @@ class _Sim:
         return out
 
     def _if_else(
-        self, scope: Any, op: Any, branches: list[_Branch], qs: list[int], cs: list[int],
+        self,
+        scope: Any,
+        op: Any,
+        branches: list[_Branch],
+        qs: list[int],
+        cs: list[int],
         cmap: list[int],
-    ) -> list[_Branch]:  # fmt: skip
+    ) -> list[_Branch]:
         def index(bit: Any) -> int:
             return cmap[scope.find_bit(bit).index]
 
@@ -247,13 +256,18 @@ def _expr(node: Any, bits: int, index: Any) -> int | bool:
     if isinstance(node, expr.Binary):
         a, b = _expr(node.left, bits, index), _expr(node.right, bits, index)
         ops = {
-            "EQUAL": lambda: a == b, "NOT_EQUAL": lambda: a != b,
-            "LESS": lambda: a < b, "LESS_EQUAL": lambda: a <= b,
-            "GREATER": lambda: a > b, "GREATER_EQUAL": lambda: a >= b,
-            "LOGIC_AND": lambda: bool(a) and bool(b), "LOGIC_OR": lambda: bool(a) or bool(b),
-            "BIT_AND": lambda: int(a) & int(b), "BIT_OR": lambda: int(a) | int(b),
+            "EQUAL": lambda: a == b,
+            "NOT_EQUAL": lambda: a != b,
+            "LESS": lambda: a < b,
+            "LESS_EQUAL": lambda: a <= b,
+            "GREATER": lambda: a > b,
+            "GREATER_EQUAL": lambda: a >= b,
+            "LOGIC_AND": lambda: bool(a) and bool(b),
+            "LOGIC_OR": lambda: bool(a) or bool(b),
+            "BIT_AND": lambda: int(a) & int(b),
+            "BIT_OR": lambda: int(a) | int(b),
             "BIT_XOR": lambda: int(a) ^ int(b),
-        }  # fmt: skip
+        }
         if node.op.name in ops:
             return ops[node.op.name]()
     raise ReferenceUnavailable(f"the exact reference does not model the condition {node}")
@@ -281,9 +295,12 @@ def run_shots(bitcode: bytes, entry_name: str, shots: int, seed: int, order: lis
 
     lines: list[str] = []
     qirrunner.run_bytes(
-        bitcode, entry_point=entry_name, shots=shots, rng_seed=seed,
+        bitcode,
+        entry_point=entry_name,
+        shots=shots,
+        rng_seed=seed,
         output_fn=lambda out: lines.append(str(out)),
-    )  # fmt: skip
+    )
     counts: dict[int, int] = {}
     value, slot, started = 0, 0, 0
     for chunk in "".join(lines).splitlines():

@@ -38,10 +38,8 @@ from .binding import aer_binds, aer_table, bind
 from .common import error_report, limits_from, load_circuit
 
 _ALWAYS_OK = {"barrier", "measure", "reset", "delay", "store"}
-_NOISE_1Q = ["id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg", "rx", "ry", "rz",
-             "p", "u", "u1", "u2", "u3", "r"]  # fmt: skip
-_NOISE_2Q = ["cx", "cy", "cz", "ch", "swap", "ecr", "cp", "crx", "cry", "crz", "cu", "rxx",
-             "ryy", "rzz", "rzx", "iswap", "csx"]  # fmt: skip
+_NOISE_1Q = ("id x y z h s sdg t tdg sx sxdg rx ry rz p u u1 u2 u3 r").split()
+_NOISE_2Q = ("cx cy cz ch swap ecr cp crx cry crz cu rxx ryy rzz rzx iswap csx").split()
 
 
 @lru_cache(maxsize=16)
@@ -305,10 +303,13 @@ def _run_one(
     p: SimulatePayload, exps: list[Experiment], request: dict[str, Any], limits: Any
 ) -> dict[str, Any]:
     """One task's Aer call and its outcome."""
-    nm = noise_model(*(
-        (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
-        if p.noise else (0.0, 0.0, 0.0)
-    ))  # fmt: skip
+    nm = noise_model(
+        *(
+            (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
+            if p.noise
+            else (0.0, 0.0, 0.0)
+        )
+    )
     options: dict[str, Any] = {"shots": p.shots, "memory": p.memory}
     options["max_parallel_threads"] = int(request.get("threads") or 1)
     # Aer refuses a state over the task's budget before allocating it.
@@ -343,15 +344,7 @@ def _run_one(
         seeds = [int(r["seed_simulator"]) for r in results]
     except Exception as exc:  # noqa: BLE001
         return error_report(as_memory_error(exc))
-    if p.parameter_bindings is None:
-        body: dict[str, Any] = parts[0]
-    else:
-        body = {
-            "results": [
-                {"parameters": b, **part}
-                for b, part in zip(p.parameter_bindings, parts, strict=True)
-            ]
-        }
+    body = _body(p, parts)
     meta = {
         "simulator_time_s": wall,
         "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
@@ -359,3 +352,11 @@ def _run_one(
         "aer_threads": options["max_parallel_threads"],
     }
     return {"ok": True, "result": body, "meta": meta}
+
+
+def _body(p: SimulatePayload, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task's result: its one circuit's part, or one part per parameter binding."""
+    if p.parameter_bindings is None:
+        return parts[0]
+    pairs = zip(p.parameter_bindings, parts, strict=True)
+    return {"results": [{"parameters": b, **part} for b, part in pairs]}
