@@ -28,7 +28,7 @@ from pydantic import (
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
-from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.status import TaskStatus
 
 SEED_MAX = 2**63 - 1
 # Where a task's user labels live inside its meta_data column: every other key of

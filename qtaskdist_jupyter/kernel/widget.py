@@ -28,9 +28,8 @@ from urllib.parse import urlsplit
 import anywidget
 import traitlets
 
-from qtaskdist_jupyter.core.broker.keys import STREAMS
-from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.core.kinds import TASK_TYPES
+from qtaskdist_jupyter.core.status import DELETED, FINISHED, RETRYABLE, STATUSES, TaskStatus
 from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
 
 STATIC = Path(__file__).parent / "static"
@@ -42,7 +41,7 @@ FACTS: dict[str, Any] = {
     "statuses": [s.value for s in STATUSES],
     "finished": [s.value for s in STATUSES if s in FINISHED],
     "retryable": [s.value for s in STATUSES if s in RETRYABLE],
-    "task_types": list(STREAMS),
+    "task_types": list(TASK_TYPES),
     "deleted": DELETED,
 }
 COLUMNS = ("id", "name", "type", "status", "attempt", "queue wait", "run time", "age")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from qtaskdist_jupyter.core import embedded
-from qtaskdist_jupyter.core.broker.keys import STREAMS, TASK_TYPES
+from qtaskdist_jupyter.core.broker.keys import STREAMS, TYPE_OF_STREAM
 from qtaskdist_jupyter.core.config import load_settings
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 
@@ -22,7 +22,7 @@ def _task_types(text: str) -> list[str]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        name = TASK_TYPES.get(part, part)  # a stream name works too
+        name = TYPE_OF_STREAM.get(part, part)  # a stream name works too
         if name not in STREAMS:
             raise argparse.ArgumentTypeError(
                 f"unknown task type {part!r}; expected some of {', '.join(STREAMS)}"

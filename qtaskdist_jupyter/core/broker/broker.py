@@ -28,7 +28,7 @@ from qtaskdist_jupyter.core.broker.keys import (
     WORKERS_KEY,
 )
 from qtaskdist_jupyter.core.broker.packing import PUBLISH_KEYS, pack_rows
-from qtaskdist_jupyter.core.broker.wire import FIELD, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import FIELD, TaskMessage, decode_event_or_none
 from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import QueueUnavailable
 from qtaskdist_jupyter.core.metrics import CountingRetry
@@ -257,13 +257,16 @@ class Broker:
     @redis_errors
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, str]]]:
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """(entry id, decoded event) of the events stream after ``after``, blocking up to
+        ``block_ms``; the event is None for an entry that is not ours to interpret."""
         # A partition sends no RST: past the block and a socket timeout, the link is lost
         # (asyncio's TimeoutError is an OSError: "Redis unreachable" like the rest).
         limit_s = (block_ms or 0) / 1000 + REDIS_SOCKET_TIMEOUT_S
         read = self.blocking.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
         got = await asyncio.wait_for(read, limit_s)
-        return [(eid, f) for _s, entries in got or [] for eid, f in entries]
+        entries = [(eid, f) for _s, stream_entries in got or [] for eid, f in stream_entries]
+        return [(eid, decode_event_or_none(eid, f)) for eid, f in entries]
 
     @redis_errors
     async def last_event_id(self) -> str:

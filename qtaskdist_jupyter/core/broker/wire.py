@@ -22,20 +22,18 @@ from qtaskdist_jupyter.core.broker.keys import (
 from qtaskdist_jupyter.core.errors import MalformedMessage, UnknownTaskType
 
 __all__ = [
-    "DELETED",
     "FIELD",
     "TASK_ID_HEAD",
     "MalformedMessage",
     "TaskMessage",
     "decode_event",
+    "decode_event_or_none",
     "event_tail",
     "message_tail",
     "stream_for",
     "streams_of",
 ]
 
-# The event ``status`` sent when a finished task is deleted (not a status a row can have).
-DELETED = "deleted"
 FIELD = "m"
 
 
@@ -128,3 +126,12 @@ def decode_event(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any]:
     data = json.loads(raw)
     data["id"] = entry_id
     return data
+
+
+def decode_event_or_none(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any] | None:
+    """The event an events-stream entry holds, or None for one that is not ours to
+    interpret (a reader skips it: never fatal)."""
+    try:
+        return decode_event(entry_id, fields)
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -67,8 +67,9 @@ class TaskReads:
     # ---- live events and the operator views ------------------------------------------
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Entries of the events stream after ``after`` (XREAD, blocking up to block_ms)."""
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """(entry id, decoded event) of the events stream after ``after`` (XREAD,
+        blocking up to block_ms); None for an entry that is not ours to interpret."""
         return await self.broker.read_events(after, count=count, block_ms=block_ms)
 
     async def last_event_id(self) -> str:

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.budget import check_submit
 from qtaskdist_jupyter.core.circuits.bindings import check_bindings
 from qtaskdist_jupyter.core.config import Settings
@@ -46,6 +45,7 @@ from qtaskdist_jupyter.core.schemas import (
     TaskUpdate,
     validate_payload,
 )
+from qtaskdist_jupyter.core.status import DELETED
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
 from qtaskdist_server.api import access, quota
 from qtaskdist_server.api.reads import TaskReads
