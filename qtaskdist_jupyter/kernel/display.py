@@ -18,6 +18,23 @@ from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.status import TaskStatus
 
 MAX_BARS = 64
+# The badge colour of each status (the live table's front end gets them as a trait).
+STATUS_COLORS: dict[str, str] = {
+    TaskStatus.PENDING: "#9e9e9e",
+    TaskStatus.QUEUED: "#1e88e5",
+    TaskStatus.RUNNING: "#fb8c00",
+    TaskStatus.COMPLETED: "#43a047",
+    TaskStatus.FAILED: "#e53935",
+    TaskStatus.CANCELLED: "#6d4c41",
+}
+
+
+def status_badge(status: str) -> str:
+    color = STATUS_COLORS.get(status, "#9e9e9e")
+    return (
+        f'<span class="qtd-status qtd-status-{html.escape(status)}" style="background:{color};'
+        f'color:white;padding:1px 6px;border-radius:8px">{html.escape(status)}</span>'
+    )
 
 
 def _figure(width: float = 6.0, height: float = 3.0) -> Any:

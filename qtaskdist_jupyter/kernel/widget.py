@@ -30,7 +30,7 @@ import traitlets
 
 from qtaskdist_jupyter.core.kinds import TASK_TYPES
 from qtaskdist_jupyter.core.status import DELETED, FINISHED, RETRYABLE, STATUSES, TaskStatus
-from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
+from qtaskdist_jupyter.kernel.display import STATUS_COLORS, status_badge
 
 STATIC = Path(__file__).parent / "static"
 # One ES module in this order: the rules (no DOM), the detail panel, the table.

@@ -8,7 +8,8 @@ inside core to the domain.
   imports neither the store, the broker nor the circuit codec; the store does not import
   the broker, and the broker does not import the store.
 - The kernel side imports neither the store nor the broker: a notebook reaches them over
-  HTTP only.
+  HTTP only. The live table (``kernel.widget``) does not import the handles, which open
+  it: no import cycle.
 - The server does not import the broker's wire format (``broker.wire``, ``broker.packing``):
   it gets decoded events from the broker (``Broker.read_events``).
 - ``qtaskdist_worker`` imports no Jupyter and no kernel side: a worker node has neither.
@@ -77,6 +78,11 @@ CONTRACTS: dict[str, tuple[list[Path], tuple[str, ...]]] = {
     "core-store": (tree(CORE / "store"), ("qtaskdist_jupyter.core.broker",)),
     "core-broker": (tree(CORE / "broker"), ("qtaskdist_jupyter.core.store",)),
     "kernel": (tree(ROOT / "qtaskdist_jupyter" / "kernel"), ADAPTERS),
+    # The handles open the live table lazily: the table must not import them back.
+    "kernel-widget": (
+        [ROOT / "qtaskdist_jupyter" / "kernel" / "widget.py"],
+        ("qtaskdist_jupyter.kernel.handles",),
+    ),
     "server-wire": (tree(SERVER), WIRE_FORMAT),
     "worker": (
         tree(ROOT / "worker" / "qtaskdist_worker"),
