@@ -254,23 +254,6 @@ class NpyStream:
         return bytes(self._reader.read(size))
 
 
-def npy_chunks(stored: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The ``.npy`` bytes of stored (compressed) chunks, in pieces of at most ``size``."""
-    stream = NpyStream()
-    it = iter(stored)
-    more = True
-    while True:
-        while more and stream.buffered < 2 * CHUNK_BYTES:
-            try:
-                stream.feed(next(it))
-            except StopIteration:
-                more = False
-        out = stream.take(size)
-        if not out:
-            return
-        yield out
-
-
 class _IterReader(io.RawIOBase):
     """A readable binary file over an iterator of byte chunks (an HTTP body)."""
 

@@ -185,13 +185,6 @@ def stop_services(home: Path, timeout_s: float = 15.0) -> bool:
         return _stop_pair(home, state, timeout_s)
 
 
-def services_running(home: Path) -> bool:
-    """Both servers up and answering (the server extension asks before starting them)."""
-    home = Path(home).expanduser().resolve()
-    state = _read_state(home)
-    return daemons.running(home, state, "postgres") and daemons.running(home, state, "valkey")
-
-
 def services_status(home: Path) -> dict[str, Any]:
     home = Path(home).expanduser().resolve()
     state = _read_state(home)

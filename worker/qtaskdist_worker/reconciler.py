@@ -20,7 +20,6 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import streams_of
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.retention import GC_BATCH, GC_BATCHES_PER_PASS, GC_EVERY_S, gc_due
-from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -135,9 +134,7 @@ async def _release_orphans(
         except (TransitionError, TaskNotFound):
             continue  # it moved on while we looked: someone else handled it
         moved.append(row)
-    if moved:
-        for r in moved:
-            r["status"] = TaskStatus.QUEUED
+    if moved:  # rows as released: status queued
         await broker.publish(moved)
     return len(moved)
 

@@ -39,7 +39,6 @@ from qtaskdist_jupyter.core.errors import (
     TransitionError,
 )
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
-from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .autoclaim import Autoclaimer
@@ -353,9 +352,7 @@ class Worker:
                 moved.append(row)
             except (TransitionError, TaskNotFound):
                 pass
-        if moved:
-            for r in moved:
-                r["status"] = TaskStatus.QUEUED
+        if moved:  # rows as released: status queued
             await until_up(lambda: self.broker.publish(moved), "re-enqueue")
             log.warning("released %d unfinished tasks back to the queue", len(moved))
         if left:

@@ -208,9 +208,7 @@ class TaskService(TaskReads):
     async def enqueue_rows(
         self, task_ids: Sequence[uuid.UUID], *, priority: bool = False
     ) -> list[dict[str, Any]]:
-        moved = await self.store.mark_queued(task_ids)
-        for r in moved:
-            r["status"] = TaskStatus.QUEUED.value
+        moved = await self.store.mark_queued(task_ids)  # rows as updated: status queued
         await self._publish(moved, priority=priority)
         return moved
 

@@ -197,10 +197,6 @@ def _set(bits: int, c: int, bit: int) -> int:
     return (bits | (1 << c)) if bit else (bits & ~(1 << c))
 
 
-def _is_one(br: _Branch, q: int) -> bool:
-    return float(br.state.probabilities([q])[1]) > 0.5
-
-
 def _condition_bits(condition: Any) -> list[Any]:
     from qiskit.circuit import ClassicalRegister, Clbit
     from qiskit.circuit.classical import expr
