@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from qtaskdist_worker.autoclaim import Action, autoclaim_action
-from qtaskdist_worker.outcomes import SHARE_MAX_COST, batch_key
 from qtaskdist_worker.reconciler import live_workers, orphaned
 from qtaskdist_worker.retry import backoff_s
+from qtaskdist_worker.units import SHARE_MAX_COST, batch_key
 from qtaskdist_worker.worker import first_ended
 
 # ---- autoclaim -----------------------------------------------------------------------

@@ -20,9 +20,9 @@ from qtaskdist_jupyter.core.store.store import TaskStore
 from .executor import ExecutorPool, JobCancelled
 from .inflight import InFlightRegistry
 from .jobs.common import error_report
-from .outcomes import InFlight, plan_units, split_requests, time_limit
 from .retry import until_up
 from .settle import Finisher, Settler
+from .units import InFlight, plan_units, split_requests, time_limit
 
 log = logging.getLogger("qtaskdist_worker")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
@@ -89,7 +89,7 @@ class Dispatcher:
             self.finisher.spool_dir = self.pool.spool_dir
         if "backend_run" in task_types:
             # qBraid's SDK is heavy and only backend_run needs it.
-            from .backend import BackendRunner
+            from .qbraid_runner import BackendRunner
 
             budget_mb = aer_max_memory_mb(self.limits.max_task_memory_bytes)
             self.runner = BackendRunner(qbraid_api_key, qbraid_api_url, budget_mb)

@@ -18,7 +18,7 @@ from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .inflight import InFlightRegistry
-from .outcomes import HOST
+from .units import HOST
 
 
 @dataclass

@@ -21,7 +21,7 @@ from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import DataRefused
 from qtaskdist_jupyter.core.store.store import TaskStore
 
-from .outcomes import InFlight
+from .units import InFlight
 
 log = logging.getLogger("qtaskdist_worker")
 # The only file names spill() creates: a reply naming anything else is not followed.

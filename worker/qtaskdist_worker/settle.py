@@ -21,9 +21,9 @@ from qtaskdist_jupyter.core.store.store import TaskStore
 
 from . import metrics
 from .inflight import InFlightRegistry
-from .outcomes import InFlight, profile
 from .results_out import complete_all, store_arrays
 from .retry import backoff_s, until_up
+from .units import InFlight, profile
 
 log = logging.getLogger("qtaskdist_worker")
 

@@ -46,10 +46,10 @@ from .dispatch import POOL_TYPES, Dispatcher, DispatchOptions
 from .heartbeat import CancelWatch, Heartbeat
 from .inflight import Claimable, DeadLetter, Entry, InFlightRegistry, decode_entries
 from .memlimit import headroom_bytes
-from .outcomes import HOST, InFlight
 from .reconciler import Reconciler
 from .retry import OUTAGE_FIRST_S, every, next_outage_delay_s, until_up
 from .settle import Finisher
+from .units import HOST, InFlight
 
 log = logging.getLogger("qtaskdist_worker")
 # How often due retries are moved from the delay ZSET onto their streams.

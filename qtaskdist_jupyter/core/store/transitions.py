@@ -85,9 +85,9 @@ def _utc_iso(ts: Any) -> Any:
 
 def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
     """``meta`` with an entry for the attempt that ends here unfinished appended to its
-    ``attempts`` (a finished attempt gets its entry from the worker, see outcomes.profile).
-    In an UPDATE's SET every column still holds the old row: the lost attempt's number,
-    worker and start."""
+    ``attempts`` (a finished attempt gets its entry from the worker, see
+    qtaskdist_worker.units.profile). In an UPDATE's SET every column still holds the old
+    row: the lost attempt's number, worker and start."""
     fields = {
         "attempt": tasks.c.attempt,
         "worker": tasks.c.worker,

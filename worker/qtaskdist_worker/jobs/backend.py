@@ -18,8 +18,8 @@ from qtaskdist_jupyter.core.errors import JobError, JobTimeout, PermanentJobErro
 from qtaskdist_jupyter.core.schemas import BackendPayload, parse_payload
 from qtaskdist_jupyter.core.status import TaskStatus
 
-from ..backend import PROVIDER_JOB, valid_job_id
 from ..executor import JobCancelled
+from ..qbraid_runner import PROVIDER_JOB, valid_job_id
 from .common import load_circuit
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """``simulate``: run circuits on qiskit-aer's AerSimulator (inside an executor child).
 
-A unit holds one or more tasks whose run options match (outcomes.batch_key). Each task
+A unit holds one or more tasks whose run options match (units.batch_key). Each task
 is one Aer call of its own, with its own seed, so its result equals an in-process
 ``AerSimulator(method=...).run(circuit, shots=..., seed_simulator=seed)`` bit for bit;
 the seed Aer used is stored in ``meta_data.seed_simulator`` so any result can be replayed.
@@ -274,7 +274,7 @@ def _size(exp: Experiment) -> int:
 
 
 def run_group(request: dict[str, Any]) -> dict[str, Any]:
-    """Run the unit's tasks (equal run options, see outcomes.batch_key), each in an Aer call
+    """Run the unit's tasks (equal run options, see units.batch_key), each in an Aer call
     of its own, one after another; reply {task_id: outcome}. A task's result equals
     ``AerSimulator(method=…).run(circuit, …)`` run alone in-process with its seed, bit for
     bit (tests/integration/test_aer_call.py)."""
