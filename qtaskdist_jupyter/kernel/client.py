@@ -24,7 +24,7 @@ from qtaskdist_jupyter.core.status import FINISHED
 from qtaskdist_jupyter.kernel.discovery import HOW_TO_FIX, find_server
 from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle
 from qtaskdist_jupyter.kernel.lazy_result import ArrayNotFound, fetch_array
-from qtaskdist_jupyter.kernel.payloads import task_payloads
+from qtaskdist_jupyter.kernel.payloads import sweep_payloads, task_payloads
 
 __all__ = ["BatchHandle", "Client", "TaskHandle", "find_server"]
 
@@ -190,8 +190,11 @@ class Client:
         probabilities: bool = False,
         device: str | None = None,
         time_limit_s: float | None = None,
+        chunk: int | None = None,
         **task: Any,
     ) -> TaskHandle | BatchHandle:
+        """Aer runs of each circuit. ``chunk``: a sweep, ``parameter_bindings`` of one
+        circuit split over tasks of at most ``chunk`` bindings, always one batch."""
         opts = {
             "shots": shots,
             "seed": seed,
@@ -205,6 +208,8 @@ class Client:
             "device": device,
             "time_limit_s": time_limit_s,
         }
+        if chunk is not None:
+            return self.submit("simulate", sweep_payloads(circuits, opts, chunk), **task)
         return self.submit("simulate", task_payloads(circuits, opts), **task)
 
     def submit_convert(

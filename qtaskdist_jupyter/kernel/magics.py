@@ -28,7 +28,6 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     parse_sweep,
     user_message,
 )
-from qtaskdist_jupyter.kernel.payloads import encode
 
 CELL_ACTIONS = ("simulate", "convert", "run")
 LINE_ACTIONS = ("list", "show", "wait", "cancel", "retry", "table", "status")
@@ -189,21 +188,9 @@ class QtaskMagics(Magics):
             raise UsageError("--sweep takes one parameterised circuit, not a list")
         if args.chunk < 1:
             raise UsageError("--chunk must be at least 1")
-        bindings = parse_sweep(args.sweep)
-        text, fmt = encode(circuits)
-        base = {k: v for k, v in opts.items() if v not in (None, False)}
-        payloads = [
-            {
-                "circuit": text,
-                "circuit_format": fmt,
-                **base,
-                "parameter_bindings": bindings[i : i + args.chunk],
-            }
-            for i in range(0, len(bindings), args.chunk)
-        ]
         # Always a batch, even for one chunk: a sweep is watched and shown as one.
-        return self.client.submit(
-            "simulate", payloads, **{k: v for k, v in task.items() if v is not None}
+        return self.client.submit_simulate(
+            circuits, **opts, parameter_bindings=parse_sweep(args.sweep), chunk=args.chunk, **task
         )
 
     def _wait_and_show(self, handle: Any, args: Any) -> None:
