@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from qtaskdist_jupyter.core import embedded
 from qtaskdist_jupyter.core.broker.keys import STREAMS, TYPE_OF_STREAM
@@ -34,8 +34,10 @@ def _task_types(text: str) -> list[str]:
     return out
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` (int or float), refused unless above 0."""
+
+    def parse(text: str) -> float:
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text} must be positive")

@@ -13,12 +13,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Text, cast, delete, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core.errors import ConfigError, InvalidInput, TaskNotFound
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.schemas import USER_META_KEY
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.core.store.admission import Admission
@@ -28,7 +28,7 @@ from qtaskdist_jupyter.core.store.housekeeping import Housekeeping
 from qtaskdist_jupyter.core.store.results import ResultArrays
 from qtaskdist_jupyter.core.store.transitions import LIGHT, Transitions
 
-tasks = Task.__table__
+tasks = TASKS
 S = TaskStatus
 _ROW = tuple(tasks.c)
 # What insert_many reads back: what the events and stream messages need.
@@ -208,7 +208,8 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
     ) -> list[int]:
         """For each row of the page :meth:`list` would answer, the bytes of its ``heavy``
         columns as JSON text: measured in PostgreSQL, nothing of them is read here."""
-        size = sum(func.coalesce(func.octet_length(cast(tasks.c[h], Text)), 0) for h in heavy)
+        sizes = (func.coalesce(func.octet_length(cast(tasks.c[h], Text)), 0) for h in heavy)
+        size = sum(sizes, literal(0))
         stmt = self._page(select(size), owner, status, task_type, batch_id, name, cursor)
         async with self.engine.connect() as conn:
             return [int(n) for (n,) in await conn.execute(stmt.limit(limit))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     ARRAY,
@@ -28,11 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 
-tasks = Task.__table__
+tasks = TASKS
 S = TaskStatus
 # The columns a transition returns: what a worker needs to run the task and write events.
 LIGHT = (
@@ -115,7 +115,7 @@ class Transitions:
         action: str,
         allowed: Iterable[str],
         attempt: int | None = None,
-    ) -> None:
+    ) -> NoReturn:
         """Raise the error that explains why a guarded statement matched nothing."""
         stmt = select(tasks.c.status, tasks.c.attempt).where(tasks.c.task_id == task_id)
         if owner is not None:
