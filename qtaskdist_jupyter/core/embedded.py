@@ -180,7 +180,7 @@ def stop_services(home: Path, timeout_s: float = 15.0) -> bool:
         leases.clear(home)
         state = _read_state(home)
         watchdog = (state.get("watchdog") or {}).get("pid")
-        if watchdog != os.getpid() and _watchdog_alive(state):
+        if isinstance(watchdog, int) and watchdog != os.getpid() and _watchdog_alive(state):
             daemons.kill(watchdog, 5)
         return _stop_pair(home, state, timeout_s)
 

@@ -268,7 +268,7 @@ def start_valkey(home: Path, port: int) -> int:
 def stop_valkey(home: Path, entry: dict[str, Any], timeout_s: float) -> bool:
     _, pidfile, _ = vk_dirs(home)
     pid, port = read_pid(pidfile) or entry.get("pid"), entry.get("port")
-    if not pid_alive(pid, "valkey", str(port)):
+    if pid is None or port is None or not pid_alive(pid, "valkey", str(port)):
         return False
     # SHUTDOWN is immediate; SIGTERM waits for the idle event loop's next tick (~1 s).
     ask(port, b"SHUTDOWN NOSAVE\r\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qtaskdist_jupyter.core import arrays
@@ -55,7 +55,7 @@ def _show(fig: Any) -> None:
     display(Image(data=_png(fig), format="png"))
 
 
-def top_items(values: dict[str, float], n: int = MAX_BARS) -> list[tuple[str, float]]:
+def top_items(values: Mapping[str, float], n: int = MAX_BARS) -> list[tuple[str, float]]:
     """The ``n`` largest entries, then sorted by key (bitstrings read left to right)."""
     top = sorted(values.items(), key=lambda kv: -kv[1])[:n]
     return sorted(top)

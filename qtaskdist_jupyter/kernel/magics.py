@@ -116,6 +116,11 @@ class QtaskMagics(Magics):
         except QtaskdistError as exc:
             raise UsageError(f"qtask: {user_message(exc)}") from None
 
+    def _user_ns(self) -> dict[str, Any]:
+        """The user's namespace: the magics run only registered on a shell."""
+        assert self.shell is not None, "QtaskMagics used without an IPython shell"
+        return self.shell.user_ns
+
     # ---- cell: submit --------------------------------------------------------------
     def circuits_from_body(self, body: str) -> Any:
         """OpenQASM text as is; otherwise the value of the cell's last Python expression."""
@@ -135,7 +140,7 @@ class QtaskMagics(Magics):
             raise UsageError(
                 "the cell's last line must be an expression: a QuantumCircuit or a list of them"
             )
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         head = ast.Module(body=tree.body[:-1], type_ignores=[])
         # The user's own code in the user's own kernel, like any other cell.
         exec(compile(head, "<%%qtask cell>", "exec"), ns)  # noqa: S102
@@ -165,7 +170,7 @@ class QtaskMagics(Magics):
             )
         self.last = handle
         if args.out:
-            self.shell.user_ns[args.out] = handle
+            self._user_ns()[args.out] = handle
         if not args.wait:
             return handle
         self._wait_and_show(handle, args)

@@ -104,7 +104,9 @@ class QtaskdistHandler(web.RequestHandler):
         if size is not None and size > self.body_limit():
             # Answered before the body is read; the connection closes after this reply.
             raise self._too_large(size)
-        await super().prepare()  # the host base: authenticates, or raises 403 / 503
+        pending = super().prepare()  # the host base: authenticates, or raises 403 / 503
+        if pending is not None:
+            await pending
         if quota.is_large_body(size, self.limits) and self.request.method != "OPTIONS":
             # Only task submissions take a large body: a 429 before it is read, whether
             # for the owner's large bodies or for their active tasks (at least one more).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jupyter_server.auth.decorator import HTTP_METHOD_TO_AUTH_ACTION
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import ensure_async

@@ -42,8 +42,9 @@ def orphaned(
     now: float | None = None,
 ) -> bool:
     """Whether a ``running`` row is left behind by its worker and should be released."""
-    if me is None or row.get("worker") != me:
-        return row.get("worker") not in alive
+    worker = row.get("worker")
+    if me is None or worker != me:
+        return worker is None or worker not in alive
     # Our own rows are judged by what we hold, not by our heartbeat: right after a Redis
     # outage it is stale while we still run them (releasing them would run them twice),
     # and a claim whose reply an outage swallowed leaves a row running under our name

@@ -68,6 +68,8 @@ class TaskMessage:
     def decode(cls, fields: dict[Any, Any]) -> TaskMessage:
         raw = fields.get(FIELD, fields.get(FIELD.encode()))
         try:
+            if raw is None:
+                raise KeyError(FIELD)
             data = json.loads(raw)
             msg = cls(
                 task_id=uuid.UUID(str(data["task_id"])),
@@ -123,6 +125,8 @@ def event_tail(
 
 def decode_event(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any]:
     raw = fields.get(FIELD, fields.get(FIELD.encode()))
+    if raw is None:
+        raise KeyError(FIELD)
     data = json.loads(raw)
     data["id"] = entry_id
     return data
