@@ -278,6 +278,8 @@ class TaskTable(anywidget.AnyWidget):
     colors = traitlets.Dict({str(s): c for s, c in STATUS_COLORS.items()}).tag(sync=True)
     facts = traitlets.Dict(FACTS).tag(sync=True)
 
+    _client: Any = None  # the kernel's Client, for the text views (not a trait: not synced)
+
     @classmethod
     def for_client(cls, client: Any, **kw: Any) -> TaskTable:
         table = cls(base_url=browser_base_url(client.url), **kw)

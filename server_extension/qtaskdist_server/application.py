@@ -356,7 +356,7 @@ class QtaskdistApp(ExtensionApp):
         await asyncio.to_thread(self.stop_workers)
         if getattr(self, "service", None) is not None:
             await self.service.close()
-            self.service = None  # type: ignore[assignment]
+            del self.service  # closed: getattr(self, "service", None) is None again
         if self._embedded_held:
             stopped = await asyncio.to_thread(emb.release_services, self.settings_obj.home)
             self.log.info(

@@ -91,7 +91,7 @@ class QtaskdistHandler(web.RequestHandler):
 
     @property
     def service(self) -> TaskService:
-        return self.app.service  # type: ignore[no-any-return]
+        return self.app.service
 
     def body_limit(self) -> int:
         """Largest body this route reads (routes with a body raise it)."""
@@ -116,7 +116,8 @@ class QtaskdistHandler(web.RequestHandler):
     async def is_operator(self) -> bool:
         """Whether this request's user is a qtaskdist operator (asked once per request)."""
         if self._operator is None:
-            self._operator = bool(await self.is_admin())  # type: ignore[attr-defined]
+            # is_admin comes from the host base class that bind() puts beside this one.
+            self._operator = bool(await self.is_admin())  # pyright: ignore[reportAttributeAccessIssue]
         return self._operator
 
     async def task_answer(self, row: dict[str, Any], status: int = 200) -> None:

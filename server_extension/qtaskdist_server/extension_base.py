@@ -28,9 +28,9 @@ class ExtensionBase(ExtensionHandlerMixin, APIHandler):
 
     @property
     def owner(self) -> str:
-        return self.app.owner_of(self.current_user)  # type: ignore[no-any-return]
+        return self.app.owner_of(self.current_user)
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:
         await super().prepare()
         if self.request.method == "OPTIONS":
             return  # a CORS preflight: APIHandler answers it, as before

@@ -37,7 +37,7 @@ _CTX = mp.get_context("spawn")
 
 def at_unit(exc: JobError, unit: int) -> JobError:
     """Mark which unit of a request did not answer (see :meth:`ExecutorPool.run`)."""
-    exc.unit = unit  # type: ignore[attr-defined]
+    exc.unit = unit
     return exc
 
 

@@ -59,6 +59,8 @@ class _Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both PIPEs
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.ready = False
         self.timed_out = False
 
@@ -74,7 +76,7 @@ class _Child:
         return got if isinstance(got, dict) else None
 
     def _read_exact(self, size: int, deadline: float) -> bytes | None:
-        fd, buf = self.proc.stdout.fileno(), bytearray()  # type: ignore[union-attr]
+        fd, buf = self.stdout.fileno(), bytearray()
         while len(buf) < size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
@@ -95,8 +97,8 @@ class _Child:
     def ask(self, request: dict[str, Any], time_s: float) -> dict[str, Any] | None:
         body = json.dumps(request).encode()
         try:
-            self.proc.stdin.write(struct.pack("!I", len(body)) + body)  # type: ignore[union-attr]
-            self.proc.stdin.flush()  # type: ignore[union-attr]
+            self.stdin.write(struct.pack("!I", len(body)) + body)
+            self.stdin.flush()
         except OSError:
             return None
         return self.read(time.monotonic() + time_s)
@@ -187,9 +189,9 @@ class ParsePool:
             self._give_back(child, broken)
         if not started:
             raise ServiceUnavailable(f"the circuit parser did not start (exit code {code})")
-        if broken:
+        if broken or got is None:  # (got is None is broken: said again for the checker)
             raise self._failure(got, code, child.timed_out)
-        return _answer(got)  # type: ignore[arg-type]
+        return _answer(got)
 
     def _failure(
         self, got: dict[str, Any] | None, code: int | None, timed_out: bool
@@ -218,7 +220,7 @@ def _answer(got: dict[str, Any]) -> Any:
 
     if "refused" in got:
         cls = _REFUSALS.get(str(got["refused"]), CircuitError)
-        detail = got.get("detail") if isinstance(got.get("detail"), dict) else {}
+        detail: dict[str, Any] = got["detail"] if isinstance(got.get("detail"), dict) else {}
         try:
             raise cls(str(got.get("message", "")), **detail)
         except TypeError:

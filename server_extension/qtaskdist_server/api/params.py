@@ -134,7 +134,7 @@ class CountsParams(Params):
 class EnqueueParams(Params):
     task_type: str | None = None
 
-    _type = field_validator("task_type")(ListParams._type.__func__)  # type: ignore[attr-defined]
+    _type = field_validator("task_type")(ListParams._type.__func__)
 
 
 class EventsParams(Params):

@@ -51,7 +51,7 @@ from qtaskdist_server.api import access, quota
 from qtaskdist_server.api.reads import TaskReads
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
-    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+    from qtaskdist_jupyter.core.circuits.codec import CircuitFormat, CircuitInfo
     from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
 # Circuits that passed the check, kept per service: entries and the largest key (bounds
@@ -104,13 +104,13 @@ class TaskService(TaskReads):
         await self.store.close()
         await self.broker.close()
 
-    def inspect(self, source: str, fmt: str) -> CircuitInfo:
+    def inspect(self, source: str, fmt: CircuitFormat) -> CircuitInfo:
         """The circuit's facts, parsed in the sandbox when there is one."""
         from qtaskdist_jupyter.core.circuits import codec
 
         limits = self.settings.limits
         if self.parser is None:
-            return codec.inspect_circuit(source, fmt, limits=limits)  # type: ignore[arg-type]
+            return codec.inspect_circuit(source, fmt, limits=limits)
         return self.parser.inspect(source, fmt, limits)
 
     def to_new_task(

@@ -169,7 +169,7 @@ def verify(
             f"the QIR module does not compute what the circuit does{where}: {problem} "
             f"(qir-runner, seed {seed}); a converter bug, so no module is returned"
         )
-        exc.meta = {"qir_verification": {"status": "mismatch", **figures}}  # type: ignore[attr-defined]
+        exc.meta = {"qir_verification": {"status": "mismatch", **figures}}
         raise exc
     return {"status": "matched", "method": "qir-runner", **figures}
 
@@ -312,8 +312,8 @@ def run_many(request: dict[str, Any]) -> dict[str, Any]:
                 _DONE.put(key, outcome)
         if isinstance(outcome, BaseException):
             report = error_report(outcome)
-            if getattr(outcome, "meta", None):
-                report["meta"] = outcome.meta
+            if meta := getattr(outcome, "meta", None):
+                report["meta"] = meta
             replies[task["task_id"]] = report
             continue
         result, meta = copy.deepcopy(outcome)  # the kept one stays as it was made

@@ -131,8 +131,10 @@ class _SourceWalker:
                 for item in items:
                     if isinstance(item, a.IntegerLiteral):
                         out.append((name, item.value))
-                    elif isinstance(item, a.RangeDefinition) and _literal_range(item, a):
-                        start, stop, step = _literal_range(item, a)
+                    elif isinstance(item, a.RangeDefinition) and (
+                        bounds := _literal_range(item, a)
+                    ):
+                        start, stop, step = bounds
                         out += [(name, i) for i in range(start, stop + 1, step)]
                     else:
                         self.refuse("a dynamic qubit index", node, adaptive_ok=False)

@@ -232,7 +232,7 @@ def _reg_value(reg: Any, bits: int, index: Any) -> int:
 
 def _expr(node: Any, bits: int, index: Any) -> int | bool:
     from qiskit.circuit import Clbit
-    from qiskit.circuit.classical import expr
+    from qiskit.circuit.classical import expr, types
 
     if isinstance(node, expr.Var):
         if isinstance(node.var, Clbit):
@@ -242,7 +242,7 @@ def _expr(node: Any, bits: int, index: Any) -> int | bool:
         return node.value
     if isinstance(node, expr.Cast):
         inner = _expr(node.operand, bits, index)
-        return bool(inner) if node.type.kind is expr.types.Bool else int(inner)
+        return bool(inner) if node.type.kind is types.Bool else int(inner)
     if isinstance(node, expr.Unary):
         v = _expr(node.operand, bits, index)
         if node.op is expr.Unary.Op.LOGIC_NOT:
