@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
@@ -34,8 +34,11 @@ from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
 from ..memlimit import as_memory_error
 from .aer_call import run_raw
-from .binding import aer_binds, aer_table, bind
+from .binding import ParamKey, aer_binds, aer_table, bind
 from .common import error_report, limits_from, load_circuit
+
+if TYPE_CHECKING:
+    from qtaskdist_jupyter.core.circuits.codec import CircuitFormat
 
 _ALWAYS_OK = {"barrier", "measure", "reset", "delay", "store"}
 _NOISE_1Q = ("id x y z h s sdg t tdg sx sxdg rx ry rz p u u1 u2 u3 r").split()
@@ -44,17 +47,20 @@ _NOISE_2Q = ("cx cy cz ch swap ecr cp crx cry crz cu rxx ryy rzz rzx iswap csx")
 
 @lru_cache(maxsize=16)
 def simulator(method: str, device: str) -> AerSimulator:
-    if device == "GPU" and "GPU" not in AerSimulator().available_devices():
+    devices = AerSimulator().available_devices() or ()
+    if device == "GPU" and "GPU" not in devices:
         raise PermanentJobError(
             "device='GPU' needs qiskit-aer-gpu and a CUDA GPU on the worker; this worker's "
-            f"Aer offers only {', '.join(AerSimulator().available_devices())}"
+            f"Aer offers only {', '.join(devices)}"
         )
     return AerSimulator(method=method, device=device)
 
 
 @lru_cache(maxsize=1)
 def supported_ops() -> frozenset[str]:
-    return frozenset(AerSimulator().target.operation_names) | _ALWAYS_OK
+    target = AerSimulator().target
+    assert target is not None, "AerSimulator always has a target"
+    return frozenset(target.operation_names) | _ALWAYS_OK
 
 
 @lru_cache(maxsize=64)
@@ -105,12 +111,14 @@ def _with_saves(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
     for inst in data[:cut]:
         out.append(inst.operation, inst.qubits, inst.clbits, copy=False)
     qubits = list(range(circuit.num_qubits))
+    # qiskit_aer adds the save_* instructions to QuantumCircuit when it is imported.
     if p.statevector:
-        out.save_statevector(label="statevector")
+        out.save_statevector(label="statevector")  # pyright: ignore[reportAttributeAccessIssue]
     if p.probabilities:
-        out.save_probabilities(qubits, label="probabilities")
+        out.save_probabilities(qubits, label="probabilities")  # pyright: ignore[reportAttributeAccessIssue]
     for k, obs in enumerate(p.observables or []):
-        out.save_expectation_value(_observable(obs, circuit.num_qubits), qubits, label=f"exp{k}")
+        observable = _observable(obs, circuit.num_qubits)
+        out.save_expectation_value(observable, qubits, label=f"exp{k}")  # pyright: ignore[reportAttributeAccessIssue]
     for inst in data[cut:]:
         out.append(inst.operation, inst.qubits, inst.clbits, copy=False)
     return out
@@ -120,7 +128,7 @@ def execute(
     sim: AerSimulator,
     circuits: list[Any],
     options: dict[str, Any],
-    parameter_binds: list[dict[Parameter, list[float]]] | None = None,
+    parameter_binds: list[dict[ParamKey, list[float]]] | None = None,
 ) -> dict[str, Any]:
     """The output of ``sim.run(circuits, parameter_binds, **options).result()`` before qiskit
     wraps it in a ``Result``: no job thread, no Result objects, and a circuit run again
@@ -138,7 +146,9 @@ def warm_up() -> None:
 
 
 @lru_cache(maxsize=32)
-def _prepared(source: str, fmt: str, limits: Any, method: str, device: str) -> QuantumCircuit:
+def _prepared(
+    source: str, fmt: CircuitFormat, limits: Any, method: str, device: str
+) -> QuantumCircuit:
     """Parse (and, if needed, transpile) a circuit once per job process: a sweep sends the
     same text thousands of times, and parsing costs more than simulating a small circuit.
     Safe to share: Aer never mutates the circuits it runs, and saves / bindings copy."""
@@ -292,7 +302,9 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=32)
-def _operations(source: str, fmt: str, limits: Any, method: str, device: str) -> frozenset[str]:
+def _operations(
+    source: str, fmt: CircuitFormat, limits: Any, method: str, device: str
+) -> frozenset[str]:
     """The prepared circuit's operation names (what Aer's automatic method looks at)."""
     from qtaskdist_jupyter.core.circuits.codec import operation_names
 
