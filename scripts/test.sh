@@ -2,8 +2,10 @@
 # The test command (README Quick start, and what .ci/run runs): install, ruff, then the
 # tests in three speeds, then the example notebooks under nbval.
 #
-#   scripts/test.sh              everything: ruff, unit, integration, e2e, notebooks
+#   scripts/test.sh              everything: ruff, pyright, unit, integration, e2e, notebooks
 #   scripts/test.sh unit         ruff and tests/unit: no services, the loop while developing
+#                                (pyright, ~20 s of CPU, is left to the full run and to
+#                                .venv/bin/pyright, so this loop stays under 20 s)
 #   scripts/test.sh integration  tests/integration: store, broker, server, worker against
 #                                PostgreSQL + Redis
 #   scripts/test.sh e2e          tests/e2e (server + worker + kernel + browser), then notebooks
@@ -30,11 +32,17 @@ ruff() {
   .venv/bin/ruff format --check .
 }
 
+# The product packages in pyright's basic mode ([tool.pyright] in pyproject.toml).
+types() {
+  .venv/bin/pyright
+}
+
 mode="${1:-all}"
 case "$mode" in
   all)
     [ "$#" -eq 0 ] || shift
     ruff
+    types
     "${PYTEST[@]}" "${UNIT[@]}" "$@"
     "${PYTEST[@]}" tests/integration tests/e2e "$@"
     exec "${PYTEST[@]}" "${NBVAL[@]}" notebooks "$@"

@@ -13,7 +13,7 @@ import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 import numpy as np
 import zstandard
@@ -165,7 +165,10 @@ def spill(array: np.ndarray, spool_dir: str | None, **summary: Any) -> dict[str,
     digest = hashlib.sha256()
     with open(path, "xb") as raw:
         sink = _Counting(raw)
-        with zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(sink, closefd=False) as zw:  # type: ignore[arg-type]
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        # zstandard takes any object with write(); its stubs say IO[bytes].
+        writer = compressor.stream_writer(sink, closefd=False)  # pyright: ignore[reportArgumentType]
+        with writer as zw:
             head = io.BytesIO()
             np.lib.format.write_array_header_1_0(
                 head, np.lib.format.header_data_from_array_1_0(array)
@@ -175,7 +178,7 @@ def spill(array: np.ndarray, spool_dir: str | None, **summary: Any) -> dict[str,
             npy_bytes = len(head.getvalue()) + array.nbytes
             flat = array.reshape(-1)
             for start in range(0, flat.size, _SLICE_ELEMS):
-                piece = memoryview(np.ascontiguousarray(flat[start : start + _SLICE_ELEMS]))
+                piece = np.ascontiguousarray(flat[start : start + _SLICE_ELEMS]).data
                 piece = piece.cast("B")
                 digest.update(piece)
                 zw.write(piece)
@@ -194,7 +197,7 @@ def spill(array: np.ndarray, spool_dir: str | None, **summary: Any) -> dict[str,
 
 
 # ---- references in a result -------------------------------------------------------------
-def is_ref(value: Any) -> bool:
+def is_ref(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and "$array" in value
 
 
@@ -241,7 +244,11 @@ class NpyStream:
 
     def __init__(self, read_size: int = 64 * 1024) -> None:
         self._src = _Fed()
-        self._reader = zstandard.ZstdDecompressor().stream_reader(self._src, read_size=read_size)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            # zstandard takes any object with read(); its stubs say IO[bytes].
+            self._src,  # pyright: ignore[reportArgumentType]
+            read_size=read_size,
+        )
 
     @property
     def buffered(self) -> int:
@@ -254,27 +261,10 @@ class NpyStream:
         return bytes(self._reader.read(size))
 
 
-def npy_chunks(stored: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The ``.npy`` bytes of stored (compressed) chunks, in pieces of at most ``size``."""
-    stream = NpyStream()
-    it = iter(stored)
-    more = True
-    while True:
-        while more and stream.buffered < 2 * CHUNK_BYTES:
-            try:
-                stream.feed(next(it))
-            except StopIteration:
-                more = False
-        out = stream.take(size)
-        if not out:
-            return
-        yield out
-
-
 class _IterReader(io.RawIOBase):
     """A readable binary file over an iterator of byte chunks (an HTTP body)."""
 
-    def __init__(self, chunks: Iterable[bytes], on_read: Callable[[int], None] | None) -> None:
+    def __init__(self, chunks: Iterable[bytes], on_read: Callable[[int], object] | None) -> None:
         self._it = iter(chunks)
         self._buf = b""
         self._on_read = on_read
@@ -315,20 +305,22 @@ class _Hashing:
 def decode(
     chunks: Iterable[bytes],
     ref: dict[str, Any],
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """The array of a stored reference from its compressed bytes, streamed: the only
     full-size allocation is the array itself. ValueError if the bytes do not match."""
-    raw = zstandard.ZstdDecompressor().stream_reader(_IterReader(chunks, on_read))
+    source = _IterReader(chunks, on_read)
+    # zstandard takes any object with read(); its stubs say IO[bytes].
+    raw = zstandard.ZstdDecompressor().stream_reader(source)  # pyright: ignore[reportArgumentType]
     fp = _Hashing(raw)
-    version = np.lib.format.read_magic(fp)  # type: ignore[arg-type]
+    version = np.lib.format.read_magic(fp)
     if version != (1, 0):
         raise ValueError(f"unexpected .npy version {version}")
-    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)  # type: ignore[arg-type]
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
     if dtype.hasobject:
         raise ValueError("object arrays are never stored")
     arr = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
-    view = memoryview(arr.reshape(-1, order="A")).cast("B") if arr.size else memoryview(b"")
+    view = arr.reshape(-1, order="A").data.cast("B") if arr.size else memoryview(b"")
     pos = 0
     while pos < len(view):
         n = fp.readinto(view[pos:])

@@ -31,15 +31,27 @@ The result arrays (statevector, probabilities, memory, counts) are counted apart
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import LimitExceeded
 from qtaskdist_jupyter.core.observables import check_observables
 
-if TYPE_CHECKING:  # the codec imports qiskit
-    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+
+class CircuitShape(Protocol):
+    """What the budget reads of a checked circuit (circuits.codec.CircuitInfo has it):
+    the budget is domain logic and imports no codec."""
+
+    @property
+    def num_qubits(self) -> int: ...
+
+    @property
+    def num_clbits(self) -> int: ...
+
+    @property
+    def operations(self) -> Collection[str]: ...
+
 
 AMPLITUDE_BYTES = 16
 # Gates Aer's stabilizer method runs (qiskit_aer's BASIS_GATES["stabilizer"] less ``rz``,
@@ -103,7 +115,7 @@ def task_memory(
 
 
 def check_submit(
-    task_type: str, payload: dict[str, Any], info: CircuitInfo, limits: Limits
+    task_type: str, payload: dict[str, Any], info: CircuitShape, limits: Limits
 ) -> None:
     """The resource checks of a submit: a simulate task's memory and result size; a
     backend_run's counts, and its memory on the local device (where Aer runs too)."""

@@ -94,9 +94,12 @@ def _spawn_watchdog(home: Path, state: dict[str, Any]) -> None:
     with (home / "watchdog.log").open("a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", WATCH_MODULE, str(home)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd="/",
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
+        )
     state["watchdog"] = {"pid": proc.pid}
     _write_state(home, state)
 
@@ -177,16 +180,9 @@ def stop_services(home: Path, timeout_s: float = 15.0) -> bool:
         leases.clear(home)
         state = _read_state(home)
         watchdog = (state.get("watchdog") or {}).get("pid")
-        if watchdog != os.getpid() and _watchdog_alive(state):
+        if isinstance(watchdog, int) and watchdog != os.getpid() and _watchdog_alive(state):
             daemons.kill(watchdog, 5)
         return _stop_pair(home, state, timeout_s)
-
-
-def services_running(home: Path) -> bool:
-    """Both servers up and answering (the server extension asks before starting them)."""
-    home = Path(home).expanduser().resolve()
-    state = _read_state(home)
-    return daemons.running(home, state, "postgres") and daemons.running(home, state, "valkey")
 
 
 def services_status(home: Path) -> dict[str, Any]:

@@ -176,9 +176,14 @@ def pg(home: Path, user: Any, *args: str, timeout: float = 30) -> None:
         # New session: Ctrl-C in a terminal or kernel must not reach postgres.
         rc = subprocess.run(
             [str(bin_dir() / args[0]), "-D", str(pgdata), *args[1:]],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
-            start_new_session=True, cwd="/", **ids,
-        ).returncode  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            start_new_session=True,
+            cwd="/",
+            **ids,
+        ).returncode
     if rc:
         raise RuntimeError(f"{args[0]} exited with status {rc}")
 
@@ -263,7 +268,7 @@ def start_valkey(home: Path, port: int) -> int:
 def stop_valkey(home: Path, entry: dict[str, Any], timeout_s: float) -> bool:
     _, pidfile, _ = vk_dirs(home)
     pid, port = read_pid(pidfile) or entry.get("pid"), entry.get("port")
-    if not pid_alive(pid, "valkey", str(port)):
+    if pid is None or port is None or not pid_alive(pid, "valkey", str(port)):
         return False
     # SHUTDOWN is immediate; SIGTERM waits for the idle event loop's next tick (~1 s).
     ask(port, b"SHUTDOWN NOSAVE\r\n")

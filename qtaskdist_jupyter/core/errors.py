@@ -207,6 +207,10 @@ class AuthUnavailable(ServiceUnavailable):
 class JobError(QtaskdistError):
     code = "job_error"
     retryable = False
+    # Which unit of a worker's request did not answer (qtaskdist_worker.executor.at_unit).
+    unit: int = 0
+    # meta_data the failed task keeps beside the error (the QIR check's figures).
+    meta: dict[str, Any] | None = None
 
 
 class PermanentJobError(JobError):

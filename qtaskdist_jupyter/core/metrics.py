@@ -39,7 +39,7 @@ REDIS_RETRIES = _Counter()
 class CountingRetry(Retry):
     """redis-py's bounded Retry, counting each retry in :data:`REDIS_RETRIES`."""
 
-    async def call_with_retry(  # type: ignore[override]
+    async def call_with_retry(
         self,
         do: Callable[[], Awaitable[T]],
         fail: Callable[..., Any],

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     func,
     text,
@@ -105,3 +106,14 @@ class Task(Base):
             ),
         ),
     )
+
+
+def _table_of(model: type[Base]) -> Table:
+    """A declarative model's Table (SQLAlchemy types ``__table__`` as any FromClause)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# The tasks table, for the store's Core statements.
+TASKS: Table = _table_of(Task)

@@ -27,8 +27,9 @@ from pydantic import (
 
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.config import Limits
-from qtaskdist_jupyter.core.errors import InvalidInput, LimitExceeded, UnknownTaskType
-from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.schema_errors import OverLimit, validation_error
+from qtaskdist_jupyter.core.status import TaskStatus
 
 SEED_MAX = 2**63 - 1
 # Where a task's user labels live inside its meta_data column: every other key of
@@ -42,15 +43,6 @@ Number = StrictInt | StrictFloat
 _PAULI = re.compile(r"^[IXYZ]+$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_\[\]]*$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-
-
-class OverLimit(ValueError):
-    """A validator's refusal of a value over a limit: :func:`validation_error` answers it
-    as LimitExceeded (422 ``limit_exceeded``) naming the field, ``limit`` and ``maximum``."""
-
-    def __init__(self, message: str, *, limit: str, maximum: Any, value: Any = None) -> None:
-        super().__init__(message)
-        self.limit, self.maximum, self.value = limit, maximum, value
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -216,46 +208,6 @@ PAYLOAD_MODELS: dict[str, type[_CircuitPayload]] = {
 }
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-def validation_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
-    """Map pydantic's error list onto InvalidInput naming the first bad field."""
-    first = exc.errors()[0]
-    field = _field_path(((prefix,) if prefix else ()) + tuple(first["loc"]))
-    msg = first["msg"].removeprefix("Value error, ")
-    bound = _bound(first)
-    if bound is not None:
-        limit, maximum, value = bound
-        return LimitExceeded(
-            f"{field}: {msg}", limit=limit, maximum=maximum, value=value, field=field
-        )
-    return InvalidInput(f"{field}: {msg}", field=field, errors=len(exc.errors()))
-
-
-# pydantic's own bound checks (Field(max_length=…, le=…)): the limit each names.
-_PYDANTIC_BOUNDS = {
-    "too_long": "max_length",
-    "string_too_long": "max_length",
-    "less_than_equal": "le",
-    "less_than": "lt",
-}
-
-
-def _bound(error: Any) -> tuple[str, Any, Any] | None:
-    """(limit, maximum, value) when a pydantic error is a value over a limit."""
-    ctx = error.get("ctx") or {}
-    cause = ctx.get("error")
-    if isinstance(cause, OverLimit):
-        return cause.limit, cause.maximum, cause.value
-    key = _PYDANTIC_BOUNDS.get(error["type"])
-    if key is None or key not in ctx:
-        return None
-    limit = "max_length" if key == "max_length" else "max_value"
-    return limit, ctx[key], None
-
-
 def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, Any]:
     """Validate ``payload`` for ``task_type``; return the normalized JSON dict."""
     model = PAYLOAD_MODELS.get(task_type)
@@ -279,13 +231,10 @@ def parse_payload(task_type: str, payload: dict[str, Any]) -> _CircuitPayload:
 # meta_data keys the system writes (provider job records, profiling, retry history,
 # seeds, errors). A request naming one is refused, so nobody believes they set it.
 SYSTEM_META_KEYS = frozenset(
-    {
-        "provider_job_id", "provider_job", "device_id", "attempts", "traceback", "error_id",
-        "error_type", "queue_wait_s", "run_time_s", "simulator_time_s", "worker", "host",
-        "qiskit_version", "aer_version", "batched_with", "seed_simulator", "seed", "seeds",
-        "method", "released_by", "dead_worker", "retry_delay_s", "profiling", USER_META_KEY,
-    }
-)  # fmt: skip
+    "provider_job_id provider_job device_id attempts traceback error_id error_type queue_wait_s "
+    "run_time_s simulator_time_s worker host qiskit_version aer_version batched_with "
+    "seed_simulator seed seeds method released_by dead_worker retry_delay_s profiling".split()
+) | {USER_META_KEY}
 _LABEL_KEY_CHARS = 128
 Text = Annotated[str, Field(max_length=255)]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]

@@ -25,3 +25,6 @@ FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCEL
 RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 # In declaration order, for views that list every status (counts, filters).
 STATUSES: tuple[TaskStatus, ...] = tuple(TaskStatus)
+# The event ``status`` sent when a finished task is deleted (not a status a row can have):
+# it tells live tables to drop the row.
+DELETED = "deleted"

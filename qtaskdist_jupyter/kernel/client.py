@@ -21,22 +21,17 @@ import httpx
 from qtaskdist_jupyter.core import arrays, config
 from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, ServiceUnavailable, WaitTimeout
 from qtaskdist_jupyter.core.status import FINISHED
+from qtaskdist_jupyter.kernel.api_errors import api_error
 from qtaskdist_jupyter.kernel.discovery import HOW_TO_FIX, find_server
 from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle
 from qtaskdist_jupyter.kernel.lazy_result import ArrayNotFound, fetch_array
-from qtaskdist_jupyter.kernel.payloads import task_payloads
+from qtaskdist_jupyter.kernel.payloads import sweep_payloads, task_payloads
 
 __all__ = ["BatchHandle", "Client", "TaskHandle", "find_server"]
 
 API_PATH = "qtaskdist/api/"
 # The server caps one long poll at 30 s (QtaskdistApp.events_max_timeout_s).
 POLL_S = 25.0
-
-
-def _error_message(body: dict[str, Any], fallback: str) -> str:
-    msg = str(body.get("detail") or fallback)
-    where = [f"{k} {body[k]}" for k in ("line", "column") if body.get(k) is not None]
-    return f"{msg} ({', '.join(where)})" if where and "line" not in msg else msg
 
 
 # ---- the client --------------------------------------------------------------------
@@ -109,32 +104,7 @@ class Client:
         return r.json() if r.content else None
 
     def _error(self, r: httpx.Response, method: str, path: str) -> Exception:
-        try:
-            body = r.json()
-            body = body if isinstance(body, dict) else {}
-        except ValueError:
-            body = {}
-        code = body.get("error")
-        if r.status_code == 503:
-            return ServiceUnavailable(
-                f"qtaskdist services are down: {body.get('detail') or r.reason_phrase}",
-                error=code,
-            )
-        if r.status_code == 404 and not str(code or "").startswith("task_"):
-            return ServerNotFound(
-                f"the Jupyter server at {self.url} has no qtaskdist API ({method} {path} "
-                f"answered 404). {HOW_TO_FIX}"
-            )
-        if r.status_code == 403:
-            return ApiError(
-                f"the Jupyter server at {self.url} refused the token (403); pass the server's "
-                "token as Client(token=...)",
-                status=403,
-                error=code or "forbidden",
-            )
-        extra = {k: v for k, v in body.items() if k not in ("error", "detail", "status")}
-        msg = _error_message(body, f"{method} {path} answered {r.status_code}")
-        return ApiError(msg, status=r.status_code, error=code, **extra)
+        return api_error(r, self.url, method, path)
 
     # ---- tasks ---------------------------------------------------------------------
     def submit(
@@ -190,8 +160,11 @@ class Client:
         probabilities: bool = False,
         device: str | None = None,
         time_limit_s: float | None = None,
+        chunk: int | None = None,
         **task: Any,
     ) -> TaskHandle | BatchHandle:
+        """Aer runs of each circuit. ``chunk``: a sweep, ``parameter_bindings`` of one
+        circuit split over tasks of at most ``chunk`` bindings, always one batch."""
         opts = {
             "shots": shots,
             "seed": seed,
@@ -205,6 +178,8 @@ class Client:
             "device": device,
             "time_limit_s": time_limit_s,
         }
+        if chunk is not None:
+            return self.submit("simulate", sweep_payloads(circuits, opts, chunk), **task)
         return self.submit("simulate", task_payloads(circuits, opts), **task)
 
     def submit_convert(

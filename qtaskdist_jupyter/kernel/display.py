@@ -11,13 +11,33 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.status import TaskStatus
 
 MAX_BARS = 64
+# Badge colours, white text on each at a contrast of 4.5:1 or more (WCAG AA), in light and
+# dark themes alike; the live table's front end gets them as a trait. ``waiting`` is
+# shown, not stored (live_view.FACTS["waiting"]).
+STATUS_COLORS: dict[str, str] = {
+    TaskStatus.PENDING: "#616161",
+    TaskStatus.QUEUED: "#1565c0",
+    TaskStatus.RUNNING: "#bf360c",
+    TaskStatus.COMPLETED: "#2e7d32",
+    TaskStatus.FAILED: "#c62828",
+    TaskStatus.CANCELLED: "#5d4037",
+    "waiting": "#5e35b1",
+}
+
+
+def status_badge(status: str) -> str:
+    color = STATUS_COLORS.get(status, "#9e9e9e")
+    return (
+        f'<span class="qtd-status qtd-status-{html.escape(status)}" style="background:{color};'
+        f'color:white;padding:1px 6px;border-radius:8px">{html.escape(status)}</span>'
+    )
 
 
 def _figure(width: float = 6.0, height: float = 3.0) -> Any:
@@ -38,7 +58,7 @@ def _show(fig: Any) -> None:
     display(Image(data=_png(fig), format="png"))
 
 
-def top_items(values: dict[str, float], n: int = MAX_BARS) -> list[tuple[str, float]]:
+def top_items(values: Mapping[str, float], n: int = MAX_BARS) -> list[tuple[str, float]]:
     """The ``n`` largest entries, then sorted by key (bitstrings read left to right)."""
     top = sorted(values.items(), key=lambda kv: -kv[1])[:n]
     return sorted(top)

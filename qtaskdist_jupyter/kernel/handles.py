@@ -9,20 +9,11 @@ from typing import TYPE_CHECKING, Any
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import ApiError, TaskFailed
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
-from qtaskdist_jupyter.kernel.display import array_summary_html, failure_message
+from qtaskdist_jupyter.kernel.display import array_summary_html, failure_message, status_badge
 from qtaskdist_jupyter.kernel.lazy_result import lazy_result
-from qtaskdist_jupyter.kernel.live_view import STATUS_COLORS
 
 if TYPE_CHECKING:  # pragma: no cover
     from qtaskdist_jupyter.kernel.client import Client
-
-
-def status_badge(status: str) -> str:
-    color = STATUS_COLORS.get(status, "#9e9e9e")
-    return (
-        f'<span class="qtd-status qtd-status-{html.escape(status)}" style="background:{color};'
-        f'color:white;padding:1px 6px;border-radius:8px">{html.escape(status)}</span>'
-    )
 
 
 class TaskHandle:
@@ -218,7 +209,7 @@ class BatchHandle:
         """Live in a notebook: the task table's front end, showing this batch only (with
         its retry buttons); the dated snapshot below where widgets cannot render."""
         try:
-            # Here, not at the top: widget imports this module, and anywidget is heavy.
+            # Here, not at the top: anywidget is heavy, and a plain Client needs none of it.
             from qtaskdist_jupyter.kernel.live_view import TASKS_MIME, tasks_bundle
             from qtaskdist_jupyter.kernel.widget import TaskTable
 

@@ -48,7 +48,7 @@ def fetch_array(
             bar.close()
 
 
-class LazyResult(dict):  # type: ignore[type-arg]
+class LazyResult(dict[str, Any]):
     """The result dict; a stored array is fetched the first time it is read (``[]``,
     ``get``, ``items``, ``values``) and kept (stored counts as their dict).
     ``summary(key)`` describes it without fetching (shape, dtype, bytes, top states)."""
@@ -73,10 +73,10 @@ class LazyResult(dict):  # type: ignore[type-arg]
     def get(self, key: str, default: Any = None) -> Any:
         return self[key] if key in self else default
 
-    def items(self) -> Any:  # type: ignore[override]
+    def items(self) -> Any:
         return [(k, self[k]) for k in self]
 
-    def values(self) -> Any:  # type: ignore[override]
+    def values(self) -> Any:
         return [self[k] for k in self]
 
     def summary(self, key: str) -> dict[str, Any] | None:

@@ -13,29 +13,18 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from qtaskdist_jupyter.core.broker.keys import STREAMS
-from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.core.kinds import TASK_TYPES
+from qtaskdist_jupyter.core.status import DELETED, FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.kernel.display import STATUS_COLORS
 
 TASKS_MIME = "application/vnd.qtaskdist.tasks+json"
-# Badge colours, white text on each at a contrast of 4.5:1 or more (WCAG AA), in light and
-# dark themes alike. ``waiting`` is shown, not stored (FACTS["waiting"]).
-STATUS_COLORS: dict[str, str] = {
-    TaskStatus.PENDING: "#616161",
-    TaskStatus.QUEUED: "#1565c0",
-    TaskStatus.RUNNING: "#bf360c",
-    TaskStatus.COMPLETED: "#2e7d32",
-    TaskStatus.FAILED: "#c62828",
-    TaskStatus.CANCELLED: "#5d4037",
-    "waiting": "#5e35b1",
-}
 # What the front end knows of the statuses (the widget's ``facts`` trait, and the bundle's).
 FACTS: dict[str, Any] = {
     "status": {s.name: s.value for s in TaskStatus},
     "statuses": [s.value for s in STATUSES],
     "finished": [s.value for s in STATUSES if s in FINISHED],
     "retryable": [s.value for s in STATUSES if s in RETRYABLE],
-    "task_types": list(STREAMS),
+    "task_types": list(TASK_TYPES),
     "deleted": DELETED,
     # How the table shows a task that a worker claimed and whose job has not begun (its
     # row is ``running`` with no ``started_at``): it waits behind the worker's others.

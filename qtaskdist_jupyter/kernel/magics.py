@@ -29,7 +29,6 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     retried_line,
     user_message,
 )
-from qtaskdist_jupyter.kernel.payloads import encode
 
 CELL_ACTIONS = ("simulate", "convert", "run")
 LINE_ACTIONS = ("list", "show", "wait", "cancel", "retry", "table", "status")
@@ -129,6 +128,11 @@ class QtaskMagics(Magics):
         except QtaskdistError as exc:
             raise UsageError(f"qtask: {user_message(exc)}") from None
 
+    def _user_ns(self) -> dict[str, Any]:
+        """The user's namespace: the magics run only registered on a shell."""
+        assert self.shell is not None, "QtaskMagics used without an IPython shell"
+        return self.shell.user_ns
+
     # ---- cell: submit --------------------------------------------------------------
     def circuits_from_body(self, body: str) -> Any:
         """OpenQASM text as is; otherwise the value of the cell's last Python expression."""
@@ -148,7 +152,7 @@ class QtaskMagics(Magics):
             raise UsageError(
                 "the cell's last line must be an expression: a QuantumCircuit or a list of them"
             )
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         head = ast.Module(body=tree.body[:-1], type_ignores=[])
         # The user's own code in the user's own kernel, like any other cell.
         exec(compile(head, "<%%qtask cell>", "exec"), ns)  # noqa: S102
@@ -163,9 +167,13 @@ class QtaskMagics(Magics):
             handle = self._simulate(args, circuits, task, limit)
         elif args.action == "convert":
             handle = self.client.submit_convert(
-                circuits, profile=args.profile, module_name=args.module_name,
-                verify=args.verify, **limit, **task,
-            )  # fmt: skip
+                circuits,
+                profile=args.profile,
+                module_name=args.module_name,
+                verify=args.verify,
+                **limit,
+                **task,
+            )
         else:
             if not args.device:
                 raise UsageError(
@@ -176,7 +184,7 @@ class QtaskMagics(Magics):
             )
         self.last = handle
         if args.out:
-            self.shell.user_ns[args.out] = handle
+            self._user_ns()[args.out] = handle
         if not args.wait:
             return handle
         self._wait_and_show(handle, args)
@@ -202,21 +210,9 @@ class QtaskMagics(Magics):
             raise UsageError("--sweep takes one parameterised circuit, not a list")
         if args.chunk < 1:
             raise UsageError("--chunk must be at least 1")
-        bindings = parse_sweep(args.sweep)
-        text, fmt = encode(circuits)
-        base = {k: v for k, v in opts.items() if v not in (None, False)}
-        payloads = [
-            {
-                "circuit": text,
-                "circuit_format": fmt,
-                **base,
-                "parameter_bindings": bindings[i : i + args.chunk],
-            }
-            for i in range(0, len(bindings), args.chunk)
-        ]
         # Always a batch, even for one chunk: a sweep is watched and shown as one.
-        return self.client.submit(
-            "simulate", payloads, **{k: v for k, v in task.items() if v is not None}
+        return self.client.submit_simulate(
+            circuits, **opts, parameter_bindings=parse_sweep(args.sweep), chunk=args.chunk, **task
         )
 
     def _wait_and_show(self, handle: Any, args: Any) -> None:

@@ -27,9 +27,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from qtaskdist_jupyter.core.broker.wire import DELETED
-from qtaskdist_jupyter.core.status import FINISHED, STATUSES, TaskStatus
-from qtaskdist_jupyter.kernel.handles import STATUS_COLORS, status_badge
+from qtaskdist_jupyter.core.status import DELETED, FINISHED, STATUSES, TaskStatus
+from qtaskdist_jupyter.kernel.display import STATUS_COLORS, status_badge
 from qtaskdist_jupyter.kernel.live_view import FACTS, TASKS_MIME, browser_base_url, tasks_bundle
 
 STATIC = Path(__file__).parent / "static"
@@ -292,6 +291,8 @@ class TaskTable(anywidget.AnyWidget):
     poll_timeout_s = traitlets.Float(25.0).tag(sync=True)
     colors = traitlets.Dict({str(s): c for s, c in STATUS_COLORS.items()}).tag(sync=True)
     facts = traitlets.Dict(FACTS).tag(sync=True)
+
+    _client: Any = None  # the kernel's Client, for the text views (not a trait: not synced)
 
     @classmethod
     def for_client(cls, client: Any, **kw: Any) -> TaskTable:

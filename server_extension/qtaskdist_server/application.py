@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
 from jupyter_server.auth.identity import (
@@ -49,6 +49,9 @@ from .extension_base import ExtensionBase
 from .forward import ServiceProxy, forward_handlers
 from .handlers import default_handlers
 from .metrics import ServerMetrics
+
+if TYPE_CHECKING:  # the extension never starts a server itself
+    from jupyter_server.serverapp import ServerApp
 
 # What the notebook side reads to find this server with no configuration.
 SERVER_URL_ENV = "QTASKDIST_SERVER_URL"
@@ -220,7 +223,7 @@ class QtaskdistApp(ExtensionApp):
         self.export_kernel_env()
         self.log.info(
             "qtaskdist: API at %sqtaskdist/api/ (%d local workers, owner mode %s)",
-            self.serverapp.base_url,
+            self._server().base_url,
             n,
             self._owner_mode,
         )
@@ -279,12 +282,17 @@ class QtaskdistApp(ExtensionApp):
             await asyncio.sleep(every_s)
             self._migrated = await asyncio.to_thread(self._try_migrate)
 
+    def _server(self) -> ServerApp:
+        """The jupyter server this extension was loaded into (set before any hook runs)."""
+        assert self.serverapp is not None, "the extension is not loaded into a server"
+        return self.serverapp
+
     # ---- owner ---------------------------------------------------------------------
     def _resolve_owner_mode(self) -> str:
         if self.owner_from != "auto":
             return str(self.owner_from)
         own = (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
-        return "server" if type(self.serverapp.identity_provider) in own else "username"
+        return "server" if type(self._server().identity_provider) in own else "username"
 
     def owner_of(self, user: Any) -> str:
         if self._owner_mode == "server":
@@ -309,8 +317,9 @@ class QtaskdistApp(ExtensionApp):
     # ---- kernel discovery ----------------------------------------------------------
     def export_kernel_env(self) -> None:
         """Kernels inherit the server's environment, so they find the API with no config."""
-        os.environ[SERVER_URL_ENV] = self.serverapp.connection_url
-        token = getattr(self.serverapp.identity_provider, "token", "") or ""
+        server = self._server()
+        os.environ[SERVER_URL_ENV] = server.connection_url
+        token = getattr(server.identity_provider, "token", "") or ""
         if token:
             os.environ[TOKEN_ENV] = token
         else:
@@ -348,7 +357,7 @@ class QtaskdistApp(ExtensionApp):
         await asyncio.to_thread(self.stop_workers)
         if getattr(self, "service", None) is not None:
             await self.service.close()
-            self.service = None  # type: ignore[assignment]
+            del self.service  # closed: getattr(self, "service", None) is None again
         if self._embedded_held:
             stopped = await asyncio.to_thread(emb.release_services, self.settings_obj.home)
             self.log.info(

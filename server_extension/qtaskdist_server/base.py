@@ -91,7 +91,7 @@ class QtaskdistHandler(web.RequestHandler):
 
     @property
     def service(self) -> TaskService:
-        return self.app.service  # type: ignore[no-any-return]
+        return self.app.service
 
     def body_limit(self) -> int:
         """Largest body this route reads (routes with a body raise it)."""
@@ -104,7 +104,9 @@ class QtaskdistHandler(web.RequestHandler):
         if size is not None and size > self.body_limit():
             # Answered before the body is read; the connection closes after this reply.
             raise self._too_large(size)
-        await super().prepare()  # the host base: authenticates, or raises 403 / 503
+        pending = super().prepare()  # the host base: authenticates, or raises 403 / 503
+        if pending is not None:
+            await pending
         if quota.is_large_body(size, self.limits) and self.request.method != "OPTIONS":
             # Only task submissions take a large body: a 429 before it is read, whether
             # for the owner's large bodies or for their active tasks (at least one more).
@@ -114,7 +116,8 @@ class QtaskdistHandler(web.RequestHandler):
     async def is_operator(self) -> bool:
         """Whether this request's user is a qtaskdist operator (asked once per request)."""
         if self._operator is None:
-            self._operator = bool(await self.is_admin())  # type: ignore[attr-defined]
+            # is_admin comes from the host base class that bind() puts beside this one.
+            self._operator = bool(await self.is_admin())  # pyright: ignore[reportAttributeAccessIssue]
         return self._operator
 
     async def task_answer(self, row: dict[str, Any], status: int = 200) -> None:

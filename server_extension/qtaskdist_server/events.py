@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import strictjson
-from qtaskdist_jupyter.core.broker.wire import decode_event
 from qtaskdist_jupyter.core.errors import QuotaExceeded, ServiceUnavailable
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.cursors import CURSOR_TOKEN, CursorSealer, cursor_key
@@ -40,7 +39,7 @@ class EventSource(Protocol):
 
     async def read_events(
         self, after: str, *, count: int = ..., block_ms: int | None = ...
-    ) -> list[tuple[str, dict[str, str]]]: ...
+    ) -> list[tuple[str, dict[str, Any] | None]]: ...
 
     async def last_event_id(self) -> str: ...
 
@@ -123,11 +122,9 @@ class EventTail:
         owners' events too, so a quiet user's poll still advances."""
         entries = await self.source.read_events(self.position, count=count, block_ms=block_ms)
         out = []
-        for eid, fields in entries:
+        for eid, event in entries:
             self.position = eid
-            try:
-                event = decode_event(eid, fields)
-            except (ValueError, TypeError, KeyError):
+            if event is None:
                 continue  # not ours to interpret; never fatal for a reader
             if event.get("owner") == self.owner and (
                 self.statuses is None or event.get("status") in self.statuses

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jupyter_server.auth.decorator import HTTP_METHOD_TO_AUTH_ACTION
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import ensure_async
@@ -28,9 +28,9 @@ class ExtensionBase(ExtensionHandlerMixin, APIHandler):
 
     @property
     def owner(self) -> str:
-        return self.app.owner_of(self.current_user)  # type: ignore[no-any-return]
+        return self.app.owner_of(self.current_user)
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:
         await super().prepare()
         if self.request.method == "OPTIONS":
             return  # a CORS preflight: APIHandler answers it, as before

@@ -58,7 +58,7 @@ class ForwardHandler(ExtensionBase):
     _size: int = 0
     _pump: asyncio.Task[None] | None = None
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:
         self._chunks, self._size = [], 0
         declared = self.request.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_FORWARD_BYTES:
@@ -98,7 +98,8 @@ class ForwardHandler(ExtensionBase):
             self.finish()
 
     async def _stream(self, path: str) -> None:
-        proxy: ServiceProxy = self.extensionapp.proxy
+        # extensionapp is our QtaskdistApp (typed as jupyter_server's ExtensionApp).
+        proxy: ServiceProxy = self.extensionapp.proxy  # pyright: ignore[reportAttributeAccessIssue]
         headers = {
             k: self.request.headers[k] for k in _REQUEST_HEADERS if k in self.request.headers
         }

@@ -37,4 +37,6 @@ class ResultArrayHandler(QtaskdistHandler):
                 await self.flush()
         except StreamClosedError:
             return
-        self.finish(set_content_type=media)
+        # Both hosts' base classes (jupyter_server's APIHandler, service_host's) take
+        # set_content_type; tornado's RequestHandler, which pyright sees, does not.
+        self.finish(set_content_type=media)  # pyright: ignore[reportCallIssue]

@@ -20,9 +20,10 @@ import pytest
 
 from devtools.demo import server_args
 from devtools.launcher import ServerProcess
-from qtaskdist_jupyter.core.embedded import services_running, services_status, stop_services
+from qtaskdist_jupyter.core.embedded import services_status, stop_services
 from qtaskdist_jupyter.core.embedded_watch import WATCH_INTERVAL_S
 from qtaskdist_jupyter.kernel.client import Client
+from tests.fixtures.backing import embedded_running
 from tests.fixtures.circuits import BELL_QASM2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +90,7 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_pair_lives_while_anyone_holds_it(home: Path) -> None:
     a = _holder(home)
     b = _holder(home)
-    assert services_running(home)
+    assert embedded_running(home)
     assert _holder_pids(home) == {a.pid, b.pid}
     status = _cli(home, "services", "status")
     assert status.returncode == 0, status.stderr
@@ -98,10 +99,10 @@ def test_pair_lives_while_anyone_holds_it(home: Path) -> None:
 
     a.communicate("", timeout=30)  # the first holder exits normally: releases, pair stays
     assert a.returncode == 0
-    assert services_running(home) and _holder_pids(home) == {b.pid}
+    assert embedded_running(home) and _holder_pids(home) == {b.pid}
 
     b.communicate("", timeout=30)  # the last holder out stops the pair on its way out
-    assert not services_running(home)
+    assert not embedded_running(home)
     _wait(lambda: _watchdog_gone(home), 3 * WATCH_INTERVAL_S + 5, "the watchdog to exit")
 
 
@@ -111,12 +112,12 @@ def test_sigkill_of_a_holder(home: Path) -> None:
     a.kill()  # no release: its lease stays until someone finds the pid dead
     a.wait(10)
     time.sleep(2 * WATCH_INTERVAL_S)
-    assert services_running(home), "a SIGKILLed holder took the pair away from the others"
+    assert embedded_running(home), "a SIGKILLed holder took the pair away from the others"
     assert _holder_pids(home) == {b.pid}  # the dead one's lease was dropped
 
     b.kill()  # the last holder dies too: the watchdog stops the pair
     b.wait(10)
-    took = _wait(lambda: not services_running(home), 3 * WATCH_INTERVAL_S + 20, "the watchdog")
+    took = _wait(lambda: not embedded_running(home), 3 * WATCH_INTERVAL_S + 20, "the watchdog")
     print(f"\npair stopped {took:.1f} s after the last holder's SIGKILL")
     _wait(lambda: _watchdog_gone(home), 10, "the watchdog to exit")
     assert "no live holder left" in (home / "watchdog.log").read_text()
@@ -128,14 +129,14 @@ def test_services_start_pins_until_stop(home: Path) -> None:
     a = _holder(home)
     a.communicate("", timeout=30)
     time.sleep(2 * WATCH_INTERVAL_S)
-    assert services_running(home), "the pinned pair stopped when a holder left"
+    assert embedded_running(home), "the pinned pair stopped when a holder left"
     pinned = [h for h in services_status(home)["holders"] if h["pinned"]]
     assert len(pinned) == 1 and "services start" in pinned[0]["command"]
     b = _holder(home)
     stopped = _cli(home, "services", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert f"pid {b.pid} held them" in stopped.stdout  # told whom it left without services
-    assert not services_running(home)
+    assert not embedded_running(home)
     b.communicate("", timeout=30)
     assert services_status(home)["holders"] == []
 
@@ -167,7 +168,7 @@ def test_two_servers_and_a_joined_worker(home: Path, tmp_path: Path) -> None:
         assert _holder_pids(home) == {first.proc.pid, second.proc.pid, worker.pid}  # type: ignore[union-attr]
 
         first.stop()  # the server that started the pair exits normally
-        assert services_running(home)
+        assert embedded_running(home)
         counts = _bell(second)  # submitted through the second, run by the joined worker
         assert sum(counts.values()) == 200 and set(counts) <= {"00", "11"}, counts
         assert worker.poll() is None
@@ -176,14 +177,14 @@ def test_two_servers_and_a_joined_worker(home: Path, tmp_path: Path) -> None:
         second.proc.send_signal(signal.SIGKILL)  # a crash: no release
         second.proc.wait(10)
         time.sleep(2 * WATCH_INTERVAL_S)
-        assert services_running(home), "the SIGKILLed server took the worker's services"
+        assert embedded_running(home), "the SIGKILLed server took the worker's services"
         assert _holder_pids(home) == {worker.pid}
         health = json.loads(_cli(home, "services", "status", "--json").stdout)
         assert [h["pid"] for h in health["holders"]] == [worker.pid]
 
         worker.send_signal(signal.SIGTERM)  # the last holder leaves: the pair stops
         assert worker.wait(60) == 0
-        assert not services_running(home)
+        assert not embedded_running(home)
     finally:
         for proc in (worker,):
             if proc.poll() is None:

@@ -109,6 +109,6 @@ async def test_embedded_bootstrap_runs_a_task_end_to_end(
     worker = ext.workers[0]
     await ext.stop_extension()
     assert worker.poll() is not None
-    from qtaskdist_jupyter.core.embedded import services_running
+    from tests.fixtures.backing import embedded_running
 
-    assert not services_running(ext.settings_obj.home)
+    assert not embedded_running(ext.settings_obj.home)

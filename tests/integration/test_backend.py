@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from qiskit import QuantumCircuit, transpile
 from qiskit_aer import AerSimulator
-from qtaskdist_worker.backend import TASK_TAG, BackendRunner
+from qtaskdist_worker.qbraid_runner import TASK_TAG, BackendRunner
 
 from qtaskdist_jupyter.core.errors import PermanentJobError, RetryableJobError
 from tests.fixtures.fake_qbraid import FakeQbraid, sdk_env

@@ -131,7 +131,7 @@ async def test_cancelling_a_task_never_cancels_another_users_job(
 
 
 def test_runner_checks_job_ids_before_any_request(fake) -> None:
-    from qtaskdist_worker.backend import BackendRunner
+    from qtaskdist_worker.qbraid_runner import BackendRunner
 
     runner = BackendRunner(FAKE_KEY, fake.url)
     for bad in ("../users/verify", "a/b", "x?y", "x#y", "x%2Fy", "", "a b", "j" * 600):

@@ -11,27 +11,30 @@ import sys
 
 import pytest
 
-from tests.unit.test_import_contract import CONTRACTS, ROOT
+from tests.unit.test_import_contract import CONTRACTS, ROOT, module_name
+
+# server-wire is an arrow of the source only: the server reaches the wire format through
+# the Broker, which loads it.
+SOURCE_ONLY = {"server-wire"}
+# Absent where the contract's code runs, but imported by a third-party package when it is
+# installed: tenacity imports tornado if it can (for its tornado support); a worker node
+# installs no tornado. Made unimportable here, so a hard import of it still fails.
+ABSENT = {"worker": ["tornado"]}
 
 
-@pytest.mark.parametrize("contract", sorted(CONTRACTS))
+@pytest.mark.parametrize("contract", sorted(set(CONTRACTS) - SOURCE_ONLY))
 def test_importing_every_module_loads_no_forbidden_package(contract: str) -> None:
-    package_dir, forbidden = CONTRACTS[contract]
-    parts = package_dir.relative_to(ROOT).parts
-    # the import name: the path below the source root (server_extension/, worker/)
-    base = ".".join(parts if parts[0] == "qtaskdist_jupyter" else parts[1:])
+    files, forbidden = CONTRACTS[contract]
     modules = sorted(
-        ".".join((base, *p.relative_to(package_dir).with_suffix("").parts)).removesuffix(
-            ".__init__"
-        )
-        for p in package_dir.rglob("*.py")
-        if "migrations" not in p.parts and p.name != "__main__.py"
+        module_name(p) for p in files if "migrations" not in p.parts and p.name != "__main__.py"
     )
     code = (
         "import importlib, sys\n"
+        f"for m in {ABSENT.get(contract, [])!r}: sys.modules[m] = None\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        f"print(sorted(n for n in sys.modules if n.split('.')[0] in {list(forbidden)!r}"
-        f" or any(n.startswith(f + '.') or n == f for f in {list(forbidden)!r})))\n"
+        f"print(sorted(n for n in sys.modules if sys.modules[n] is not None and"
+        f" (n.split('.')[0] in {list(forbidden)!r}"
+        f" or any(n.startswith(f + '.') or n == f for f in {list(forbidden)!r}))))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120

@@ -70,16 +70,25 @@ async def test_a_nul_character_is_refused_by_the_driver(service) -> None:
         await service.store.update(row["task_id"], "alice", {"name": "a\x00b"})
 
 
-def test_npy_stream_is_bounded_for_a_frame_that_expands_a_thousandfold(tmp_path) -> None:
+async def test_npy_stream_is_bounded_for_a_frame_that_expands_a_thousandfold(
+    service, tmp_path
+) -> None:
     """A uniform statevector (H on every qubit) compresses ~10,000:1; the server's .npy
-    stream must still hand out at most one chunk at a time."""
+    stream (TaskStore.iter_array) must still hand out at most one chunk at a time."""
     import hashlib
 
+    store = service.store
+    (row,) = await service.create([_task()], enqueue=True)
+    tid = row["task_id"]
+    await store.claim_many([(tid, 0)], worker="w")
     ref = arrays.spill(np.full(1 << 21, 2**-10.5, dtype="<c16"), str(tmp_path))
-    frame = (tmp_path / ref["file"]).read_bytes()
-    assert len(frame) * 1000 < ref["npy_bytes"]
+    path = tmp_path / ref["file"]
+    assert path.stat().st_size * 1000 < ref["npy_bytes"]
+    with open(path, "rb") as fp:
+        n = await store.put_array(tid, 1, "statevector", fp)
     digest, total, biggest = hashlib.sha256(), 0, 0
-    for piece in arrays.npy_chunks([frame]):
+    stored = {**ref, "attempt": 1, "chunks": n}
+    async for piece in store.iter_array(tid, "statevector", stored, npy=True):
         digest.update(piece)
         total, biggest = total + len(piece), max(biggest, len(piece))
     assert total == ref["npy_bytes"] and digest.hexdigest() == ref["sha256"]

@@ -12,7 +12,13 @@ from qtaskdist_jupyter.core.broker.keys import (
     STREAMS,
 )
 from qtaskdist_jupyter.core.broker.packing import KEY_INDEX, PUBLISH_KEYS, ROWS_PER_CALL, pack_rows
-from qtaskdist_jupyter.core.broker.wire import TASK_ID_HEAD, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import (
+    FIELD,
+    TASK_ID_HEAD,
+    TaskMessage,
+    decode_event_or_none,
+    event_tail,
+)
 
 A = uuid.UUID(int=1)
 B = uuid.UUID(int=2)
@@ -99,3 +105,25 @@ def test_the_scripts_ship_with_the_package_and_read_what_packing_writes() -> Non
     # The row and ack lines publish.lua matches: the separators packing.py writes.
     assert "'([^\\t\\n]+)\\t(%d+)\\t(%d+)\\t(%d+)'" in PUBLISH_LUA
     assert "'(%d+)\\t([^\\n]+)'" in PUBLISH_LUA
+
+
+def test_an_event_entry_is_decoded_and_a_foreign_one_is_none() -> None:
+    # Broker.read_events hands the server these, so the server never decodes the wire.
+    tail = event_tail(
+        "queued", owner="alice", task_type="simulate", attempt=0, batch_id=None, ts=TS
+    )
+    body = TASK_ID_HEAD + str(A) + tail
+    event = decode_event_or_none("1-0", {FIELD: body})
+    assert event == {
+        "task_id": str(A),
+        "status": "queued",
+        "owner": "alice",
+        "task_type": "simulate",
+        "attempt": 0,
+        "batch_id": None,
+        "ts": TS,
+        "id": "1-0",
+    }
+    assert decode_event_or_none("2-0", {FIELD.encode(): body.encode()}) == {**event, "id": "2-0"}
+    for fields in ({}, {FIELD: "not json"}, {"other": body}):
+        assert decode_event_or_none("3-0", fields) is None

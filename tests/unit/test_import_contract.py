@@ -1,7 +1,17 @@
-"""The import contract of the layout (ARCHITECTURE.md "Layout"): arrows point inward to core.
+"""The import contract of the layout (README "Layout"): arrows point inward to core, and
+inside core to the domain.
 
 - ``qtaskdist_jupyter.core`` imports neither the kernel side, the server, the worker, nor
   the notebook / HTTP-client stack, so a worker-only install can use all of it.
+- Inside core, the domain (every top-level module of core but the embedded-services
+  subsystem, the CLI and migrations: statuses, errors, kinds, schemas, config, budget, …)
+  imports neither the store, the broker nor the circuit codec; the store does not import
+  the broker, and the broker does not import the store.
+- The kernel side imports neither the store nor the broker: a notebook reaches them over
+  HTTP only. The live table (``kernel.widget``) does not import the handles, which open
+  it: no import cycle.
+- The server does not import the broker's wire format (``broker.wire``, ``broker.packing``):
+  it gets decoded events from the broker (``Broker.read_events``).
 - ``qtaskdist_worker`` imports no Jupyter and no kernel side: a worker node has neither.
 - ``qtaskdist_server.api`` (the API layer both hosts share) imports no host: no Jupyter,
   tornado or jupyterhub.
@@ -10,10 +20,11 @@
   run time (tests/integration/test_import_contract_runtime.py) that covers the handler
   modules it binds (``qtaskdist_server.handlers``, ``.events``, …) too.
 
-Read statically from the source (every ``import`` anywhere in a module, functions included),
-so an import that only runs on some path is caught too. The same contract is checked once
-for real, in fresh interpreters, by tests/integration/test_import_contract_runtime.py: that
-catches what a third-party import drags in, and takes seconds of imports.
+Read statically from the source (every ``import`` anywhere in a module, functions and
+``if TYPE_CHECKING:`` blocks included; relative imports resolved), so an import that only
+runs on some path is caught too. The same contract is checked once for real, in fresh
+interpreters, by tests/integration/test_import_contract_runtime.py: that catches what a
+third-party import drags in, and takes seconds of imports.
 """
 
 from __future__ import annotations
@@ -32,9 +43,26 @@ JUPYTER_STACK = (
     "jupyter_server",
     "jupyter_client",
 )
-CONTRACTS: dict[str, tuple[Path, tuple[str, ...]]] = {
+CORE = ROOT / "qtaskdist_jupyter" / "core"
+SERVER = ROOT / "server_extension" / "qtaskdist_server"
+# The parts of core that are not the domain: the embedded-services subsystem, the CLI and
+# the migrations (they run the store and the broker), and the three adapters.
+NOT_DOMAIN = {"cli", "embedded", "embedded_daemons", "embedded_watch", "leases", "migrate"}
+ADAPTERS = ("qtaskdist_jupyter.core.store", "qtaskdist_jupyter.core.broker")
+WIRE_FORMAT = ("qtaskdist_jupyter.core.broker.wire", "qtaskdist_jupyter.core.broker.packing")
+
+
+def domain_files() -> list[Path]:
+    return sorted(p for p in CORE.glob("*.py") if p.stem not in NOT_DOMAIN)
+
+
+def tree(package_dir: Path) -> list[Path]:
+    return sorted(package_dir.rglob("*.py"))
+
+
+CONTRACTS: dict[str, tuple[list[Path], tuple[str, ...]]] = {
     "core": (
-        ROOT / "qtaskdist_jupyter" / "core",
+        tree(CORE),
         (
             *JUPYTER_STACK,
             "httpx",
@@ -46,13 +74,23 @@ CONTRACTS: dict[str, tuple[Path, tuple[str, ...]]] = {
             "devtools",
         ),
     ),
+    "core-domain": (domain_files(), (*ADAPTERS, "qtaskdist_jupyter.core.circuits")),
+    "core-store": (tree(CORE / "store"), ("qtaskdist_jupyter.core.broker",)),
+    "core-broker": (tree(CORE / "broker"), ("qtaskdist_jupyter.core.store",)),
+    "kernel": (tree(ROOT / "qtaskdist_jupyter" / "kernel"), ADAPTERS),
+    # The handles open the live table lazily: the table must not import them back.
+    "kernel-widget": (
+        [ROOT / "qtaskdist_jupyter" / "kernel" / "widget.py"],
+        ("qtaskdist_jupyter.kernel.handles",),
+    ),
+    "server-wire": (tree(SERVER), WIRE_FORMAT),
     "worker": (
-        ROOT / "worker" / "qtaskdist_worker",
+        tree(ROOT / "worker" / "qtaskdist_worker"),
         (*JUPYTER_STACK, "tornado", "qtaskdist_jupyter.kernel", "qtaskdist_server", "devtools"),
     ),
     # The API layer is shared by the extension and the team service: it knows no host.
     "server-api": (
-        ROOT / "server_extension" / "qtaskdist_server" / "api",
+        tree(SERVER / "api"),
         (
             *JUPYTER_STACK,
             "tornado",
@@ -63,42 +101,69 @@ CONTRACTS: dict[str, tuple[Path, tuple[str, ...]]] = {
         ),
     ),
     "service-host": (
-        ROOT / "server_extension" / "qtaskdist_server" / "service_host",
+        tree(SERVER / "service_host"),
         (*JUPYTER_STACK, "qtaskdist_jupyter.kernel", "qtaskdist_worker", "devtools"),
     ),
 }
 
 
+def module_name(path: Path) -> str:
+    """``path``'s dotted module name: its folders up to the first that is no package."""
+    parts = [] if path.stem == "__init__" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").exists():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts)
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str | None:
+    """The module a ``from … import`` names, a relative one resolved against ``path``."""
+    if node.level == 0:
+        return node.module
+    package = module_name(path).split(".")
+    if path.stem != "__init__":
+        package = package[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base) or None
+
+
 def imported_names(path: Path) -> list[tuple[int, str]]:
-    """Every absolute module name ``path`` imports, with its line."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    """Every module name ``path`` imports (relative ones made absolute), with its line."""
+    tree_ = ast.parse(path.read_text(), filename=str(path))
     names: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
+    for node in ast.walk(tree_):
         if isinstance(node, ast.Import):
             names += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom) and (module := _absolute(path, node)):
+            names.append((node.lineno, module))
             # "from qtaskdist_jupyter import kernel" names a package too
-            names += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+            names += [(node.lineno, f"{module}.{a.name}") for a in node.names]
     return names
 
 
-def violations(package_dir: Path, forbidden: tuple[str, ...]) -> list[str]:
+def violations(files: list[Path], forbidden: tuple[str, ...], root: Path = ROOT) -> list[str]:
     found = []
-    for path in sorted(package_dir.rglob("*.py")):
+    for path in files:
         seen: set[int] = set()
         for line, name in imported_names(path):
             if line not in seen and any(name == f or name.startswith(f + ".") for f in forbidden):
                 seen.add(line)  # one report per import statement
-                found.append(f"{path.relative_to(package_dir.parent)}:{line} imports {name}")
+                found.append(f"{path.relative_to(root).as_posix()}:{line} imports {name}")
     return found
 
 
 @pytest.mark.parametrize("contract", sorted(CONTRACTS))
 def test_source_respects_the_contract(contract: str) -> None:
-    package_dir, forbidden = CONTRACTS[contract]
-    assert package_dir.is_dir(), package_dir
-    assert violations(package_dir, forbidden) == []
+    files, forbidden = CONTRACTS[contract]
+    assert files, f"{contract}: no files (a package moved?)"
+    assert violations(files, forbidden) == []
+
+
+def test_the_domain_is_what_is_left_of_core() -> None:
+    names = {p.stem for p in domain_files()}
+    assert {"status", "errors", "schemas", "budget", "kinds"} <= names
+    assert not names & NOT_DOMAIN
 
 
 def test_the_check_sees_a_nested_violation(tmp_path: Path) -> None:
@@ -107,4 +172,16 @@ def test_the_check_sees_a_nested_violation(tmp_path: Path) -> None:
     package.mkdir()
     (package / "mod.py").write_text("def f():\n    from IPython.display import display\n")
     (package / "ok.py").write_text("from qtaskdist_jupyter.core import errors\n")
-    assert violations(package, CONTRACTS["core"][1]) == ["pkg/mod.py:2 imports IPython.display"]
+    found = violations(tree(package), CONTRACTS["core"][1], root=tmp_path)
+    assert found == ["pkg/mod.py:2 imports IPython.display"]
+
+
+def test_the_check_resolves_relative_imports(tmp_path: Path) -> None:
+    # "from ..broker import wire" inside core/store would otherwise slip past.
+    store = tmp_path / "qtaskdist_jupyter" / "core" / "store"
+    store.mkdir(parents=True)
+    for folder in (store, store.parent, store.parent.parent):
+        (folder / "__init__.py").write_text("")
+    (store / "mod.py").write_text("from ..broker import wire\nfrom . import engine\n")
+    found = violations([store / "mod.py"], ("qtaskdist_jupyter.core.broker",), root=tmp_path)
+    assert found == ["qtaskdist_jupyter/core/store/mod.py:1 imports qtaskdist_jupyter.core.broker"]

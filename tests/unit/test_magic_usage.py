@@ -56,3 +56,25 @@ def test_a_retried_task_waits_for_its_next_attempt() -> None:
     assert retried_line("t1", {"status": "running", "attempt": 2}) == (
         "task t1: running (attempt 2)"
     )
+
+
+def test_a_sweep_goes_to_submit_simulate_whole_with_its_chunk(bare_shell) -> None:
+    # The magic parses --sweep and --chunk; Client.submit_simulate builds the payloads
+    # (tests/unit/test_payloads.py), so the magic and the Python API split sweeps alike.
+    calls: list[tuple[tuple, dict]] = []
+
+    class Recorder:
+        def submit_simulate(self, *args, **kwargs):
+            calls.append((args, kwargs))
+            return "handle"
+
+    magics = bare_shell.magics_manager.registry["QtaskMagics"]
+    magics._client = Recorder()
+    try:
+        bare_shell.run_cell(f"%%qtask simulate --shots 20 --sweep a=0:1:3 --chunk 2\n{BELL_QASM2}")
+    finally:
+        magics._client = None
+    ((args, kwargs),) = calls
+    assert len(args) == 1 and args[0].strip() == BELL_QASM2.strip()  # the cell's text
+    assert kwargs["chunk"] == 2 and kwargs["shots"] == 20
+    assert kwargs["parameter_bindings"] == [{"a": 0.0}, {"a": 0.5}, {"a": 1.0}]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from qtaskdist_worker.autoclaim import Action, autoclaim_action
-from qtaskdist_worker.outcomes import SHARE_MAX_COST, batch_key
 from qtaskdist_worker.reconciler import live_workers, orphaned
-from qtaskdist_worker.retry import backoff_s
+from qtaskdist_worker.retry import OUTAGE_CAP_S, OUTAGE_FIRST_S, backoff_s, until_up
+from qtaskdist_worker.units import SHARE_MAX_COST, batch_key
 from qtaskdist_worker.worker import first_ended
 
 # ---- autoclaim -----------------------------------------------------------------------
@@ -284,3 +284,45 @@ def test_only_control_flow_or_a_reused_measured_qubit_sends_a_program_to_the_sou
     with branching.if_test((branching.clbits[0], 1)):
         branching.x(0)
     assert may_break_profile(branching)
+
+
+# ---- until_up ------------------------------------------------------------------------
+def test_until_up_waits_out_an_outage_doubling_to_the_cap(monkeypatch, caplog) -> None:
+    from qtaskdist_jupyter.core.errors import DatabaseUnavailable
+
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 7:
+            raise DatabaseUnavailable("PostgreSQL unreachable")
+        return "written"
+
+    with caplog.at_level("WARNING", logger="qtaskdist_worker"):
+        assert asyncio.run(until_up(flaky, "settle")) == "written"
+    expected = [OUTAGE_FIRST_S * 2**k for k in range(5)] + [OUTAGE_CAP_S] * 2
+    assert slept == pytest.approx(expected) and calls == 8
+    assert "settle failed (PostgreSQL unreachable); retrying in 0.2 s" in caplog.messages[0]
+
+
+def test_until_up_gives_any_other_error_back_at_once(monkeypatch) -> None:
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+
+    async def refused() -> None:
+        raise ValueError("a data error is not an outage")
+
+    with pytest.raises(ValueError, match="not an outage"):
+        asyncio.run(until_up(refused, "complete"))
+    assert slept == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from qtaskdist_worker.outcomes import InFlight, batch_key, cost_hint, plan_units, split_requests
+from qtaskdist_worker.units import InFlight, batch_key, cost_hint, plan_units, split_requests
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
 

@@ -69,9 +69,11 @@ class Autoclaimer:
         alive: set[str] | None = None
         for stream in self.readable():
             entries = await self.broker.autoclaim(
-                stream, self.name, min_idle_ms=int(self.visibility_timeout_s * 1000),
+                stream,
+                self.name,
+                min_idle_ms=int(self.visibility_timeout_s * 1000),
                 count=self.batch_size,
-            )  # fmt: skip
+            )
             entries = [e for e in entries if not self.inflight.holds_entry(e[1])]
             if not entries:
                 continue

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from qtaskdist_jupyter.core import embedded
-from qtaskdist_jupyter.core.broker.keys import STREAMS, TASK_TYPES
+from qtaskdist_jupyter.core.broker.keys import STREAMS, TYPE_OF_STREAM
 from qtaskdist_jupyter.core.config import load_settings
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 
@@ -22,7 +22,7 @@ def _task_types(text: str) -> list[str]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        name = TASK_TYPES.get(part, part)  # a stream name works too
+        name = TYPE_OF_STREAM.get(part, part)  # a stream name works too
         if name not in STREAMS:
             raise argparse.ArgumentTypeError(
                 f"unknown task type {part!r}; expected some of {', '.join(STREAMS)}"
@@ -34,8 +34,10 @@ def _task_types(text: str) -> list[str]:
     return out
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` (int or float), refused unless above 0."""
+
+    def parse(text: str) -> float:
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text} must be positive")
@@ -60,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qtaskdist-worker",
         description="Run qtaskdist tasks (simulate, c_qir_convert, backend_run) from Redis.",
     )
+    _work_arguments(p, d)
+    _timing_arguments(p, d)
+    _service_arguments(p)
+    return p
+
+
+def _work_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
+    """What the worker takes on and how: task types, processes, batches, takeovers, burst."""
     p.add_argument(
         "--task-types",
         "--streams",
@@ -91,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--burst", action="store_true", help="drain the queued tasks (and due retries), then exit 0"
     )
+
+
+def _timing_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
+    """Shutdown, retries, reconciling, time limits and provider polls."""
     p.add_argument(
         "--grace-s",
         type=_positive(float),
@@ -129,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.poll_interval_s,
         help="longest pause between provider status polls",
     )
+
+
+def _service_arguments(p: argparse.ArgumentParser) -> None:
+    """Metrics, memory limits, the backing services and logging."""
     p.add_argument(
         "--metrics-port",
         type=_positive(int),
@@ -145,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
     p.add_argument("--redis-url", default=None, help="overrides REDIS_URL")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p  # fmt: skip
 
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:

@@ -20,10 +20,10 @@ from qtaskdist_jupyter.core.store.store import TaskStore
 from .executor import ExecutorPool, JobCancelled
 from .inflight import InFlightRegistry
 from .jobs.common import error_report
-from .outcomes import InFlight, plan_units, split_requests, time_limit
 from .retry import until_up
 from .settle import Finisher, Settler
 from .starts import Starter
+from .units import InFlight, plan_units, split_requests, time_limit
 
 log = logging.getLogger("qtaskdist_worker")
 POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
@@ -81,8 +81,9 @@ class Dispatcher:
         # statement each, shared with the other units of that moment.
         self.starter = Starter(self.store, self.broker, SETTLE_AFTER_S)
 
-    async def start(self, task_types: list[str], qbraid_api_key: str | None,
-                    qbraid_api_url: str | None) -> None:  # fmt: skip
+    async def start(
+        self, task_types: list[str], qbraid_api_key: str | None, qbraid_api_url: str | None
+    ) -> None:
         if any(t in POOL_TYPES for t in task_types):
             self.pool = ExecutorPool(
                 self.opts.concurrency,
@@ -95,7 +96,7 @@ class Dispatcher:
             self.finisher.spool_dir = self.pool.spool_dir
         if "backend_run" in task_types:
             # qBraid's SDK is heavy and only backend_run needs it.
-            from .backend import BackendRunner
+            from .qbraid_runner import BackendRunner
 
             budget_mb = aer_max_memory_mb(self.limits.max_task_memory_bytes)
             bond = self.limits.mps_max_bond_dimension

@@ -37,7 +37,7 @@ _CTX = mp.get_context("spawn")
 
 def at_unit(exc: JobError, unit: int) -> JobError:
     """Mark which unit of a request did not answer (see :meth:`ExecutorPool.run`)."""
-    exc.unit = unit  # type: ignore[attr-defined]
+    exc.unit = unit
     return exc
 
 
@@ -82,9 +82,15 @@ def _child_main(
         for unit in request["units"]:
             started = time.perf_counter()
             reply = handle_request(
-                {"kind": request["kind"], "tasks": unit, "threads": unit_threads, "limits": limits,
-                 "spool_dir": spool_dir, "lent_threads": bool(request.get("threads"))}
-            )  # fmt: skip
+                {
+                    "kind": request["kind"],
+                    "tasks": unit,
+                    "threads": unit_threads,
+                    "limits": limits,
+                    "spool_dir": spool_dir,
+                    "lent_threads": bool(request.get("threads")),
+                }
+            )
             reply["wall_s"] = time.perf_counter() - started
             conn.send_bytes(fastjson.dumps_bytes(reply))
 
@@ -130,6 +136,71 @@ class Child:
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(timeout=5)
+
+
+class _Exchange:
+    """One request on one child, as the event loop sees it: the replies so far, the
+    running unit's deadline, and ``ended`` (set once every unit answered, or the child
+    was killed or closed its pipe)."""
+
+    def __init__(
+        self,
+        child: Child,
+        units: list[list[dict[str, Any]]],
+        timeouts_s: list[float],
+        on_reply: Callable[[int, dict[str, Any]], None],
+        on_start: Callable[[int], None],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        self.child = child
+        self.n_units = len(units)
+        self.timeouts_s = timeouts_s
+        self.on_reply = on_reply
+        self.on_start = on_start
+        self.answered = 0
+        self.deadline = self.loop.call_later(timeouts_s[0], self.overran)
+
+    def end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def overran(self) -> None:
+        self.child.kill("timeout")
+        self.end()
+
+    def cancelled(self, _: Any) -> None:
+        self.child.kill("cancelled")
+        self.end()
+
+    def readable(self) -> None:
+        # The event loop reads the pipe itself, with no thread hop per reply: a reply
+        # is one small write, so a readable pipe holds a whole frame (or the rest of
+        # one the child is writing at this moment).
+        try:
+            reply = fastjson.loads(self.child.conn.recv_bytes())
+        except (EOFError, OSError):
+            self.loop.remove_reader(self.child.conn.fileno())
+            self.end()
+            return
+        self.deadline.cancel()
+        self.answered += 1
+        self.on_reply(self.answered - 1, reply)
+        if self.answered < self.n_units:
+            self.deadline = self.loop.call_later(self.timeouts_s[self.answered], self.overran)
+            self.on_start(self.answered)
+        else:
+            self.end()
+
+
+def _early_stop(why: str | None, limit_s: float, exitcode: int | None, ran_s: float) -> JobError:
+    """The error for a request that stopped before its last unit answered: ``why`` the
+    child was killed (None: it died on its own)."""
+    if why == "cancelled":
+        return JobCancelled("the task was cancelled while it ran")
+    if why == "timeout":
+        return JobTimeout(f"exceeded its time limit of {limit_s:g} s")
+    return ChildDied(f"the job process exited with code {exitcode} after {ran_s:.1f} s")
 
 
 class ExecutorPool:
@@ -200,53 +271,18 @@ class ExecutorPool:
         """
         child = await self._idle.get()
         loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
         fd = child.conn.fileno()
-        answered = 0
-
-        def overran() -> None:
-            child.kill("timeout")
-            if not ended.done():
-                ended.set_result(None)
-
-        deadline = loop.call_later(timeouts_s[0], overran)
-
-        def readable() -> None:
-            # The event loop reads the pipe itself, with no thread hop per reply: a reply
-            # is one small write, so a readable pipe holds a whole frame (or the rest of
-            # one the child is writing at this moment).
-            nonlocal answered, deadline
-            try:
-                reply = fastjson.loads(child.conn.recv_bytes())
-            except (EOFError, OSError):
-                loop.remove_reader(fd)
-                if not ended.done():
-                    ended.set_result(None)
-                return
-            deadline.cancel()
-            answered += 1
-            on_reply(answered - 1, reply)
-            if answered < len(units):
-                deadline = loop.call_later(timeouts_s[answered], overran)
-                on_start(answered)
-            elif not ended.done():
-                ended.set_result(None)
-
-        def cancelled(_: Any) -> None:
-            child.kill("cancelled")
-            if not ended.done():
-                ended.set_result(None)
-
+        exchange = _Exchange(child, units, timeouts_s, on_reply, on_start)
         waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         started = time.monotonic()
         try:
             request = {"kind": kind, "units": units, "threads": threads}
             child.conn.send_bytes(fastjson.dumps_bytes(request))
             on_start(0)
-            loop.add_reader(fd, readable)
+            loop.add_reader(fd, exchange.readable)
             if waiter is not None:
-                waiter.add_done_callback(cancelled)
-            await ended
+                waiter.add_done_callback(exchange.cancelled)
+            await exchange.ended
         except asyncio.CancelledError:
             # The worker is shutting down: the child may be mid-unit.
             child.kill("shutdown")
@@ -254,30 +290,21 @@ class ExecutorPool:
         except (EOFError, OSError):
             pass  # the child died before it took the request: handled as below
         finally:
-            deadline.cancel()
+            exchange.deadline.cancel()
             loop.remove_reader(fd)
             if waiter is not None:
-                waiter.remove_done_callback(cancelled)
+                waiter.remove_done_callback(exchange.cancelled)
                 waiter.cancel()
             if child.killed_for == "shutdown":
                 await self._replace(child)
+        answered = exchange.answered
         if answered == len(units):
             self._idle.put_nowait(child)
             return
         why = child.killed_for
         await self._replace(child)
-        if why == "cancelled":
-            raise at_unit(JobCancelled("the task was cancelled while it ran"), answered)
-        if why == "timeout":
-            limit_s = timeouts_s[answered]
-            raise at_unit(JobTimeout(f"exceeded its time limit of {limit_s:g} s"), answered)
-        raise at_unit(
-            ChildDied(
-                f"the job process exited with code {child.proc.exitcode} after "
-                f"{time.monotonic() - started:.1f} s"
-            ),
-            answered,
-        )
+        ran_s = time.monotonic() - started
+        raise at_unit(_early_stop(why, timeouts_s[answered], child.proc.exitcode, ran_s), answered)
 
     async def _replace(self, child: Child) -> None:
         loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .inflight import InFlightRegistry
-from .outcomes import HOST
+from .units import HOST
 
 
 @dataclass
@@ -43,11 +43,15 @@ class Heartbeat:
         await self.broker.heartbeat(
             self.name,
             {
-                "host": HOST, "pid": os.getpid(), "task_types": self.task_types,
-                "in_flight": len(self.inflight), "started": self.started,
-                "concurrency": self.concurrency, "completed": self.completed(),
+                "host": HOST,
+                "pid": os.getpid(),
+                "task_types": self.task_types,
+                "in_flight": len(self.inflight),
+                "started": self.started,
+                "concurrency": self.concurrency,
+                "completed": self.completed(),
             },
-        )  # fmt: skip
+        )
         if self.inflight:
             states = await self.store.status_of(list(self.inflight))
             for tid, (status, attempt) in states.items():

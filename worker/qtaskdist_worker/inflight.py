@@ -11,7 +11,7 @@ from typing import Any
 
 from qtaskdist_jupyter.core.broker.wire import MalformedMessage, TaskMessage, streams_of
 
-from .outcomes import InFlight
+from .units import InFlight
 
 log = logging.getLogger("qtaskdist_worker")
 # A stream entry as XREADGROUP / XAUTOCLAIM return it: (stream, entry id, fields).

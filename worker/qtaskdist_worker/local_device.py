@@ -135,7 +135,7 @@ class LocalAerDevice(QuantumDevice):
     def status(self) -> DeviceStatus:
         return DeviceStatus.ONLINE
 
-    def submit(  # type: ignore[override]
+    def submit(
         self,
         run_input: QuantumCircuit,
         *,

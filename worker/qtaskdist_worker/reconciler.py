@@ -20,7 +20,6 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import streams_of
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.retention import GC_BATCH, GC_BATCHES_PER_PASS, GC_EVERY_S, gc_due
-from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,9 @@ def orphaned(
     now: float | None = None,
 ) -> bool:
     """Whether a ``running`` row is left behind by its worker and should be released."""
-    if me is None or row.get("worker") != me:
-        return row.get("worker") not in alive
+    worker = row.get("worker")
+    if me is None or worker != me:
+        return worker is None or worker not in alive
     # Our own rows are judged by what we hold, not by our heartbeat: right after a Redis
     # outage it is stale while we still run them (releasing them would run them twice),
     # and a claim whose reply an outage swallowed leaves a row running under our name
@@ -81,8 +81,19 @@ async def reconcile(
             return {"requeued": 0, "released": 0}
     streams = [s for t in task_types for s in streams_of(t)]
     await broker.ensure_groups(streams)
-    requeued = released = 0
+    requeued = await _requeue_lost(store, broker, streams, task_types)
+    released = await _release_orphans(store, broker, task_types, stale_after_s, me, mine)
+    if requeued or released:
+        log.warning(
+            "reconciler: re-enqueued %d lost and released %d orphaned tasks", requeued, released
+        )
+    return {"requeued": requeued, "released": released}
 
+
+async def _requeue_lost(
+    store: TaskStore, broker: Broker, streams: list[str], task_types: Sequence[str]
+) -> int:
+    """Publish again the due ``queued`` rows that no stream holds a message for."""
     held: set[str] = set()
     for stream in streams:
         held |= await broker.queued_ids(stream)
@@ -94,8 +105,18 @@ async def reconcile(
     if lost:
         # Their rows are still ``queued``: a message (and a ``queued`` event) each.
         await broker.publish(lost)
-        requeued = len(lost)
+    return len(lost)
 
+
+async def _release_orphans(
+    store: TaskStore,
+    broker: Broker,
+    task_types: Sequence[str],
+    stale_after_s: float,
+    me: str | None,
+    mine: Collection[uuid.UUID],
+) -> int:
+    """Release and publish the ``running`` rows whose worker stopped heartbeating."""
     alive = live_workers(await broker.workers(), stale_after_s)
     orphans = [
         r
@@ -114,16 +135,9 @@ async def reconcile(
         except (TransitionError, TaskNotFound):
             continue  # it moved on while we looked: someone else handled it
         moved.append(row)
-    if moved:
-        for r in moved:
-            r["status"] = TaskStatus.QUEUED
+    if moved:  # rows as released: status queued
         await broker.publish(moved)
-        released = len(moved)
-    if requeued or released:
-        log.warning(
-            "reconciler: re-enqueued %d lost and released %d orphaned tasks", requeued, released
-        )
-    return {"requeued": requeued, "released": released}
+    return len(moved)
 
 
 @dataclass
@@ -143,9 +157,14 @@ class Reconciler:
 
     async def run_once(self) -> dict[str, int]:
         done = await reconcile(
-            self.store, self.broker, self.task_types, stale_after_s=self.stale_after_s,
-            lock_ttl_s=self.interval_s, me=self.me, mine=self.mine,
-        )  # fmt: skip
+            self.store,
+            self.broker,
+            self.task_types,
+            stale_after_s=self.stale_after_s,
+            lock_ttl_s=self.interval_s,
+            me=self.me,
+            mine=self.mine,
+        )
         done["deleted"] = await self.collect_garbage()
         return done
 

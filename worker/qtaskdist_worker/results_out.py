@@ -21,7 +21,7 @@ from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import DataRefused
 from qtaskdist_jupyter.core.store.store import TaskStore
 
-from .outcomes import InFlight
+from .units import InFlight
 
 log = logging.getLogger("qtaskdist_worker")
 # The only file names spill() creates: a reply naming anything else is not followed.
@@ -46,8 +46,12 @@ async def store_arrays(
     """Replace each spooled array in the replies with its stored reference. A task whose
     array the database refuses (or whose file is missing) gets a failed reply instead.
     Every spooled file of these replies is removed, whatever happened."""
-    files = [ref.get("file") for out in replies.values() if isinstance(out, dict)
-             for _n, ref in arrays.refs(out.get("result"))]  # fmt: skip
+    files = [
+        ref.get("file")
+        for out in replies.values()
+        if isinstance(out, dict)
+        for _n, ref in arrays.refs(out.get("result"))
+    ]
     try:
         for item in items:
             out = replies.get(item.key)

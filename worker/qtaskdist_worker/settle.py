@@ -21,15 +21,21 @@ from qtaskdist_jupyter.core.store.store import TaskStore
 
 from . import metrics
 from .inflight import InFlightRegistry
-from .outcomes import InFlight, profile
 from .results_out import complete_all, store_arrays
 from .retry import backoff_s, until_up
+from .units import InFlight, profile
 
 log = logging.getLogger("qtaskdist_worker")
 
 
 # A task's end as the worker settles it: (task, outcome, run time in s, tasks in its unit).
 Finished = tuple[InFlight, dict[str, Any], float, int]
+# A completion to write: (task id, attempt, result, meta).
+Done = tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]
+# A failure to write: (task, reply, meta, whether it is retried).
+Failure = tuple[InFlight, dict[str, Any], dict[str, Any], bool]
+# For the metrics: (task, outcome, run time, queue wait).
+Ended = tuple[InFlight, str, float, float | None]
 
 
 async def _after_their_running_events(items: list[InFlight]) -> None:
@@ -109,33 +115,12 @@ class Finisher:
     completed: int = 0
 
     async def finish(self, finished: list[Finished]) -> None:
-        done: list[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]] = []
         events: list[dict[str, Any]] = []
-        failures = []
-        # (task, outcome, run time, queue wait) for the metrics, counted once written.
-        ended: list[tuple[InFlight, str, float, float | None]] = []
         items = [f[0] for f in finished]
         replies = {i.key: out for i, out, _r, _b in finished}
         await _after_their_running_events(items)
         await store_arrays(self.store, self.spool_dir, until_up, items, replies)
-        now = datetime.now(UTC)
-        for item, _out, run_time_s, batched_with in finished:
-            out = replies[item.key]
-            kind = "completed" if out["ok"] else "failed"
-            retry = (
-                not out["ok"]
-                and out.get("retryable")
-                and (item.row["retry_count"] < item.row["max_retries"])
-            )
-            meta = profile(
-                item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
-                versions=self.versions, result_kind="retry" if retry else kind, now=now,
-            )  # fmt: skip
-            ended.append((item, "retry" if retry else kind, run_time_s, meta["queue_wait_s"]))
-            if out["ok"]:
-                done.append((item.task_id, item.attempt, out["result"], meta))
-            else:
-                failures.append((item, out, meta, retry))
+        done, failures, ended = self._sorted(finished, replies)
         written: set[uuid.UUID] = set()
         refused: dict[uuid.UUID, str] = {}
         if done:
@@ -146,26 +131,68 @@ class Finisher:
             # Not written: refused by the attempt fence (logged, dropped) or, for its data,
             # by PostgreSQL (the task fails with the one line why).
             self._refused(items, [d for d in done if d[0] not in refused], rows)
-            for item, _out, run_time_s, batched_with in finished:
-                if item.task_id not in refused:
-                    continue
-                out = {"ok": False, "error": refused[item.task_id], "retryable": False}
-                meta = profile(
-                    item, out, worker=self.name, run_time_s=run_time_s, batched_with=batched_with,
-                    versions=self.versions, result_kind="failed",
-                )  # fmt: skip
-                failures.append((item, out, meta, False))
+            failures += self._refused_failures(finished, refused)
         for item, out, meta, retry in failures:
             events += await self._fail(item, out, meta, bool(retry))
-        for item, outcome, run_time_s, wait_s in ended:
-            if outcome == "completed" and item.task_id not in written:
-                if item.task_id not in refused:
-                    continue  # the attempt fence dropped it (counted by fence_refused)
-                outcome = "failed"  # PostgreSQL refused the result: the task failed
-            metrics.task_finished(item.row["task_type"], outcome, run_time_s, wait_s)
+        _count(ended, written, refused)
         acks = [(i.stream, i.entry_id) for i in items]
         await until_up(lambda: self.broker.settle(events, acks), "settle")
         self.inflight.remove(items)
+
+    def _sorted(
+        self, finished: list[Finished], replies: dict[Any, dict[str, Any]]
+    ) -> tuple[list[Done], list[Failure], list[Ended]]:
+        """Each finished task's profile, sorted: completions to write, failures (with
+        whether they are retried), and every task's outcome for the metrics."""
+        done: list[Done] = []
+        failures: list[Failure] = []
+        ended: list[Ended] = []
+        now = datetime.now(UTC)
+        for item, _out, run_time_s, batched_with in finished:
+            out = replies[item.key]
+            kind = "completed" if out["ok"] else "failed"
+            retry = bool(
+                not out["ok"]
+                and out.get("retryable")
+                and (item.row["retry_count"] < item.row["max_retries"])
+            )
+            meta = profile(
+                item,
+                out,
+                worker=self.name,
+                run_time_s=run_time_s,
+                batched_with=batched_with,
+                versions=self.versions,
+                result_kind="retry" if retry else kind,
+                now=now,
+            )
+            ended.append((item, "retry" if retry else kind, run_time_s, meta["queue_wait_s"]))
+            if out["ok"]:
+                done.append((item.task_id, item.attempt, out["result"], meta))
+            else:
+                failures.append((item, out, meta, retry))
+        return done, failures, ended
+
+    def _refused_failures(
+        self, finished: list[Finished], refused: dict[uuid.UUID, str]
+    ) -> list[Failure]:
+        """The completions PostgreSQL refused for their data, as permanent failures."""
+        failures: list[Failure] = []
+        for item, _out, run_time_s, batched_with in finished:
+            if item.task_id not in refused:
+                continue
+            out = {"ok": False, "error": refused[item.task_id], "retryable": False}
+            meta = profile(
+                item,
+                out,
+                worker=self.name,
+                run_time_s=run_time_s,
+                batched_with=batched_with,
+                versions=self.versions,
+                result_kind="failed",
+            )
+            failures.append((item, out, meta, False))
+        return failures
 
     def _refused(self, items: list[InFlight], done: list[Any], settled: list[Any]) -> None:
         """Completions the attempt fence refused: the task was taken over (this worker was
@@ -216,3 +243,14 @@ class Finisher:
             )
         log.info("task %s failed: %s", item.task_id, error)
         return [row]
+
+
+def _count(ended: list[Ended], written: set[uuid.UUID], refused: dict[uuid.UUID, str]) -> None:
+    """Each task's outcome into the metrics, as written: a completion the attempt fence
+    dropped is not counted (fence_refused counts it); one PostgreSQL refused is a failure."""
+    for item, outcome, run_time_s, wait_s in ended:
+        if outcome == "completed" and item.task_id not in written:
+            if item.task_id not in refused:
+                continue  # the attempt fence dropped it (counted by fence_refused)
+            outcome = "failed"  # PostgreSQL refused the result: the task failed
+        metrics.task_finished(item.row["task_type"], outcome, run_time_s, wait_s)

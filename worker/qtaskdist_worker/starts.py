@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.store.store import TaskStore
 
-from .outcomes import InFlight
 from .retry import until_up
+from .units import InFlight
 
 log = logging.getLogger("qtaskdist_worker")
 

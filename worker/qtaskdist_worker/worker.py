@@ -39,7 +39,6 @@ from qtaskdist_jupyter.core.errors import (
     TransitionError,
 )
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
-from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .autoclaim import Autoclaimer
@@ -47,10 +46,10 @@ from .dispatch import POOL_TYPES, Dispatcher, DispatchOptions
 from .heartbeat import CancelWatch, Heartbeat
 from .inflight import Claimable, DeadLetter, Entry, InFlightRegistry, decode_entries
 from .memlimit import headroom_bytes
-from .outcomes import HOST, InFlight
 from .reconciler import Reconciler
 from .retry import OUTAGE_FIRST_S, every, next_outage_delay_s, until_up
 from .settle import Finisher
+from .units import HOST, InFlight
 
 log = logging.getLogger("qtaskdist_worker")
 # How often due retries are moved from the delay ZSET onto their streams.
@@ -135,27 +134,58 @@ class Worker:
         self.finisher = Finisher(
             store, broker, self.inflight, name, opts.retry_base_s, opts.retry_cap_s
         )
-        self.dispatcher = Dispatcher(
-            store, broker, self.inflight, self.finisher, lim,
-            DispatchOptions(opts.batch_size, opts.concurrency, opts.threads_per_job,
-                            opts.backend_concurrency, opts.poll_interval_s,
-                            headroom_bytes(lim, opts.job_memory_mb)),
-            cap_s=min(lim.max_time_limit_s, opts.max_time_limit_s or lim.max_time_limit_s),
-        )  # fmt: skip
+        self.dispatcher = self._dispatcher()
         self.heartbeat = Heartbeat(
-            store, broker, self.inflight, name, opts.task_types, opts.concurrency,
+            store,
+            broker,
+            self.inflight,
+            name,
+            opts.task_types,
+            opts.concurrency,
             completed=lambda: self.finisher.completed,
-        )  # fmt: skip
+        )
         self.cancel_watch = CancelWatch(broker, self.inflight)
         self.autoclaimer = Autoclaimer(
-            store, broker, self.inflight, name, opts.visibility_timeout_s, opts.batch_size,
-            self.stopping, readable=self.readable, start=self.start,
-        )  # fmt: skip
+            store,
+            broker,
+            self.inflight,
+            name,
+            opts.visibility_timeout_s,
+            opts.batch_size,
+            self.stopping,
+            readable=self.readable,
+            start=self.start,
+        )
         self.reconciler = Reconciler(
-            store, broker, opts.task_types, stale_after_s=opts.visibility_timeout_s,
-            interval_s=opts.reconcile_interval_s, me=name, mine=self.inflight,
+            store,
+            broker,
+            opts.task_types,
+            stale_after_s=opts.visibility_timeout_s,
+            interval_s=opts.reconcile_interval_s,
+            me=name,
+            mine=self.inflight,
             retention_s=lim.retention_s,
-        )  # fmt: skip
+        )
+
+    def _dispatcher(self) -> Dispatcher:
+        """The dispatcher of this worker's lanes, with the options the worker was given."""
+        lim, opts = self.settings.limits, self.opts
+        return Dispatcher(
+            self.store,
+            self.broker,
+            self.inflight,
+            self.finisher,
+            lim,
+            DispatchOptions(
+                opts.batch_size,
+                opts.concurrency,
+                opts.threads_per_job,
+                opts.backend_concurrency,
+                opts.poll_interval_s,
+                headroom_bytes(lim, opts.job_memory_mb),
+            ),
+            cap_s=min(lim.max_time_limit_s, opts.max_time_limit_s or lim.max_time_limit_s),
+        )
 
     # ---- lifecycle -------------------------------------------------------------------
     async def run(self) -> int:
@@ -214,8 +244,10 @@ class Worker:
         for name, exc in await first_ended(side):
             log.error(
                 "side task %r ended (%s); stopping the worker",
-                name, repr(exc) if exc else "no error", exc_info=exc,
-            )  # fmt: skip
+                name,
+                repr(exc) if exc else "no error",
+                exc_info=exc,
+            )
         self.side_task_failed = True
         self.stop()
 
@@ -312,15 +344,15 @@ class Worker:
         for item in left:
             try:
                 row = await self.store.release(
-                    item.task_id, item.attempt, {"released_by": f"{self.name} (shutdown)"},
+                    item.task_id,
+                    item.attempt,
+                    {"released_by": f"{self.name} (shutdown)"},
                     why=f"worker {self.name} shut down before it finished (past --grace-s)",
-                )  # fmt: skip
+                )
                 moved.append(row)
             except (TransitionError, TaskNotFound):
                 pass
-        if moved:
-            for r in moved:
-                r["status"] = TaskStatus.QUEUED
+        if moved:  # rows as released: status queued
             await until_up(lambda: self.broker.publish(moved), "re-enqueue")
             log.warning("released %d unfinished tasks back to the queue", len(moved))
         if left:

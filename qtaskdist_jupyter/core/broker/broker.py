@@ -28,7 +28,7 @@ from qtaskdist_jupyter.core.broker.keys import (
     WORKERS_KEY,
 )
 from qtaskdist_jupyter.core.broker.packing import PUBLISH_KEYS, pack_rows
-from qtaskdist_jupyter.core.broker.wire import FIELD, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import FIELD, TaskMessage, decode_event_or_none
 from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import QueueUnavailable
 from qtaskdist_jupyter.core.metrics import CountingRetry
@@ -68,6 +68,10 @@ redis_errors = maps_errors(
 # Trim lengths (MAXLEN ~) of the streams nobody acknowledges.
 CANCELS_MAXLEN = 10_000
 DEAD_MAXLEN = 10_000
+# A Redis reply. redis-py types its asyncio commands' replies as unions of awaitables,
+# bytes and str that cannot know the clients here decode (decode_responses=True): every
+# reply is plain str / list / dict data, read as such where it arrives.
+Reply = Any
 
 
 class Broker:
@@ -124,7 +128,8 @@ class Broker:
 
     @redis_errors
     async def promote_due(self, *, limit: int = 500) -> int:
-        return int(await self._promote(keys=[DELAYED_KEY], args=[time.time(), limit]))
+        promoted: Reply = await self._promote(keys=[DELAYED_KEY], args=[time.time(), limit])
+        return int(promoted)
 
     @redis_errors
     async def ensure_groups(self, streams: Iterable[str]) -> None:
@@ -141,7 +146,7 @@ class Broker:
     ) -> list[tuple[str, str, dict[str, str]]]:
         """XREADGROUP new entries: [(stream, entry_id, fields)]."""
         try:
-            got = await self.blocking.xreadgroup(
+            got: Reply = await self.blocking.xreadgroup(
                 GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms
             )
         except ResponseError as exc:
@@ -197,7 +202,7 @@ class Broker:
 
     @redis_errors
     async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
-        body = {"reason": reason[:500], "ts": str(time.time())}
+        body: dict[Any, Any] = {"reason": reason[:500], "ts": str(time.time())}
         body.update({k: str(v)[:10_000] for k, v in fields.items()})
         await self.redis.xadd(DEAD_STREAM, body, maxlen=DEAD_MAXLEN, approximate=True)
 
@@ -228,15 +233,17 @@ class Broker:
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rows:
                 pipe.xadd(
-                    CANCELS_STREAM, {FIELD: str(r["task_id"])},
-                    maxlen=CANCELS_MAXLEN, approximate=True,
-                )  # fmt: skip
+                    CANCELS_STREAM,
+                    {FIELD: str(r["task_id"])},
+                    maxlen=CANCELS_MAXLEN,
+                    approximate=True,
+                )
             await pipe.execute()
 
     @redis_errors
     async def read_cancels(self, after: str, *, block_ms: int) -> list[tuple[str, str]]:
         """[(entry id, task id)] after ``after`` ("$": from now on)."""
-        got = await self.blocking.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
+        got: Reply = await self.blocking.xread({CANCELS_STREAM: after}, count=1000, block=block_ms)
         return [(eid, f.get(FIELD, "")) for _s, entries in got or [] for eid, f in entries]
 
     async def _write(
@@ -255,13 +262,16 @@ class Broker:
     @redis_errors
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, str]]]:
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """(entry id, decoded event) of the events stream after ``after``, blocking up to
+        ``block_ms``; the event is None for an entry that is not ours to interpret."""
         # A partition sends no RST: past the block and a socket timeout, the link is lost
         # (asyncio's TimeoutError is an OSError: "Redis unreachable" like the rest).
         limit_s = (block_ms or 0) / 1000 + REDIS_SOCKET_TIMEOUT_S
         read = self.blocking.xread({EVENTS_STREAM: after}, count=count, block=block_ms)
-        got = await asyncio.wait_for(read, limit_s)
-        return [(eid, f) for _s, entries in got or [] for eid, f in entries]
+        got: Reply = await asyncio.wait_for(read, limit_s)
+        entries = [(eid, f) for _s, stream_entries in got or [] for eid, f in stream_entries]
+        return [(eid, decode_event_or_none(eid, f)) for eid, f in entries]
 
     @redis_errors
     async def last_event_id(self) -> str:
@@ -334,7 +344,7 @@ class Broker:
         ids: set[str] = set()
         last = "-"
         while True:
-            entries = await self.redis.xrange(stream, min=last, max="+", count=1000)
+            entries: Reply = await self.redis.xrange(stream, min=last, max="+", count=1000)
             if last != "-" and entries and entries[0][0] == last:
                 entries = entries[1:]
             if not entries:
@@ -345,7 +355,8 @@ class Broker:
                 except Exception:  # noqa: BLE001 - a malformed entry holds no task
                     continue
             last = entries[-1][0]
-        for member in await self.redis.zrange(DELAYED_KEY, 0, -1):
+        members: Reply = await self.redis.zrange(DELAYED_KEY, 0, -1)
+        for member in members:
             if member.startswith(stream + "|"):
                 try:
                     ids.add(json.loads(member.split("|", 1)[1])["task_id"].replace("-", ""))

@@ -6,13 +6,12 @@ commands that touch them are :class:`~qtaskdist_jupyter.core.broker.broker.Broke
 
 from __future__ import annotations
 
+from qtaskdist_jupyter.core.kinds import STREAM_NAMES
+
 # One stream of task messages per task type (XADD by the server, XREADGROUP by workers).
-STREAMS: dict[str, str] = {
-    "simulate": "stream:simulate",
-    "c_qir_convert": "stream:c_qir",
-    "backend_run": "stream:backend",
-}
-TASK_TYPES: dict[str, str] = {v: k for k, v in STREAMS.items()}
+STREAMS: dict[str, str] = {t: f"stream:{name}" for t, name in STREAM_NAMES.items()}
+# stream name -> task type
+TYPE_OF_STREAM: dict[str, str] = {v: k for k, v in STREAMS.items()}
 # Fair share: small submissions (an owner with few active tasks; see
 # Limits.priority_max_tasks) go to a second stream per type, which workers read first,
 # so one user's interactive task does not wait behind another user's large batch.

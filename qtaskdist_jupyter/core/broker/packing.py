@@ -114,8 +114,15 @@ def pack_rows(
             owner, batch, started = r["owner"], r.get("batch_id"), bool(r.get("started"))
             event = call.tail(
                 ("e", status, owner, ttype, attempt, batch, started),
-                _event_tail, status, owner, ttype, attempt, batch, ts, started,
-            )  # fmt: skip
+                _event_tail,
+                status,
+                owner,
+                ttype,
+                attempt,
+                batch,
+                ts,
+                started,
+            )
             call.add_row(r["task_id"], stream, message, event)
         calls.append(call)
     if acks:

@@ -22,12 +22,18 @@ from qtaskdist_jupyter.core.broker.keys import (
 from qtaskdist_jupyter.core.errors import MalformedMessage, UnknownTaskType
 
 __all__ = [
-    "DELETED", "FIELD", "TASK_ID_HEAD", "MalformedMessage", "TaskMessage",
-    "decode_event", "event_tail", "message_tail", "stream_for", "streams_of",
-]  # fmt: skip
+    "FIELD",
+    "TASK_ID_HEAD",
+    "MalformedMessage",
+    "TaskMessage",
+    "decode_event",
+    "decode_event_or_none",
+    "event_tail",
+    "message_tail",
+    "stream_for",
+    "streams_of",
+]
 
-# The event ``status`` sent when a finished task is deleted (not a status a row can have).
-DELETED = "deleted"
 FIELD = "m"
 
 
@@ -62,6 +68,8 @@ class TaskMessage:
     def decode(cls, fields: dict[Any, Any]) -> TaskMessage:
         raw = fields.get(FIELD, fields.get(FIELD.encode()))
         try:
+            if raw is None:
+                raise KeyError(FIELD)
             data = json.loads(raw)
             msg = cls(
                 task_id=uuid.UUID(str(data["task_id"])),
@@ -106,9 +114,13 @@ def event_tail(
     shows). ``started``: a running task's job began (a ``running`` event without it is
     the claim; the task waits behind the worker's other tasks until then)."""
     body: dict[str, Any] = {
-        "status": status, "owner": owner, "task_type": task_type, "attempt": attempt,
-        "batch_id": str(batch_id) if batch_id else None, "ts": ts,
-    }  # fmt: skip
+        "status": status,
+        "owner": owner,
+        "task_type": task_type,
+        "attempt": attempt,
+        "batch_id": str(batch_id) if batch_id else None,
+        "ts": ts,
+    }
     if started:
         body["started"] = True
     return _tail(body)
@@ -116,6 +128,17 @@ def event_tail(
 
 def decode_event(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any]:
     raw = fields.get(FIELD, fields.get(FIELD.encode()))
+    if raw is None:
+        raise KeyError(FIELD)
     data = json.loads(raw)
     data["id"] = entry_id
     return data
+
+
+def decode_event_or_none(entry_id: str, fields: dict[Any, Any]) -> dict[str, Any] | None:
+    """The event an events-stream entry holds, or None for one that is not ours to
+    interpret (a reader skips it: never fatal)."""
+    try:
+        return decode_event(entry_id, fields)
+    except (ValueError, TypeError, KeyError):
+        return None

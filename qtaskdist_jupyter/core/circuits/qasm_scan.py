@@ -162,11 +162,10 @@ def _check_includes(toks: list[Token], fmt: str) -> None:
 
 
 # ---------------------------------------------------------------- instruction count
-_NO_OP = {
-    "OPENQASM", "include", "qreg", "creg", "qubit", "bit", "int", "uint", "float", "angle",
-    "bool", "duration", "stretch", "complex", "const", "input", "output", "let", "array",
-    "extern", "opaque", "defcalgrammar", "break", "continue", "return", "end",
-}  # fmt: skip
+_NO_OP = set(
+    "OPENQASM include qreg creg qubit bit int uint float angle bool duration stretch complex "
+    "const input output let array extern opaque defcalgrammar break continue return end".split()
+)
 
 
 # The tokens that end, open or close a statement or start a pragma (walk's branches).

@@ -64,6 +64,8 @@ class _Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both PIPEs
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.ready = False
         self.timed_out = False
 
@@ -79,7 +81,7 @@ class _Child:
         return got if isinstance(got, dict) else None
 
     def _read_exact(self, size: int, deadline: float) -> bytes | None:
-        fd, buf = self.proc.stdout.fileno(), bytearray()  # type: ignore[union-attr]
+        fd, buf = self.stdout.fileno(), bytearray()
         while len(buf) < size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
@@ -100,8 +102,8 @@ class _Child:
     def send(self, request: dict[str, Any]) -> bool:
         body = json.dumps(request).encode()
         try:
-            self.proc.stdin.write(struct.pack("!I", len(body)) + body)  # type: ignore[union-attr]
-            self.proc.stdin.flush()  # type: ignore[union-attr]
+            self.stdin.write(struct.pack("!I", len(body)) + body)
+            self.stdin.flush()
         except OSError:
             return False
         return True
@@ -286,7 +288,7 @@ def _answer(got: dict[str, Any]) -> Any:
 
     if "refused" in got:
         cls = _REFUSALS.get(str(got["refused"]), CircuitError)
-        detail = got.get("detail") if isinstance(got.get("detail"), dict) else {}
+        detail: dict[str, Any] = got["detail"] if isinstance(got.get("detail"), dict) else {}
         try:
             return cls(str(got.get("message", "")), **detail)
         except TypeError:

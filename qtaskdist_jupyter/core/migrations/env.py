@@ -14,7 +14,9 @@ _LOCK_KEY = 0x71746473  # "qtds"
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    assert url, "migrate.upgrade sets sqlalchemy.url"
+    engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
         connection.commit()

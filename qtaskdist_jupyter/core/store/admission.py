@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 
-tasks = Task.__table__
+tasks = TASKS
 S = TaskStatus
 T = TypeVar("T")
 # The advisory lock class of owner admission ("qtd1"); the second key is the owner's hash.

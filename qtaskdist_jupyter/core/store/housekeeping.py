@@ -12,11 +12,11 @@ from datetime import timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import FINISHED
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 
-tasks = Task.__table__
+tasks = TASKS
 
 
 class Housekeeping:

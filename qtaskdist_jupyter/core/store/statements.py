@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import ARRAY, DateTime, Integer, Uuid, bindparam, func, or_, update
 
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import TaskStatus
 
-tasks = Task.__table__
+tasks = TASKS
 S = TaskStatus
 # The columns a transition returns: what a worker needs to run the task and write events.
 LIGHT = (

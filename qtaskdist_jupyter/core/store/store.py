@@ -13,12 +13,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Text, cast, delete, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core.errors import ConfigError, InvalidInput, TaskNotFound
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.schemas import USER_META_KEY
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.core.store.admission import Admission
@@ -29,14 +29,18 @@ from qtaskdist_jupyter.core.store.results import ResultArrays
 from qtaskdist_jupyter.core.store.statements import LIGHT
 from qtaskdist_jupyter.core.store.transitions import Transitions
 
-tasks = Task.__table__
+tasks = TASKS
 S = TaskStatus
 _ROW = tuple(tasks.c)
 # What insert_many reads back: what the events and stream messages need.
 _INSERTED = (
-    tasks.c.task_id, tasks.c.task_type, tasks.c.status, tasks.c.owner, tasks.c.attempt,
+    tasks.c.task_id,
+    tasks.c.task_type,
+    tasks.c.status,
+    tasks.c.owner,
+    tasks.c.attempt,
     tasks.c.batch_id,
-)  # fmt: skip
+)
 
 # Below this many rows a plain INSERT beats setting up a COPY.
 _COPY_MIN = 64
@@ -87,16 +91,32 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
             raise ValueError(f"full rows are read back for fewer than {_COPY_MIN} tasks")
         await self._copy_in(conn, values, status)
         return [
-            {"task_id": v["task_id"], "task_type": v["task_type"], "status": status,
-             "owner": v["owner"], "attempt": 0, "batch_id": v["batch_id"]}
+            {
+                "task_id": v["task_id"],
+                "task_type": v["task_type"],
+                "status": status,
+                "owner": v["owner"],
+                "attempt": 0,
+                "batch_id": v["batch_id"],
+            }
             for v in values
-        ]  # fmt: skip
+        ]
 
     async def _copy_in(
         self, conn: AsyncConnection, values: list[dict[str, Any]], status: str
     ) -> None:
-        cols = ("task_id", "task_type", "status", "payload", "owner", "name", "tags",
-                "max_retries", "batch_id", "meta_data")  # fmt: skip
+        cols = (
+            "task_id",
+            "task_type",
+            "status",
+            "payload",
+            "owner",
+            "name",
+            "tags",
+            "max_retries",
+            "batch_id",
+            "meta_data",
+        )
         dumps = json.JSONEncoder(separators=(",", ":")).encode
         raw = await conn.get_raw_connection()
         pg = raw.driver_connection
@@ -110,11 +130,20 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
                     text_p = memo.get(id(p))
                     if text_p is None:
                         text_p = memo[id(p)] = dumps(p)
-                    await copy.write_row((
-                        v["task_id"], v["task_type"], status, text_p, v["owner"],
-                        v["name"], v["tags"], v["max_retries"], v["batch_id"],
-                        dumps(v["meta_data"]),
-                    ))  # fmt: skip
+                    await copy.write_row(
+                        (
+                            v["task_id"],
+                            v["task_type"],
+                            status,
+                            text_p,
+                            v["owner"],
+                            v["name"],
+                            v["tags"],
+                            v["max_retries"],
+                            v["batch_id"],
+                            dumps(v["meta_data"]),
+                        )
+                    )
 
     @_db_errors
     async def get(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:
@@ -181,7 +210,8 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
         """For each row of the page :meth:`list` would answer, the bytes of its ``columns``
         as text (a column twice: counted twice): measured in PostgreSQL, nothing of them is
         read here."""
-        size = sum(func.coalesce(func.octet_length(cast(tasks.c[c], Text)), 0) for c in columns)
+        sizes = (func.coalesce(func.octet_length(cast(tasks.c[c], Text)), 0) for c in columns)
+        size = sum(sizes, literal(0))
         stmt = self._page(select(size), owner, status, task_type, batch_id, name, cursor)
         async with self.engine.connect() as conn:
             return [int(n) for (n,) in await conn.execute(stmt.limit(limit))]

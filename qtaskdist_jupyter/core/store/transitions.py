@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     func,
@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
-from qtaskdist_jupyter.core.models import Task
+from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 from qtaskdist_jupyter.core.store.statements import _CLAIM, _START, LIGHT
 from qtaskdist_jupyter.core.task_times import carried_start
 
-tasks = Task.__table__
+tasks = TASKS
 S = TaskStatus
 
 
@@ -51,15 +51,20 @@ def _start_at_end(meta: dict[str, Any]) -> Any:
 
 def _ended_unfinished(meta: Any, outcome: str, why: str) -> Any:
     """``meta`` with an entry for the attempt that ends here unfinished appended to its
-    ``attempts`` (a finished attempt gets its entry from the worker, see outcomes.profile).
-    In an UPDATE's SET every column still holds the old row: the lost attempt's number,
-    worker, claim and start (None when its job never began)."""
-    entry = func.jsonb_build_object(
-        "attempt", tasks.c.attempt, "worker", tasks.c.worker,
-        "claimed_at", _utc_iso(tasks.c.claimed_at), "started_at", _utc_iso(tasks.c.started_at),
-        "finished_at", _utc_iso(func.now()),
-        "outcome", outcome, "error", why,
-    )  # fmt: skip
+    ``attempts`` (a finished attempt gets its entry from the worker, see
+    qtaskdist_worker.units.profile). In an UPDATE's SET every column still holds the old
+    row: the lost attempt's number, worker, claim and start (None when its job never
+    began)."""
+    fields = {
+        "attempt": tasks.c.attempt,
+        "worker": tasks.c.worker,
+        "claimed_at": _utc_iso(tasks.c.claimed_at),
+        "started_at": _utc_iso(tasks.c.started_at),
+        "finished_at": _utc_iso(func.now()),
+        "outcome": outcome,
+        "error": why,
+    }
+    entry = func.jsonb_build_object(*(part for pair in fields.items() for part in pair))
     history = func.coalesce(tasks.c.meta_data["attempts"], literal_column("'[]'::jsonb"))
     return func.jsonb_set(meta, literal_column("'{attempts}'"), history.op("||")(entry))
 
@@ -78,7 +83,7 @@ class Transitions:
         action: str,
         allowed: Iterable[str],
         attempt: int | None = None,
-    ) -> None:
+    ) -> NoReturn:
         """Raise the error that explains why a guarded statement matched nothing."""
         stmt = select(tasks.c.status, tasks.c.attempt).where(tasks.c.task_id == task_id)
         if owner is not None:

@@ -25,7 +25,7 @@ from qtaskdist_jupyter.core.schemas import USER_META_KEY, BatchCreate, TaskCreat
 from qtaskdist_jupyter.core.store.store import NewTask
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
-    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+    from qtaskdist_jupyter.core.circuits.codec import CircuitFormat, CircuitInfo
     from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
 # Circuits that passed the check, kept per service: entries and the largest key (bounds
@@ -47,7 +47,7 @@ class Checker:
         self.parser = parser
         self.memo: dict[str, CircuitInfo] = {}
 
-    def inspect_many(self, items: Sequence[tuple[str, str]]) -> list[Any]:
+    def inspect_many(self, items: Sequence[tuple[str, CircuitFormat]]) -> list[Any]:
         """Each circuit's facts or its refusal (not raised), in order; None: not parsed,
         as one before it broke a parse child (see ParsePool.inspect_many)."""
         if self.parser is not None:
@@ -57,7 +57,7 @@ class Checker:
         out: list[Any] = []
         for source, fmt in items:
             try:
-                out.append(codec.inspect_circuit(source, fmt, limits=self.limits))  # type: ignore[arg-type]
+                out.append(codec.inspect_circuit(source, fmt, limits=self.limits))
             except InvalidInput as exc:
                 out.append(exc)
         return out
@@ -150,7 +150,7 @@ class Checker:
     def _parse_new(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
         """Facts or refusals of the distinct circuits not in the memo, parsed together;
         the facts are kept in the memo."""
-        todo: dict[str, tuple[str, str]] = {}
+        todo: dict[str, tuple[str, CircuitFormat]] = {}
         for p in payloads:
             if (k := memo_key(p)) not in self.memo:
                 todo[k] = (p["circuit"], p.get("circuit_format", "auto"))

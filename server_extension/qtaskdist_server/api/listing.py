@@ -16,13 +16,17 @@ ALL_FIELDS = tuple(TaskRead.model_fields)
 HEAVY_FIELDS = ("payload", "result")
 SUMMARY_FIELDS = tuple(f for f in ALL_FIELDS if f not in HEAVY_FIELDS)
 
+
 # TaskRead with every field optional: a list row holds only the fields asked for. It keeps
 # TaskRead's validators, so labels come out of meta_data as they do for one task.
-TaskFields: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "TaskFields",
-    __base__=TaskRead,
-    **{n: (f.annotation | None, None) for n, f in TaskRead.model_fields.items()},
-)
+def _optional(annotation: Any) -> Any:
+    return annotation | None
+
+
+_OPTIONAL_FIELDS: dict[str, Any] = {
+    n: (_optional(f.annotation), None) for n, f in TaskRead.model_fields.items()
+}
+TaskFields: type[BaseModel] = create_model("TaskFields", __base__=TaskRead, **_OPTIONAL_FIELDS)
 # Fields that are not columns of their own, and the column each is read from.
 _READ_FROM = {"labels": "meta_data"}
 

@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, OverLimit, validation_error
+from qtaskdist_jupyter.core.status import DELETED
 from qtaskdist_jupyter.core.store.engine import decode_cursor
 from qtaskdist_server.api.cursors import CURSOR_TOKEN
 from qtaskdist_server.api.listing import list_fields
@@ -133,7 +133,7 @@ class CountsParams(Params):
 class EnqueueParams(Params):
     task_type: str | None = None
 
-    _type = field_validator("task_type")(ListParams._type.__func__)  # type: ignore[attr-defined]
+    _type = field_validator("task_type")(ListParams._type.__func__)
 
 
 class EventsParams(Params):

@@ -3,6 +3,8 @@
 Each handler parses its request, makes one call here and answers its result as JSON, so
 every rule of the API (quotas, which status a user may move a task to, the order of
 writes) lives in this module, with the CPU-bound circuit checks moved off the event loop.
+Its read-only verbs (rows, pages, arrays, events, fleet views) are inherited from
+reads.TaskReads.
 
 Order of writes when enqueueing: the row becomes ``queued`` in PostgreSQL first, then the
 id is XADDed. If the XADD fails the row is put back to ``pending`` (guarded), so a task is
@@ -21,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.broker.wire import DELETED
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
@@ -40,18 +41,18 @@ from qtaskdist_jupyter.core.schemas import (
     TaskCreate,
     TaskUpdate,
 )
+from qtaskdist_jupyter.core.status import DELETED
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
-from qtaskdist_server.api import access, fleet, listing, quota
+from qtaskdist_server.api import access, quota
 from qtaskdist_server.api.checks import Checker
-from qtaskdist_server.api.listing import columns_for
-from qtaskdist_server.api.params import ListParams
+from qtaskdist_server.api.reads import TaskReads
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
     from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
     from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
 
-class TaskService:
+class TaskService(TaskReads):
     def __init__(
         self,
         store: TaskStore,
@@ -160,9 +161,7 @@ class TaskService:
     async def enqueue_rows(
         self, task_ids: Sequence[uuid.UUID], *, priority: bool = False
     ) -> list[dict[str, Any]]:
-        moved = await self.store.mark_queued(task_ids)
-        for r in moved:
-            r["status"] = TaskStatus.QUEUED.value
+        moved = await self.store.mark_queued(task_ids)  # rows as updated: status queued
         await self._publish(moved, priority=priority)
         return moved
 
@@ -228,33 +227,6 @@ class TaskService:
         new = await asyncio.to_thread(self.checks.batch, spec, owner, batch_id)
         await self.create_admitted(owner, new, enqueue=spec.enqueue)
         return batch_id, [str(n.task_id) for n in new]
-
-    async def get(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
-        return await self.store.get(task_id, owner)
-
-    async def list_tasks(
-        self, owner: str, q: ListParams, *, operator: bool
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """GET tasks: one page of rows holding the columns of ``q.view`` (as ``operator``
-        or a user sees them: :meth:`viewed`), and the next page's cursor. A page whose
-        fields would pass max_page_bytes is refused (422) before they are read, naming the
-        ``limit`` that fits."""
-        columns = columns_for(q.view)
-        if listing.measured(q.view):
-            cap = self.settings.limits.max_page_bytes
-            await listing.check_page(self.store, q.view, cap, owner=owner, **q.filters())
-        if not operator and {"worker", "meta_data", "error"} & set(columns):
-            columns = [*columns, "worker", "meta_data"]  # what redaction must know
-        rows, nxt = await self.store.list(owner=owner, columns=columns, **q.filters())
-        return [self.viewed(r, operator=operator) for r in rows], nxt
-
-    def viewed(self, row: dict[str, Any], *, operator: bool) -> dict[str, Any]:
-        """A task row as an operator sees it (all of it) or a user (access.Redactor: no
-        worker hosts or pids)."""
-        return row if operator else self.redactor.row(row)
-
-    async def counts(self, owner: str, batch_id: uuid.UUID | None = None) -> dict[str, int]:
-        return await self.store.counts(owner=owner, batch_id=batch_id)
 
     async def update(self, task_id: uuid.UUID, owner: str, change: TaskUpdate) -> dict[str, Any]:
         """PATCH tasks/{id}: move the status (if asked), then set the plain fields."""
@@ -327,33 +299,3 @@ class TaskService:
         )
         await self._publish([row], priority=small)
         return await self.store.get(task_id, owner)
-
-    async def array_ref(self, task_id: uuid.UUID, owner: str, name: str) -> dict[str, Any]:
-        """The reference to one stored result array (its sizes, hash and chunks)."""
-        return await self.store.array_ref(task_id, owner, name)
-
-    def iter_array(
-        self, task_id: uuid.UUID, name: str, ref: dict[str, Any], *, npy: bool
-    ) -> AsyncIterator[bytes]:
-        """The array ``ref`` names, piece by piece: ``.npy`` bytes, or the stored frame."""
-        return self.store.iter_array(task_id, name, ref, npy=npy)
-
-    # ---- live events and the operator views ------------------------------------------
-    async def read_events(
-        self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Entries of the events stream after ``after`` (XREAD, blocking up to block_ms)."""
-        return await self.broker.read_events(after, count=count, block_ms=block_ms)
-
-    async def last_event_id(self) -> str:
-        return await self.broker.last_event_id()
-
-    async def health(self, owner: str, *, operator: bool, stale_s: float) -> dict[str, Any]:
-        """GET health (fleet.health): the fleet's internals only for an ``operator``."""
-        return await fleet.health(
-            self.store, self.broker, owner, operator=operator, stale_s=stale_s
-        )
-
-    async def fleet_snapshot(self, stale_s: float) -> fleet.Snapshot:
-        """One look at the fleet for GET metrics (fleet.snapshot)."""
-        return await fleet.snapshot(self.store, self.broker, stale_s)

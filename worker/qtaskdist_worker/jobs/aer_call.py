@@ -42,8 +42,15 @@ try:
         assemble_circuits,
         generate_aer_config,
     )
+
+    _HAS_INTERNALS = True
 except ImportError:  # pragma: no cover - depends on the installed qiskit-aer
-    assemble_circuits = generate_aer_config = _validate_option = None
+
+    def _missing(*_args: Any, **_kwargs: Any) -> Any:
+        raise AerError("this qiskit-aer lacks the internals aer_call uses")
+
+    assemble_circuits = generate_aer_config = _validate_option = _missing
+    _HAS_INTERNALS = False
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +101,8 @@ def _config(sim: AerSimulator, compiled: list[QuantumCircuit], options: dict[str
         _CONFIGS.move_to_end(key)
         hit[0].seed_simulator = _validate_option("seed_simulator", options["seed_simulator"])
         return hit[0]
-    config = generate_aer_config(compiled, sim.options, **options)
+    # BackendV2.options is unannotated: pyright infers None from the abstract _default_options.
+    config = generate_aer_config(compiled, sim.options, **options)  # pyright: ignore[reportArgumentType]
     _CONFIGS[key] = (config, sim, options.get("noise_model"))
     if len(_CONFIGS) > _CONFIGS_MAX:
         _CONFIGS.popitem(last=False)
@@ -123,7 +131,7 @@ def _assembled(sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, An
 
 
 def usable(sim: AerSimulator) -> bool:
-    return generate_aer_config is not None and all(hasattr(sim, n) for n in _INTERNALS)
+    return _HAS_INTERNALS and all(hasattr(sim, n) for n in _INTERNALS)
 
 
 def run_raw(
@@ -142,7 +150,8 @@ def run_raw(
     if not usable(sim):  # pragma: no cover - depends on the installed qiskit-aer
         return sim.run(circuits, parameter_binds, **options).result().to_dict()
     if len(circuits) != 1:
-        return sim._execute_circuits_job(
+        # format_result=False: the raw output dict (its stub says Result, the formatted one).
+        return sim._execute_circuits_job(  # pyright: ignore[reportReturnType]
             circuits, parameter_binds, dict(options), format_result=False
         )
     made = _assembled(sim, circuits[0], options)
@@ -156,7 +165,8 @@ def run_raw(
         run_options["parameterizations"] = sim._convert_binds(
             made.compiled, parameter_binds, made.idx_maps
         )
-        config = generate_aer_config(made.compiled, sim.options, **run_options)
+        # BackendV2.options is unannotated: pyright infers None from the abstract _default_options.
+        config = generate_aer_config(made.compiled, sim.options, **run_options)  # pyright: ignore[reportArgumentType]
     elif made.circuit.parameters:
         raise AerError("circuits have parameters but parameter_binds is not specified.")
     else:

@@ -18,8 +18,8 @@ from qtaskdist_jupyter.core.errors import JobError, JobTimeout, PermanentJobErro
 from qtaskdist_jupyter.core.schemas import BackendPayload, parse_payload
 from qtaskdist_jupyter.core.status import TaskStatus
 
-from ..backend import PROVIDER_JOB, valid_job_id
 from ..executor import JobCancelled
+from ..qbraid_runner import PROVIDER_JOB, valid_job_id
 from .common import load_circuit
 
 log = logging.getLogger(__name__)
@@ -45,24 +45,7 @@ async def run_backend(
     attempt = int(row.get("attempt") or 0)
     job_id = await _resumable(row, runner, task_id, p.device_id, attempt)
     if job_id is None:
-        job_id = await asyncio.to_thread(
-            runner.submit,
-            circuit,
-            device_id=p.device_id,
-            shots=p.shots,
-            task_id=task_id,
-            options=dict(p.provider_options),
-        )
-        await annotate(
-            {
-                PROVIDER_JOB: {
-                    "id": job_id, "device_id": p.device_id, "task_id": task_id,
-                    "attempt": attempt,
-                },
-                "provider_job_id": job_id,
-                "device_id": p.device_id,
-            }
-        )  # fmt: skip
+        job_id = await _submit(runner, circuit, p, task_id, attempt, annotate)
 
     delay = min(0.05, poll_s)
     while True:
@@ -87,6 +70,38 @@ async def run_backend(
         except TimeoutError:
             pass
         delay = min(delay * 2, poll_s)
+
+
+async def _submit(
+    runner: Any,
+    circuit: Any,
+    p: BackendPayload,
+    task_id: str,
+    attempt: int,
+    annotate: Callable[[dict[str, Any]], Awaitable[None]],
+) -> str:
+    """Submit a new provider job and record it in the row (so a later attempt resumes it)."""
+    job_id = await asyncio.to_thread(
+        runner.submit,
+        circuit,
+        device_id=p.device_id,
+        shots=p.shots,
+        task_id=task_id,
+        options=dict(p.provider_options),
+    )
+    await annotate(
+        {
+            PROVIDER_JOB: {
+                "id": job_id,
+                "device_id": p.device_id,
+                "task_id": task_id,
+                "attempt": attempt,
+            },
+            "provider_job_id": job_id,
+            "device_id": p.device_id,
+        }
+    )
+    return job_id
 
 
 async def _resumable(

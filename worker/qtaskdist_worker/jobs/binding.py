@@ -17,6 +17,10 @@ from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
 
 from qtaskdist_jupyter.core.errors import PermanentJobError
 
+# qiskit 2's Parameter and ParameterExpression are Rust classes bound as variables, which
+# pyright takes for no type: annotations name a parameter as ParamKey.
+ParamKey = Any
+
 
 def _is_expression(value: Any) -> bool:
     """A parameterized value that is not a bare Parameter (a bound one is a number)."""
@@ -32,7 +36,8 @@ def aer_binds(circuit: QuantumCircuit) -> bool:
     phase is not parameterized, and every parameterized gate parameter is a bare
     ``Parameter`` outside control flow. Else the worker binds in Python."""
     phase = circuit.global_phase
-    if isinstance(phase, ParameterExpression) and phase.parameters:
+    # (isinstance does not narrow for pyright: see ParamKey)
+    if isinstance(phase, ParameterExpression) and phase.parameters:  # pyright: ignore[reportAttributeAccessIssue]
         return False
     for inst in circuit.data:
         op = inst.operation
@@ -44,7 +49,7 @@ def aer_binds(circuit: QuantumCircuit) -> bool:
     return True
 
 
-def check_binding(binding: dict[str, float], by_name: dict[str, Parameter]) -> None:
+def check_binding(binding: dict[str, float], by_name: dict[str, ParamKey]) -> None:
     missing = sorted(set(by_name) - set(binding))
     extra = sorted(set(binding) - set(by_name))
     if missing or extra:
@@ -63,7 +68,7 @@ def bind(circuit: QuantumCircuit, binding: dict[str, float]) -> QuantumCircuit:
 
 def aer_table(
     circuit: QuantumCircuit, bindings: list[dict[str, float]]
-) -> dict[Parameter, list[float]]:
+) -> dict[ParamKey, list[float]]:
     """The bindings as one ``parameter_binds`` table (one column per parameter)."""
     by_name = {param.name: param for param in circuit.parameters}
     for binding in bindings:

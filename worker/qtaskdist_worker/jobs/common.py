@@ -6,10 +6,13 @@ import logging
 import re
 import traceback
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import QtaskdistError
+
+if TYPE_CHECKING:  # the codec imports qiskit: loaded only to parse a circuit
+    from qtaskdist_jupyter.core.circuits.codec import CircuitFormat
 
 log = logging.getLogger("qtaskdist_worker.errors")
 _TRACEBACK_CHARS = 16_000
@@ -31,7 +34,7 @@ def limits_from(data: dict[str, Any] | None) -> Limits:
     return Limits(**data) if data else Limits()
 
 
-def load_circuit(source: str, fmt: str, limits: Limits) -> Any:
+def load_circuit(source: str, fmt: CircuitFormat, limits: Limits) -> Any:
     """Parse the task's circuit with the shared codec (CircuitError on bad input)."""
     # The codec imports qiskit; the worker's own process imports this module for
     # error_report and loads qiskit only if it runs backend_run tasks.

@@ -35,10 +35,7 @@ from .qir_profile import check_module, check_source, may_break_profile
 
 # What qbraid-qir maps one-to-one onto QIR's quantum instruction set; anything else
 # (u, p, cp, crx, rzz, cswap, custom gates, ...) is decomposed into it by qiskit first.
-BASIS = (
-    "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
-    "rx", "ry", "rz", "cx", "cz", "swap", "ccx",
-)  # fmt: skip
+BASIS = tuple("id x y z h s sdg t tdg sx sxdg rx ry rz cx cz swap ccx".split())
 _KEEP = ("measure", "reset", "if_else", "while_loop", "for_loop", "switch_case", "box")
 _DROP = ("barrier", "delay")
 _MIN_SHOTS = 100
@@ -85,9 +82,13 @@ def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], di
 
 
 def convert_one(
-    circuit: Any, binding: dict[str, float] | None, p: ConvertPayload, limits: Limits, *,
+    circuit: Any,
+    binding: dict[str, float] | None,
+    p: ConvertPayload,
+    limits: Limits,
+    *,
     where: str = "",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     from qbraid_qir.qasm3 import qasm3_to_qir
 
     bound = _bind(circuit, binding) if binding is not None else circuit
@@ -126,9 +127,15 @@ def convert_one(
 
 
 def verify(
-    source: tuple[Any, str], bitcode: bytes, entry: Any, n_qubits: int, p: ConvertPayload,
-    limits: Limits, *, where: str = "",
-) -> dict[str, Any]:  # fmt: skip
+    source: tuple[Any, str],
+    bitcode: bytes,
+    entry: Any,
+    n_qubits: int,
+    p: ConvertPayload,
+    limits: Limits,
+    *,
+    where: str = "",
+) -> dict[str, Any]:
     """Execute the module in qir-runner and compare (or say why not); raise on a mismatch.
     ``source``: the bound circuit and its OpenQASM 3 export, which the reference comes from."""
     auto = p.verify == "auto"
@@ -151,30 +158,9 @@ def verify(
         raise PermanentJobError(f"cannot execution-check the module{where}: {exc}") from exc
     shots = p.verify_shots or limits.qir_verify_shots
     seed = p.verify_seed if p.verify_seed is not None else secrets.randbits(63)
-    counts: dict[int, int] = {}
-    try:
-        # A first slice times one shot, so "auto" can fit the rest into the time budget.
-        first = min(shots, 10)
-        t0 = time.perf_counter()
-        _merge(counts, qir_verify.run_shots(bitcode, entry.name, first, seed, order))
-        per_shot_s = (time.perf_counter() - t0) / first
-        rest = shots - first
-        if auto and per_shot_s * rest > limits.qir_verify_time_s:
-            rest = int(limits.qir_verify_time_s / per_shot_s)
-            if first + rest < min(_MIN_SHOTS, shots):
-                return _skipped(
-                    f"{_MIN_SHOTS} shots in qir-runner would take about "
-                    f"{per_shot_s * _MIN_SHOTS:.0f} s, over the {limits.qir_verify_time_s:g} s "
-                    "budget (QTASKDIST_QIR_VERIFY_TIME_S)"
-                )
-        if rest > 0:
-            _merge(counts, qir_verify.run_shots(bitcode, entry.name, rest, seed + 1, order))
-    except qir_verify.OutputUnreadable as exc:
-        raise QirModuleInvalid(f"qir-runner could not run the module{where}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - qir-runner's own failure, one line
-        raise QirModuleInvalid(
-            f"qir-runner could not run the module{where}: {first_line(exc)}"
-        ) from exc
+    counts, skip = _execute(bitcode, entry.name, order, shots, seed, limits, auto=auto, where=where)
+    if skip is not None:
+        return _skipped(skip)
     figures = qir_verify.compare(exact, counts, sum(counts.values()))
     problem = figures.pop("problem")
     figures.update(seed=seed, time_s=round(time.perf_counter() - started, 4))
@@ -183,9 +169,49 @@ def verify(
             f"the QIR module does not compute what the circuit does{where}: {problem} "
             f"(qir-runner, seed {seed}); a converter bug, so no module is returned"
         )
-        exc.meta = {"qir_verification": {"status": "mismatch", **figures}}  # type: ignore[attr-defined]
+        exc.meta = {"qir_verification": {"status": "mismatch", **figures}}
         raise exc
     return {"status": "matched", "method": "qir-runner", **figures}
+
+
+def _execute(
+    bitcode: bytes,
+    entry_name: str,
+    order: list[int],
+    shots: int,
+    seed: int,
+    limits: Limits,
+    *,
+    auto: bool,
+    where: str,
+) -> tuple[dict[int, int], str | None]:
+    """The module's counts in qir-runner, and why the check is skipped instead (None: it
+    is not): "auto" skips it when even a few shots would overrun the time budget."""
+    counts: dict[int, int] = {}
+    try:
+        # A first slice times one shot, so "auto" can fit the rest into the time budget.
+        first = min(shots, 10)
+        t0 = time.perf_counter()
+        _merge(counts, qir_verify.run_shots(bitcode, entry_name, first, seed, order))
+        per_shot_s = (time.perf_counter() - t0) / first
+        rest = shots - first
+        if auto and per_shot_s * rest > limits.qir_verify_time_s:
+            rest = int(limits.qir_verify_time_s / per_shot_s)
+            if first + rest < min(_MIN_SHOTS, shots):
+                return counts, (
+                    f"{_MIN_SHOTS} shots in qir-runner would take about "
+                    f"{per_shot_s * _MIN_SHOTS:.0f} s, over the {limits.qir_verify_time_s:g} s "
+                    "budget (QTASKDIST_QIR_VERIFY_TIME_S)"
+                )
+        if rest > 0:
+            _merge(counts, qir_verify.run_shots(bitcode, entry_name, rest, seed + 1, order))
+    except qir_verify.OutputUnreadable as exc:
+        raise QirModuleInvalid(f"qir-runner could not run the module{where}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - qir-runner's own failure, one line
+        raise QirModuleInvalid(
+            f"qir-runner could not run the module{where}: {first_line(exc)}"
+        ) from exc
+    return counts, None
 
 
 def _skipped(reason: str) -> dict[str, Any]:
@@ -286,8 +312,8 @@ def run_many(request: dict[str, Any]) -> dict[str, Any]:
                 _DONE.put(key, outcome)
         if isinstance(outcome, BaseException):
             report = error_report(outcome)
-            if getattr(outcome, "meta", None):
-                report["meta"] = outcome.meta
+            if meta := getattr(outcome, "meta", None):
+                report["meta"] = meta
             replies[task["task_id"]] = report
             continue
         result, meta = copy.deepcopy(outcome)  # the kept one stays as it was made

@@ -131,8 +131,10 @@ class _SourceWalker:
                 for item in items:
                     if isinstance(item, a.IntegerLiteral):
                         out.append((name, item.value))
-                    elif isinstance(item, a.RangeDefinition) and _literal_range(item, a):
-                        start, stop, step = _literal_range(item, a)
+                    elif isinstance(item, a.RangeDefinition) and (
+                        bounds := _literal_range(item, a)
+                    ):
+                        start, stop, step = bounds
                         out += [(name, i) for i in range(start, stop + 1, step)]
                     else:
                         self.refuse("a dynamic qubit index", node, adaptive_ok=False)
@@ -151,10 +153,9 @@ def _literal_range(r: Any, a: Any) -> tuple[int, int, int] | None:
 
 # ---------------------------------------------------------------- module
 _MEASURES = ("__quantum__qis__mz__body", "__quantum__qis__m__body", "__quantum__qis__mresetz__body")
-_ADAPTIVE_OPS = {
-    "call", "br", "ret", "phi", "select", "icmp", "and", "or", "xor", "zext", "sext", "trunc",
-    "add", "sub", "mul", "shl", "lshr", "ashr",
-}  # fmt: skip
+_ADAPTIVE_OPS = set(
+    "call br ret phi select icmp and or xor zext sext trunc add sub mul shl lshr ashr".split()
+)
 
 
 def check_module(module: Any, entry: Any, profile: str) -> None:

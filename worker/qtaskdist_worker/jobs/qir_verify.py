@@ -89,9 +89,13 @@ class _Sim:
         self.max_branches = max_branches
 
     def run(
-        self, scope: Any, branches: list[_Branch], pending: Pending, qmap: list[int],
+        self,
+        scope: Any,
+        branches: list[_Branch],
+        pending: Pending,
+        qmap: list[int],
         cmap: list[int],
-    ) -> tuple[list[_Branch], Pending]:  # fmt: skip
+    ) -> tuple[list[_Branch], Pending]:
         for inst in scope.data:
             op = inst.operation
             name = op.name
@@ -163,9 +167,14 @@ class _Sim:
         return out
 
     def _if_else(
-        self, scope: Any, op: Any, branches: list[_Branch], qs: list[int], cs: list[int],
+        self,
+        scope: Any,
+        op: Any,
+        branches: list[_Branch],
+        qs: list[int],
+        cs: list[int],
         cmap: list[int],
-    ) -> list[_Branch]:  # fmt: skip
+    ) -> list[_Branch]:
         def index(bit: Any) -> int:
             return cmap[scope.find_bit(bit).index]
 
@@ -186,10 +195,6 @@ class _Sim:
 
 def _set(bits: int, c: int, bit: int) -> int:
     return (bits | (1 << c)) if bit else (bits & ~(1 << c))
-
-
-def _is_one(br: _Branch, q: int) -> bool:
-    return float(br.state.probabilities([q])[1]) > 0.5
 
 
 def _condition_bits(condition: Any) -> list[Any]:
@@ -227,7 +232,7 @@ def _reg_value(reg: Any, bits: int, index: Any) -> int:
 
 def _expr(node: Any, bits: int, index: Any) -> int | bool:
     from qiskit.circuit import Clbit
-    from qiskit.circuit.classical import expr
+    from qiskit.circuit.classical import expr, types
 
     if isinstance(node, expr.Var):
         if isinstance(node.var, Clbit):
@@ -237,7 +242,7 @@ def _expr(node: Any, bits: int, index: Any) -> int | bool:
         return node.value
     if isinstance(node, expr.Cast):
         inner = _expr(node.operand, bits, index)
-        return bool(inner) if node.type.kind is expr.types.Bool else int(inner)
+        return bool(inner) if node.type.kind is types.Bool else int(inner)
     if isinstance(node, expr.Unary):
         v = _expr(node.operand, bits, index)
         if node.op is expr.Unary.Op.LOGIC_NOT:
@@ -247,13 +252,18 @@ def _expr(node: Any, bits: int, index: Any) -> int | bool:
     if isinstance(node, expr.Binary):
         a, b = _expr(node.left, bits, index), _expr(node.right, bits, index)
         ops = {
-            "EQUAL": lambda: a == b, "NOT_EQUAL": lambda: a != b,
-            "LESS": lambda: a < b, "LESS_EQUAL": lambda: a <= b,
-            "GREATER": lambda: a > b, "GREATER_EQUAL": lambda: a >= b,
-            "LOGIC_AND": lambda: bool(a) and bool(b), "LOGIC_OR": lambda: bool(a) or bool(b),
-            "BIT_AND": lambda: int(a) & int(b), "BIT_OR": lambda: int(a) | int(b),
+            "EQUAL": lambda: a == b,
+            "NOT_EQUAL": lambda: a != b,
+            "LESS": lambda: a < b,
+            "LESS_EQUAL": lambda: a <= b,
+            "GREATER": lambda: a > b,
+            "GREATER_EQUAL": lambda: a >= b,
+            "LOGIC_AND": lambda: bool(a) and bool(b),
+            "LOGIC_OR": lambda: bool(a) or bool(b),
+            "BIT_AND": lambda: int(a) & int(b),
+            "BIT_OR": lambda: int(a) | int(b),
             "BIT_XOR": lambda: int(a) ^ int(b),
-        }  # fmt: skip
+        }
         if node.op.name in ops:
             return ops[node.op.name]()
     raise ReferenceUnavailable(f"the exact reference does not model the condition {node}")
@@ -281,9 +291,12 @@ def run_shots(bitcode: bytes, entry_name: str, shots: int, seed: int, order: lis
 
     lines: list[str] = []
     qirrunner.run_bytes(
-        bitcode, entry_point=entry_name, shots=shots, rng_seed=seed,
+        bitcode,
+        entry_point=entry_name,
+        shots=shots,
+        rng_seed=seed,
         output_fn=lambda out: lines.append(str(out)),
-    )  # fmt: skip
+    )
     counts: dict[int, int] = {}
     value, slot, started = 0, 0, 0
     for chunk in "".join(lines).splitlines():

@@ -1,6 +1,6 @@
 """``simulate``: run circuits on qiskit-aer's AerSimulator (inside an executor child).
 
-A unit holds one or more tasks whose run options match (outcomes.batch_key). Each task
+A unit holds one or more tasks whose run options match (units.batch_key). Each task
 is one Aer call of its own, with its own seed, so its result equals an in-process
 ``AerSimulator(method=...).run(circuit, shots=..., seed_simulator=seed)`` bit for bit;
 the seed Aer used is stored in ``meta_data.seed_simulator`` so any result can be replayed.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
@@ -34,29 +34,33 @@ from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
 from ..memlimit import as_memory_error
 from .aer_call import run_raw
-from .binding import aer_binds, aer_table, bind
+from .binding import ParamKey, aer_binds, aer_table, bind
 from .common import error_report, limits_from, load_circuit
 
+if TYPE_CHECKING:
+    from qtaskdist_jupyter.core.circuits.codec import CircuitFormat
+
 _ALWAYS_OK = {"barrier", "measure", "reset", "delay", "store"}
-_NOISE_1Q = ["id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg", "rx", "ry", "rz",
-             "p", "u", "u1", "u2", "u3", "r"]  # fmt: skip
-_NOISE_2Q = ["cx", "cy", "cz", "ch", "swap", "ecr", "cp", "crx", "cry", "crz", "cu", "rxx",
-             "ryy", "rzz", "rzx", "iswap", "csx"]  # fmt: skip
+_NOISE_1Q = ("id x y z h s sdg t tdg sx sxdg rx ry rz p u u1 u2 u3 r").split()
+_NOISE_2Q = ("cx cy cz ch swap ecr cp crx cry crz cu rxx ryy rzz rzx iswap csx").split()
 
 
 @lru_cache(maxsize=16)
 def simulator(method: str, device: str) -> AerSimulator:
-    if device == "GPU" and "GPU" not in AerSimulator().available_devices():
+    devices = AerSimulator().available_devices() or ()
+    if device == "GPU" and "GPU" not in devices:
         raise PermanentJobError(
             "device='GPU' needs qiskit-aer-gpu and a CUDA GPU on the worker; this worker's "
-            f"Aer offers only {', '.join(AerSimulator().available_devices())}"
+            f"Aer offers only {', '.join(devices)}"
         )
     return AerSimulator(method=method, device=device)
 
 
 @lru_cache(maxsize=1)
 def supported_ops() -> frozenset[str]:
-    return frozenset(AerSimulator().target.operation_names) | _ALWAYS_OK
+    target = AerSimulator().target
+    assert target is not None, "AerSimulator always has a target"
+    return frozenset(target.operation_names) | _ALWAYS_OK
 
 
 @lru_cache(maxsize=64)
@@ -107,12 +111,14 @@ def _with_saves(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
     for inst in data[:cut]:
         out.append(inst.operation, inst.qubits, inst.clbits, copy=False)
     qubits = list(range(circuit.num_qubits))
+    # qiskit_aer adds the save_* instructions to QuantumCircuit when it is imported.
     if p.statevector:
-        out.save_statevector(label="statevector")
+        out.save_statevector(label="statevector")  # pyright: ignore[reportAttributeAccessIssue]
     if p.probabilities:
-        out.save_probabilities(qubits, label="probabilities")
+        out.save_probabilities(qubits, label="probabilities")  # pyright: ignore[reportAttributeAccessIssue]
     for k, obs in enumerate(p.observables or []):
-        out.save_expectation_value(_observable(obs, circuit.num_qubits), qubits, label=f"exp{k}")
+        observable = _observable(obs, circuit.num_qubits)
+        out.save_expectation_value(observable, qubits, label=f"exp{k}")  # pyright: ignore[reportAttributeAccessIssue]
     for inst in data[cut:]:
         out.append(inst.operation, inst.qubits, inst.clbits, copy=False)
     return out
@@ -122,7 +128,7 @@ def execute(
     sim: AerSimulator,
     circuits: list[Any],
     options: dict[str, Any],
-    parameter_binds: list[dict[Parameter, list[float]]] | None = None,
+    parameter_binds: list[dict[ParamKey, list[float]]] | None = None,
 ) -> dict[str, Any]:
     """The output of ``sim.run(circuits, parameter_binds, **options).result()`` before qiskit
     wraps it in a ``Result``: no job thread, no Result objects, and a circuit run again
@@ -140,7 +146,9 @@ def warm_up() -> None:
 
 
 @lru_cache(maxsize=32)
-def _prepared(source: str, fmt: str, limits: Any, method: str, device: str) -> QuantumCircuit:
+def _prepared(
+    source: str, fmt: CircuitFormat, limits: Any, method: str, device: str
+) -> QuantumCircuit:
     """Parse (and, if needed, transpile) a circuit once per job process: a sweep sends the
     same text thousands of times, and parsing costs more than simulating a small circuit.
     Safe to share: Aer never mutates the circuits it runs, and saves / bindings copy."""
@@ -278,7 +286,7 @@ def _size(exp: Experiment) -> int:
 
 
 def run_group(request: dict[str, Any]) -> dict[str, Any]:
-    """Run the unit's tasks (equal run options, see outcomes.batch_key), each in an Aer call
+    """Run the unit's tasks (equal run options, see units.batch_key), each in an Aer call
     of its own, one after another; reply {task_id: outcome}. A task's result equals
     ``AerSimulator(method=…).run(circuit, …)`` run alone in-process with its seed, bit for
     bit (tests/integration/test_aer_call.py)."""
@@ -296,7 +304,9 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=32)
-def _operations(source: str, fmt: str, limits: Any, method: str, device: str) -> frozenset[str]:
+def _operations(
+    source: str, fmt: CircuitFormat, limits: Any, method: str, device: str
+) -> frozenset[str]:
     """The prepared circuit's operation names (what Aer's automatic method looks at)."""
     from qtaskdist_jupyter.core.circuits.codec import operation_names
 
@@ -307,10 +317,13 @@ def _run_one(
     p: SimulatePayload, exps: list[Experiment], request: dict[str, Any], limits: Any
 ) -> dict[str, Any]:
     """One task's Aer call and its outcome."""
-    nm = noise_model(*(
-        (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
-        if p.noise else (0.0, 0.0, 0.0)
-    ))  # fmt: skip
+    nm = noise_model(
+        *(
+            (p.noise.depolarizing_1q, p.noise.depolarizing_2q, p.noise.readout)
+            if p.noise
+            else (0.0, 0.0, 0.0)
+        )
+    )
     options: dict[str, Any] = {"shots": p.shots, "memory": p.memory}
     options["max_parallel_threads"] = int(request.get("threads") or 1)
     # Aer refuses a state over the task's budget before allocating it.
@@ -347,15 +360,7 @@ def _run_one(
         seeds = [int(r["seed_simulator"]) for r in results]
     except Exception as exc:  # noqa: BLE001
         return error_report(as_memory_error(exc))
-    if p.parameter_bindings is None:
-        body: dict[str, Any] = parts[0]
-    else:
-        body = {
-            "results": [
-                {"parameters": b, **part}
-                for b, part in zip(p.parameter_bindings, parts, strict=True)
-            ]
-        }
+    body = _body(p, parts)
     meta = {
         "simulator_time_s": wall,
         "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
@@ -365,3 +370,11 @@ def _run_one(
     if "matrix_product_state_max_bond_dimension" in options:
         meta["mps_max_bond_dimension"] = options["matrix_product_state_max_bond_dimension"]
     return {"ok": True, "result": body, "meta": meta}
+
+
+def _body(p: SimulatePayload, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task's result: its one circuit's part, or one part per parameter binding."""
+    if p.parameter_bindings is None:
+        return parts[0]
+    pairs = zip(p.parameter_bindings, parts, strict=True)
+    return {"results": [{"parameters": b, **part} for b, part in pairs]}

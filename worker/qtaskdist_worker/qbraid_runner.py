@@ -231,6 +231,7 @@ class BackendRunner:
             )
         except _SDK_ERRORS as exc:
             raise _translate(exc, f"submitting to {device_id!r}") from exc
+        assert not isinstance(job, list), "one circuit makes one job"
         try:
             return self._settle(client, task_id) or _checked(str(job.id))
         except JobError as exc:

@@ -1,4 +1,6 @@
-"""What a worker writes when a task ends: result or error, profiling, retry decision."""
+"""A worker's tasks in flight and their units: batch keys, the request plan
+(``plan_units``, ``split_requests``), time limits; and what it writes when a task ends
+(``profile``: profiling meta, retry decision)."""
 
 from __future__ import annotations
 
