@@ -31,7 +31,6 @@ from qtaskdist_jupyter.core.circuits.bindings import check_bindings
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
-    LimitExceeded,
     QueueUnavailable,
     TransitionError,
 )
@@ -153,6 +152,12 @@ class TaskService:
             meta_data={USER_META_KEY: labels} if (labels := spec.user_labels()) else None,
         )
 
+    async def admit_count(self, owner: str, n: int) -> None:
+        """A batch of ``n`` tasks: within max_batch_tasks (422) and the owner's active
+        quota (429), from the count alone."""
+        quota.check_batch_size(n, self.settings.limits)
+        await self.precheck(owner, n)
+
     async def precheck(self, owner: str, n: int) -> None:
         """The active-task quota from the number of tasks alone, before any circuit is
         checked: a request that can't be admitted costs one count. Not the guard itself
@@ -256,16 +261,7 @@ class TaskService:
 
     async def submit_batch(self, owner: str, spec: BatchCreate) -> tuple[uuid.UUID, list[str]]:
         """POST tasks/batch: every task checked before any row exists; (batch id, task ids)."""
-        limit = self.settings.limits.max_batch_tasks
-        if len(spec.tasks) > limit:
-            raise LimitExceeded(
-                f"{len(spec.tasks)} tasks in one batch; the limit is {limit}",
-                limit="batch_tasks",
-                value=len(spec.tasks),
-                maximum=limit,
-                field="tasks",
-            )
-        await self.precheck(owner, len(spec.tasks))
+        await self.admit_count(owner, len(spec.tasks))
         batch_id = spec.batch_id or uuid.uuid4()
         new = await asyncio.to_thread(self._check_batch, spec, owner, batch_id)
         await self.create_admitted(owner, new, enqueue=spec.enqueue)
