@@ -25,7 +25,9 @@ once it passes the limit. Bodies are parsed by :mod:`qtaskdist_jupyter.core.stri
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -56,6 +58,22 @@ NO_BODY_BYTES = 64 * 1024
 # A body up to this size is parsed on the event loop: a thread hop would cost more than
 # the parse.
 _PARSE_INLINE_BYTES = 64 * 1024
+
+
+def json_object(box: list[bytes]) -> dict[str, Any]:
+    """The body taken out of ``box`` (so its bytes are freed once decoded) as a strict
+    JSON object: 400 when it is not one; 403 when it names an owner."""
+    raw = box.pop()
+    try:  # the encodings json.loads accepts (UTF-8, -16, -32)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise BadJson(f"request body is not JSON: {str(exc)[:200]}", field="body") from None
+    del raw
+    data = strictjson.loads(text)
+    if not isinstance(data, dict):
+        raise BadJson("request body must be a JSON object", field="body")
+    access.refuse_owner_fields(data)
+    return data
 
 
 def task_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -172,23 +190,27 @@ class QtaskdistHandler(web.RequestHandler):
             # Same answer as a missing task: an id that can't exist doesn't.
             raise TaskNotFound(f"task {raw[:64]} not found", task_id=raw[:64]) from None
 
-    async def body(self, model: type[M]) -> M:
+    async def body(
+        self, model: type[M], count: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    ) -> M:
         """The request body as ``model``: 413 past the limit, 400 not a JSON object, 422
-        invalid. A large one (a batch of circuits) is parsed off the event loop."""
+        invalid. ``count`` sees the JSON first (a batch's quota from its number of tasks,
+        before any is validated). A large body is parsed off the event loop, holding one
+        copy of it at a time (pieces, bytes, text)."""
         if self._refused is not None:
             raise self._refused
         if self._size > self.body_limit():
             raise self._too_large(self._size)
-        raw = b"".join(self._chunks)
-        if len(raw) <= _PARSE_INLINE_BYTES:
-            return self._parse(model, raw)
-        return await asyncio.to_thread(self._parse, model, raw)
+        box, self._chunks = [b"".join(self._chunks)], []
+        inline = self._size <= _PARSE_INLINE_BYTES
+        data = json_object(box) if inline else await asyncio.to_thread(json_object, box)
+        if count is not None:
+            await count(data)
+        if inline:
+            return self._parse(model, data)
+        return await asyncio.to_thread(self._parse, model, data)
 
-    def _parse(self, model: type[M], raw: bytes) -> M:
-        data = strictjson.loads(raw)
-        if not isinstance(data, dict):
-            raise BadJson("request body must be a JSON object", field="body")
-        access.refuse_owner_fields(data)
+    def _parse(self, model: type[M], data: dict[str, Any]) -> M:
         try:
             return model.model_validate(data, context={"limits": self.service.settings.limits})
         except ValidationError as exc:

@@ -308,6 +308,21 @@ async def test_the_quota_is_checked_before_the_circuits_and_before_a_big_body(
     assert hostile.active("atcap") == MAX_ACTIVE_TASKS
 
 
+async def test_a_63_mb_batch_over_the_quota_is_refused_before_its_tasks_are_checked(
+    hostile: Hostile,
+) -> None:
+    """M4 from an owner under the cap: 20,000 tasks (62 MB) are counted from the parsed
+    JSON, before any is validated; the suite's RSS bound holds over it."""
+    api = hostile.api("bigbody")
+    padding = "".join(f"// line {i:05d} {'.' * 60}\n" for i in range(40))
+    spec = simulate_spec(BELL_QASM2 + padding)
+    raw = json.dumps({"tasks": [spec] * 20_000}).encode()
+    assert 60 * 10**6 < len(raw) < 64 * 2**20
+    code, err = await api("POST", "tasks/batch", raw=raw)
+    assert code == 429 and (err["field"], err["limit"]) == ("tasks", "active_tasks"), err
+    assert err["value"] == 20_000 and hostile.rows("bigbody") == 0
+
+
 async def test_large_bodies_in_flight_are_bounded_per_owner(hostile: Hostile) -> None:
     api, other = hostile.api("large"), hostile.api("large_other")
     spec = {"tasks": [simulate_spec(BELL_QASM2, name="x" * 250) for _ in range(20)]}

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Iterator
 
 from qtaskdist_jupyter.core.config import Limits
-from qtaskdist_jupyter.core.errors import QuotaExceeded
+from qtaskdist_jupyter.core.errors import LimitExceeded, QuotaExceeded
 
 # What a 429 tells a client to wait: tasks finish in seconds to minutes.
 QUOTA_RETRY_AFTER_S = 30
@@ -37,6 +37,18 @@ def admit(active: int, n: int, limits: Limits, field: str = "tasks") -> bool:
             value=active + n,
         )
     return active + n <= limits.priority_max_tasks
+
+
+def check_batch_size(n: int, limits: Limits) -> None:
+    """LimitExceeded (422) for a batch of more than ``max_batch_tasks`` tasks."""
+    if n > limits.max_batch_tasks:
+        raise LimitExceeded(
+            f"{n} tasks in one batch; the limit is {limits.max_batch_tasks}",
+            limit="batch_tasks",
+            value=n,
+            maximum=limits.max_batch_tasks,
+            field="tasks",
+        )
 
 
 def is_large_body(declared_bytes: int | None, limits: Limits) -> bool:

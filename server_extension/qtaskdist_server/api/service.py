@@ -30,7 +30,6 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
-    LimitExceeded,
     QueueUnavailable,
     TransitionError,
 )
@@ -106,6 +105,12 @@ class TaskService(TaskReads):
         """Validate the payload for its task_type (and its circuit) into a NewTask
         (:mod:`.checks`; ``memo`` defaults to this service's, shared by requests)."""
         return self.checks.new_task(spec, owner, batch_id, memo)
+
+    async def admit_count(self, owner: str, n: int) -> None:
+        """A batch of ``n`` tasks: within max_batch_tasks (422) and the owner's active
+        quota (429), from the count alone."""
+        quota.check_batch_size(n, self.settings.limits)
+        await self.precheck(owner, n)
 
     async def precheck(self, owner: str, n: int) -> None:
         """The active-task quota from the number of tasks alone, before any circuit is
@@ -213,16 +218,7 @@ class TaskService(TaskReads):
 
     async def submit_batch(self, owner: str, spec: BatchCreate) -> tuple[uuid.UUID, list[str]]:
         """POST tasks/batch: every task checked before any row exists; (batch id, task ids)."""
-        limit = self.settings.limits.max_batch_tasks
-        if len(spec.tasks) > limit:
-            raise LimitExceeded(
-                f"{len(spec.tasks)} tasks in one batch; the limit is {limit}",
-                limit="batch_tasks",
-                value=len(spec.tasks),
-                maximum=limit,
-                field="tasks",
-            )
-        await self.precheck(owner, len(spec.tasks))
+        await self.admit_count(owner, len(spec.tasks))
         batch_id = spec.batch_id or uuid.uuid4()
         new = await asyncio.to_thread(self.checks.batch, spec, owner, batch_id)
         await self.create_admitted(owner, new, enqueue=spec.enqueue)
