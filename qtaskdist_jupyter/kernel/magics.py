@@ -23,6 +23,7 @@ from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.kernel.magic_helpers import (
     check_circuits,
     emit,
+    is_qasm_text,
     is_uuid,
     parse_noise,
     parse_sweep,
@@ -127,15 +128,13 @@ class QtaskMagics(Magics):
                 return self._submit(args, cell)
             return getattr(self, f"_do_{args.action}")(args)
         except QtaskdistError as exc:
-            raise UsageError(f"qtask: {user_message(exc)}") from None
+            offset = 1 if cell is not None and is_qasm_text(cell) else None
+            raise UsageError(f"qtask: {user_message(exc, offset)}") from None
 
     # ---- cell: submit --------------------------------------------------------------
     def circuits_from_body(self, body: str) -> Any:
         """OpenQASM text as is; otherwise the value of the cell's last Python expression."""
-        code = [
-            ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("//")
-        ]
-        if code and code[0].upper().startswith("OPENQASM"):
+        if is_qasm_text(body):
             return body
         try:
             tree = ast.parse(body)

@@ -199,6 +199,8 @@ def test_invalid_circuit_names_line_and_column(shell: InteractiveShell) -> None:
     res, cap = run(shell, f"%%qtask simulate\n{bad}")
     line = user_error(res, cap)
     assert "invalid circuit" in line and "line 6" in line, line
+    # The circuit's line 6 is the cell's line 7 (under the %%qtask line).
+    assert "line 7 of the cell" in line, line
 
 
 def test_timeout_while_waiting(shell: InteractiveShell, nb_server: NbServer) -> None:
