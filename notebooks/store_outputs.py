@@ -30,11 +30,20 @@ from devtools.demo import execute_notebook  # noqa: E402
 def drop_widget_state(nb: nbformat.NotebookNode) -> None:
     """No widget models in the stored file: a saved model carries a copy of the widget's
     front-end code, which goes stale with the next change to it. The outputs keep their
-    HTML and text snapshot; the live table comes back when the cell runs again."""
+    HTML and text snapshot; the live table comes back when the cell runs again. A widget
+    with nothing but text beside it (a progress bar) is dropped."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
+        kept = []
         for out in cell.get("outputs", []):
-            out.get("data", {}).pop(WIDGET_VIEW, None)
+            data = out.get("data", {})
+            if data.pop(WIDGET_VIEW, None) is not None and set(data) <= {"text/plain"}:
+                # A bare widget (a progress bar): its text is its first state ("0/17"),
+                # stale above the finished result. Not stored.
+                continue
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
 
 
 def main(names: list[str]) -> int:

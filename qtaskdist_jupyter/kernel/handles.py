@@ -74,18 +74,29 @@ class TaskHandle:
         self.row = self.client.retry(self.task_id)
         return self.row
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        """The snapshot, and beside it the bundle that JupyterLab draws as this task's
-        live row (its status and times move with no kernel behind the output)."""
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """Live in a notebook: the table's front end showing this one task (the widget,
+        for Notebook 7, VS Code-style hosts and nbconvert), the bundle JupyterLab draws as
+        its live row with no kernel behind it, and the snapshot where neither renders."""
         from qtaskdist_jupyter.kernel.live_view import TASKS_MIME, browser_base_url, tasks_bundle
 
         data: dict[str, Any] = {"text/html": self._repr_html_(), "text/plain": repr(self)}
+        meta: dict[str, Any] = {}
+        try:
+            from qtaskdist_jupyter.kernel.widget import TaskTable  # heavy: see BatchHandle
+
+            table = TaskTable.for_client(self.client, task_id=self.task_id, page_size=1)
+            bundle = super(TaskTable, table)._repr_mimebundle_(**kwargs)
+            widget, meta = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+            data = {**widget, **data}
+        except Exception:  # noqa: BLE001 - no widget support: the snapshot still shows
+            pass
         try:
             base = browser_base_url(self.client.url)
             data[TASKS_MIME] = tasks_bundle(base, task_id=self.task_id, page_size=1)
         except Exception:  # noqa: BLE001 - the snapshot alone still shows
             pass
-        return data
+        return (data, meta) if meta else data
 
     def _repr_html_(self) -> str:
         r = self.row or {"status": "?"}

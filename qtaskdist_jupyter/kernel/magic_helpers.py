@@ -23,16 +23,29 @@ from qtaskdist_jupyter.core.errors import (
 )
 
 
-def user_message(exc: QtaskdistError) -> str:
-    """One line for the user; the API's code decides the prefix."""
+def is_qasm_text(body: str) -> bool:
+    """Whether a cell body is OpenQASM text (sent as it is), not Python: its first line of
+    code, past blank lines and ``//`` comments, starts with ``OPENQASM``."""
+    code = [
+        ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("//")
+    ]
+    return bool(code) and code[0].upper().startswith("OPENQASM")
+
+
+def user_message(exc: QtaskdistError, cell_offset: int | None = None) -> str:
+    """One line for the user; the API's code decides the prefix. ``cell_offset``: the
+    lines above the circuit text in its cell (1: the ``%%qtask`` line), when the cell's
+    body was sent as it is; a circuit error then names its line in the cell too."""
+    if isinstance(exc, ApiError) and exc.error in ("invalid_circuit", "include_refused"):
+        line = exc.detail.get("line")
+        where = f"; line {line + cell_offset} of the cell" if line and cell_offset else ""
+        return f"invalid circuit: {exc.message}{where}"
     if isinstance(exc, ServerNotFound):
         return f"no qtaskdist server: {exc.message}"
     if isinstance(exc, ServiceUnavailable):
         return exc.message if "down" in exc.message else f"services down: {exc.message}"
     if isinstance(exc, WaitTimeout):
         return exc.message
-    if isinstance(exc, ApiError) and exc.error in ("invalid_circuit", "include_refused"):
-        return f"invalid circuit: {exc.message}"
     return exc.message
 
 

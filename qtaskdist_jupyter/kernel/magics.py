@@ -23,6 +23,7 @@ from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.kernel.magic_helpers import (
     check_circuits,
     emit,
+    is_qasm_text,
     is_uuid,
     parse_noise,
     parse_sweep,
@@ -51,7 +52,9 @@ class QtaskMagics(Magics):
 
     @magic_arguments()
     @argument("action", help="cell: simulate | convert | run; line: " + " | ".join(LINE_ACTIONS))
-    @argument("target", nargs="?", help="task or batch id for show / wait / cancel / retry")
+    @argument(
+        "target", nargs="?", help="task id, batch id or task name for show / wait / cancel / retry"
+    )
     @argument("--shots", type=int, help="shots per circuit (default 1024)")
     @argument("--seed", type=int, help="simulator seed")
     @argument("--method", help="Aer method: automatic, statevector, density_matrix, ...")
@@ -126,7 +129,8 @@ class QtaskMagics(Magics):
                 return self._submit(args, cell)
             return getattr(self, f"_do_{args.action}")(args)
         except QtaskdistError as exc:
-            raise UsageError(f"qtask: {user_message(exc)}") from None
+            offset = 1 if cell is not None and is_qasm_text(cell) else None
+            raise UsageError(f"qtask: {user_message(exc, offset)}") from None
 
     def _user_ns(self) -> dict[str, Any]:
         """The user's namespace: the magics run only registered on a shell."""
@@ -136,10 +140,7 @@ class QtaskMagics(Magics):
     # ---- cell: submit --------------------------------------------------------------
     def circuits_from_body(self, body: str) -> Any:
         """OpenQASM text as is; otherwise the value of the cell's last Python expression."""
-        code = [
-            ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("//")
-        ]
-        if code and code[0].upper().startswith("OPENQASM"):
+        if is_qasm_text(body):
             return body
         try:
             tree = ast.parse(body)
@@ -228,23 +229,27 @@ class QtaskMagics(Magics):
 
     # ---- line actions --------------------------------------------------------------
     def _target(self, args: Any) -> Any:
-        """A TaskHandle for a task id, a BatchHandle for a batch id, else the last handle."""
+        """A TaskHandle for a task id or a task name (its newest task of that name), a
+        BatchHandle for a batch id, else the last handle."""
         from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle  # lazy
 
         if not args.target:
             if self.last is None:
                 raise UsageError(f"%qtask {args.action} needs a task or batch id")
             return self.last
+        if not is_uuid(args.target):
+            # A task's name: its newest task of that name.
+            named = self.client.tasks(name=args.target, limit=1)
+            if not named:
+                raise UsageError(f"qtask: no task, batch or task name {args.target!r}")
+            tid = str(named[0]["task_id"])
+            return TaskHandle(self.client, tid, self.client.get(tid))
         try:
             return TaskHandle(self.client, args.target, self.client.get(args.target))
         except ApiError as exc:
             if exc.status != 404:
                 raise
-        ids = (
-            [r["task_id"] for r in self.client.tasks(batch_id=args.target, limit=20_000)]
-            if is_uuid(args.target)
-            else []
-        )
+        ids = [r["task_id"] for r in self.client.tasks(batch_id=args.target, limit=20_000)]
         if not ids:
             raise UsageError(f"qtask: no task or batch {args.target!r}")
         return BatchHandle(self.client, args.target, ids[::-1])

@@ -287,6 +287,8 @@ class TaskTable(anywidget.AnyWidget):
     status = traitlets.Unicode("").tag(sync=True)
     task_type = traitlets.Unicode("").tag(sync=True)
     batch_id = traitlets.Unicode("").tag(sync=True)
+    # A task handle's view: this one task, live (its status and times move).
+    task_id = traitlets.Unicode("").tag(sync=True)
     page_size = traitlets.Int(50).tag(sync=True)
     poll_timeout_s = traitlets.Float(25.0).tag(sync=True)
     colors = traitlets.Dict({str(s): c for s, c in STATUS_COLORS.items()}).tag(sync=True)

@@ -161,6 +161,11 @@ def test_cancel_retry_show_list_status(shell: InteractiveShell, nb_server: NbSer
 
     res, cap = run(shell, f"%qtask show {tid}")
     assert res.error_in_exec is None and "image/png" in mimetypes(cap)
+    res, cap = run(shell, "%qtask show parked")  # by its name
+    assert res.error_in_exec is None and "image/png" in mimetypes(cap), cap.stderr
+    assert tid in "".join(o.data.get("text/plain", "") for o in cap.outputs)
+    res, cap = run(shell, "%qtask show no-such-name")
+    assert "no task, batch or task name 'no-such-name'" in user_error(res, cap)
     res, cap = run(shell, "%qtask list --status completed --limit 500")
     text = "".join(o.data.get("text/plain", "") for o in cap.outputs)
     assert tid[:8] in text and "parked" in text
@@ -199,6 +204,8 @@ def test_invalid_circuit_names_line_and_column(shell: InteractiveShell) -> None:
     res, cap = run(shell, f"%%qtask simulate\n{bad}")
     line = user_error(res, cap)
     assert "invalid circuit" in line and "line 6" in line, line
+    # The circuit's line 6 is the cell's line 7 (under the %%qtask line).
+    assert "line 7 of the cell" in line, line
 
 
 def test_timeout_while_waiting(shell: InteractiveShell, nb_server: NbServer) -> None:

@@ -177,6 +177,23 @@ def test_includes_in_comments_are_not_includes() -> None:
 
 
 # ---------------------------------------------------------------- clean errors
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        # The parser stops at the next line's first token; the ';' belongs after "h q[0]".
+        ("qreg q[2];\nh q[0]\ncx q[0],q[1];\n", (4, 7)),
+        # Past a comment and a blank line, to the end of the code before it.
+        ("qreg q[2];\nh q[0]   // hadamard\n\ncx q[0],q[1];\n", (4, 7)),
+        ("qreg q[1];\ncreg c[1];\nmeasure q\nh q[0];\n", (5, 10)),  # needed '->'
+        ("qreg q[2];\ncx q[0],q[1] q[0];\n", (4, 14)),  # mid-line: where the parser says
+    ],
+)
+def test_a_missing_token_is_placed_at_the_end_of_its_line(body: str, where: tuple) -> None:
+    with pytest.raises(CircuitError) as err:
+        codec.load_circuit(H2 + body, limits=LIMITS)
+    assert (err.value.line, err.value.column) == where, str(err.value)
+
+
 def test_qasm2_error_is_one_clean_line_with_position() -> None:
     with pytest.raises(CircuitError) as err:
         codec.load_circuit(H2 + "qreg q[2];\n  hh q[0];\n", limits=LIMITS)

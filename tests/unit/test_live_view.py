@@ -11,13 +11,34 @@ from qtaskdist_jupyter.kernel.widget import TaskTable
 
 def test_a_task_handle_carries_its_task_and_the_api_path_but_no_token() -> None:
     client = SimpleNamespace(url="https://hub.example/user/ada/?token=secret")
-    data = TaskHandle(client, "t-1", {"status": "queued"})._repr_mimebundle_()
+    out = TaskHandle(client, "t-1", {"status": "queued"})._repr_mimebundle_()
+    data = out[0] if isinstance(out, tuple) else out
     bundle = data[TASKS_MIME]
     assert bundle["task_id"] == "t-1"
     assert bundle["api_url"] == "/user/ada/qtaskdist/api/"
     assert bundle["facts"] == FACTS
     assert "secret" not in repr(bundle)
     assert "text/html" in data  # the snapshot stays for hosts without the renderer
+    # Live where widgets render (Notebook 7, VS Code-style hosts): the table of this task.
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "qtask: " not in data["text/plain"]  # the handle's repr, not the widget's
+
+
+def test_a_task_handles_widget_shows_that_task_only(monkeypatch) -> None:
+    made: list[TaskTable] = []
+    real = TaskTable.for_client.__func__  # type: ignore[attr-defined]
+
+    def recorded(cls: type[TaskTable], client: object, **kw: object) -> TaskTable:
+        made.append(real(cls, client, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(TaskTable, "for_client", classmethod(recorded))
+    client = SimpleNamespace(url="http://127.0.0.1:8888/")
+    out = TaskHandle(client, "t-2", {"status": "queued"})._repr_mimebundle_()
+    data = out[0] if isinstance(out, tuple) else out
+    (table,) = made
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == table.model_id
+    assert (table.task_id, table.page_size, table.base_url) == ("t-2", 1, "/")
 
 
 def test_the_table_carries_its_filter_beside_the_widget() -> None:

@@ -10,7 +10,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from qtaskdist_jupyter.kernel.magic_helpers import retried_line
+from qtaskdist_jupyter.core.errors import ApiError
+from qtaskdist_jupyter.kernel.magic_helpers import is_qasm_text, retried_line, user_message
 from qtaskdist_jupyter.kernel.magics import QtaskMagics
 from tests.fixtures.circuits import BELL_QASM2
 
@@ -78,3 +79,17 @@ def test_a_sweep_goes_to_submit_simulate_whole_with_its_chunk(bare_shell) -> Non
     assert len(args) == 1 and args[0].strip() == BELL_QASM2.strip()  # the cell's text
     assert kwargs["chunk"] == 2 and kwargs["shots"] == 20
     assert kwargs["parameter_bindings"] == [{"a": 0.0}, {"a": 0.5}, {"a": 1.0}]
+
+
+def test_a_circuit_error_names_its_line_in_the_cell() -> None:
+    exc = ApiError(
+        "invalid OpenQASM 2: needed ';' (line 6, column 8)",
+        status=422,
+        error="invalid_circuit",
+        line=6,
+        column=8,
+    )
+    assert user_message(exc, 1).endswith("(line 6, column 8); line 7 of the cell")
+    assert user_message(exc).endswith("(line 6, column 8)")  # a Python body: no cell line
+    assert is_qasm_text("// a comment\n\nOPENQASM 2.0;\nqreg q[1];")
+    assert not is_qasm_text("qc = QuantumCircuit(1)\nqc")

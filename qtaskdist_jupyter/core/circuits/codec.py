@@ -88,13 +88,33 @@ def _clean_error(exc: BaseException, what: str) -> CircuitError:
     return CircuitError(f"{what}: {msg}", line=line, column=column)
 
 
+def missing_semicolon_at(source: str, line: int, column: int) -> tuple[int, int]:
+    """Where a ';' (or another token qiskit's OpenQASM 2 parser "needed") is missing: the
+    parser reports the token after the gap, which for a statement whose line lacks its end
+    is the first token of the next line (column 1). The place to type it is the end of the
+    previous line of code: its (line, column)."""
+    lines = source.splitlines()
+    if column != 1 or not 1 < line <= len(lines) + 1:
+        return line, column
+    for back in range(line - 1, 0, -1):
+        code = lines[back - 1].split("//", 1)[0].rstrip()
+        if code:
+            return back, len(code) + 1
+    return line, column
+
+
 def _call_parser(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # pyo3 PanicException derives from BaseException
-        raise _clean_error(exc, what) from exc
+        err = _clean_error(exc, what)
+        if "needed '" in err.message and err.line and err.column and args:
+            if isinstance(args[0], str):
+                line, column = missing_semicolon_at(args[0], err.line, err.column)
+                err = CircuitError(err.message, line=line, column=column)
+        raise err from exc
 
 
 # ---------------------------------------------------------------- QPY
