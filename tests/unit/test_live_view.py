@@ -48,3 +48,26 @@ def test_the_table_carries_its_filter_beside_the_widget() -> None:
     assert (bundle["status"], bundle["batch_id"], bundle["task_id"]) == ("failed", "b-1", "")
     assert bundle["api_url"] == "/user/ada/qtaskdist/api/"
     assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_the_facts_print_with_no_third_party_package() -> None:
+    # The lab extension's build runs `python -m qtaskdist_jupyter.kernel.live_view` in a
+    # build environment that has none of our dependencies (numpy, pydantic, …): -S keeps
+    # site-packages off the path, so an import of one fails here as it fails there.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-S", "-m", "qtaskdist_jupyter.kernel.live_view"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = json.loads(out.stdout)
+    assert printed["facts"] == json.loads(json.dumps(FACTS))
+    assert printed["colors"]["waiting"]
