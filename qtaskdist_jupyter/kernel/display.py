@@ -16,20 +16,9 @@ from typing import Any
 
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.status import TaskStatus
+from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
 MAX_BARS = 64
-# Badge colours, white text on each at a contrast of 4.5:1 or more (WCAG AA), in light and
-# dark themes alike; the live table's front end gets them as a trait. ``waiting`` is
-# shown, not stored (live_view.FACTS["waiting"]).
-STATUS_COLORS: dict[str, str] = {
-    TaskStatus.PENDING: "#616161",
-    TaskStatus.QUEUED: "#1565c0",
-    TaskStatus.RUNNING: "#bf360c",
-    TaskStatus.COMPLETED: "#2e7d32",
-    TaskStatus.FAILED: "#c62828",
-    TaskStatus.CANCELLED: "#5d4037",
-    "waiting": "#5e35b1",
-}
 
 
 def status_badge(status: str) -> str:

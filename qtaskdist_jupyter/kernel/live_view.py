@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from qtaskdist_jupyter.core.kinds import TASK_TYPES
 from qtaskdist_jupyter.core.status import DELETED, FINISHED, RETRYABLE, STATUSES, TaskStatus
-from qtaskdist_jupyter.kernel.display import STATUS_COLORS
+from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
 TASKS_MIME = "application/vnd.qtaskdist.tasks+json"
 # What the front end knows of the statuses (the widget's ``facts`` trait, and the bundle's).
