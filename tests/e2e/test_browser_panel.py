@@ -2,7 +2,8 @@
 
 - two notebooks, each in its own kernel (two browser tabs), submit tasks; the panel of the
   first tab shows both, live;
-- a batch is cancelled from the panel's cancel-batch control;
+- a batch is one row of the panel, with a progress bar and a cancel control, and expands
+  to its tasks; it is cancelled from that control;
 - a task that failed on the worker is retried from the panel: the worker runs it again;
 - "insert in notebook" puts a handle under the active cell, and running it shows the task;
 - a 20-qubit statevector's detail draws its top basis states as bars that can be seen
@@ -73,6 +74,8 @@ def _row(task_id: str, status: str | None = None) -> str:
 
 
 def _shot(page: Any, name: str) -> None:
+    # A click on a row's button scrolls the narrow panel sideways: show its ids and names.
+    page.evaluate(f"() => document.querySelector('{PANEL} .qtd-scroll').scrollLeft = 0")
     IMG.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMG / f"tab-{name}.png"))
 
@@ -127,6 +130,14 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     page.bring_to_front()
     page.locator("#jp-main-statusbar .qtd-statusbar").click()  # opens the panel
     page.wait_for_selector(PANEL, timeout=15_000)
+    # The batch is one row, with its progress; a click expands it to its tasks.
+    (batch_id,) = {r["batch_id"] for r in _named(lab, "batch-a")}
+    group = page.locator(f'{PANEL} tr.qtd-batch-row[data-batch-id="{batch_id}"]')
+    group.wait_for(timeout=30_000)
+    wait_until(lambda: "batch-a (3)" in group.inner_text(), 30, "the batch row's name")
+    assert "0/3" in group.inner_text()
+    assert page.locator(_row(batch[0])).count() == 0  # folded
+    group.locator("td").nth(1).click()
     for tid in batch:
         page.wait_for_selector(_row(tid, "queued"), timeout=30_000)
     wait_until(lambda: worker_alive(lab, worker), 90, "the worker's heartbeat")
@@ -134,10 +145,15 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     _shot(page, "10-panel-two-kernels")
 
     # ---- cancel the batch from the panel ----------------------------------------------
-    (batch_id,) = {r["batch_id"] for r in _named(lab, "batch-a")}
-    page.locator(f'{PANEL} [data-batch-id="{batch_id}"] button.qtd-cancel-batch').click()
+    group.locator("button.qtd-cancel-batch").click()
     for tid in batch:
         page.wait_for_selector(_row(tid, "cancelled"), timeout=30_000)
+    page.wait_for_function(
+        "sel => /3\\/3/.test(document.querySelector(sel)?.textContent || '')",
+        arg=f'{PANEL} tr.qtd-batch-row[data-batch-id="{batch_id}"]',
+        timeout=15_000,
+    )
+    assert group.locator("button.qtd-cancel-batch").count() == 0  # nothing left to cancel
     assert {r["status"] for r in _named(lab, "batch-a")} == {"cancelled"}
     _shot(page, "11-panel-batch-cancelled")
 

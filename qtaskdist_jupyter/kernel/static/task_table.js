@@ -7,7 +7,7 @@
 // detail opens right under it. The kernel sends the files as one ES module
 // (TaskTable._esm): table_rules.js, table_detail.js, table_client.js and this one.
 
-import { readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts, shownStatus } from "./table_rules.js";
+import { readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts, shownStatus, groupRows } from "./table_rules.js";
 import { h, detailBody } from "./table_detail.js";
 import { ApiClient } from "./table_client.js";
 
@@ -41,6 +41,9 @@ class Table {
     // A batch handle's view follows its batch; a task handle's, that one task.
     this.batchOnly = model.get("batch_id") || "";
     this.taskOnly = model.get("task_id") || "";
+    // The panel's way: a batch is one row (progress, cancel) that expands to its tasks.
+    this.grouped = !!model.get("group_batches") && !this.batchOnly && !this.taskOnly;
+    this.expanded = new Set();
     this.build();
   }
 
@@ -173,6 +176,13 @@ class Table {
   onClick(e) {
     const btn = e.target.closest("button[data-action]");
     if (btn) { e.stopPropagation(); this.act(btn.dataset.id, btn.dataset.action); return; }
+    const group = e.target.closest("tr.qtd-batch-row");
+    if (group) {
+      const b = group.dataset.batchId;
+      if (!this.expanded.delete(b)) this.expanded.add(b);
+      this.schedule();
+      return;
+    }
     const tr = e.target.closest("tr.qtd-row");
     if (!tr) return;
     const id = tr.dataset.taskId;
@@ -215,7 +225,7 @@ class Table {
   }
 
   renderBatches(batches) {
-    if (this.taskOnly) return;
+    if (this.taskOnly || this.grouped) return; // grouped: each batch is a row of the table
     const recent = [...batches.entries()].sort((a, b) => b[1].created - a[1].created).slice(0, 5);
     this.batchesEl.replaceChildren(...recent.map(([id, b]) => h("div", { class: "qtd-batch", "data-batch-id": id },
       h("span", { class: "qtd-batch-id", title: id }, id),
@@ -230,17 +240,40 @@ class Table {
     // without the CSS) it would be as tall as every row, and every row would be drawn.
     const view = Math.min(this.scroller.clientHeight || 360, window.innerHeight || 1000);
     const first = Math.max(0, Math.floor(this.scroller.scrollTop / ROW_H) - OVERSCAN);
-    const last = Math.min(rows.length, first + Math.ceil(view / ROW_H) + 2 * OVERSCAN);
+    const items = this.grouped ? groupRows(rows, this.expanded, this.facts) : rows.map((row) => ({ row }));
+    const last = Math.min(items.length, first + Math.ceil(view / ROW_H) + 2 * OVERSCAN);
     const want = [this.spacer("top", first * ROW_H)];
-    for (const r of rows.slice(first, last)) {
-      want.push(this.updateRow(r, colors, now));
-      if (r.task_id === this.selected) want.push(this.detailRow());
+    for (const it of items.slice(first, last)) {
+      if (it.batch) { want.push(this.batchRow(it)); continue; }
+      const tr = this.updateRow(it.row, colors, now);
+      tr.classList.toggle("qtd-in-batch", !!it.in_batch);
+      want.push(tr);
+      if (it.row.task_id === this.selected) want.push(this.detailRow());
     }
-    want.push(this.spacer("bottom", (rows.length - last) * ROW_H));
+    want.push(this.spacer("bottom", (items.length - last) * ROW_H));
     const keep = new Set(want);
     for (const [id, tr] of this.trs) if (!keep.has(tr)) this.trs.delete(id);
     const current = this.tbody.children;
     if (current.length !== want.length || want.some((tr, i) => current[i] !== tr)) this.tbody.replaceChildren(...want);
+  }
+
+  // A batch as one row: its name, a progress bar, and cancel while tasks are left.
+  batchRow(b) {
+    const key = "batch:" + b.batch;
+    let tr = this.trs.get(key);
+    const state = `${b.done}/${b.total}/${this.expanded.has(b.batch)}/${b.name}/${b.task_type}`;
+    if (tr && tr.dataset.state === state) return tr;
+    const pct = (100 * b.done / b.total).toFixed(1);
+    tr = h("tr", { class: "qtd-batch-row", "data-batch-id": b.batch, "data-state": state,
+      "aria-expanded": String(this.expanded.has(b.batch)) },
+    h("td", { class: "qtd-id", title: b.batch }, (this.expanded.has(b.batch) ? "▾ " : "▸ ") + b.batch.slice(0, 8)),
+    h("td", {}, `${b.name || "batch"} (${b.total})`), h("td", {}, b.task_type || ""),
+    h("td", { colspan: "5" }, h("span", { class: "qtd-bar", role: "progressbar", "aria-valuenow": String(b.done),
+      "aria-valuemax": String(b.total) }, h("span", { class: "qtd-bar-fill", style: `width:${pct}%` })),
+    h("span", { class: "qtd-batch-n" }, ` ${b.done}/${b.total}`)),
+    h("td", {}, b.done < b.total ? h("button", { class: "qtd-cancel-batch", "data-action": "cancel-batch", "data-id": b.batch }, "cancel batch") : null));
+    this.trs.set(key, tr);
+    return tr;
   }
 
   spacer(name, px) {
