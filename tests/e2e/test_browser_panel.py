@@ -17,6 +17,7 @@ fails again when retried. Screenshots go to docs/img/ (tab-1*.png).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_browser import Notebook, h_all_qasm
-from tests.e2e.test_browser_lab import IMG, PANEL, QASM
+from tests.e2e.test_browser_lab import AXE, IMG, PANEL, QASM, WCAG_LOW, _contrast_violations
 from tests.fixtures.browser import (
     api_get,
     api_post,
@@ -96,6 +97,8 @@ def _open_notebook(page: Any, lab: Any, path: str) -> Notebook:
 def test_the_panel_follows_two_kernels_cancels_retries_and_inserts(
     chromium_context: Any, lab: Any, worker: str
 ) -> None:
+    if not AXE.exists():
+        pytest.fail(f"axe-core is missing ({AXE}): run scripts/bootstrap.sh")
     write_notebook(lab.root_dir / "a.ipynb")
     write_notebook(lab.root_dir / "b.ipynb")
     page = chromium_context.pages[0] if chromium_context.pages else chromium_context.new_page()
@@ -208,3 +211,14 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     assert len(heights) == 8 and min(heights) >= 100, heights
     chart.scroll_into_view_if_needed()
     _shot(page, "14-panel-statevector-20q")
+
+    # ---- dark theme, 900 px: the panel's batch row and the chart's detail are legible --
+    page.set_viewport_size({"width": 900, "height": 900})
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=15_000)
+    assert group.is_visible() and chart.is_visible()
+    violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
+    _shot(page, "15-panel-dark-900px")
+    assert violations == [], violations
