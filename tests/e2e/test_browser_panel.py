@@ -81,6 +81,17 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(IMG / f"tab-{name}.png"))
 
 
+def _inside_panel(page: Any, control: Any) -> None:
+    """The control is in view in the panel, with no sideways scroll."""
+    panel = page.locator("#qtaskdist-tasks").bounding_box()
+    box = control.bounding_box()
+    assert box is not None and panel is not None
+    assert panel["x"] <= box["x"] and box["x"] + box["width"] <= panel["x"] + panel["width"], (
+        box,
+        panel,
+    )
+
+
 def _named(lab: Any, name: str) -> list[dict[str, Any]]:
     """Tasks named ``name``, or ``name[i]`` in a batch."""
     rows = api_get(lab, "tasks?limit=100")["tasks"]
@@ -148,6 +159,7 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     _shot(page, "10-panel-two-kernels")
 
     # ---- cancel the batch from the panel ----------------------------------------------
+    _inside_panel(page, group.locator("button.qtd-cancel-batch"))
     group.locator("button.qtd-cancel-batch").click()
     for tid in batch:
         page.wait_for_selector(_row(tid, "cancelled"), timeout=30_000)
@@ -167,6 +179,7 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     page.wait_for_selector(_row(failing, "failed"), timeout=120_000)
     first = api_get(lab, f"tasks/{failing}")
     assert "QTASKDIST_MAX_RESULT_BYTES" in first["error"], first["error"]
+    _inside_panel(page, page.locator(f"{_row(failing)} button.qtd-retry"))
     page.locator(f"{_row(failing)} button.qtd-retry").click()
     wait_until(
         lambda: api_get(lab, f"tasks/{failing}")["attempt"] > first["attempt"],
@@ -182,6 +195,9 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     page.locator(_row(from_b)).locator("td").nth(1).click()
     detail = page.locator(f"{PANEL} tr.qtd-detail-row")
     detail.locator("svg.qtd-hist rect.qtd-hist-bar").first.wait_for(timeout=15_000)
+    # The panel shows id, name, status and actions; the type, attempt and times are here.
+    head = detail.locator(".qtd-detail-head").inner_text()
+    assert "simulate" in head and "attempt 1" in head and "run time" in head, head
     nb_a.cell(1).locator(".cm-content").click()  # the active cell: the empty one under 0
     page.locator(f"{PANEL} tr.qtd-detail-row button.qtd-insert").click()
     inserted = nb_a.cell(2).locator(".cm-content")
@@ -219,6 +235,8 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=15_000)
     assert group.is_visible() and chart.is_visible()
+    _inside_panel(page, page.locator(f"{_row(failing)} button.qtd-retry"))
+    _inside_panel(page, page.locator(f"{_row(failing)} .qtd-status"))
     violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
     _shot(page, "15-panel-dark-900px")
     assert violations == [], violations

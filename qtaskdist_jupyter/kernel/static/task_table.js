@@ -44,6 +44,9 @@ class Table {
     // The panel's way: a batch is one row (progress, cancel) that expands to its tasks.
     this.grouped = !!model.get("group_batches") && !this.batchOnly && !this.taskOnly;
     this.expanded = new Set();
+    // Columns a full-width row spans: the panel's CSS shows 3 (name, status, actions), and
+    // a wider span would add empty columns to its fixed layout.
+    this.span = this.grouped ? 3 : COLS.length;
     this.build();
   }
 
@@ -266,19 +269,20 @@ class Table {
     const pct = (100 * b.done / b.total).toFixed(1);
     tr = h("tr", { class: "qtd-batch-row", "data-batch-id": b.batch, "data-state": state,
       "aria-expanded": String(this.expanded.has(b.batch)) },
-    h("td", { class: "qtd-id", title: b.batch }, (this.expanded.has(b.batch) ? "▾ " : "▸ ") + b.batch.slice(0, 8)),
-    h("td", {}, `${b.name || "batch"} (${b.total})`), h("td", {}, b.task_type || ""),
-    h("td", { colspan: "5" }, h("span", { class: "qtd-bar", role: "progressbar", "aria-valuenow": String(b.done),
+    h("td", { class: "qtd-id", title: b.batch }, b.batch.slice(0, 8)),
+    h("td", {}, `${this.expanded.has(b.batch) ? "▾" : "▸"} ${b.name || "batch"} (${b.total})`), h("td", {}, b.task_type || ""),
+    h("td", {}, h("span", { class: "qtd-bar", role: "progressbar", "aria-valuenow": String(b.done),
       "aria-valuemax": String(b.total) }, h("span", { class: "qtd-bar-fill", style: `width:${pct}%` })),
     h("span", { class: "qtd-batch-n" }, ` ${b.done}/${b.total}`)),
-    h("td", {}, b.done < b.total ? h("button", { class: "qtd-cancel-batch", "data-action": "cancel-batch", "data-id": b.batch }, "cancel batch") : null));
+    ...Array.from({ length: 4 }, () => h("td", {})), // the task rows' columns: one grid
+    h("td", {}, b.done < b.total ? h("button", { class: "qtd-cancel-batch", "data-action": "cancel-batch", "data-id": b.batch, title: "cancel every unfinished task of this batch", "aria-label": "cancel batch" }, "cancel") : null));
     this.trs.set(key, tr);
     return tr;
   }
 
   spacer(name, px) {
     const key = "spacer" + name;
-    if (!this[key]) this[key] = h("tr", { class: "qtd-spacer", "aria-hidden": "true" }, h("td", { colspan: String(COLS.length) }));
+    if (!this[key]) this[key] = h("tr", { class: "qtd-spacer", "aria-hidden": "true" }, h("td", { colspan: String(this.span) }));
     this[key].style.height = px + "px";
     this[key].style.display = px ? "" : "none";
     return this[key];
@@ -318,14 +322,16 @@ class Table {
   detailRow() {
     const t = this.detail;
     const key = t ? `${t.task_id}/${t.status}/${t.attempt}/${t.updated_at}` : "loading";
-    if (!this.detailTr) this.detailTr = h("tr", { class: "qtd-detail-row" }, h("td", { colspan: String(COLS.length), class: "qtd-detail" }));
+    if (!this.detailTr) this.detailTr = h("tr", { class: "qtd-detail-row" }, h("td", { colspan: String(this.span), class: "qtd-detail" }));
     if (this.detailKey === key) return this.detailTr;
     this.detailKey = key;
     const cell = this.detailTr.cells[0];
     if (!t) { cell.replaceChildren(h("div", {}, "loading " + this.selected.slice(0, 8) + "…")); return this.detailTr; }
     const insert = this.model.get("on_insert");
+    const cells = this.rows.has(t.task_id) ? cellTexts(this.rows.get(t.task_id), Date.now() / 1000, this.facts) : [];
+    const times = cells.length ? ` · queue wait ${cells[5] || "–"} · run time ${cells[6] || "–"}` : "";
     const head = h("div", { class: "qtd-detail-head" }, `${t.task_id} · ${t.task_type} · ${t.status} · attempt ${t.attempt}` +
-      (t.worker ? ` · ${t.worker}` : ""),
+      (t.worker ? ` · ${t.worker}` : "") + times,
     insert ? h("button", { class: "qtd-insert", onclick: () => insert(t.task_id) }, "insert in notebook") : null);
     const arrayUrl = (name) => this.client.url(`tasks/${t.task_id}/result/${name}`);
     cell.replaceChildren(head, detailBody(t, this.facts.status, arrayUrl));
