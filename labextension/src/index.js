@@ -47,7 +47,7 @@ const plugin = {
       item.node.classList.toggle("qtd-down", !!error);
     };
     mountTable(panel.node, plainModel({
-      ...built, poll_timeout_s: 25,
+      ...built, poll_timeout_s: 25, group_batches: true,
       on_tally: onTally,
       on_insert: tracker ? (id) => insertHandle(tracker, id) : null,
     }));

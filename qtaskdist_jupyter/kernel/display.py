@@ -16,7 +16,7 @@ from typing import Any
 
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.status import TaskStatus
-from qtaskdist_jupyter.kernel.live_view import STATUS_COLORS
+from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
 MAX_BARS = 64
 
@@ -204,7 +204,7 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
         display(HTML(f"<div>expectation values: {html.escape(vals)}</div>"))
 
 
-def array_summary_html(key: str, ref: dict[str, Any]) -> str:
+def array_summary_text(key: str, ref: dict[str, Any]) -> str:
     """One line about a stored array: dtype, shape, sizes and its top states."""
     shape = "×".join(str(d) for d in ref.get("shape") or [])
     top = ", ".join(
@@ -213,10 +213,17 @@ def array_summary_html(key: str, ref: dict[str, Any]) -> str:
     first = " ".join(str(m) for m in (ref.get("first") or [])[:4])
     extra = f" · top: {top}" if top else (f" · first shots: {first}" if first else "")
     return (
-        f"<div class='qtd-array-summary'><b>{html.escape(key)}</b> "
-        f"{html.escape(str(ref.get('dtype')))} [{shape}] · "
+        f"{key} {ref.get('dtype')} [{shape}] · "
         f"{arrays.human_bytes(int(ref.get('nbytes') or 0))} "
-        f"(stored {arrays.human_bytes(int(ref.get('stored_bytes') or 0))}){html.escape(extra)}"
+        f"(stored {arrays.human_bytes(int(ref.get('stored_bytes') or 0))}){extra}"
+    )
+
+
+def array_summary_html(key: str, ref: dict[str, Any]) -> str:
+    """``array_summary_text`` as HTML, the key in bold."""
+    rest = array_summary_text(key, ref)[len(key) :]
+    return (
+        f"<div class='qtd-array-summary'><b>{html.escape(key)}</b>{html.escape(rest)}"
         " · <code>handle.result()[key]</code> downloads it</div>"
     )
 

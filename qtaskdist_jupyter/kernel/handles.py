@@ -98,7 +98,8 @@ class TaskHandle:
             pass
         return (data, meta) if meta else data
 
-    def _repr_html_(self) -> str:
+    def header_html(self) -> str:
+        """The one line that names the task: id, name, type and status badge."""
         r = self.row or {"status": "?"}
         cells = [
             f"<code>{html.escape(self.task_id)}</code>",
@@ -106,12 +107,16 @@ class TaskHandle:
             html.escape(str(r.get("task_type") or "")),
             status_badge(str(r.get("status"))),
         ]
+        return "<b>qtaskdist task</b> " + " · ".join(cells)
+
+    def _repr_html_(self) -> str:
+        r = self.row or {"status": "?"}
         extra = ""
         if r.get("status") in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             extra = f"<div class='qtd-error'>{html.escape(failure_message(r))}</div>"
         elif r.get("status") == TaskStatus.COMPLETED and isinstance(r.get("result"), dict):
             res = r["result"]
-            if "counts" in res and not arrays.is_ref(res["counts"]):
+            if res.get("counts") and not arrays.is_ref(res["counts"]):
                 extra = f"<div>counts: <code>{html.escape(_short(res['counts']))}</code></div>"
             elif "results" in res:
                 extra = f"<div>{len(res['results'])} parameter bindings</div>"
@@ -120,9 +125,7 @@ class TaskHandle:
         if r.get("status") == TaskStatus.COMPLETED:
             # Stored arrays are summarized from the row; nothing is downloaded to draw this.
             extra += "".join(array_summary_html(k, v) for k, v in arrays.refs(r.get("result")))
-        return (
-            "<div class='qtd-handle'><b>qtaskdist task</b> " + " · ".join(cells) + extra + "</div>"
-        )
+        return "<div class='qtd-handle'>" + self.header_html() + extra + "</div>"
 
 
 class BatchHandle:

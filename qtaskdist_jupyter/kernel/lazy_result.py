@@ -10,6 +10,7 @@ import httpx
 
 from qtaskdist_jupyter.core import arrays, counts
 from qtaskdist_jupyter.core.errors import ArrayNotFound, ServiceUnavailable
+from qtaskdist_jupyter.kernel.display import array_summary_html, array_summary_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -48,6 +49,21 @@ def fetch_array(
             bar.close()
 
 
+class ArraySummary(dict[str, Any]):
+    """A stored array's reference: a dict for code (``["shape"]``, ``["top"]``), shown as
+    one readable line (dtype, shape, sizes, top states) in a notebook and in ``repr``."""
+
+    def __init__(self, key: str, ref: dict[str, Any]) -> None:
+        super().__init__(ref)
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"<{array_summary_text(self.key, self)}>"
+
+    def _repr_html_(self) -> str:
+        return array_summary_html(self.key, self)
+
+
 class LazyResult(dict[str, Any]):
     """The result dict; a stored array is fetched the first time it is read (``[]``,
     ``get``, ``items``, ``values``) and kept (stored counts as their dict).
@@ -79,10 +95,10 @@ class LazyResult(dict[str, Any]):
     def values(self) -> Any:
         return [self[k] for k in self]
 
-    def summary(self, key: str) -> dict[str, Any] | None:
+    def summary(self, key: str) -> ArraySummary | None:
         """A stored array's reference (None for inline values and fetched arrays)."""
         value = super().get(key)
-        return dict(value) if arrays.is_ref(value) else None
+        return ArraySummary(key, value) if arrays.is_ref(value) else None
 
 
 def lazy_result(client: Client, task_id: str, result: dict[str, Any] | None) -> LazyResult:
@@ -91,4 +107,11 @@ def lazy_result(client: Client, task_id: str, result: dict[str, Any] | None) -> 
     )
 
 
-__all__ = ["ArrayNotFound", "LazyResult", "PROGRESS_MIN_BYTES", "fetch_array", "lazy_result"]
+__all__ = [
+    "ArrayNotFound",
+    "ArraySummary",
+    "LazyResult",
+    "PROGRESS_MIN_BYTES",
+    "fetch_array",
+    "lazy_result",
+]

@@ -15,21 +15,9 @@ from urllib.parse import urlsplit
 
 from qtaskdist_jupyter.core.kinds import TASK_TYPES
 from qtaskdist_jupyter.core.status import DELETED, FINISHED, RETRYABLE, STATUSES, TaskStatus
+from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
 TASKS_MIME = "application/vnd.qtaskdist.tasks+json"
-# Badge colours, white text on each at a contrast of 4.5:1 or more (WCAG AA), in light and
-# dark themes alike; the live table's front ends get them (the widget's trait, the
-# lab extension's facts.json). ``waiting`` is shown, not stored (FACTS["waiting"]). Here,
-# not in display.py: the extension's build runs this module with no numpy installed.
-STATUS_COLORS: dict[str, str] = {
-    TaskStatus.PENDING: "#616161",
-    TaskStatus.QUEUED: "#1565c0",
-    TaskStatus.RUNNING: "#bf360c",
-    TaskStatus.COMPLETED: "#2e7d32",
-    TaskStatus.FAILED: "#c62828",
-    TaskStatus.CANCELLED: "#5d4037",
-    "waiting": "#5e35b1",
-}
 # What the front end knows of the statuses (the widget's ``facts`` trait, and the bundle's).
 FACTS: dict[str, Any] = {
     "status": {s.name: s.value for s in TaskStatus},

@@ -8,6 +8,7 @@ file holds only the command class.
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from typing import Any
 
@@ -122,3 +123,17 @@ def retried_line(task_id: str, row: dict[str, Any]) -> str:
     if row.get("status") == "queued":
         return f"task {task_id}: queued for attempt {int(row.get('attempt') or 0) + 1}"
     return f"task {task_id}: {row.get('status')} (attempt {row.get('attempt')})"
+
+
+def natural_key(text: str) -> list[str | int]:
+    """Names in natural order: sweep[2] before sweep[10]."""
+    # re.split with a group alternates text and digits, so positions never mix types.
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(re.split(r"(\d+)", text))]
+
+
+def binding_order(rows: list[dict[str, Any]]) -> list[str]:
+    """A batch's task ids in binding order. Its tasks share one creation time, so the
+    listing's order (newest first, then by task id) says nothing of it; their names do
+    (``sweep[0]``, ``sweep[1]``, …)."""
+    ordered = sorted(rows, key=lambda r: (natural_key(str(r.get("name") or "")), r["task_id"]))
+    return [str(r["task_id"]) for r in ordered]

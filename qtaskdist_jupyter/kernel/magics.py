@@ -21,6 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from qtaskdist_jupyter.core.errors import ApiError, QtaskdistError
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.kernel.magic_helpers import (
+    binding_order,
     check_circuits,
     emit,
     is_qasm_text,
@@ -249,10 +250,10 @@ class QtaskMagics(Magics):
         except ApiError as exc:
             if exc.status != 404:
                 raise
-        ids = [r["task_id"] for r in self.client.tasks(batch_id=args.target, limit=20_000)]
+        ids = binding_order(self.client.tasks(batch_id=args.target, limit=20_000))
         if not ids:
             raise UsageError(f"qtask: no task or batch {args.target!r}")
-        return BatchHandle(self.client, args.target, ids[::-1])
+        return BatchHandle(self.client, args.target, ids)
 
     def _do_list(self, args: Any) -> None:
         from qtaskdist_jupyter.kernel.widget import TaskTableState  # lazy: see the docstring
@@ -275,9 +276,9 @@ class QtaskMagics(Magics):
         row = h.refresh()
         emit(
             f"{row['task_id']} {row['task_type']} {row['status']} attempt {row['attempt']}",
-            h._repr_html_(),
+            f"<div class='qtd-handle'>{h.header_html()}</div>",
         )
-        display.show_result(row)
+        display.show_result(row)  # the result itself, once: no second summary above it
 
     def _do_wait(self, args: Any) -> None:
         if args.all:

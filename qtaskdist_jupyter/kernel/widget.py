@@ -30,6 +30,7 @@ import traitlets
 from qtaskdist_jupyter.core.status import DELETED, FINISHED, STATUSES, TaskStatus
 from qtaskdist_jupyter.kernel.display import STATUS_COLORS, status_badge
 from qtaskdist_jupyter.kernel.live_view import FACTS, TASKS_MIME, browser_base_url, tasks_bundle
+from qtaskdist_jupyter.kernel.magic_helpers import natural_key
 
 STATIC = Path(__file__).parent / "static"
 # One ES module in this order: the rules (no DOM), the detail panel, the table.
@@ -43,11 +44,6 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     return datetime.fromisoformat(str(value)).timestamp()
-
-
-def _natural(text: str) -> list[str | int]:
-    # re.split with a group alternates text and digits, so positions never mix types.
-    return [int(p) if i % 2 else p.lower() for i, p in enumerate(re.split(r"(\d+)", text))]
 
 
 def _dur(seconds: float | None) -> str:
@@ -199,7 +195,7 @@ class TaskTableState:
         ]
         # Newest first; a batch's rows share one creation time, so they follow their
         # names in natural order (sweep[2] before sweep[10]), as in the JS.
-        rows.sort(key=lambda r: (_natural(r["name"] or ""), r["task_id"]))
+        rows.sort(key=lambda r: (natural_key(r["name"] or ""), r["task_id"]))
         rows.sort(key=lambda r: r["created"] or 0.0, reverse=True)
         return rows[page * page_size : (page + 1) * page_size], len(rows)
 

@@ -43,7 +43,7 @@ export function detailBody(t, S, arrayUrl) {
     // Stored arrays: their summary only; the array itself is a link, never drawn here.
     return h("div", {},
       res.counts && !res.counts["$array"] && Object.keys(res.counts).length ? histogram(res.counts) : null,
-      ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).map((k) => arraySummary(res[k], arrayUrl)));
+      ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).flatMap((k) => [arraySummary(res[k], arrayUrl), topChart(res[k])]));
   }
   if (res.counts) return histogram(res.counts);
   if (res.results) {
@@ -97,12 +97,22 @@ function params(p) {
 // end under their bar (20-bit labels side by side overlap).
 const HIST_BARS = 32;
 
-function histogram(counts) {
+// A stored statevector's or probabilities' top basis states (from the row, nothing is
+// downloaded) as bars scaled to the largest: on a fixed 0-1 axis, 20 qubits' bars of
+// 1e-6 would not show.
+function topChart(ref) {
+  if (!ref.top || !ref.top.length) return null;
+  const probs = Object.fromEntries(ref.top.map((e) => [e.bitstring, e.probability]));
+  const total = (ref.shape || []).reduce((a, b) => a * b, 1);
+  return histogram(probs, { noun: "basis states", total, fmt: (v) => v.toPrecision(3) });
+}
+
+function histogram(counts, { noun = "outcomes", total = 0, fmt = String } = {}) {
   const all = Object.entries(counts);
   const items = all.sort((a, b) => b[1] - a[1]).slice(0, HIST_BARS).sort((a, b) => (a[0] < b[0] ? -1 : 1));
-  const max = Math.max(1, ...items.map(([, v]) => v));
+  const max = Math.max(Number.MIN_VALUE, ...items.map(([, v]) => v));  // no fixed 0-1 axis
   const turned = items.some(([k]) => k.length > 4);
-  const W = 28, H = 120, L = turned ? 6 * Math.max(...items.map(([k]) => k.length)) + 8 : 16;
+  const W = fmt === String ? 28 : 44, H = 120, L = turned ? 6 * Math.max(...items.map(([k]) => k.length)) + 8 : 16;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "qtd-hist");
@@ -119,12 +129,13 @@ function histogram(counts) {
     label.textContent = k;
     const num = document.createElementNS(ns, "text");
     for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 11, "font-size": "9" })) num.setAttribute(a, String(val));
-    num.textContent = String(v);
+    num.textContent = fmt(v);
     const title = document.createElementNS(ns, "title");
     title.textContent = `${k}: ${v}`;
     rect.append(title);
     svg.append(rect, label, num);
   });
-  const shown = all.length > items.length ? `top ${items.length} of ${all.length} outcomes` : `${all.length} outcomes`;
+  const n = Math.max(total, all.length);
+  const shown = n > items.length ? `top ${items.length} of ${n} ${noun}` : `${n} ${noun}`;
   return h("div", { class: "qtd-hist-box" }, h("div", { class: "qtd-hint" }, shown), svg);
 }

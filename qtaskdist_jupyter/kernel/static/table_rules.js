@@ -112,6 +112,29 @@ export function visibleRows(state, filter) {
     && (!part || (r.name || "").toLowerCase().includes(part)));
 }
 
+// The panel's rows: a batch of two or more (among `rows`, in their order) is one item at
+// its first task's place (its name, finished and total), followed by its tasks when its
+// id is in `expanded`; every other task is an item of its own.
+export function groupRows(rows, expanded, facts) {
+  const members = new Map();
+  for (const r of rows) {
+    if (!r.batch_id) continue;
+    if (members.has(r.batch_id)) members.get(r.batch_id).push(r);
+    else members.set(r.batch_id, [r]);
+  }
+  const out = [];
+  for (const r of rows) {
+    const m = r.batch_id ? members.get(r.batch_id) : null;
+    if (!m || m.length < 2) { out.push({ row: r }); continue; }
+    if (m[0] !== r) continue; // drawn with its batch
+    const done = m.filter((t) => facts.finished.has(t.status)).length;
+    const name = (m[0].name || "").replace(/\[\d+\]$/, "");
+    out.push({ batch: r.batch_id, name, task_type: m[0].task_type, done, total: m.length });
+    if (expanded.has(r.batch_id)) for (const t of m) out.push({ row: t, in_batch: r.batch_id });
+  }
+  return out;
+}
+
 // The status the table shows: "waiting" for a claimed task whose job has not begun.
 export function shownStatus(r, facts) {
   if (r.status === facts.status.RUNNING && !r.started) return facts.waiting;

@@ -7,7 +7,7 @@
 // detail opens right under it. The kernel sends the files as one ES module
 // (TaskTable._esm): table_rules.js, table_detail.js, table_client.js and this one.
 
-import { readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts, shownStatus } from "./table_rules.js";
+import { readFacts, newState, applyRow, applyEvent, visibleRows, tally, cellTexts, shownStatus, groupRows } from "./table_rules.js";
 import { h, detailBody } from "./table_detail.js";
 import { ApiClient } from "./table_client.js";
 
@@ -41,6 +41,12 @@ class Table {
     // A batch handle's view follows its batch; a task handle's, that one task.
     this.batchOnly = model.get("batch_id") || "";
     this.taskOnly = model.get("task_id") || "";
+    // The panel's way: a batch is one row (progress, cancel) that expands to its tasks.
+    this.grouped = !!model.get("group_batches") && !this.batchOnly && !this.taskOnly;
+    this.expanded = new Set();
+    // Columns a full-width row spans: the panel's CSS shows 3 (name, status, actions), and
+    // a wider span would add empty columns to its fixed layout.
+    this.span = this.grouped ? 3 : COLS.length;
     this.build();
   }
 
@@ -173,6 +179,13 @@ class Table {
   onClick(e) {
     const btn = e.target.closest("button[data-action]");
     if (btn) { e.stopPropagation(); this.act(btn.dataset.id, btn.dataset.action); return; }
+    const group = e.target.closest("tr.qtd-batch-row");
+    if (group) {
+      const b = group.dataset.batchId;
+      if (!this.expanded.delete(b)) this.expanded.add(b);
+      this.schedule();
+      return;
+    }
     const tr = e.target.closest("tr.qtd-row");
     if (!tr) return;
     const id = tr.dataset.taskId;
@@ -215,7 +228,7 @@ class Table {
   }
 
   renderBatches(batches) {
-    if (this.taskOnly) return;
+    if (this.taskOnly || this.grouped) return; // grouped: each batch is a row of the table
     const recent = [...batches.entries()].sort((a, b) => b[1].created - a[1].created).slice(0, 5);
     this.batchesEl.replaceChildren(...recent.map(([id, b]) => h("div", { class: "qtd-batch", "data-batch-id": id },
       h("span", { class: "qtd-batch-id", title: id }, id),
@@ -230,22 +243,46 @@ class Table {
     // without the CSS) it would be as tall as every row, and every row would be drawn.
     const view = Math.min(this.scroller.clientHeight || 360, window.innerHeight || 1000);
     const first = Math.max(0, Math.floor(this.scroller.scrollTop / ROW_H) - OVERSCAN);
-    const last = Math.min(rows.length, first + Math.ceil(view / ROW_H) + 2 * OVERSCAN);
+    const items = this.grouped ? groupRows(rows, this.expanded, this.facts) : rows.map((row) => ({ row }));
+    const last = Math.min(items.length, first + Math.ceil(view / ROW_H) + 2 * OVERSCAN);
     const want = [this.spacer("top", first * ROW_H)];
-    for (const r of rows.slice(first, last)) {
-      want.push(this.updateRow(r, colors, now));
-      if (r.task_id === this.selected) want.push(this.detailRow());
+    for (const it of items.slice(first, last)) {
+      if (it.batch) { want.push(this.batchRow(it)); continue; }
+      const tr = this.updateRow(it.row, colors, now);
+      tr.classList.toggle("qtd-in-batch", !!it.in_batch);
+      want.push(tr);
+      if (it.row.task_id === this.selected) want.push(this.detailRow());
     }
-    want.push(this.spacer("bottom", (rows.length - last) * ROW_H));
+    want.push(this.spacer("bottom", (items.length - last) * ROW_H));
     const keep = new Set(want);
     for (const [id, tr] of this.trs) if (!keep.has(tr)) this.trs.delete(id);
     const current = this.tbody.children;
     if (current.length !== want.length || want.some((tr, i) => current[i] !== tr)) this.tbody.replaceChildren(...want);
   }
 
+  // A batch as one row: its name, a progress bar, and cancel while tasks are left.
+  batchRow(b) {
+    const key = "batch:" + b.batch;
+    let tr = this.trs.get(key);
+    const state = `${b.done}/${b.total}/${this.expanded.has(b.batch)}/${b.name}/${b.task_type}`;
+    if (tr && tr.dataset.state === state) return tr;
+    const pct = (100 * b.done / b.total).toFixed(1);
+    tr = h("tr", { class: "qtd-batch-row", "data-batch-id": b.batch, "data-state": state,
+      "aria-expanded": String(this.expanded.has(b.batch)) },
+    h("td", { class: "qtd-id", title: b.batch }, b.batch.slice(0, 8)),
+    h("td", {}, `${this.expanded.has(b.batch) ? "▾" : "▸"} ${b.name || "batch"} (${b.total})`), h("td", {}, b.task_type || ""),
+    h("td", {}, h("span", { class: "qtd-bar", role: "progressbar", "aria-valuenow": String(b.done),
+      "aria-valuemax": String(b.total) }, h("span", { class: "qtd-bar-fill", style: `width:${pct}%` })),
+    h("span", { class: "qtd-batch-n" }, ` ${b.done}/${b.total}`)),
+    ...Array.from({ length: 4 }, () => h("td", {})), // the task rows' columns: one grid
+    h("td", {}, b.done < b.total ? h("button", { class: "qtd-cancel-batch", "data-action": "cancel-batch", "data-id": b.batch, title: "cancel every unfinished task of this batch", "aria-label": "cancel batch" }, "cancel") : null));
+    this.trs.set(key, tr);
+    return tr;
+  }
+
   spacer(name, px) {
     const key = "spacer" + name;
-    if (!this[key]) this[key] = h("tr", { class: "qtd-spacer", "aria-hidden": "true" }, h("td", { colspan: String(COLS.length) }));
+    if (!this[key]) this[key] = h("tr", { class: "qtd-spacer", "aria-hidden": "true" }, h("td", { colspan: String(this.span) }));
     this[key].style.height = px + "px";
     this[key].style.display = px ? "" : "none";
     return this[key];
@@ -285,14 +322,16 @@ class Table {
   detailRow() {
     const t = this.detail;
     const key = t ? `${t.task_id}/${t.status}/${t.attempt}/${t.updated_at}` : "loading";
-    if (!this.detailTr) this.detailTr = h("tr", { class: "qtd-detail-row" }, h("td", { colspan: String(COLS.length), class: "qtd-detail" }));
+    if (!this.detailTr) this.detailTr = h("tr", { class: "qtd-detail-row" }, h("td", { colspan: String(this.span), class: "qtd-detail" }));
     if (this.detailKey === key) return this.detailTr;
     this.detailKey = key;
     const cell = this.detailTr.cells[0];
     if (!t) { cell.replaceChildren(h("div", {}, "loading " + this.selected.slice(0, 8) + "…")); return this.detailTr; }
     const insert = this.model.get("on_insert");
+    const cells = this.rows.has(t.task_id) ? cellTexts(this.rows.get(t.task_id), Date.now() / 1000, this.facts) : [];
+    const times = cells.length ? ` · queue wait ${cells[5] || "–"} · run time ${cells[6] || "–"}` : "";
     const head = h("div", { class: "qtd-detail-head" }, `${t.task_id} · ${t.task_type} · ${t.status} · attempt ${t.attempt}` +
-      (t.worker ? ` · ${t.worker}` : ""),
+      (t.worker ? ` · ${t.worker}` : "") + times,
     insert ? h("button", { class: "qtd-insert", onclick: () => insert(t.task_id) }, "insert in notebook") : null);
     const arrayUrl = (name) => this.client.url(`tasks/${t.task_id}/result/${name}`);
     cell.replaceChildren(head, detailBody(t, this.facts.status, arrayUrl));
