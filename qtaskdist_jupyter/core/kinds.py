@@ -62,6 +62,8 @@ class TaskKind:
 
 
 KINDS: dict[str, TaskKind] = {}
+# Bumped by register / unregister: the maps derived from KINDS (KindMap) build again.
+_GENERATION = [0]
 
 
 def register(kind: TaskKind) -> TaskKind:
@@ -70,12 +72,14 @@ def register(kind: TaskKind) -> TaskKind:
     if kind.name in taken or kind.verb in taken - {kind.name}:
         raise ValueError(f"task type {kind.name!r} / verb {kind.verb!r} is taken")
     KINDS[kind.name] = kind
+    _GENERATION[0] += 1
     return kind
 
 
 def unregister(name: str) -> None:
     """Drop a registered kind (tests that register one of their own)."""
-    KINDS.pop(name, None)
+    if KINDS.pop(name, None) is not None:
+        _GENERATION[0] += 1
 
 
 def load(dotted: str) -> Any:
@@ -104,42 +108,39 @@ def of_lane(lane: Lane, names: list[str] | tuple[str, ...] | None = None) -> lis
 
 
 class KindMap(Mapping[str, V], Generic[V]):
-    """task type -> ``fact(its spec)``, read from :data:`KINDS` at each look-up, so a kind
-    registered after the import (a test's) is in every map derived from the specs."""
+    """A map derived from :data:`KINDS` (see :func:`by_kind`), built again at the first
+    look-up after :func:`register` / :func:`unregister`, so a kind registered after the
+    import (a test's) is in it too. Change :data:`KINDS` only through those two."""
 
-    def __init__(self, fact: Callable[[TaskKind], V]) -> None:
-        self._fact = fact
+    def __init__(self, build: Callable[[], dict[str, V]]) -> None:
+        self._build = build
+        self._built_at = -1
+        self._map: dict[str, V] = {}
+
+    def _current(self) -> dict[str, V]:
+        if self._built_at != _GENERATION[0]:
+            self._map = self._build()
+            self._built_at = _GENERATION[0]
+        return self._map
 
     def __getitem__(self, name: str) -> V:
-        return self._fact(KINDS[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(KINDS))
-
-    def __len__(self) -> int:
-        return len(KINDS)
-
-
-def inverse(mapping: Mapping[str, str]) -> Mapping[str, str]:
-    """value -> key of a :class:`KindMap` of unique values, read at each look-up."""
-    return _Inverse(mapping)
-
-
-class _Inverse(Mapping[str, str]):
-    def __init__(self, mapping: Mapping[str, str]) -> None:
-        self._mapping = mapping
-
-    def _current(self) -> dict[str, str]:
-        return {v: k for k, v in self._mapping.items()}
-
-    def __getitem__(self, value: str) -> str:
-        return self._current()[value]
+        return self._current()[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._current())
 
     def __len__(self) -> int:
-        return len(self._mapping)
+        return len(self._current())
+
+
+def by_kind(fact: Callable[[TaskKind], V]) -> KindMap[V]:
+    """task type -> ``fact(its spec)``, in the order of :data:`KINDS`."""
+    return KindMap(lambda: {name: fact(kind) for name, kind in KINDS.items()})
+
+
+def inverse(mapping: Mapping[str, str]) -> KindMap[str]:
+    """value -> key of a map derived from the specs whose values are unique."""
+    return KindMap(lambda: {v: k for k, v in mapping.items()})
 
 
 _SCHEMAS = "qtaskdist_jupyter.core.schemas"
@@ -183,4 +184,4 @@ BACKEND = register(
 # The built-in types, in the order views list them (the live table's facts).
 TASK_TYPES: tuple[str, ...] = tuple(KINDS)
 # task type -> the name of its task stream (broker.keys prefixes "stream:").
-STREAM_NAMES: Mapping[str, str] = KindMap(lambda k: k.stream)
+STREAM_NAMES: Mapping[str, str] = by_kind(lambda k: k.stream)

@@ -29,7 +29,7 @@ from pydantic import (
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
-from qtaskdist_jupyter.core.kinds import KindMap, load
+from qtaskdist_jupyter.core.kinds import by_kind, load
 from qtaskdist_jupyter.core.schema_errors import OverLimit, validation_error
 from qtaskdist_jupyter.core.status import TaskStatus
 
@@ -204,7 +204,7 @@ class BackendPayload(_CircuitPayload):
 
 
 # task type -> its payload model, named by the type's spec (core/kinds.py).
-PAYLOAD_MODELS: Mapping[str, type[_CircuitPayload]] = KindMap(lambda k: load(k.payload_model))
+PAYLOAD_MODELS: Mapping[str, type[_CircuitPayload]] = by_kind(lambda k: load(k.payload_model))
 
 
 def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, Any]:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qtaskdist_jupyter.core.kinds import KindMap, inverse
+from qtaskdist_jupyter.core.kinds import by_kind, inverse
 
 # One stream of task messages per task type (XADD by the server, XREADGROUP by workers),
 # named by the type's spec (core/kinds.py).
-STREAMS: Mapping[str, str] = KindMap(lambda k: f"stream:{k.stream}")
+STREAMS: Mapping[str, str] = by_kind(lambda k: f"stream:{k.stream}")
 # stream name -> task type
 TYPE_OF_STREAM: Mapping[str, str] = inverse(STREAMS)
 # Fair share: small submissions (an owner with few active tasks; see
 # Limits.priority_max_tasks) go to a second stream per type, which workers read first,
 # so one user's interactive task does not wait behind another user's large batch.
-PRIORITY_STREAMS: Mapping[str, str] = KindMap(lambda k: f"stream:{k.stream}:priority")
+PRIORITY_STREAMS: Mapping[str, str] = by_kind(lambda k: f"stream:{k.stream}:priority")
 # Status changes of every task, trimmed (MAXLEN ~); the server's events endpoint tails it.
 EVENTS_STREAM = "stream:events"
 # Messages no worker could handle, with the reason.
