@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import LimitExceeded
+from qtaskdist_jupyter.core.kinds import kind_of
 from qtaskdist_jupyter.core.observables import check_observables
 
 
@@ -117,19 +118,22 @@ def task_memory(
 def check_submit(
     task_type: str, payload: dict[str, Any], info: CircuitShape, limits: Limits
 ) -> None:
-    """The resource checks of a submit: a simulate task's memory and result size; a
-    backend_run's counts, and its memory on the local device (where Aer runs too)."""
+    """The resource checks of a submit, as the type's :class:`~.kinds.ResultRules` say
+    (core/kinds.py): a simulate task's observables, memory and result size; a backend
+    run's counts, and its memory on the local device (where Aer runs too)."""
     n, ops, budget = info.num_qubits, info.operations, limits.max_task_memory_bytes
     bond = limits.mps_max_bond_dimension
-    if task_type == "simulate":
+    rules = kind_of(task_type).rules
+    if rules.observables:
         check_observables(payload.get("observables"), n)
+    if rules.memory_check == "payload":
         check_task_memory(payload, n, ops, budget, mps_max_bond=bond)
-    elif task_type == "backend_run" and payload.get("device_id") == LOCAL_DEVICE_ID:
+    elif rules.memory_check == "local_device" and payload.get("device_id") == LOCAL_DEVICE_ID:
         method = (payload.get("provider_options") or {}).get("method") or "automatic"
         local = {"method": method, "shots": payload.get("shots", 1024)}
         field = "payload.provider_options.method"
         check_task_memory(local, n, ops, budget, field=field, mps_max_bond=bond)
-    if task_type in ("simulate", "backend_run"):
+    if rules.size_checked:
         check_result_size(payload, n, info.num_clbits, limits.max_result_bytes)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ from pydantic import (
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.kinds import by_kind, load
 from qtaskdist_jupyter.core.schema_errors import OverLimit, validation_error
 from qtaskdist_jupyter.core.status import TaskStatus
 
@@ -201,11 +203,8 @@ class BackendPayload(_CircuitPayload):
         return v
 
 
-PAYLOAD_MODELS: dict[str, type[_CircuitPayload]] = {
-    "simulate": SimulatePayload,
-    "c_qir_convert": ConvertPayload,
-    "backend_run": BackendPayload,
-}
+# task type -> its payload model, named by the type's spec (core/kinds.py).
+PAYLOAD_MODELS: Mapping[str, type[_CircuitPayload]] = by_kind(lambda k: load(k.payload_model))
 
 
 def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, Any]:

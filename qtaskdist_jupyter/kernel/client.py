@@ -20,6 +20,7 @@ import httpx
 
 from qtaskdist_jupyter.core import arrays, config
 from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, ServiceUnavailable, WaitTimeout
+from qtaskdist_jupyter.core.kinds import BACKEND, CONVERT, SIMULATE
 from qtaskdist_jupyter.core.status import FINISHED
 from qtaskdist_jupyter.kernel.api_errors import api_error
 from qtaskdist_jupyter.kernel.discovery import HOW_TO_FIX, find_server
@@ -179,8 +180,8 @@ class Client:
             "time_limit_s": time_limit_s,
         }
         if chunk is not None:
-            return self.submit("simulate", sweep_payloads(circuits, opts, chunk), **task)
-        return self.submit("simulate", task_payloads(circuits, opts), **task)
+            return self.submit(SIMULATE.name, sweep_payloads(circuits, opts, chunk), **task)
+        return self.submit(SIMULATE.name, task_payloads(circuits, opts), **task)
 
     def submit_convert(
         self,
@@ -213,7 +214,7 @@ class Client:
             "verify_seed": verify_seed,
             "time_limit_s": time_limit_s,
         }
-        return self.submit("c_qir_convert", task_payloads(circuits, opts), **task)
+        return self.submit(CONVERT.name, task_payloads(circuits, opts), **task)
 
     def submit_backend(
         self,
@@ -227,7 +228,7 @@ class Client:
     ) -> TaskHandle | BatchHandle:
         opts = {"device_id": device_id, "shots": shots, "provider_options": provider_options}
         opts["time_limit_s"] = time_limit_s  # task_payloads drops what is None
-        return self.submit("backend_run", task_payloads(circuits, opts), **task)
+        return self.submit(BACKEND.name, task_payloads(circuits, opts), **task)
 
     def get(self, task_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"tasks/{task_id}"))

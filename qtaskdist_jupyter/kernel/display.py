@@ -4,7 +4,9 @@ Figures are built with ``matplotlib.figure.Figure`` (no pyplot, so no global sta
 GUI backend: works under Agg, headless CI and any kernel) and shown as PNG images.
 
 matplotlib and ``IPython.display`` are imported where a result is shown: the handles import
-this module, and a Client in plain Python (a script, the worker tests) needs neither.
+this module, and a Client in plain Python (a script, the worker tests) needs neither. So is
+numpy (``core.arrays``): the lab extension's build runs ``live_view`` for the status colours
+in an environment that holds only the build tools.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
@@ -165,6 +166,8 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
     """Display one task's result the way its task_type calls for."""
     from IPython.display import HTML, display  # lazy: see the docstring
 
+    from qtaskdist_jupyter.core import arrays  # lazy: numpy (see live_view's __main__)
+
     status = row.get("status")
     if status != TaskStatus.COMPLETED:
         display(HTML(f"<div class='qtd-error'>{html.escape(failure_message(row))}</div>"))
@@ -206,6 +209,8 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
 
 def array_summary_text(key: str, ref: dict[str, Any]) -> str:
     """One line about a stored array: dtype, shape, sizes and its top states."""
+    from qtaskdist_jupyter.core import arrays  # lazy: numpy (see live_view's __main__)
+
     shape = "×".join(str(d) for d in ref.get("shape") or [])
     top = ", ".join(
         f"|{e['bitstring']}⟩ {e['probability']:.3g}" for e in (ref.get("top") or [])[:4]

@@ -19,6 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from qtaskdist_jupyter.core.errors import ApiError, QtaskdistError
+from qtaskdist_jupyter.core.kinds import CONVERT, KINDS, SIMULATE
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.kernel.magic_helpers import (
     binding_order,
@@ -32,7 +33,8 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     user_message,
 )
 
-CELL_ACTIONS = ("simulate", "convert", "run")
+# The cell actions are the task types' verbs (core/kinds.py): simulate, convert, run.
+CELL_ACTIONS = tuple(kind.verb for kind in KINDS.values())
 LINE_ACTIONS = ("list", "show", "wait", "cancel", "retry", "table", "status")
 
 
@@ -165,9 +167,9 @@ class QtaskMagics(Magics):
         circuits = self.circuits_from_body(body)
         task = {"name": args.name, "tags": args.tags, "max_retries": args.max_retries}
         limit = {"time_limit_s": args.time_limit_s} if args.time_limit_s else {}
-        if args.action == "simulate":
+        if args.action == SIMULATE.verb:
             handle = self._simulate(args, circuits, task, limit)
-        elif args.action == "convert":
+        elif args.action == CONVERT.verb:
             handle = self.client.submit_convert(
                 circuits,
                 profile=args.profile,

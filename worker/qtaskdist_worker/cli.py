@@ -12,6 +12,7 @@ from qtaskdist_jupyter.core import embedded
 from qtaskdist_jupyter.core.broker.keys import STREAMS, TYPE_OF_STREAM
 from qtaskdist_jupyter.core.config import load_settings
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
+from qtaskdist_jupyter.core.kinds import BACKEND, KINDS
 
 from . import metrics
 from .worker import Worker, WorkerOptions
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = WorkerOptions()
     p = argparse.ArgumentParser(
         prog="qtaskdist-worker",
-        description="Run qtaskdist tasks (simulate, c_qir_convert, backend_run) from Redis.",
+        description=f"Run qtaskdist tasks ({', '.join(KINDS)}) from Redis.",
     )
     _work_arguments(p, d)
     _timing_arguments(p, d)
@@ -135,7 +136,7 @@ def _timing_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
         "--backend-concurrency",
         type=_positive(int),
         default=d.backend_concurrency,
-        help="backend_run tasks polled at once (default %(default)s)",
+        help=f"{BACKEND.name} tasks polled at once (default %(default)s)",
     )
     p.add_argument(
         "--poll-interval-s",

@@ -1,5 +1,6 @@
-"""Running claimed tasks: simulate / convert units on the job processes, backend_run
-tasks as polls on the event loop; what they end with goes to the :class:`Finisher`."""
+"""Running claimed tasks: the ``pool`` lane's units on the job processes, the ``backend``
+lane's tasks as polls on the event loop (each type's lane and job: core/kinds.py); what
+they end with goes to the :class:`Finisher`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.budget import aer_max_memory_mb
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.kinds import kind_of, load, of_lane
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .executor import ExecutorPool, JobCancelled
@@ -26,7 +28,6 @@ from .starts import Starter
 from .units import InFlight, plan_units, split_requests, time_limit
 
 log = logging.getLogger("qtaskdist_worker")
-POOL_TYPES = {"simulate": "simulate", "c_qir_convert": "convert"}
 # Pool tasks claimed ahead, in --batch-size reads beyond one per job process: the next
 # read and claim overlap the running requests, so a job process that finishes finds its
 # next request waiting instead of idling through a settle, a read and a claim. Kept
@@ -84,7 +85,7 @@ class Dispatcher:
     async def start(
         self, task_types: list[str], qbraid_api_key: str | None, qbraid_api_url: str | None
     ) -> None:
-        if any(t in POOL_TYPES for t in task_types):
+        if of_lane("pool", task_types):
             self.pool = ExecutorPool(
                 self.opts.concurrency,
                 threads=self.opts.threads_per_job,
@@ -94,8 +95,8 @@ class Dispatcher:
             await self.pool.start()
             self.finisher.versions = dict(self.pool.info)
             self.finisher.spool_dir = self.pool.spool_dir
-        if "backend_run" in task_types:
-            # qBraid's SDK is heavy and only backend_run needs it.
+        if of_lane("backend", task_types):
+            # qBraid's SDK is heavy and only the backend lane needs it.
             from .qbraid_runner import BackendRunner
 
             budget_mb = aer_max_memory_mb(self.limits.max_task_memory_bytes)
@@ -122,10 +123,11 @@ class Dispatcher:
         pool: dict[str, list[InFlight]] = {}
         for item in items:
             ttype = item.row["task_type"]
-            if ttype == "backend_run":
+            if kind_of(ttype).lane == "backend":
                 self._spawn(self._run_backend(item))
             else:
-                pool.setdefault(POOL_TYPES[ttype], []).append(item)
+                # The job process's request names the task type (jobs.handle_request).
+                pool.setdefault(ttype, []).append(item)
         for kind, group in pool.items():
             # Units of a read are cut per job process, so every read is dealt to all of
             # them: a batch finishes sooner and completions come in smaller, closer steps.
@@ -224,7 +226,7 @@ class Dispatcher:
         (Job processes wait passively, OMP_WAIT_POLICY, so a request that starts meanwhile
         shares the cores instead of fighting spinning threads.)"""
         assert self.pool is not None
-        if kind != "simulate" or len(units) != 1 or len(units[0]) != 1:
+        if not kind_of(kind).rules.shares_aer_calls or len(units) != 1 or len(units[0]) != 1:
             return None
         bindings = units[0][0].row["payload"].get("parameter_bindings")
         if not isinstance(bindings, list) or len(bindings) < SWEEP_MIN_BINDINGS:
@@ -235,8 +237,9 @@ class Dispatcher:
 
     # ---- backend polls ---------------------------------------------------------------
     async def _run_backend(self, item: InFlight) -> None:
-        # Imports the qBraid SDK through ..backend: only backend_run workers load it.
-        from .jobs.backend import run_backend
+        # The type's job (jobs.backend imports the qBraid SDK): only backend-lane workers
+        # load it.
+        run_backend = load(kind_of(item.row["task_type"]).job)
 
         self.backend_jobs += 1
         started = time.monotonic()

@@ -31,6 +31,7 @@ from qbraid_core.sessions import QbraidSessionV1
 from qiskit import QuantumCircuit
 
 from qtaskdist_jupyter.core.errors import JobError, PermanentJobError, RetryableJobError
+from qtaskdist_jupyter.core.kinds import BACKEND
 from qtaskdist_jupyter.core.status import TaskStatus
 
 from .local_device import LOCAL_DEVICE_ID, LOCAL_JOB_PREFIX, LocalJob, LocalProvider
@@ -312,7 +313,7 @@ class BackendRunner:
     def _provider_or_raise(self) -> QbraidProvider:
         if not self._api_key:
             raise PermanentJobError(
-                "backend_run on a qBraid device needs an API key: set QBRAID_API_KEY "
+                f"{BACKEND.name} on a qBraid device needs an API key: set QBRAID_API_KEY "
                 "for the worker (or use device_id='local')"
             )
         with self._lock:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.kinds import kind_of
 from qtaskdist_jupyter.core.task_times import attempt_start
 
 HOST = socket.gethostname()
@@ -162,7 +163,8 @@ def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
     shared: dict[tuple[Any, ...], list[InFlight]] = {}
     units: list[list[InFlight]] = []
     for item in items:
-        key = batch_key(item.row["payload"]) if item.row["task_type"] == "simulate" else None
+        shares = kind_of(item.row["task_type"]).rules.shares_aer_calls
+        key = batch_key(item.row["payload"]) if shares else None
         if key is None:
             units.append([item])
         else:

@@ -38,11 +38,12 @@ from qtaskdist_jupyter.core.errors import (
     TaskNotFound,
     TransitionError,
 )
+from qtaskdist_jupyter.core.kinds import of_lane
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .autoclaim import Autoclaimer
-from .dispatch import POOL_TYPES, Dispatcher, DispatchOptions
+from .dispatch import Dispatcher, DispatchOptions
 from .heartbeat import CancelWatch, Heartbeat
 from .inflight import Claimable, DeadLetter, Entry, InFlightRegistry, decode_entries
 from .memlimit import headroom_bytes
@@ -96,8 +97,8 @@ def lanes_of(task_types: list[str]) -> dict[str, list[str]]:
     Each lane waits on its own room: a full pool must never park the worker in a blocking
     read of the backend stream (the stall of issue 12), nor the other way round. Each
     type's priority stream comes first (fair share, docs/fair-share.md)."""
-    pool = [s for t in task_types if t in POOL_TYPES for s in streams_of(t)]
-    backend = [s for t in task_types if t == "backend_run" for s in streams_of(t)]
+    pool = [s for t in of_lane("pool", task_types) for s in streams_of(t)]
+    backend = [s for t in of_lane("backend", task_types) for s in streams_of(t)]
     return {k: v for k, v in (("pool", pool), ("backend", backend)) if v}
 
 

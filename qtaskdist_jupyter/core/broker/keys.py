@@ -6,16 +6,19 @@ commands that touch them are :class:`~qtaskdist_jupyter.core.broker.broker.Broke
 
 from __future__ import annotations
 
-from qtaskdist_jupyter.core.kinds import STREAM_NAMES
+from collections.abc import Mapping
 
-# One stream of task messages per task type (XADD by the server, XREADGROUP by workers).
-STREAMS: dict[str, str] = {t: f"stream:{name}" for t, name in STREAM_NAMES.items()}
+from qtaskdist_jupyter.core.kinds import by_kind, inverse
+
+# One stream of task messages per task type (XADD by the server, XREADGROUP by workers),
+# named by the type's spec (core/kinds.py).
+STREAMS: Mapping[str, str] = by_kind(lambda k: f"stream:{k.stream}")
 # stream name -> task type
-TYPE_OF_STREAM: dict[str, str] = {v: k for k, v in STREAMS.items()}
+TYPE_OF_STREAM: Mapping[str, str] = inverse(STREAMS)
 # Fair share: small submissions (an owner with few active tasks; see
 # Limits.priority_max_tasks) go to a second stream per type, which workers read first,
 # so one user's interactive task does not wait behind another user's large batch.
-PRIORITY_STREAMS: dict[str, str] = {t: f"{s}:priority" for t, s in STREAMS.items()}
+PRIORITY_STREAMS: Mapping[str, str] = by_kind(lambda k: f"stream:{k.stream}:priority")
 # Status changes of every task, trimmed (MAXLEN ~); the server's events endpoint tails it.
 EVENTS_STREAM = "stream:events"
 # Messages no worker could handle, with the reason.

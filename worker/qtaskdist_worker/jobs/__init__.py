@@ -4,37 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtaskdist_jupyter.core.kinds import KINDS, load
+
 from .common import versions
 
 
 def handle_request(request: dict[str, Any]) -> dict[str, Any]:
-    """One request from the worker: {"kind", "tasks": [{"task_id", "payload"}], ...}."""
+    """One request from the worker: {"kind", "units": [[{"task_id", "payload"}]], ...}.
+
+    ``kind``: a ``pool``-lane task type, whose spec names its job (core/kinds.py), or
+    ``"ping"``."""
     kind = request["kind"]
-    # The handlers load qiskit and Aer (and the QIR converter); the worker's own process
-    # imports this package (jobs.common) and must not load them.
-    if kind == "simulate":
-        from .simulate import run_group
-
-        return run_group(request)
-    if kind == "convert":
-        from .convert import run_many
-
-        return run_many(request)
     if kind == "ping":
         return {"pong": True}
-    raise ValueError(f"unknown request kind {kind!r}")
+    spec = KINDS.get(kind)
+    if spec is None or spec.lane != "pool":
+        raise ValueError(f"unknown request kind {kind!r}")
+    # The jobs load qiskit and Aer (and the QIR converter); the worker's own process
+    # imports this package (jobs.common) and must not load them: imported here, by name.
+    return load(spec.job)(request)
 
 
 def warm_up() -> None:
     """Pay every first-call cost before the job process says it is ready, not inside a
-    task's time: Aer's first run (kernels, OpenMP pool), the OpenQASM 3 parser, and the
-    QIR converter's imports and first conversion."""
-    # Local imports for the reason given in handle_request.
-    from .convert import warm_up as warm_convert
-    from .simulate import warm_up as warm_simulate
-
-    warm_simulate()
-    warm_convert()
+    task's time: each pool type's warm-up (Aer's first run, kernels and OpenMP pool; the
+    OpenQASM 3 parser; the QIR converter's imports and first conversion)."""
+    for spec in KINDS.values():
+        if spec.lane == "pool" and spec.warm_up:
+            load(spec.warm_up)()
 
 
 __all__ = ["handle_request", "versions", "warm_up"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, PermanentJobError
+from qtaskdist_jupyter.core.kinds import BACKEND
 from qtaskdist_jupyter.core.schemas import BackendPayload, parse_payload
 from qtaskdist_jupyter.core.status import TaskStatus
 
@@ -36,7 +37,7 @@ async def run_backend(
     poll_s: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Submit (or resume) the task's provider job and wait for its counts."""
-    p = parse_payload("backend_run", row["payload"])
+    p = parse_payload(BACKEND.name, row["payload"])
     assert isinstance(p, BackendPayload)
     task_id = str(row["task_id"])
     started = time.monotonic()

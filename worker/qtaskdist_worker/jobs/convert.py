@@ -27,6 +27,7 @@ import pyqir
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import PermanentJobError, QirModuleInvalid
+from qtaskdist_jupyter.core.kinds import CONVERT
 from qtaskdist_jupyter.core.schemas import ConvertPayload, parse_payload
 
 from . import qir_verify
@@ -44,7 +45,7 @@ _MIN_SHOTS = 100
 def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], dict[str, Any]]:
     """One task: the result (one module, or ``{"modules": [...]}`` for a list of bindings)
     and the metadata to merge into the task row."""
-    p = parse_payload("c_qir_convert", payload)
+    p = parse_payload(CONVERT.name, payload)
     assert isinstance(p, ConvertPayload)
     from qtaskdist_jupyter.core.circuits.codec import detect_format
 

@@ -30,6 +30,7 @@ from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
 from qtaskdist_jupyter.core import arrays, budget, counts
 from qtaskdist_jupyter.core.errors import PermanentJobError
+from qtaskdist_jupyter.core.kinds import SIMULATE
 from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
 from ..memlimit import as_memory_error
@@ -161,7 +162,7 @@ Experiment = tuple[QuantumCircuit, dict[Parameter, list[float]] | None]
 
 
 def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, list[Experiment]]:
-    p = parse_payload("simulate", payload)
+    p = parse_payload(SIMULATE.name, payload)
     assert isinstance(p, SimulatePayload)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
     circuit = _prepared(p.circuit, p.circuit_format, limits, p.method, p.device)
