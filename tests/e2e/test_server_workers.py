@@ -47,8 +47,16 @@ async def test_events_follow_a_real_worker_in_order(
         assert code == 200 and got["events"], events
         events += got["events"]
         cursor = got["cursor"]
-    mine = [e["status"] for e in events if e["task_id"] == tid]
-    assert mine == ["pending", "queued", "running", "completed"]
+    mine = [(e["status"], bool(e.get("started"))) for e in events if e["task_id"] == tid]
+    # The claim's running event, then its job's start (docs/message-format.md, "Times"),
+    # always before the completion.
+    assert mine == [
+        ("pending", False),
+        ("queued", False),
+        ("running", False),
+        ("running", True),
+        ("completed", False),
+    ]
     ids = [e["id"] for e in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert await asyncio.to_thread(proc.wait, 30) == 0  # --burst exits once drained

@@ -5,7 +5,9 @@
 // Nothing depends on a kernel. Shared by the anywidget (TaskTable._esm) and the JupyterLab
 // extension (labextension/), which imports these files as they are.
 
-function pageBaseUrl(model) {
+// The base URL of the Jupyter page this runs in (JupyterLab's config, Notebook 7's body),
+// or "" where there is none (a notebook viewer, an nbconvert export).
+function pageBaseUrl() {
   try {
     const el = document.getElementById("jupyter-config-data");
     if (el) {
@@ -16,21 +18,27 @@ function pageBaseUrl(model) {
   if (document.body && document.body.dataset && document.body.dataset.baseUrl) {
     return document.body.dataset.baseUrl;
   }
-  return model.get("base_url") || "/";
+  return "";
 }
 
-// The API's path: the output's own (a saved MIME bundle's api_url, e.g. a JupyterHub
-// service's) when it is on this page's origin, else this server's. Cookies and the _xsrf
-// token go to the page's origin only, whatever a notebook file says.
+// The API's path. In a Jupyter page, always that page's server: it serves qtaskdist/api/
+// itself, or (under JupyterHub) forwards it to the shared service with the server's own
+// hub token, so the page's cookies and _xsrf are the ones that count. A saved bundle's
+// api_url names where the output was made (under a hub, the service itself, which this
+// page's cookies do not sign in to), so it is used only where no page server is known,
+// and only on this page's origin. Cookies and the _xsrf token go to the page's origin only,
+// whatever a notebook file says.
 function apiPath(model) {
+  const page = pageBaseUrl();
+  if (page) return page.replace(/\/?$/, "/") + "qtaskdist/api/";
   const given = model.get("api_url");
   if (given) {
     try {
       const u = new URL(given, window.location.href);
       if (u.origin === window.location.origin) return u.pathname.replace(/\/?$/, "/");
-    } catch (e) { /* not a URL: use this server's */ }
+    } catch (e) { /* not a URL: use the model's base */ }
   }
-  return pageBaseUrl(model).replace(/\/?$/, "/") + "qtaskdist/api/";
+  return (model.get("base_url") || "/").replace(/\/?$/, "/") + "qtaskdist/api/";
 }
 
 function cookie(name) {
