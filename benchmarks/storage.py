@@ -56,7 +56,7 @@ async def submit(cfg: BenchConfig, specs: list[dict[str, Any]]) -> None:
     svc = TaskService.from_settings(settings)
     try:
         memo: dict[str, Any] = {}
-        new = [svc.to_new_task(TaskCreate.model_validate(s), "bench", memo=memo) for s in specs]
+        new = [svc.checks.new_task(TaskCreate.model_validate(s), "bench", memo=memo) for s in specs]
         for i in range(0, len(new), 2000):
             await svc.create(new[i : i + 2000], enqueue=True)
     finally:

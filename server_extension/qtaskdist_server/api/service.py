@@ -47,7 +47,6 @@ from qtaskdist_server.api.checks import Checker
 from qtaskdist_server.api.reads import TaskReads
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
-    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
     from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
 
@@ -94,17 +93,6 @@ class TaskService(TaskReads):
             self.parser.close()
         await self.store.close()
         await self.broker.close()
-
-    def to_new_task(
-        self,
-        spec: TaskCreate,
-        owner: str,
-        batch_id: uuid.UUID | None = None,
-        memo: dict[str, CircuitInfo] | None = None,
-    ) -> NewTask:
-        """Validate the payload for its task_type (and its circuit) into a NewTask
-        (:mod:`.checks`; ``memo`` defaults to this service's, shared by requests)."""
-        return self.checks.new_task(spec, owner, batch_id, memo)
 
     async def admit_count(self, owner: str, n: int) -> None:
         """A batch of ``n`` tasks: within max_batch_tasks (422) and the owner's active
@@ -212,7 +200,7 @@ class TaskService(TaskReads):
         if not self.checks.memoized(spec.payload):
             await self.precheck(owner, 1)
         # The circuit check parses up to max_payload_bytes of QASM: off the event loop.
-        new = await asyncio.to_thread(self.to_new_task, spec, owner)
+        new = await asyncio.to_thread(self.checks.new_task, spec, owner)
         (row,) = await self.create_admitted(owner, [new], enqueue=spec.enqueue, full=True)
         return row
 
