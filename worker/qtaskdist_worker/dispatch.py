@@ -185,7 +185,7 @@ class Dispatcher:
                 if i.cancelled:
                     cancel.set()
         wire = [[i.request() for i in unit] for unit in units]
-        settler = Settler(self.finisher.finish, SETTLE_AFTER_S)
+        settler = Settler(self.finisher.finish, SETTLE_AFTER_S, self.starter.withdraw)
         stop: JobError | None = None
 
         def on_reply(j: int, reply: dict[str, Any]) -> None:

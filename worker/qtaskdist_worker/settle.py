@@ -62,9 +62,15 @@ class Settler:
     """
 
     def __init__(
-        self, finish: Callable[[list[Finished]], Awaitable[None]], settle_after_s: float
+        self,
+        finish: Callable[[list[Finished]], Awaitable[None]],
+        settle_after_s: float,
+        withdraw: Callable[[list[InFlight]], None] = lambda items: None,
     ) -> None:
         self.finish = finish
+        # Called with a batch's tasks as it settles: the Starter's withdraw, so the ends of
+        # tasks whose start stamps have not gone out yet carry them instead.
+        self.withdraw = withdraw
         self.settle_after_s = settle_after_s
         self.waiting: list[Finished] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -89,6 +95,7 @@ class Settler:
             self.timer = None
         batch, self.waiting = self.waiting, []
         if batch:
+            self.withdraw([f[0] for f in batch])
             await self.finish(batch)
 
     async def close(self) -> None:

@@ -5,7 +5,10 @@ plus prefetch, see dispatch.PREFETCH_BATCHES): a claimed task is ``running`` in 
 but waits behind the others until its unit reaches a job process. Its ``started_at`` is
 that moment, so its run time counts from it and its queue wait up to it. The stamps of
 the whole worker go out together, one UPDATE and one events call per ``flush_after_s``;
-each stamped task gets a ``running`` event with ``"started": true``.
+each stamped task gets a ``running`` event with ``"started": true``. A unit that ends
+before its stamps went out takes them back (``withdraw``): its outcome's write carries
+its start (core/task_times.py), so a quick task costs no start write and no start event,
+and its completion never waits for the timer.
 """
 
 from __future__ import annotations
@@ -46,6 +49,26 @@ class Starter:
             item.started = now
             item.start_written = self.written
         self.waiting += items
+
+    def withdraw(self, items: list[InFlight]) -> None:
+        """These tasks ended before their stamps went out: their outcome's write carries
+        the start instead (``COALESCE(started_at, <carried start>)``), so they leave the
+        batch and their end waits for no start write. A stamp already being written stays
+        (the end then waits for it, see settle._after_their_running_events)."""
+        pending = self.written
+        leaving = {id(i) for i in items if i.start_written is pending and pending is not None}
+        if not leaving:
+            return
+        for i in items:
+            if id(i) in leaving:
+                i.start_written = None
+        self.waiting = [i for i in self.waiting if id(i) not in leaving]
+        if not self.waiting and pending is not None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.written = None
+            pending.set_result(None)
 
     def _flush_in_background(self) -> None:
         if self.timer is not None:
