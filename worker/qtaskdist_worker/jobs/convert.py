@@ -30,7 +30,7 @@ from qtaskdist_jupyter.core.errors import PermanentJobError, QirModuleInvalid
 from qtaskdist_jupyter.core.kinds import CONVERT
 from qtaskdist_jupyter.core.schemas import ConvertPayload, parse_payload
 
-from . import qir_verify
+from . import qir_tree, qir_verify
 from .common import error_report, first_line, limits_from, load_circuit
 from .qir_profile import check_module, check_source, may_break_profile
 
@@ -90,12 +90,10 @@ def convert_one(
     *,
     where: str = "",
 ) -> dict[str, Any]:
-    from qbraid_qir.qasm3 import qasm3_to_qir
-
     bound = _bind(circuit, binding) if binding is not None else circuit
-    program = _to_qasm3(prepare(bound))
+    prepared = prepare(bound)
     try:
-        module = qasm3_to_qir(program, name=p.module_name, profile=p.profile)
+        module = _to_module(prepared, p)
     except Exception as exc:  # noqa: BLE001 - the converter's own refusal, kept verbatim
         raise PermanentJobError(f"QIR conversion refused{where}: {first_line(exc)}") from exc
     bitcode = module.bitcode
@@ -111,7 +109,7 @@ def convert_one(
     entry = entries[0]
     check_module(reparsed, entry, p.profile)
     n_qubits = pyqir.required_num_qubits(entry) or 0
-    verification = verify((bound, program), bitcode, entry, n_qubits, p, limits, where=where)
+    verification = verify((bound, prepared), bitcode, entry, n_qubits, p, limits, where=where)
     result = {
         "llvm_ir": str(reparsed),
         "bitcode_base64": base64.b64encode(bitcode).decode("ascii"),
@@ -138,12 +136,13 @@ def verify(
     where: str = "",
 ) -> dict[str, Any]:
     """Execute the module in qir-runner and compare (or say why not); raise on a mismatch.
-    ``source``: the bound circuit and its OpenQASM 3 export, which the reference comes from."""
+    ``source``: the bound circuit and the prepared one, which the reference comes from
+    (read back from its OpenQASM 3 export where its registers don't lay out its clbits)."""
     auto = p.verify == "auto"
     if p.verify == "static":
         return _skipped('verify: "static" was asked (pyqir and profile checks only)')
-    bound, program = source
-    reference = bound if _register_ordered(bound) else _reload(program)
+    bound, prepared = source
+    reference = bound if _register_ordered(bound) else _reload(_to_qasm3(prepared))
     if auto and n_qubits > limits.qir_verify_max_qubits:
         return _skipped(
             f"{n_qubits} qubits is over the execution check's limit of "
@@ -282,6 +281,17 @@ def _reload(program: str) -> Any:
     from qtaskdist_jupyter.core.circuits.codec import load_circuit as codec_load
 
     return codec_load(program, "qasm3", limits=Limits())
+
+
+def _to_module(prepared: Any, p: ConvertPayload) -> Any:
+    """The QIR module of the prepared circuit: from its OpenQASM 3 tree, built directly
+    where its shape allows (qir_tree: no text, no second parse), else from its export."""
+    tree = qir_tree.program_tree(prepared)
+    if tree is not None:
+        return qir_tree.to_qir(tree, p.module_name, p.profile)
+    from qbraid_qir.qasm3 import qasm3_to_qir
+
+    return qasm3_to_qir(_to_qasm3(prepared), name=p.module_name, profile=p.profile)
 
 
 def _to_qasm3(circuit: Any) -> str:
