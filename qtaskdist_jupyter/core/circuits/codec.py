@@ -185,22 +185,27 @@ def detect_format(source: str) -> str:
     return "qasm2" if re.search(r"\bqreg\b", text) else "qasm3"
 
 
-def _counted(source: str, fmt: str, limits: Limits, quick: bool) -> int:
+def _counted(source: str, fmt: str, limits: Limits, quick: bool) -> int | None:
     """The program's instructions (user gates expanded, loops unrolled), its limits
     checked before any parser sees it. ``quick``: an OpenQASM 2 program whose cheap upper
-    bound (:mod:`.qasm2_bound`) is within the limits skips the token scan, and the bound
-    is returned (for a worker's job process only: the server's check names lines)."""
+    bound (:mod:`.qasm2_bound`) is within the limits skips the token scan; None is then
+    returned, and the parsed circuit's length is the count (with no gate definitions, one
+    instruction per broadcast qubit, as the scan counts). Over the limits, or where the
+    bound cannot tell, the scan runs, and its refusals name a line."""
     if quick and fmt == "qasm2":
         b = qasm2_bound.bound(source)
         if b is not None and b.qubits <= limits.max_qubits and max(b) <= limits.max_instructions:
-            return b.instructions
+            return None
     found = scan(source, fmt)
     if found.statements == 0:
-        raise CircuitError("the program is empty: it declares no registers or operations")
+        raise CircuitError(_EMPTY)
     _limit("qubits", found.qubits, limits.max_qubits)
     _limit("clbits", found.clbits, limits.max_instructions)
     _limit("instructions", found.instructions, limits.max_instructions)
     return found.instructions
+
+
+_EMPTY = "the program is empty: it declares no registers or operations"
 
 
 def _load(
@@ -222,7 +227,7 @@ def _load(
         circuit = programs[0]
         count = nested_count(circuit, limits)
     else:
-        count = _counted(source, fmt, limits, quick)
+        counted = _counted(source, fmt, limits, quick)
         if fmt == "qasm2":
             circuit = _call_parser(
                 "invalid OpenQASM 2",
@@ -233,6 +238,9 @@ def _load(
             )
         else:
             circuit = _call_parser("invalid OpenQASM 3", _qasm3_circuit, source)
+        if counted is None and not (circuit.num_qubits or circuit.num_clbits or circuit.data):
+            raise CircuitError(_EMPTY)
+        count = len(circuit.data) if counted is None else counted
     _limit("qubits", circuit.num_qubits, limits.max_qubits)
     return circuit, fmt, count
 
@@ -280,7 +288,10 @@ def load_circuit(
 
 
 def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits) -> CircuitInfo:
-    circuit, resolved, count = _load(source, fmt, limits)
+    """The facts the submit-time check needs. A plain OpenQASM 2 program within the
+    limits by its cheap bound skips the exact token scan (:func:`_counted`): a scan's
+    refusal could only be a limit, which the bound already rules out."""
+    circuit, resolved, count = _load(source, fmt, limits, quick=True)
     return CircuitInfo(
         format=resolved,
         num_qubits=circuit.num_qubits,

@@ -1,12 +1,13 @@
 """An upper bound of what an OpenQASM 2 program declares, from a few passes of C-speed
-string searches, for a worker's job process (which is itself bounded in memory and time).
+string searches, for the server's parse children and a worker's job processes (each
+bounded in memory and time).
 
 The token scan (:mod:`.qasm_scan`) counts exactly, but it is Python per token: for a small
-program it costs more than qiskit's parse, and every task's circuit was already scanned
-by the server at submit. A worker still checks its own limits before it parses (its limits
-may be lower than the server's). :func:`bound` gives counts that are never below the
-scan's, or None where it cannot tell cheaply; when the bound is within the limits, so is
-the exact count, and the scan is skipped. The program must then also:
+program it costs about twice qiskit's parse. Both the server's submit-time check and a
+worker (whose limits may be lower than the server's) check the limits before they parse.
+:func:`bound` gives counts that are never below the scan's, or None where it cannot tell
+cheaply; when the bound is within the limits, so is the exact count, and the scan is
+skipped. The program must then also:
 
 * include nothing but ``qelib1.inc``, in the one canonical statement, and mention
   ``include`` nowhere else (a comment too sends it to the scan);
@@ -19,7 +20,8 @@ the exact count, and the scan is skipped. The program must then also:
 * nest no brackets (no opening bracket before the previous one closed), and have no
   ``$``, ``{`` or ``}``.
 
-The server's submit-time check keeps the exact scan: its refusals name a line and column.
+A program over the limits by its bound, or one the bound cannot tell, is scanned: the
+scan's refusals name a line and column.
 """
 
 from __future__ import annotations
