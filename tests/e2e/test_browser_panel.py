@@ -240,9 +240,11 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
 
     # ---- a task fails on the worker; retry it from the panel --------------------------
     big = {"circuit": h_all_qasm(22), "shots": 1, "statevector": True}
-    body = {"task_type": "simulate", "enqueue": True, "name": "too-big", "payload": big}
+    body = {"task_type": "simulate", "enqueue": True, "payload": big}  # no name
     failing = api_post(lab, "tasks", body)["task_id"]
     page.wait_for_selector(_row(failing, "failed"), timeout=120_000)
+    # The panel hides the id column: a task with no name goes by its id's start.
+    assert page.locator(_row(failing)).locator("td").nth(1).inner_text() == failing[:8]
     first = api_get(lab, f"tasks/{failing}")
     assert "QTASKDIST_MAX_RESULT_BYTES" in first["error"], first["error"]
     _inside_panel(page, page.locator(f"{_row(failing)} button.qtd-retry"))

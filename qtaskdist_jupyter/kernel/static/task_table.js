@@ -308,6 +308,8 @@ class Table {
         style: `background:${colors[shown] || "#616161"}` }, shown || "?"));
     }
     const texts = cellTexts(r, now, this.facts);
+    // The panel hides the id column: a task with no name goes by its id's start there.
+    if (this.grouped && !texts[1]) texts[1] = texts[0];
     for (const i of [1, 2, 4, 5, 6, 7]) setText(i, texts[i]);
     if (c[1].title !== texts[1]) c[1].title = texts[1]; // a name cut by the panel's width
     const canCancel = !!r.status && !this.facts.finished.has(r.status);
