@@ -182,7 +182,8 @@ class TaskTableState:
         name: str = "",
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the filtered rows, newest first, and how many rows match. ``name``:
-        a part of the task's name, in any case."""
+        a part of the task's name, in any case; ``batch_id``: a batch id or its start (the
+        table shows its first 8 characters)."""
         wanted = {s for s in status.split(",") if s}
         part = name.casefold()
         rows = [
@@ -190,7 +191,7 @@ class TaskTableState:
             for r in self.rows.values()
             if (not wanted or r["status"] in wanted)
             and (not task_type or r["task_type"] == task_type)
-            and (not batch_id or r["batch_id"] == batch_id)
+            and (not batch_id or (r["batch_id"] or "").startswith(batch_id.lower()))
             and (not part or part in (r["name"] or "").casefold())
         ]
         # Newest first; a batch's rows share one creation time, so they follow their

@@ -74,9 +74,64 @@ def _row(task_id: str, status: str | None = None) -> str:
     return sel + (f'[data-status="{status}"]' if status else "")
 
 
+# Every control visible, every text legible, at the panel's default width: nothing in the
+# panel is wider than its box or reaches past the panel (the counts strip, the filters, the
+# rows, the detail and its chart), a status badge reads its whole status, and a name cut
+# by the width keeps the whole name in its title. Returns what breaks that.
+PANEL_FITS = """(sel) => {
+  const root = document.querySelector(sel);
+  const panel = root.closest("#qtaskdist-tasks").getBoundingClientRect();
+  const bad = [];
+  const name = (e) => e.tagName.toLowerCase() + "." + [...e.classList].join(".")
+    + (e.dataset.taskId ? "#" + e.dataset.taskId.slice(0, 8) : "");
+  const inside = (b, box) => b.left >= box.left - 1 && b.right <= box.right + 1;
+  const fits = (e) => {
+    if (e.scrollWidth > e.clientWidth + 1) {
+      bad.push(`${name(e)} overflows: ${e.scrollWidth} > ${e.clientWidth}`);
+    }
+    const b = e.getBoundingClientRect();
+    if (b.width && !inside(b, panel)) {
+      bad.push(`${name(e)} leaves the panel: ${b.left}..${b.right} of ${panel.right}`);
+    }
+  };
+  const parts = [".qtd-counts", ".qtd-controls", ".qtd-controls > *", ".qtd-scroll",
+    "tr.qtd-row", "tr.qtd-batch-row", "td.qtd-detail", ".qtd-detail-head",
+    ".qtd-detail-head > *", ".qtd-hist-box", ".qtd-array-summary", "button"];
+  for (const e of root.querySelectorAll(parts.join(", "))) fits(e);
+  fits(root);
+  for (const svg of root.querySelectorAll("svg.qtd-hist")) {
+    const b = svg.getBoundingClientRect();
+    if (!inside(b, svg.parentElement.getBoundingClientRect())) bad.push(`chart cut: ${b.right}`);
+  }
+  for (const tr of root.querySelectorAll("tr.qtd-row")) {
+    const badge = tr.querySelector(".qtd-status");
+    const b = badge.getBoundingClientRect();
+    const text = badge.textContent;
+    if (text !== tr.dataset.status) bad.push(`badge ${text} != ${tr.dataset.status}`);
+    if (badge.scrollWidth > badge.clientWidth + 1
+        || !inside(b, badge.parentElement.getBoundingClientRect())) {
+      bad.push(`badge ${text} cut: ${b.left}..${b.right}`);
+    }
+    const cell = tr.cells[1];
+    if (cell.scrollWidth > cell.clientWidth && cell.title !== cell.textContent) {
+      bad.push(`name ${cell.textContent} cut, with no title`);
+    }
+  }
+  for (const e of root.querySelectorAll("button")) {
+    if (!inside(e.getBoundingClientRect(), e.closest("td, div").getBoundingClientRect())) {
+      bad.push(`button ${e.textContent} cut`);
+    }
+  }
+  return bad;
+}"""
+
+
+def _fits(page: Any) -> None:
+    problems = page.evaluate(PANEL_FITS, PANEL)
+    assert problems == [], problems
+
+
 def _shot(page: Any, name: str) -> None:
-    # A click on a row's button scrolls the narrow panel sideways: show its ids and names.
-    page.evaluate(f"() => document.querySelector('{PANEL} .qtd-scroll').scrollLeft = 0")
     IMG.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMG / f"tab-{name}.png"))
 
@@ -156,7 +211,18 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
         page.wait_for_selector(_row(tid, "queued"), timeout=30_000)
     wait_until(lambda: worker_alive(lab, worker), 90, "the worker's heartbeat")
     page.wait_for_selector(_row(from_b, "completed"), timeout=90_000)  # live, from kernel B
+    _fits(page)
     _shot(page, "10-panel-two-kernels")
+
+    # ---- the batch's full id: in its row's title, and its first 8 characters filter ----
+    assert batch_id in (group.locator("td").nth(1).get_attribute("title") or "")
+    page.locator(f"{PANEL} input.qtd-filter-batch").fill(batch_id[:8])
+    page.locator(f"{PANEL} input.qtd-filter-batch").press("Enter")
+    wait_until(lambda: page.locator(_row(from_b)).count() == 0, 10, "the batch filter")
+    assert all(page.locator(_row(tid)).count() == 1 for tid in batch)
+    page.locator(f"{PANEL} input.qtd-filter-batch").fill("")
+    page.locator(f"{PANEL} input.qtd-filter-batch").press("Enter")
+    page.wait_for_selector(_row(from_b), timeout=10_000)
 
     # ---- cancel the batch from the panel ----------------------------------------------
     _inside_panel(page, group.locator("button.qtd-cancel-batch"))
@@ -174,9 +240,11 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
 
     # ---- a task fails on the worker; retry it from the panel --------------------------
     big = {"circuit": h_all_qasm(22), "shots": 1, "statevector": True}
-    body = {"task_type": "simulate", "enqueue": True, "name": "too-big", "payload": big}
+    body = {"task_type": "simulate", "enqueue": True, "payload": big}  # no name
     failing = api_post(lab, "tasks", body)["task_id"]
     page.wait_for_selector(_row(failing, "failed"), timeout=120_000)
+    # The panel hides the id column: a task with no name goes by its id's start.
+    assert page.locator(_row(failing)).locator("td").nth(1).inner_text() == failing[:8]
     first = api_get(lab, f"tasks/{failing}")
     assert "QTASKDIST_MAX_RESULT_BYTES" in first["error"], first["error"]
     _inside_panel(page, page.locator(f"{_row(failing)} button.qtd-retry"))
@@ -198,6 +266,7 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     # The panel shows id, name, status and actions; the type, attempt and times are here.
     head = detail.locator(".qtd-detail-head").inner_text()
     assert "simulate" in head and "attempt 1" in head and "run time" in head, head
+    assert from_b in head, head  # the whole task id, to copy
     nb_a.cell(1).locator(".cm-content").click()  # the active cell: the empty one under 0
     page.locator(f"{PANEL} tr.qtd-detail-row button.qtd-insert").click()
     inserted = nb_a.cell(2).locator(".cm-content")
@@ -237,6 +306,13 @@ def _scenario(ctx: Any, page: Any, lab: Any, worker: str) -> None:
     assert group.is_visible() and chart.is_visible()
     _inside_panel(page, page.locator(f"{_row(failing)} button.qtd-retry"))
     _inside_panel(page, page.locator(f"{_row(failing)} .qtd-status"))
+    chart.scroll_into_view_if_needed()
+    _fits(page)
+    # The chart is drawn to the panel's width: its 8 bars side by side, none cut off.
+    svg = chart.locator("svg.qtd-hist").bounding_box()
+    panel = page.locator("#qtaskdist-tasks").bounding_box()
+    assert svg is not None and panel is not None
+    assert svg["x"] + svg["width"] <= panel["x"] + panel["width"], (svg, panel)
     violations = _contrast_violations(page) + page.evaluate(WCAG_LOW)
     _shot(page, "15-panel-dark-900px")
     assert violations == [], violations

@@ -268,7 +268,7 @@ def _submit(api: str, token: str, name: str) -> str:
 @pytest.mark.parametrize("team", [False], indirect=True)  # no worker: tasks stay queued
 def test_alices_live_table_in_chromium(chromium_context: Any, team: dict[str, Any]) -> None:
     from tests.e2e.test_browser import TABLE, Notebook
-    from tests.fixtures.browser import ARTIFACTS, write_notebook
+    from tests.fixtures.browser import ARTIFACTS, wait_until, write_notebook
 
     hub, api = team["hub"], team["api"]
     alice_token, _ = hub.create_token("alice", note="submits")
@@ -324,3 +324,16 @@ def test_alices_live_table_in_chromium(chromium_context: Any, team: dict[str, An
     assert httpx.get(api + f"tasks/{mine[1]}", headers=as_alice).json()["status"] != "cancelled"
     as_bob = {"Authorization": f"token {bob_token}"}
     assert httpx.get(api + f"tasks/{bobs}", headers=as_bob).json()["status"] != "cancelled"
+
+    # The JupyterLab panel and status-bar item reach the service the same way (alice's
+    # server, her hub credentials): her three tasks, none of bob's; two of hers queued.
+    page.locator("#jp-main-statusbar .qtd-statusbar").click()
+    panel_rows = page.locator("#qtaskdist-tasks .qtd-root tr.qtd-row")
+    wait_until(lambda: panel_rows.count() == len(mine), 60, "alice's tasks in the panel")
+    ids = panel_rows.evaluate_all("rs => rs.map(r => r.dataset.taskId)")
+    assert sorted(ids) == sorted(mine) and bobs not in ids and bobs2 not in ids
+    status = page.locator("#jp-main-statusbar .qtd-statusbar")
+    want = "qtask: 0 running · 2 queued"
+    wait_until(lambda: status.inner_text() == want, 30, f"the status bar to read {want!r}")
+    assert "qtd-down" not in (status.get_attribute("class") or "")
+    nb.shot("alice-panel")

@@ -27,8 +27,10 @@ export function h(tag, attrs, ...kids) {
 }
 
 // The body under the detail head: S maps member names to statuses (facts.status);
-// arrayUrl(name) is the download link of a stored result array.
-export function detailBody(t, S, arrayUrl) {
+// arrayUrl(name) is the download link of a stored result array; width: the px a chart may
+// take (0: its natural width).
+export function detailBody(t, S, arrayUrl, width = 0) {
+  const histogram = (counts, opts) => drawHistogram(counts, { ...opts, width });
   const res = t.result || {};
   if (t.status === S.FAILED || t.status === S.CANCELLED) {
     const msg = (t.error || t.status).split("\n")[0];
@@ -43,7 +45,7 @@ export function detailBody(t, S, arrayUrl) {
     // Stored arrays: their summary only; the array itself is a link, never drawn here.
     return h("div", {},
       res.counts && !res.counts["$array"] && Object.keys(res.counts).length ? histogram(res.counts) : null,
-      ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).flatMap((k) => [arraySummary(res[k], arrayUrl), topChart(res[k])]));
+      ...ARRAY_KEYS.filter((k) => res[k] && res[k]["$array"]).flatMap((k) => [arraySummary(res[k], arrayUrl), topChart(res[k], histogram)]));
   }
   if (res.counts) return histogram(res.counts);
   if (res.results) {
@@ -100,19 +102,29 @@ const HIST_BARS = 32;
 // A stored statevector's or probabilities' top basis states (from the row, nothing is
 // downloaded) as bars scaled to the largest: on a fixed 0-1 axis, 20 qubits' bars of
 // 1e-6 would not show.
-function topChart(ref) {
+function topChart(ref, histogram) {
   if (!ref.top || !ref.top.length) return null;
   const probs = Object.fromEntries(ref.top.map((e) => [e.bitstring, e.probability]));
   const total = (ref.shape || []).reduce((a, b) => a * b, 1);
   return histogram(probs, { noun: "basis states", total, fmt: (v) => v.toPrecision(3) });
 }
 
-function histogram(counts, { noun = "outcomes", total = 0, fmt = String } = {}) {
+// Fitted to `width` (when given): the bars narrow down to MIN_BAR px, labels stand on end
+// once they are wider than a bar, and where a bar is narrower than its value's text only
+// every k-th value is written (each bar's title holds its own).
+const MIN_BAR = 12;
+const CHAR_PX = 5.5; // a 9 px label's character, about
+
+function drawHistogram(counts, { noun = "outcomes", total = 0, fmt = String, width = 0 } = {}) {
   const all = Object.entries(counts);
   const items = all.sort((a, b) => b[1] - a[1]).slice(0, HIST_BARS).sort((a, b) => (a[0] < b[0] ? -1 : 1));
   const max = Math.max(Number.MIN_VALUE, ...items.map(([, v]) => v));  // no fixed 0-1 axis
-  const turned = items.some(([k]) => k.length > 4);
-  const W = fmt === String ? 28 : 44, H = 120, L = turned ? 6 * Math.max(...items.map(([k]) => k.length)) + 8 : 16;
+  const natural = fmt === String ? 28 : 44;
+  const W = width ? Math.max(MIN_BAR, Math.min(natural, Math.floor((width - 10) / Math.max(1, items.length)))) : natural;
+  const longest = Math.max(1, ...items.map(([k]) => k.length));
+  const turned = items.some(([k]) => k.length > 4) || longest * CHAR_PX > W;
+  const valueEvery = Math.max(1, Math.ceil((Math.max(...items.map(([, v]) => fmt(v).length)) * CHAR_PX + 2) / W));
+  const H = 120, L = turned ? 6 * longest + 8 : 16;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "qtd-hist");
@@ -123,13 +135,14 @@ function histogram(counts, { noun = "outcomes", total = 0, fmt = String } = {}) 
     const rect = document.createElementNS(ns, "rect");
     for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 14, width: W - 6, height: bh, class: "qtd-hist-bar" })) rect.setAttribute(a, String(val));
     const label = document.createElementNS(ns, "text");
-    const at = turned ? { x: i * W + 14, y: H + 20, "font-size": "9", transform: `rotate(90 ${i * W + 14} ${H + 20})` }
+    const cx = i * W + 5 + (W - 6) / 2 - 3; // a turned label's glyphs lie right of its anchor
+    const at = turned ? { x: cx, y: H + 20, "font-size": "9", transform: `rotate(90 ${cx} ${H + 20})` }
       : { x: i * W + 5, y: H + 28, "font-size": "9" };
     for (const [a, val] of Object.entries(at)) label.setAttribute(a, String(val));
     label.textContent = k;
     const num = document.createElementNS(ns, "text");
     for (const [a, val] of Object.entries({ x: i * W + 5, y: H - bh + 11, "font-size": "9" })) num.setAttribute(a, String(val));
-    num.textContent = fmt(v);
+    num.textContent = i % valueEvery === 0 ? fmt(v) : "";
     const title = document.createElementNS(ns, "title");
     title.textContent = `${k}: ${v}`;
     rect.append(title);
@@ -137,5 +150,5 @@ function histogram(counts, { noun = "outcomes", total = 0, fmt = String } = {}) 
   });
   const n = Math.max(total, all.length);
   const shown = n > items.length ? `top ${items.length} of ${n} ${noun}` : `${n} ${noun}`;
-  return h("div", { class: "qtd-hist-box" }, h("div", { class: "qtd-hint" }, shown), svg);
+  return h("div", { class: "qtd-hist-box" }, h("div", { class: "qtd-hint" }, shown + (valueEvery > 1 ? " (hover a bar for its value)" : "")), svg);
 }

@@ -101,14 +101,14 @@ export function applyEvent(state, ev, facts) {
 export function visibleRows(state, filter) {
   const statuses = new Set((filter.status || "").split(",").filter(Boolean));
   const type = filter.task_type || "";
-  const batch = filter.batch_id || "";
+  const batch = (filter.batch_id || "").toLowerCase(); // a whole batch id or its start (the 8 shown)
   const part = (filter.name || "").toLowerCase(); // a part of the name, in any case
   if (!state.order) {
     state.order = [...state.rows.values()].sort((a, b) => (b.created || 0) - (a.created || 0)
       || NATURAL.compare(a.name || "", b.name || "") || (a.task_id < b.task_id ? -1 : 1));
   }
   return state.order.filter((r) => (!statuses.size || statuses.has(r.status))
-    && (!type || r.task_type === type) && (!batch || r.batch_id === batch)
+    && (!type || r.task_type === type) && (!batch || (r.batch_id || "").startsWith(batch))
     && (!part || (r.name || "").toLowerCase().includes(part)));
 }
 

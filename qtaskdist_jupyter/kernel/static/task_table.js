@@ -270,10 +270,12 @@ class Table {
     tr = h("tr", { class: "qtd-batch-row", "data-batch-id": b.batch, "data-state": state,
       "aria-expanded": String(this.expanded.has(b.batch)) },
     h("td", { class: "qtd-id", title: b.batch }, b.batch.slice(0, 8)),
-    h("td", {}, `${this.expanded.has(b.batch) ? "▾" : "▸"} ${b.name || "batch"} (${b.total})`), h("td", {}, b.task_type || ""),
-    h("td", {}, h("span", { class: "qtd-bar", role: "progressbar", "aria-valuenow": String(b.done),
-      "aria-valuemax": String(b.total) }, h("span", { class: "qtd-bar-fill", style: `width:${pct}%` })),
-    h("span", { class: "qtd-batch-n" }, ` ${b.done}/${b.total}`)),
+    // The whole batch id in the title: %qtask cancel, a handle and the filter take it.
+    h("td", { class: "qtd-name", title: `${b.name || "batch"} (${b.total}) · batch ${b.batch}` },
+      `${this.expanded.has(b.batch) ? "▾" : "▸"} ${b.name || "batch"} (${b.total})`), h("td", {}, b.task_type || ""),
+    h("td", {}, h("span", { class: "qtd-batch-progress" }, h("span", { class: "qtd-bar", role: "progressbar",
+      "aria-valuenow": String(b.done), "aria-valuemax": String(b.total) }, h("span", { class: "qtd-bar-fill", style: `width:${pct}%` })),
+    h("span", { class: "qtd-batch-n" }, `${b.done}/${b.total}`))),
     ...Array.from({ length: 4 }, () => h("td", {})), // the task rows' columns: one grid
     h("td", {}, b.done < b.total ? h("button", { class: "qtd-cancel-batch", "data-action": "cancel-batch", "data-id": b.batch, title: "cancel every unfinished task of this batch", "aria-label": "cancel batch" }, "cancel") : null));
     this.trs.set(key, tr);
@@ -306,7 +308,10 @@ class Table {
         style: `background:${colors[shown] || "#616161"}` }, shown || "?"));
     }
     const texts = cellTexts(r, now, this.facts);
+    // The panel hides the id column: a task with no name goes by its id's start there.
+    if (this.grouped && !texts[1]) texts[1] = texts[0];
     for (const i of [1, 2, 4, 5, 6, 7]) setText(i, texts[i]);
+    if (c[1].title !== texts[1]) c[1].title = texts[1]; // a name cut by the panel's width
     const canCancel = !!r.status && !this.facts.finished.has(r.status);
     const canRetry = this.facts.retryable.has(r.status);
     const actions = `${canCancel}/${canRetry}`;
@@ -318,24 +323,35 @@ class Table {
     return tr;
   }
 
-  // The selected task's detail, in a row right under it.
+  // The selected task's detail, in a row right under it, drawn to the table's width (its
+  // chart too): redrawn when that width changes by more than a few pixels.
   detailRow() {
     const t = this.detail;
-    const key = t ? `${t.task_id}/${t.status}/${t.attempt}/${t.updated_at}` : "loading";
+    const width = Math.max(0, (this.scroller.clientWidth || 0) - 16);
+    const key = t ? `${t.task_id}/${t.status}/${t.attempt}/${t.updated_at}/${Math.round(width / 8)}` : "loading";
     if (!this.detailTr) this.detailTr = h("tr", { class: "qtd-detail-row" }, h("td", { colspan: String(this.span), class: "qtd-detail" }));
     if (this.detailKey === key) return this.detailTr;
     this.detailKey = key;
     const cell = this.detailTr.cells[0];
     if (!t) { cell.replaceChildren(h("div", {}, "loading " + this.selected.slice(0, 8) + "…")); return this.detailTr; }
+    const arrayUrl = (name) => this.client.url(`tasks/${t.task_id}/result/${name}`);
+    cell.replaceChildren(this.detailHead(t), detailBody(t, this.facts.status, arrayUrl, width || 0));
+    return this.detailTr;
+  }
+
+  // Name, the full ids (selectable, broken to the width), then facts that wrap as units.
+  detailHead(t) {
     const insert = this.model.get("on_insert");
     const cells = this.rows.has(t.task_id) ? cellTexts(this.rows.get(t.task_id), Date.now() / 1000, this.facts) : [];
-    const times = cells.length ? ` · queue wait ${cells[5] || "–"} · run time ${cells[6] || "–"}` : "";
-    const head = h("div", { class: "qtd-detail-head" }, `${t.task_id} · ${t.task_type} · ${t.status} · attempt ${t.attempt}` +
-      (t.worker ? ` · ${t.worker}` : "") + times,
-    insert ? h("button", { class: "qtd-insert", onclick: () => insert(t.task_id) }, "insert in notebook") : null);
-    const arrayUrl = (name) => this.client.url(`tasks/${t.task_id}/result/${name}`);
-    cell.replaceChildren(head, detailBody(t, this.facts.status, arrayUrl));
-    return this.detailTr;
+    const kv = (k, v) => h("span", { class: "qtd-kv" }, k ? `${k} ${v}` : String(v));
+    return h("div", { class: "qtd-detail-head" },
+      t.name ? h("div", { class: "qtd-detail-name" }, t.name) : null,
+      h("div", { class: "qtd-full-id", title: "task id" }, t.task_id),
+      t.batch_id ? h("div", { class: "qtd-full-id qtd-detail-batch", title: "batch id" }, "batch " + t.batch_id) : null,
+      h("div", {}, kv("", t.task_type), kv("", t.status), kv("attempt", t.attempt),
+        t.worker ? kv("worker", t.worker) : null,
+        cells.length ? kv("queue wait", cells[5] || "–") : null, cells.length ? kv("run time", cells[6] || "–") : null,
+        insert ? h("button", { class: "qtd-insert", onclick: () => insert(t.task_id) }, "insert in notebook") : null));
   }
 
   close() {
