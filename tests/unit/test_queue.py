@@ -83,6 +83,15 @@ async def test_a_failure_is_written_before_its_dead_letter() -> None:
     assert broker.dead == [("retries exhausted: boom", {"m": "x"})]
 
 
+async def test_a_row_that_moved_on_gets_no_dead_letter_and_no_delayed_message() -> None:
+    queue, _store, broker = make()
+    got, _entry = await claimed(queue)
+    await queue.cancel(got.task_id, "alice")
+    assert await queue.fail(got, "boom", {}, dead={"m": "x"}) is None
+    assert await queue.retry_later(got, "flaky", 1.0, {}) is None
+    assert broker.dead == [] and broker.delayed == []
+
+
 async def test_a_retry_later_writes_the_row_before_its_delayed_message() -> None:
     queue, store, broker = make()
     got, _entry = await claimed(queue)

@@ -1,6 +1,7 @@
 """The worker's orchestration over the queue facade and the in-memory ports: how the
-Finisher settles a batch, what the Autoclaimer does with an abandoned entry, and what a
-reconciler pass repairs. No services, no job processes."""
+Finisher settles a batch, what the Autoclaimer does with an abandoned entry, what a
+reconciler pass repairs, and the Dispatcher's writes (a provider job's id, a task
+cancelled while it ran). No services, no job processes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import time
 from typing import Any
 
 from qtaskdist_worker.autoclaim import Autoclaimer
+from qtaskdist_worker.dispatch import Dispatcher, DispatchOptions
 from qtaskdist_worker.inflight import InFlightRegistry
 from qtaskdist_worker.reconciler import reconcile
 from qtaskdist_worker.settle import Finisher
 from qtaskdist_worker.units import InFlight
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
 from tests.queue_cases import ALL_STREAMS, SIM, claimed, deliver, row, statuses, submit
 
@@ -198,3 +201,33 @@ async def test_a_pass_leaves_what_the_caller_runs_and_other_task_types() -> None
     other = await reconcile(queue, ["backend_run"], stale_after_s=30, force=True)
     assert other == {"requeued": 0, "released": 0}
     assert store.rows[mine.task_id]["status"] == "running"
+
+
+# ---- Dispatcher (without job processes) ----------------------------------------------
+
+
+def dispatcher(queue: TaskQueue, inflight: InFlightRegistry) -> Dispatcher:
+    opts = DispatchOptions(
+        batch_size=8, concurrency=1, threads_per_job=1, backend_concurrency=1, poll_interval_s=1
+    )
+    return Dispatcher(queue, inflight, finisher(queue, inflight), Limits(), opts, cap_s=60.0)
+
+
+async def test_a_provider_job_id_goes_into_the_row_and_the_task_in_flight() -> None:
+    queue, store, _broker = make()
+    inflight = InFlightRegistry()
+    item = await in_flight(queue, inflight)
+    await dispatcher(queue, inflight)._annotate(item, {"provider_job": {"id": "j1"}})
+    assert store.rows[item.task_id]["meta_data"]["provider_job"] == {"id": "j1"}
+    assert (item.row.meta_data or {})["provider_job"] == {"id": "j1"}
+
+
+async def test_a_task_cancelled_while_it_ran_is_only_acked() -> None:
+    queue, store, broker = make()
+    inflight = InFlightRegistry()
+    item = await in_flight(queue, inflight)
+    await queue.cancel(item.task_id, "alice")
+    events = len(broker.events)
+    await dispatcher(queue, inflight)._drop([item])
+    assert len(inflight) == 0 and item.task_id.hex not in await broker.queued_ids(SIM)
+    assert len(broker.events) == events and store.rows[item.task_id]["status"] == "cancelled"
