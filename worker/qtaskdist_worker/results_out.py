@@ -20,6 +20,7 @@ from typing import Any
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import DataRefused
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
+from qtaskdist_jupyter.core.queue.ports import Done
 
 from .units import InFlight
 
@@ -27,7 +28,6 @@ log = logging.getLogger("qtaskdist_worker")
 # The only file names spill() creates: a reply naming anything else is not followed.
 _SPOOLED = re.compile(r"[0-9a-f]{32}\.npy\.zst")
 Retrying = Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]]
-Done = tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]
 
 
 def _spooled_path(spool_dir: str | None, name: Any) -> str:

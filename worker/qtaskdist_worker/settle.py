@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
+from qtaskdist_jupyter.core.queue.ports import Done
 
 from . import metrics
 from .inflight import InFlightRegistry
@@ -27,8 +28,6 @@ log = logging.getLogger("qtaskdist_worker")
 
 # A task's end as the worker settles it: (task, outcome, run time in s, tasks in its unit).
 Finished = tuple[InFlight, dict[str, Any], float, int]
-# A completion to write: (task id, attempt, result, meta).
-Done = tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]
 # A failure to write: (task, reply, meta, whether it is retried).
 Failure = tuple[InFlight, dict[str, Any], dict[str, Any], bool]
 # For the metrics: (task, outcome, run time, queue wait).
