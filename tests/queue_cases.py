@@ -176,3 +176,14 @@ async def the_events_page_moves_past_what_it_read(queue: TaskQueue) -> None:
     assert [(e.task_id, e.status, e.owner) for e in page.events] == [(str(tid), "queued", "alice")]
     assert page.position is not None
     assert (await queue.events(page.position)).events == ()
+
+
+@case
+async def a_due_retry_is_promoted_onto_its_stream(queue: TaskQueue) -> None:
+    got, _entry = await claimed(queue)
+    assert await queue.retry_later(got, "flaky", 0.0, {}) is not None
+    assert await queue.promote_due() == 1
+    msgs = [m for _s, _e, m in await deliver(queue)]
+    assert [(m.task_id, m.attempt) for m in msgs] == [(got.task_id, 1)]
+    (again,) = await queue.claim([(got.task_id, 1)], "w1")
+    assert (again.attempt, again.retry_count) == (2, 1)

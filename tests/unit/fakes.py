@@ -337,6 +337,15 @@ class FakeBroker:
         self._call("dead_letter")
         self.dead.append((reason, fields))
 
+    async def promote_due(self, *, limit: int = 500) -> int:
+        """The delayed messages whose time has come, onto their streams."""
+        self._call("promote_due")
+        due = [d for d in self.delayed if d[2] <= time.time()][:limit]
+        for stream, msg, _at in due:
+            self.streams.setdefault(stream, []).append((self._id(), msg.encode()))
+        self.delayed = [d for d in self.delayed if d not in due]
+        return len(due)
+
     # ---- reads and bookkeeping ----------------------------------------------------
     async def ping(self) -> None:
         self._call("ping")

@@ -7,8 +7,8 @@ store / broker packages themselves) for an attribute that names a write method o
 something called ``…store`` or ``…broker`` (``self.store.fail``, ``broker.publish``,
 ``self.queue.store.claim_many``), called or not, so a write handed on as a callable is
 caught too. Reads (get, list, counts, read_events, workers, …) and the fleet's
-bookkeeping (heartbeats, locks, groups, the delay set's promotion, the retention
-pass's ``gc``, which no event or message follows) stay outside it.
+bookkeeping (heartbeats, the XCLAIM touch, locks, groups, and the retention pass's ``gc``,
+which no event or message follows) stay outside it.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ STORE_WRITES = frozenset(
     }
 )
 BROKER_WRITES = frozenset(
-    {"publish", "emit", "settle", "cancelled", "enqueue_later", "ack", "dead_letter"}
+    {"publish", "emit", "settle", "cancelled", "enqueue_later", "ack", "dead_letter", "promote_due"}
 )
 
 

@@ -227,7 +227,7 @@ class Worker:
         vis_s = self.opts.visibility_timeout_s
         duties: dict[str, Coroutine[Any, Any, None]] = {
             "heartbeat": every(vis_s / 3, self.heartbeat.beat),
-            "promote due retries": every(PROMOTE_EVERY_S, self.broker.promote_due),
+            "promote due retries": every(PROMOTE_EVERY_S, self.queue.promote_due),
             "reconciler": every(self.opts.reconcile_interval_s, self.reconciler.run_once),
             "autoclaim": every(max(0.2, vis_s / 2), self.autoclaimer.run_once),
             "cancel watch": self.cancel_watch.run(),

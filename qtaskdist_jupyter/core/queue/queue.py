@@ -307,6 +307,10 @@ class TaskQueue:
         """XACK + XDEL entries that have nothing left to write (their rows say so)."""
         await retrying(lambda: self.broker.ack(acks), "ack")
 
+    async def promote_due(self) -> int:
+        """Move the delayed messages whose time has come onto their streams; how many."""
+        return await self.broker.promote_due()
+
     async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
         """An entry no worker can use, onto stream:dead (it is acked with its batch)."""
         await self.broker.dead_letter(reason, fields)
