@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS
 from qtaskdist_jupyter.core.errors import QueueUnavailable
 from qtaskdist_jupyter.core.queue import EventPage, TaskEvent, TaskQueue, TaskRow
 from tests import queue_cases
@@ -141,3 +142,22 @@ def test_a_row_is_frozen() -> None:
     with pytest.raises(AttributeError):
         got.status = "running"  # type: ignore[misc]
     assert got.with_meta({"k": 1}).meta_data == {"k": 1} and got.meta_data is None
+
+
+async def test_insert_without_the_lock_pends_quietly_or_publishes_on_the_lane_asked() -> None:
+    queue, store, broker = make()
+    broker.down = True  # a pending insert needs no Redis: its event is only for the views
+    (pending,) = await queue.insert([new()], enqueue=False)
+    assert store.rows[pending["task_id"]]["status"] == "pending"
+    broker.down = False
+    (small,) = await queue.insert([new()], enqueue=True, priority=True)
+    assert small["task_id"].hex in await broker.queued_ids(PRIORITY_STREAMS["simulate"])
+    assert broker.calls[-2:] == ["ping", "publish"]
+
+
+async def test_update_writes_plain_fields_and_no_event() -> None:
+    queue, store, broker = make()
+    tid = await submit(queue, enqueue=False)
+    events = len(broker.events)
+    await queue.update(tid, "alice", {"name": "bell"})
+    assert store.rows[tid]["name"] == "bell" and len(broker.events) == events
