@@ -27,6 +27,7 @@ from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.errors import QuotaExceeded, ServiceUnavailable
+from qtaskdist_jupyter.core.queue import EventPage
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.cursors import CURSOR_TOKEN, CursorSealer, cursor_key
 from qtaskdist_server.api.fleet import public_message
@@ -35,11 +36,11 @@ from .base import QtaskdistHandler
 
 
 class EventSource(Protocol):
-    """Where the events stream is read: the TaskService (or its Broker)."""
+    """Where the events stream is read: the TaskService (or its TaskQueue)."""
 
-    async def read_events(
+    async def events(
         self, after: str, *, count: int = ..., block_ms: int | None = ...
-    ) -> list[tuple[str, dict[str, Any] | None]]: ...
+    ) -> EventPage: ...
 
     async def last_event_id(self) -> str: ...
 
@@ -120,18 +121,14 @@ class EventTail:
     async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
         """One XREAD (``block_ms=None``: don't block); the position moves past other
         owners' events too, so a quiet user's poll still advances."""
-        entries = await self.source.read_events(self.position, count=count, block_ms=block_ms)
-        out = []
-        for eid, event in entries:
-            self.position = eid
-            if event is None:
-                continue  # not ours to interpret; never fatal for a reader
-            if event.get("owner") == self.owner and (
-                self.statuses is None or event.get("status") in self.statuses
-            ):
-                event.pop("owner", None)
-                out.append(event)
-        return out
+        page = await self.source.events(self.position, count=count, block_ms=block_ms)
+        # Past the entries the queue could not interpret too: never fatal for a reader.
+        self.position = page.position or self.position
+        return [
+            e.to_json()
+            for e in page.events
+            if e.owner == self.owner and (self.statuses is None or e.status in self.statuses)
+        ]
 
     async def poll(self, timeout_s: float) -> list[dict[str, Any]]:
         """Wait until at least one event of ours arrives or ``timeout_s`` passes."""

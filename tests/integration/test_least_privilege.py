@@ -82,8 +82,8 @@ async def _service_reads_updates_and_deletes(service, task_id, ids) -> None:
     assert renamed["name"] == "bell"
     listed, _next = await service.list_tasks("alice", ListParams(), operator=False)
     assert {r["task_id"] for r in listed} == set(ids)
-    events = await service.read_events("0-0", count=100)
-    assert len(events) >= 6 and await service.last_event_id() == events[-1][0]
+    page = await service.events("0-0", count=100)
+    assert len(page.events) >= 6 and await service.last_event_id() == page.position
     await service.delete(task_id, "alice")  # its stored chunks go by cascade
     listed, _next = await service.list_tasks("alice", ListParams(), operator=False)
     assert [r["task_id"] for r in listed] == [ids[1]]

@@ -342,7 +342,7 @@ async def test_sse_keepalives_keep_time_not_other_users_events(service) -> None:
     schedule. (The seed wrote one after each burst of anyone's events.)"""
     from qtaskdist_server.events import EventTail, stream_sse
 
-    tail = await EventTail.start(service.broker, "bob", None)
+    tail = await EventTail.start(service.queue, "bob", None)
     writes: list[tuple[float, str]] = []
     t0 = time.monotonic()
 

@@ -5,13 +5,14 @@ inside core to the domain.
   the notebook / HTTP-client stack, so a worker-only install can use all of it.
 - Inside core, the domain (every top-level module of core but the embedded-services
   subsystem, the CLI and migrations: statuses, errors, kinds, schemas, config, budget, …)
-  imports neither the store, the broker nor the circuit codec; the store does not import
-  the broker, and the broker does not import the store.
-- The kernel side imports neither the store nor the broker: a notebook reaches them over
-  HTTP only. The live table (``kernel.widget``) does not import the handles, which open
-  it: no import cycle.
+  imports neither the store, the broker, the queue facade over them nor the circuit codec;
+  the store does not import the broker, the broker does not import the store, and neither
+  imports the facade.
+- The kernel side imports neither the store, the broker nor the queue facade: a notebook
+  reaches them over HTTP only. The live table (``kernel.widget``) does not import the
+  handles, which open it: no import cycle.
 - The server does not import the broker's wire format (``broker.wire``, ``broker.packing``):
-  it gets decoded events from the broker (``Broker.read_events``).
+  it gets ``TaskEvent``s from the queue facade (``TaskQueue.events``).
 - ``qtaskdist_worker`` imports no Jupyter and no kernel side: a worker node has neither.
 - ``qtaskdist_server.api`` (the API layer both hosts share) imports no host: no Jupyter,
   tornado or jupyterhub.
@@ -48,7 +49,12 @@ SERVER = ROOT / "server_extension" / "qtaskdist_server"
 # The parts of core that are not the domain: the embedded-services subsystem, the CLI and
 # the migrations (they run the store and the broker), and the three adapters.
 NOT_DOMAIN = {"cli", "embedded", "embedded_daemons", "embedded_watch", "leases", "migrate"}
-ADAPTERS = ("qtaskdist_jupyter.core.store", "qtaskdist_jupyter.core.broker")
+# The store, the broker and the queue facade over them (core/queue).
+ADAPTERS = (
+    "qtaskdist_jupyter.core.store",
+    "qtaskdist_jupyter.core.broker",
+    "qtaskdist_jupyter.core.queue",
+)
 WIRE_FORMAT = ("qtaskdist_jupyter.core.broker.wire", "qtaskdist_jupyter.core.broker.packing")
 
 
@@ -75,8 +81,15 @@ CONTRACTS: dict[str, tuple[list[Path], tuple[str, ...]]] = {
         ),
     ),
     "core-domain": (domain_files(), (*ADAPTERS, "qtaskdist_jupyter.core.circuits")),
-    "core-store": (tree(CORE / "store"), ("qtaskdist_jupyter.core.broker",)),
-    "core-broker": (tree(CORE / "broker"), ("qtaskdist_jupyter.core.store",)),
+    # The facade sits above both: neither adapter imports it.
+    "core-store": (
+        tree(CORE / "store"),
+        ("qtaskdist_jupyter.core.broker", "qtaskdist_jupyter.core.queue"),
+    ),
+    "core-broker": (
+        tree(CORE / "broker"),
+        ("qtaskdist_jupyter.core.store", "qtaskdist_jupyter.core.queue"),
+    ),
     "kernel": (tree(ROOT / "qtaskdist_jupyter" / "kernel"), ADAPTERS),
     # The handles open the live table lazily: the table must not import them back.
     "kernel-widget": (

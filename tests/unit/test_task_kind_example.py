@@ -24,6 +24,7 @@ from qtaskdist_jupyter.core.budget import check_submit
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput
 from qtaskdist_jupyter.core.kinds import KINDS, TaskKind, register, unregister
+from qtaskdist_jupyter.core.queue import TaskRow
 from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, _CircuitPayload, validate_payload
 
 NAME = "qasm_stats"
@@ -90,7 +91,7 @@ def test_the_worker_reads_its_lane_and_runs_its_job(qasm_stats: TaskKind) -> Non
     tasks = [_item("OPENQASM 2.0; qreg q[2]; h q[0];"), _item("OPENQASM 2.0;")]
     units = plan_units(tasks, batch_size=64)
     assert sorted(len(u) for u in units) == [1, 1]  # no shared Aer calls: a unit each
-    request = {"kind": NAME, "tasks": [{"task_id": "a", "payload": tasks[0].row["payload"]}]}
+    request = {"kind": NAME, "tasks": [{"task_id": "a", "payload": tasks[0].row.payload}]}
     assert handle_request(request) == {"replies": {"a": {"ok": True, "result": {"statements": 3}}}}
 
 
@@ -109,5 +110,5 @@ def test_a_taken_name_or_verb_is_refused(qasm_stats: TaskKind) -> None:
 
 def _item(circuit: str) -> InFlight:
     tid = uuid.uuid4()
-    row = {"task_id": tid, "task_type": NAME, "attempt": 1, "payload": {"circuit": circuit}}
+    row = TaskRow(tid, NAME, "running", "alice", 1, payload={"circuit": circuit})
     return InFlight("stream:qasm_stats", "1-0", TaskMessage(tid, NAME, 1), row)

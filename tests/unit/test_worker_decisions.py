@@ -18,11 +18,13 @@ from qtaskdist_worker.retry import OUTAGE_CAP_S, OUTAGE_FIRST_S, backoff_s, unti
 from qtaskdist_worker.units import SHARE_MAX_COST, batch_key
 from qtaskdist_worker.worker import first_ended
 
+from qtaskdist_jupyter.core.queue import TaskRow
+
 # ---- autoclaim -----------------------------------------------------------------------
 
 
-def _row(status: str, attempt: int, worker: str | None = None) -> dict[str, Any]:
-    return {"task_id": uuid.uuid4(), "status": status, "attempt": attempt, "worker": worker}
+def _row(status: str, attempt: int, worker: str | None = None) -> TaskRow:
+    return TaskRow(uuid.uuid4(), "simulate", status, "alice", attempt, worker=worker)
 
 
 def test_a_queued_row_at_the_messages_attempt_is_claimed() -> None:
@@ -63,11 +65,13 @@ def test_an_entry_without_a_row_is_acked() -> None:
 NOW = 1_000_000.0
 
 
-def _running(worker: str, started_s_ago: float | None) -> dict[str, Any]:
+def _running(worker: str, started_s_ago: float | None) -> TaskRow:
     started = None
     if started_s_ago is not None:
         started = datetime.fromtimestamp(NOW - started_s_ago, UTC)
-    return {"task_id": uuid.uuid4(), "worker": worker, "claimed_at": started}
+    return TaskRow(
+        uuid.uuid4(), "simulate", "running", "alice", 1, worker=worker, claimed_at=started
+    )
 
 
 def test_live_workers_are_those_whose_heartbeat_is_at_most_stale_after_s_old() -> None:
@@ -86,7 +90,7 @@ def test_another_workers_row_is_orphaned_exactly_when_that_worker_is_not_alive()
 
 def test_my_row_in_flight_is_never_orphaned_even_with_my_heartbeat_stale() -> None:
     row = _running("me", started_s_ago=3600)
-    assert orphaned(row, set(), "me", {row["task_id"]}, 60, now=NOW) is False
+    assert orphaned(row, set(), "me", {row.task_id}, 60, now=NOW) is False
 
 
 def test_my_row_not_in_flight_is_orphaned_only_past_the_visibility_timeout() -> None:
@@ -98,8 +102,8 @@ def test_my_row_not_in_flight_is_orphaned_only_past_the_visibility_timeout() -> 
 
 
 def test_orphaned_reads_the_clock_when_not_given_one() -> None:
-    row = {"task_id": uuid.uuid4(), "worker": "me",
-           "claimed_at": datetime.now(UTC) - timedelta(seconds=120)}  # fmt: skip
+    claimed = datetime.now(UTC) - timedelta(seconds=120)
+    row = TaskRow(uuid.uuid4(), "simulate", "running", "alice", 1, worker="me", claimed_at=claimed)
     assert orphaned(row, {"me"}, "me", set(), 60) is True
     assert live_workers({"w": {"ts": time.time()}}, 1) == {"w"}
 

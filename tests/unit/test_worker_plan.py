@@ -7,12 +7,13 @@ import uuid
 from qtaskdist_worker.units import InFlight, batch_key, cost_hint, plan_units, split_requests
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.queue import TaskRow
 
 
 def _item(task_type: str = "simulate", **payload) -> InFlight:
     tid = uuid.uuid4()
-    row = {"task_id": tid, "task_type": task_type, "attempt": 1,
-           "payload": {"circuit": "OPENQASM 2.0;", "shots": 100, **payload}}  # fmt: skip
+    payload = {"circuit": "OPENQASM 2.0;", "shots": 100, **payload}
+    row = TaskRow(tid, task_type, "running", "alice", 1, payload=payload)
     return InFlight("stream:simulate", "1-0", TaskMessage(tid, task_type, 1), row)
 
 
@@ -34,7 +35,7 @@ def test_sweeps_arrays_and_big_seeded_tasks_keep_a_unit_of_their_own() -> None:
     probabilities = _item(seed=2, probabilities=True)
     big = _item(seed=3, circuit="x" * 10_000, shots=1000)
     alone = [sweep, unseeded_sweep, statevector, probabilities, big]
-    assert batch_key(big.row["payload"]) is None
+    assert batch_key(big.row.payload) is None
     units = plan_units([*small, *alone], batch_size=64)
     assert sorted(len(u) for u in units) == [1, 1, 1, 1, 1, 3]
     assert {id(u[0]) for u in units if len(u) == 1} == {id(i) for i in alone}
@@ -52,7 +53,7 @@ def test_units_come_cheapest_first() -> None:
     conv = _item("c_qir_convert")
     units = plan_units([big, sweep, small, conv], batch_size=64)
     assert [u[0] for u in units] == sorted(
-        [big, sweep, small, conv], key=lambda i: cost_hint(i.row["payload"])
+        [big, sweep, small, conv], key=lambda i: cost_hint(i.row.payload)
     )
     assert units[0] == [small] and units[-1] == [big]
 

@@ -12,12 +12,11 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.budget import aer_max_memory_mb
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.kinds import kind_of, load, of_lane
-from qtaskdist_jupyter.core.store.store import TaskStore
+from qtaskdist_jupyter.core.queue import TaskQueue
 
 from .executor import ExecutorPool, JobCancelled
 from .inflight import InFlightRegistry
@@ -58,8 +57,7 @@ class Dispatcher:
     """Owns the job processes, the backend runner and the running jobs, and keeps each
     lane's room: ``pool`` (tasks claimed for the job processes) and ``backend``."""
 
-    store: TaskStore
-    broker: Broker
+    queue: TaskQueue
     inflight: InFlightRegistry
     finisher: Finisher
     limits: Limits
@@ -80,7 +78,7 @@ class Dispatcher:
     def __post_init__(self) -> None:
         # Starts are written on the settle's rhythm: a unit's start and end cost one
         # statement each, shared with the other units of that moment.
-        self.starter = Starter(self.store, self.broker, SETTLE_AFTER_S)
+        self.starter = Starter(self.queue, SETTLE_AFTER_S)
 
     async def start(
         self, task_types: list[str], qbraid_api_key: str | None, qbraid_api_url: str | None
@@ -122,7 +120,7 @@ class Dispatcher:
     def dispatch(self, items: list[InFlight]) -> None:
         pool: dict[str, list[InFlight]] = {}
         for item in items:
-            ttype = item.row["task_type"]
+            ttype = item.row.task_type
             if kind_of(ttype).lane == "backend":
                 self._spawn(self._run_backend(item))
             else:
@@ -175,7 +173,7 @@ class Dispatcher:
         stopped is judged on its own, and the units behind it run again in a new request."""
         assert self.pool is not None
         timeouts_s = [
-            min(time_limit(i.row["payload"], self.limits.time_limit_s, self.cap_s) for i in unit)
+            min(time_limit(i.row.payload, self.limits.time_limit_s, self.cap_s) for i in unit)
             for unit in units
         ]
         cancel = asyncio.Event()
@@ -228,7 +226,7 @@ class Dispatcher:
         assert self.pool is not None
         if not kind_of(kind).rules.shares_aer_calls or len(units) != 1 or len(units[0]) != 1:
             return None
-        bindings = units[0][0].row["payload"].get("parameter_bindings")
+        bindings = units[0][0].row.payload.get("parameter_bindings")
         if not isinstance(bindings, list) or len(bindings) < SWEEP_MIN_BINDINGS:
             return None
         if self.pool.idle < self.pool.size or self.opts.concurrency < 2:
@@ -239,7 +237,7 @@ class Dispatcher:
     async def _run_backend(self, item: InFlight) -> None:
         # The type's job (jobs.backend imports the qBraid SDK): only backend-lane workers
         # load it.
-        run_backend = load(kind_of(item.row["task_type"]).job)
+        run_backend = load(kind_of(item.row.task_type).job)
 
         self.backend_jobs += 1
         started = time.monotonic()
@@ -251,10 +249,10 @@ class Dispatcher:
             lim = self.limits
             try:
                 result, meta = await run_backend(
-                    item.row,
+                    item.row.job_fields(),
                     self.runner,
                     limits=lim,
-                    time_limit_s=time_limit(item.row["payload"], lim.time_limit_s, self.cap_s),
+                    time_limit_s=time_limit(item.row.payload, lim.time_limit_s, self.cap_s),
                     cancel=item.cancel,
                     annotate=lambda m: self._annotate(item, m),
                     poll_s=self.opts.poll_interval_s,
@@ -275,11 +273,11 @@ class Dispatcher:
     async def _annotate(self, item: InFlight, meta: dict[str, Any]) -> None:
         with contextlib.suppress(TransitionError, TaskNotFound):
             await until_up(
-                lambda: self.store.merge_meta(item.task_id, item.attempt, meta), "annotate"
+                lambda: self.queue.annotate(item.task_id, item.attempt, meta), "annotate"
             )
-        item.row["meta_data"] = {**(item.row.get("meta_data") or {}), **meta}
+        item.row = item.row.with_meta(meta)
 
     async def _drop(self, items: list[InFlight]) -> None:
         """Tasks cancelled while they ran: the row already says so; just ack."""
         self.inflight.remove(items)
-        await until_up(lambda: self.broker.ack([(i.stream, i.entry_id) for i in items]), "ack")
+        await self.queue.ack([(i.stream, i.entry_id) for i in items], retrying=until_up)

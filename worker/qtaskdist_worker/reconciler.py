@@ -16,11 +16,9 @@ from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.wire import streams_of
-from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
 from qtaskdist_jupyter.core.retention import GC_BATCH, GC_BATCHES_PER_PASS, GC_EVERY_S, gc_due
-from qtaskdist_jupyter.core.store.store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ def live_workers(
 
 
 def orphaned(
-    row: dict[str, Any],
+    row: TaskRow,
     alive: Container[str],
     me: str | None,
     mine: Container[uuid.UUID],
@@ -42,7 +40,7 @@ def orphaned(
     now: float | None = None,
 ) -> bool:
     """Whether a ``running`` row is left behind by its worker and should be released."""
-    worker = row.get("worker")
+    worker = row.worker
     if me is None or worker != me:
         return worker is None or worker not in alive
     # Our own rows are judged by what we hold, not by our heartbeat: right after a Redis
@@ -50,16 +48,15 @@ def orphaned(
     # and a claim whose reply an outage swallowed leaves a row running under our name
     # that nothing of ours runs (never releasing it would lose the task). The age check
     # covers a claim that committed but whose coroutine has not yet recorded it.
-    if row["task_id"] in mine:
+    if row.task_id in mine:
         return False
-    claimed = row.get("claimed_at")
+    claimed = row.claimed_at
     now = time.time() if now is None else now
     return claimed is None or now - claimed.timestamp() > stale_after_s
 
 
 async def reconcile(
-    store: TaskStore,
-    broker: Broker,
+    queue: TaskQueue,
     task_types: Sequence[str],
     *,
     stale_after_s: float,
@@ -76,13 +73,13 @@ async def reconcile(
     it has in flight (a live view: it is read after the rows are).
     """
     if not force:
-        locked = await broker.take_reconcile_lock(lock_ttl_s)
+        locked = await queue.broker.take_reconcile_lock(lock_ttl_s)
         if not locked:
             return {"requeued": 0, "released": 0}
     streams = [s for t in task_types for s in streams_of(t)]
-    await broker.ensure_groups(streams)
-    requeued = await _requeue_lost(store, broker, streams, task_types)
-    released = await _release_orphans(store, broker, task_types, stale_after_s, me, mine)
+    await queue.broker.ensure_groups(streams)
+    requeued = await queue.requeue_lost(streams, task_types)
+    released = await _release_orphans(queue, task_types, stale_after_s, me, mine)
     if requeued or released:
         log.warning(
             "reconciler: re-enqueued %d lost and released %d orphaned tasks", requeued, released
@@ -90,62 +87,37 @@ async def reconcile(
     return {"requeued": requeued, "released": released}
 
 
-async def _requeue_lost(
-    store: TaskStore, broker: Broker, streams: list[str], task_types: Sequence[str]
-) -> int:
-    """Publish again the due ``queued`` rows that no stream holds a message for."""
-    held: set[str] = set()
-    for stream in streams:
-        held |= await broker.queued_ids(stream)
-    lost = [
-        r
-        for r in await store.due_queued(limit=5000)
-        if r["task_type"] in task_types and r["task_id"].hex not in held
-    ]
-    if lost:
-        # Their rows are still ``queued``: a message (and a ``queued`` event) each.
-        await broker.publish(lost)
-    return len(lost)
-
-
 async def _release_orphans(
-    store: TaskStore,
-    broker: Broker,
+    queue: TaskQueue,
     task_types: Sequence[str],
     stale_after_s: float,
     me: str | None,
     mine: Collection[uuid.UUID],
 ) -> int:
     """Release and publish the ``running`` rows whose worker stopped heartbeating."""
-    alive = live_workers(await broker.workers(), stale_after_s)
+    alive = live_workers(await queue.broker.workers(), stale_after_s)
     orphans = [
         r
-        for r in await store.running_rows(limit=5000)
-        if r["task_type"] in task_types and orphaned(r, alive, me, mine, stale_after_s)
+        for r in await queue.running()
+        if r.task_type in task_types and orphaned(r, alive, me, mine, stale_after_s)
     ]
-    moved = []
-    for r in orphans:
-        try:
-            row = await store.release(
-                r["task_id"],
-                r["attempt"],
-                {"released_by": "reconciler", "dead_worker": r["worker"]},
-                why=f"worker {r['worker']} stopped heartbeating",
-            )
-        except (TransitionError, TaskNotFound):
-            continue  # it moved on while we looked: someone else handled it
-        moved.append(row)
-    if moved:  # rows as released: status queued
-        await broker.publish(moved)
-    return len(moved)
+    releases = [
+        (
+            r.task_id,
+            r.attempt,
+            {"released_by": "reconciler", "dead_worker": r.worker},
+            f"worker {r.worker} stopped heartbeating",
+        )
+        for r in orphans
+    ]
+    return len(await queue.release(releases)) if releases else 0
 
 
 @dataclass
 class Reconciler:
     """A worker's reconciler: :func:`reconcile` over its task types, with what it holds."""
 
-    store: TaskStore
-    broker: Broker
+    queue: TaskQueue
     task_types: list[str]
     stale_after_s: float
     # The lock spaces the fleet's passes one reconcile interval apart (see reconcile).
@@ -157,8 +129,7 @@ class Reconciler:
 
     async def run_once(self) -> dict[str, int]:
         done = await reconcile(
-            self.store,
-            self.broker,
+            self.queue,
             self.task_types,
             stale_after_s=self.stale_after_s,
             lock_ttl_s=self.interval_s,
@@ -171,9 +142,9 @@ class Reconciler:
     async def collect_garbage(self) -> int:
         """The retention pass: one worker of the fleet every GC_EVERY_S deletes up to
         GC_BATCHES_PER_PASS batches of expired finished tasks (with their arrays)."""
-        if not gc_due(self.retention_s) or not await self.broker.take_gc_lock(GC_EVERY_S):
+        if not gc_due(self.retention_s) or not await self.queue.broker.take_gc_lock(GC_EVERY_S):
             return 0
-        deleted = await self.store.gc(
+        deleted = await self.queue.store.gc(
             self.retention_s, batch=GC_BATCH, max_batches=GC_BATCHES_PER_PASS
         )
         if deleted:

@@ -19,7 +19,8 @@ from typing import Any
 
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import DataRefused
-from qtaskdist_jupyter.core.store.store import TaskStore
+from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
+from qtaskdist_jupyter.core.queue.ports import Done
 
 from .units import InFlight
 
@@ -27,7 +28,6 @@ log = logging.getLogger("qtaskdist_worker")
 # The only file names spill() creates: a reply naming anything else is not followed.
 _SPOOLED = re.compile(r"[0-9a-f]{32}\.npy\.zst")
 Retrying = Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]]
-Done = tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]
 
 
 def _spooled_path(spool_dir: str | None, name: Any) -> str:
@@ -37,7 +37,7 @@ def _spooled_path(spool_dir: str | None, name: Any) -> str:
 
 
 async def store_arrays(
-    store: TaskStore,
+    queue: TaskQueue,
     spool_dir: str | None,
     retrying: Retrying,
     items: list[InFlight],
@@ -60,7 +60,7 @@ async def store_arrays(
             name = "array"
             try:
                 for name, ref in list(arrays.refs(out["result"])):
-                    await _store_one(store, spool_dir, retrying, item, name, ref)
+                    await _store_one(queue, spool_dir, retrying, item, name, ref)
             except (DataRefused, OSError, ValueError) as exc:
                 msg = getattr(exc, "message", None) or str(exc)
                 replies[item.key] = {
@@ -75,7 +75,7 @@ async def store_arrays(
 
 
 async def _store_one(
-    store: TaskStore,
+    queue: TaskQueue,
     spool_dir: str | None,
     retrying: Retrying,
     item: InFlight,
@@ -87,7 +87,7 @@ async def _store_one(
 
         async def put() -> int:
             fp.seek(0)  # a retry after a lost connection starts over
-            return await store.put_array(item.task_id, item.attempt, name, fp)
+            return await queue.store_array(item.task_id, item.attempt, name, fp)
 
         ref["chunks"] = await retrying(put, "store array")
     del ref["file"]
@@ -96,20 +96,20 @@ async def _store_one(
 
 
 async def complete_all(
-    store: TaskStore, retrying: Retrying, done: list[Done]
-) -> tuple[list[dict[str, Any]], dict[uuid.UUID, str]]:
+    queue: TaskQueue, retrying: Retrying, done: list[Done]
+) -> tuple[list[TaskRow], dict[uuid.UUID, str]]:
     """Complete the rows in one statement; if PostgreSQL refuses the batch for its data,
     one by one, and return the refused tasks' one-line errors (they fail, not retry)."""
     try:
-        return await retrying(lambda: store.complete_many(done), "complete"), {}
+        return await retrying(lambda: queue.complete_many(done), "complete"), {}
     except DataRefused as exc:
         if len(done) == 1:
             return [], {done[0][0]: _refused_line(exc)}
-    rows: list[dict[str, Any]] = []
+    rows: list[TaskRow] = []
     refused: dict[uuid.UUID, str] = {}
     for one in done:
         try:
-            rows += await retrying(lambda one=one: store.complete_many([one]), "complete")
+            rows += await retrying(lambda one=one: queue.complete_many([one]), "complete")
         except DataRefused as exc:
             refused[one[0]] = _refused_line(exc)
     return rows, refused

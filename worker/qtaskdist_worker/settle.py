@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.broker.wire import TaskMessage
-from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
-from qtaskdist_jupyter.core.store.store import TaskStore
+from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
+from qtaskdist_jupyter.core.queue.ports import Done
 
 from . import metrics
 from .inflight import InFlightRegistry
@@ -30,8 +28,6 @@ log = logging.getLogger("qtaskdist_worker")
 
 # A task's end as the worker settles it: (task, outcome, run time in s, tasks in its unit).
 Finished = tuple[InFlight, dict[str, Any], float, int]
-# A completion to write: (task id, attempt, result, meta).
-Done = tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]
 # A failure to write: (task, reply, meta, whether it is retried).
 Failure = tuple[InFlight, dict[str, Any], dict[str, Any], bool]
 # For the metrics: (task, outcome, run time, queue wait).
@@ -110,8 +106,7 @@ class Finisher:
     """Ends tasks for the worker: writes their outcome, schedules their retries, emits
     their events, acks their entries, and takes them out of the in-flight registry."""
 
-    store: TaskStore
-    broker: Broker
+    queue: TaskQueue
     inflight: InFlightRegistry
     name: str
     retry_base_s: float
@@ -122,17 +117,19 @@ class Finisher:
     completed: int = 0
 
     async def finish(self, finished: list[Finished]) -> None:
-        events: list[dict[str, Any]] = []
+        """Row first, then message, then events and acks: results (with their arrays) and
+        failures are committed, then the batch's events go out with its acks."""
+        events: list[TaskRow] = []
         items = [f[0] for f in finished]
         replies = {i.key: out for i, out, _r, _b in finished}
         await _after_their_running_events(items)
-        await store_arrays(self.store, self.spool_dir, until_up, items, replies)
+        await store_arrays(self.queue, self.spool_dir, until_up, items, replies)
         done, failures, ended = self._sorted(finished, replies)
         written: set[uuid.UUID] = set()
         refused: dict[uuid.UUID, str] = {}
         if done:
-            rows, refused = await complete_all(self.store, until_up, done)
-            written = {r["task_id"] for r in rows}
+            rows, refused = await complete_all(self.queue, until_up, done)
+            written = {r.task_id for r in rows}
             events += rows
             self.completed += len(rows)
             # Not written: refused by the attempt fence (logged, dropped) or, for its data,
@@ -140,10 +137,11 @@ class Finisher:
             self._refused(items, [d for d in done if d[0] not in refused], rows)
             failures += self._refused_failures(finished, refused)
         for item, out, meta, retry in failures:
-            events += await self._fail(item, out, meta, bool(retry))
+            row = await self._fail(item, out, meta, bool(retry))
+            events += [row] if row is not None else []
         _count(ended, written, refused)
         acks = [(i.stream, i.entry_id) for i in items]
-        await until_up(lambda: self.broker.settle(events, acks), "settle")
+        await until_up(lambda: self.queue.settle(events, acks), "settle")
         self.inflight.remove(items)
 
     def _sorted(
@@ -161,7 +159,7 @@ class Finisher:
             retry = bool(
                 not out["ok"]
                 and out.get("retryable")
-                and (item.row["retry_count"] < item.row["max_retries"])
+                and (item.row.retry_count < item.row.max_retries)
             )
             meta = profile(
                 item,
@@ -201,14 +199,14 @@ class Finisher:
             failures.append((item, out, meta, False))
         return failures
 
-    def _refused(self, items: list[InFlight], done: list[Any], settled: list[Any]) -> None:
+    def _refused(self, items: list[InFlight], done: list[Done], settled: list[TaskRow]) -> None:
         """Completions the attempt fence refused: the task was taken over (this worker was
         cut off or frozen past the visibility timeout) or cancelled meanwhile."""
         if len(settled) == len(done):
             return
-        kept = {r["task_id"] for r in settled}
+        kept = {r.task_id for r in settled}
         late = [t for t, *_ in done if t not in kept]
-        types = {i.task_id: i.row["task_type"] for i in items}
+        types = {i.task_id: i.row.task_type for i in items}
         for task_id in late:
             metrics.fence_refused(types[task_id])
         log.warning(
@@ -220,36 +218,27 @@ class Finisher:
 
     async def _fail(
         self, item: InFlight, out: dict[str, Any], meta: dict[str, Any], retry: bool
-    ) -> list[dict[str, Any]]:
+    ) -> TaskRow | None:
+        """A failure written: retried later (with a backoff) or failed for good (a
+        retryable one whose retries are exhausted is dead-lettered too). None when the row
+        was cancelled or taken over meanwhile: it is someone else's now."""
         error = out["error"]
-        try:
-            if retry:
-                delay = backoff_s(
-                    item.row["retry_count"],
-                    base_s=self.retry_base_s,
-                    cap_s=self.retry_cap_s,
-                )
-                meta["retry_delay_s"] = round(delay, 3)
-                row = await until_up(
-                    lambda: self.store.retry_later(item.task_id, item.attempt, error, delay, meta),
-                    "retry",
-                )
-                msg = TaskMessage(item.task_id, item.row["task_type"], item.attempt)
-                await until_up(lambda: self.broker.enqueue_later(msg, delay), "delay")
+        if retry:
+            delay = backoff_s(
+                item.row.retry_count, base_s=self.retry_base_s, cap_s=self.retry_cap_s
+            )
+            meta["retry_delay_s"] = round(delay, 3)
+            row = await self.queue.retry_later(item.row, error, delay, meta, retrying=until_up)
+            if row is not None:
                 log.info("task %s: %s; retry in %.2f s", item.task_id, error, delay)
-                return [row]
-            row = await until_up(
-                lambda: self.store.fail(item.task_id, item.attempt, error, meta), "fail"
-            )
-        except (TransitionError, TaskNotFound):
-            return []  # cancelled or taken over meanwhile: the row is someone else's now
+            return row
+        dead = None
         if out.get("retryable"):
-            fields = {**item.msg.encode(), "task_id": item.key, "stream": item.stream}
-            await until_up(
-                lambda: self.broker.dead_letter(f"retries exhausted: {error}", fields), "dead"
-            )
-        log.info("task %s failed: %s", item.task_id, error)
-        return [row]
+            dead = {**item.msg.encode(), "task_id": item.key, "stream": item.stream}
+        row = await self.queue.fail(item.row, error, meta, dead=dead, retrying=until_up)
+        if row is not None:
+            log.info("task %s failed: %s", item.task_id, error)
+        return row
 
 
 def _count(ended: list[Ended], written: set[uuid.UUID], refused: dict[uuid.UUID, str]) -> None:
@@ -260,4 +249,4 @@ def _count(ended: list[Ended], written: set[uuid.UUID], refused: dict[uuid.UUID,
             if item.task_id not in refused:
                 continue  # the attempt fence dropped it (counted by fence_refused)
             outcome = "failed"  # PostgreSQL refused the result: the task failed
-        metrics.task_finished(item.row["task_type"], outcome, run_time_s, wait_s)
+        metrics.task_finished(item.row.task_type, outcome, run_time_s, wait_s)

@@ -17,8 +17,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.store.store import TaskStore
+from qtaskdist_jupyter.core.queue import TaskQueue
 
 from .retry import until_up
 from .units import InFlight
@@ -29,9 +28,8 @@ log = logging.getLogger("qtaskdist_worker")
 class Starter:
     """Collects the tasks whose job began and writes their start in batches."""
 
-    def __init__(self, store: TaskStore, broker: Broker, flush_after_s: float) -> None:
-        self.store = store
-        self.broker = broker
+    def __init__(self, queue: TaskQueue, flush_after_s: float) -> None:
+        self.queue = queue
         self.flush_after_s = flush_after_s
         self.waiting: list[InFlight] = []
         self.written: asyncio.Future[None] | None = None
@@ -87,11 +85,7 @@ class Starter:
             if announced:
                 await asyncio.wait(announced)
             starts = [(i.task_id, i.attempt, i.started) for i in batch if i.started]
-            rows = await until_up(lambda: self.store.mark_started(starts), "start")
-            for row in rows:
-                row["started"] = True
-            if rows:
-                await until_up(lambda: self.broker.emit(rows), "emit")
+            await self.queue.started(starts, retrying=until_up)
         except Exception:  # noqa: BLE001 - a lost stamp costs a time shown, never a task
             log.exception("could not record the start of %d task(s)", len(batch))
         finally:

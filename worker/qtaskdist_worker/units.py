@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from qtaskdist_jupyter.core.kinds import kind_of
+from qtaskdist_jupyter.core.queue import TaskRow
 from qtaskdist_jupyter.core.task_times import attempt_start
 
 HOST = socket.gethostname()
@@ -27,7 +28,7 @@ class InFlight:
     stream: str
     entry_id: str
     msg: TaskMessage
-    row: dict[str, Any]
+    row: TaskRow
     # Set when the task is cancelled while it runs; created when its job starts (the
     # simulate / convert tasks of one request share one).
     cancel: asyncio.Event | None = None
@@ -41,19 +42,19 @@ class InFlight:
 
     @functools.cached_property
     def task_id(self) -> uuid.UUID:
-        return self.row["task_id"]
+        return self.row.task_id
 
     @functools.cached_property
     def key(self) -> str:
         """The task id as the job processes' replies name it."""
-        return str(self.row["task_id"])
+        return str(self.row.task_id)
 
     @property
     def attempt(self) -> int:
-        return int(self.row["attempt"])
+        return self.row.attempt
 
     def request(self) -> dict[str, Any]:
-        return {"task_id": self.key, "payload": self.row["payload"]}
+        return {"task_id": self.key, "payload": self.row.payload}
 
 
 def profile(
@@ -71,10 +72,10 @@ def profile(
     ``now``: when the attempt ended (one clock reading serves a whole settled batch)."""
     row = item.row
     now = now or datetime.now(UTC)
-    started = attempt_start(item.started, row.get("started_at"), now, run_time_s)
-    claimed = row.get("claimed_at")
-    queued = row.get("queued_at") or row.get("created_at")
-    prior = list((row.get("meta_data") or {}).get("attempts") or [])
+    started = attempt_start(item.started, row.started_at, now, run_time_s)
+    claimed = row.claimed_at
+    queued = row.queued_at or row.created_at
+    prior = list((row.meta_data or {}).get("attempts") or [])
     attempt = {
         "attempt": item.attempt,
         "worker": worker,
@@ -163,15 +164,15 @@ def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
     shared: dict[tuple[Any, ...], list[InFlight]] = {}
     units: list[list[InFlight]] = []
     for item in items:
-        shares = kind_of(item.row["task_type"]).rules.shares_aer_calls
-        key = batch_key(item.row["payload"]) if shares else None
+        shares = kind_of(item.row.task_type).rules.shares_aer_calls
+        key = batch_key(item.row.payload) if shares else None
         if key is None:
             units.append([item])
         else:
             shared.setdefault(key, []).append(item)
     for group in shared.values():
         units += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-    units.sort(key=lambda unit: sum(cost_hint(i.row["payload"]) for i in unit))
+    units.sort(key=lambda unit: sum(cost_hint(i.row.payload) for i in unit))
     return units
 
 

@@ -35,10 +35,9 @@ from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     ConfigError,
     ServiceUnavailable,
-    TaskNotFound,
-    TransitionError,
 )
 from qtaskdist_jupyter.core.kinds import of_lane
+from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_jupyter.core.store.store import TaskStore
 
@@ -126,15 +125,15 @@ class Worker:
         self.lanes = lanes_of(opts.task_types)
         self.store = TaskStore.from_url(settings.database_url, pool_size=4)
         self.broker = Broker.from_url(settings.redis_url, events_maxlen=settings.events_maxlen)
+        # Every write of a task's state goes through the queue facade.
+        self.queue = TaskQueue(self.store, self.broker)
         self.stopping = asyncio.Event()
         # Set when a side task ended while the worker ran: it stops, and exits 1.
         self.side_task_failed = False
         lim = settings.limits
-        store, broker, name = self.store, self.broker, self.name
+        store, broker, queue, name = self.store, self.broker, self.queue, self.name
         self.inflight = InFlightRegistry()
-        self.finisher = Finisher(
-            store, broker, self.inflight, name, opts.retry_base_s, opts.retry_cap_s
-        )
+        self.finisher = Finisher(queue, self.inflight, name, opts.retry_base_s, opts.retry_cap_s)
         self.dispatcher = self._dispatcher()
         self.heartbeat = Heartbeat(
             store,
@@ -147,8 +146,7 @@ class Worker:
         )
         self.cancel_watch = CancelWatch(broker, self.inflight)
         self.autoclaimer = Autoclaimer(
-            store,
-            broker,
+            queue,
             self.inflight,
             name,
             opts.visibility_timeout_s,
@@ -158,8 +156,7 @@ class Worker:
             start=self.start,
         )
         self.reconciler = Reconciler(
-            store,
-            broker,
+            queue,
             opts.task_types,
             stale_after_s=opts.visibility_timeout_s,
             interval_s=opts.reconcile_interval_s,
@@ -172,8 +169,7 @@ class Worker:
         """The dispatcher of this worker's lanes, with the options the worker was given."""
         lim, opts = self.settings.limits, self.opts
         return Dispatcher(
-            self.store,
-            self.broker,
+            self.queue,
             self.inflight,
             self.finisher,
             lim,
@@ -231,7 +227,7 @@ class Worker:
         vis_s = self.opts.visibility_timeout_s
         duties: dict[str, Coroutine[Any, Any, None]] = {
             "heartbeat": every(vis_s / 3, self.heartbeat.beat),
-            "promote due retries": every(PROMOTE_EVERY_S, self.broker.promote_due),
+            "promote due retries": every(PROMOTE_EVERY_S, self.queue.promote_due),
             "reconciler": every(self.opts.reconcile_interval_s, self.reconciler.run_once),
             "autoclaim": every(max(0.2, vis_s / 2), self.autoclaimer.run_once),
             "cancel watch": self.cancel_watch.run(),
@@ -293,23 +289,19 @@ class Worker:
         acks: list[tuple[str, str]] = []
         dead: list[DeadLetter] = []
         msgs = decode_entries(entries, acks, dead)
-        rows = await until_up(
-            lambda: self.store.claim_many(
-                [(m.task_id, m.attempt) for _s, _e, m in msgs], self.name
-            ),
-            "claim",
-        )
+        claims = [(m.task_id, m.attempt) for _s, _e, m in msgs]
+        rows = await until_up(lambda: self.queue.claim(claims, self.name), "claim")
         await self.start(msgs, rows, acks, dead)
 
     async def start(
         self,
         msgs: list[Claimable],
-        rows: list[dict[str, Any]],
+        rows: list[TaskRow],
         acks: list[tuple[str, str]],
         dead: list[DeadLetter],
     ) -> None:
         """Run the claimed rows of ``msgs``; ack the entries that claimed nothing."""
-        by_id = {r["task_id"]: r for r in rows}
+        by_id = {r.task_id: r for r in rows}
         items: list[InFlight] = []
         for stream, eid, msg in msgs:
             row = by_id.pop(msg.task_id, None)
@@ -322,13 +314,13 @@ class Worker:
             self.inflight.add(item)
             items.append(item)
         for reason, fields in dead:
-            await until_up(lambda r=reason, f=fields: self.broker.dead_letter(r, f), "dead")
+            await until_up(lambda r=reason, f=fields: self.queue.dead_letter(r, f), "dead")
         self.dispatcher.dispatch(items)
         if items or acks:
             # The jobs are already on their way: the running events go out while they
             # run, and a batch's completion waits for this (InFlight.announced).
             announced = asyncio.ensure_future(
-                until_up(lambda: self.broker.settle([i.row for i in items], acks), "emit")
+                until_up(lambda: self.queue.announce([i.row for i in items], acks), "emit")
             )
             for i in items:
                 i.announced = announced
@@ -341,21 +333,12 @@ class Worker:
         await self.dispatcher.wait_jobs(self.opts.grace_s)
         left = self.inflight.all()
         await self.dispatcher.kill_jobs()
-        moved = []
-        for item in left:
-            try:
-                row = await self.store.release(
-                    item.task_id,
-                    item.attempt,
-                    {"released_by": f"{self.name} (shutdown)"},
-                    why=f"worker {self.name} shut down before it finished (past --grace-s)",
-                )
-                moved.append(row)
-            except (TransitionError, TaskNotFound):
-                pass
-        if moved:  # rows as released: status queued
-            await until_up(lambda: self.broker.publish(moved), "re-enqueue")
+        meta = {"released_by": f"{self.name} (shutdown)"}
+        why = f"worker {self.name} shut down before it finished (past --grace-s)"
+        releases = [(i.task_id, i.attempt, meta, why) for i in left]
+        moved = await self.queue.release(releases, retrying=until_up)
+        if moved:
             log.warning("released %d unfinished tasks back to the queue", len(moved))
         if left:
-            await until_up(lambda: self.broker.ack([(i.stream, i.entry_id) for i in left]), "ack")
+            await self.queue.ack([(i.stream, i.entry_id) for i in left], retrying=until_up)
         self.inflight.clear()

@@ -13,6 +13,7 @@ from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
+from qtaskdist_jupyter.core.queue import EventPage, TaskQueue
 from qtaskdist_jupyter.core.store.store import TaskStore
 from qtaskdist_server.api import access, fleet, listing
 from qtaskdist_server.api.listing import columns_for
@@ -24,6 +25,7 @@ class TaskReads:
 
     store: TaskStore
     broker: Broker
+    queue: TaskQueue
     settings: Settings
     redactor: access.Redactor
 
@@ -65,15 +67,15 @@ class TaskReads:
         return self.store.iter_array(task_id, name, ref, npy=npy)
 
     # ---- live events and the operator views ------------------------------------------
-    async def read_events(
+    async def events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, Any] | None]]:
-        """(entry id, decoded event) of the events stream after ``after`` (XREAD,
-        blocking up to block_ms); None for an entry that is not ours to interpret."""
-        return await self.broker.read_events(after, count=count, block_ms=block_ms)
+    ) -> EventPage:
+        """The events after ``after`` (XREAD, blocking up to block_ms), as the queue
+        decoded them, and the position read up to."""
+        return await self.queue.events(after, count=count, block_ms=block_ms)
 
     async def last_event_id(self) -> str:
-        return await self.broker.last_event_id()
+        return await self.queue.last_event_id()
 
     async def health(self, owner: str, *, operator: bool, stale_s: float) -> dict[str, Any]:
         """GET health (fleet.health): the fleet's internals only for an ``operator``."""

@@ -1,27 +1,22 @@
-"""TaskService: the store and the broker together; the one way the REST API reaches either.
+"""TaskService: the REST API's policy over the queue; the one way the API reaches the queue.
 
-Each handler parses its request, makes one call here and answers its result as JSON, so
-every rule of the API (quotas, which status a user may move a task to, the order of
-writes) lives in this module, with the CPU-bound circuit checks moved off the event loop.
-Its read-only verbs (rows, pages, arrays, events, fleet views) are inherited from
-reads.TaskReads.
-
-Order of writes when enqueueing: the row becomes ``queued`` in PostgreSQL first, then the
-id is XADDed. If the XADD fails the row is put back to ``pending`` (guarded), so a task is
-never ``queued`` without a message for long; if even that fails the reconciler re-enqueues
-it. The reverse order (XADD first) would let a fast worker read the message before the
-row says ``queued`` and drop it.
+Each handler parses its request, makes one call here and answers its result as JSON. This
+module holds the API's rules: quotas, the priority lane's bound, the payload checks (the
+CPU-bound circuit checks moved off the event loop) and which status a user may move a task
+to. Every write, and the order of the writes, is the queue facade's
+(:class:`~qtaskdist_jupyter.core.queue.TaskQueue`: row first, then message, then event);
+the store and the broker are used here for reads only. Its read-only verbs (rows, pages,
+arrays, events, fleet views) are inherited from reads.TaskReads.
 
 Quotas (quota.py): a submission is counted from its number of tasks before any circuit is
-checked, then counted again and inserted under its owner's advisory lock
-(TaskStore.insert_admitted), so the active-task cap and the priority lane's bound hold
-for concurrent requests too.
+checked, then counted again and inserted under its owner's advisory lock (the ``decide``
+TaskQueue.submit and TaskQueue.retry run under it), so the active-task cap and the
+priority lane's bound hold for concurrent requests too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,17 +25,16 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     InvalidInput,
-    QueueUnavailable,
     TransitionError,
 )
 from qtaskdist_jupyter.core.models import TaskStatus
+from qtaskdist_jupyter.core.queue import TaskQueue
 from qtaskdist_jupyter.core.retention import check_stored_tasks
 from qtaskdist_jupyter.core.schemas import (
     BatchCreate,
     TaskCreate,
     TaskUpdate,
 )
-from qtaskdist_jupyter.core.status import DELETED
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
 from qtaskdist_server.api import access, quota
 from qtaskdist_server.api.checks import Checker
@@ -60,6 +54,8 @@ class TaskService(TaskReads):
     ) -> None:
         self.store = store
         self.broker = broker
+        # Every write goes through the queue facade; the store and the broker are read here.
+        self.queue = TaskQueue(store, broker)
         self.settings = settings
         # Request bodies over large_body_bytes in flight per owner (the hosts count them).
         self.large_bodies = quota.LargeBodies()
@@ -113,20 +109,12 @@ class TaskService(TaskReads):
         (429 past max_active_tasks or max_stored_tasks, nothing written), then published;
         a small submission goes to the priority streams."""
         limits = self.settings.limits
-        if enqueue:
-            await self.broker.ping()  # refuse up front rather than leave rows behind
-        status = TaskStatus.QUEUED.value if enqueue else TaskStatus.PENDING.value
 
         def decide(active: int, stored: int) -> bool:
             check_stored_tasks(stored, len(new), limits.max_stored_tasks)
             return quota.admit(active, len(new), limits)
 
-        rows, small = await self.store.insert_admitted(owner, new, decide, status=status, full=full)
-        if enqueue:
-            await self._publish(rows, priority=small)
-        else:
-            await self._emit_quietly(rows)
-        return rows
+        return await self.queue.submit(owner, new, decide, enqueue=enqueue, full=full)
 
     async def create(
         self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
@@ -137,57 +125,13 @@ class TaskService(TaskReads):
         if new:  # new rows count against their owner's stored tasks (retries do not)
             cap = self.settings.limits.max_stored_tasks
             check_stored_tasks(await self.store.stored_of(new[0].owner), len(new), cap)
-        if not enqueue:
-            rows = await self.store.insert_many(new, full=full)
-            # The rows are written and pending, as asked; answering 503 for a lost event
-            # would make the caller retry and create them twice.
-            await self._emit_quietly(rows)
-            return rows
-        # Refuse up front rather than leave rows behind when Redis is down.
-        await self.broker.ping()
-        # Rows are written as ``queued`` directly: same order of writes as pending→queued
-        # (row first, XADD second) without a second statement over every row.
-        rows = await self.store.insert_many(new, status=TaskStatus.QUEUED.value, full=full)
-        await self._publish(rows, priority=priority)
-        return rows
-
-    async def enqueue_rows(
-        self, task_ids: Sequence[uuid.UUID], *, priority: bool = False
-    ) -> list[dict[str, Any]]:
-        moved = await self.store.mark_queued(task_ids)  # rows as updated: status queued
-        await self._publish(moved, priority=priority)
-        return moved
-
-    async def _publish(self, rows: Sequence[dict[str, Any]], *, priority: bool = False) -> None:
-        """XADD rows just committed as ``queued``, with their events (one script call).
-
-        If the XADD fails the rows go back to ``pending`` (visible, enqueueable later).
-        """
-        try:
-            await self.broker.publish([{**r, "priority": True} for r in rows] if priority else rows)
-        except QueueUnavailable:
-            await self.store.unqueue([r["task_id"] for r in rows])
-            raise
-
-    async def _emit_quietly(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Events feed only the live views; the committed change stands without them."""
-        try:
-            await self.broker.emit(rows)
-        except QueueUnavailable:
-            pass
+        return await self.queue.insert(new, enqueue=enqueue, full=full, priority=priority)
 
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
-        row = await self.store.delete(task_id, owner)
-        # Not a status of the row (the row is gone): it tells live tables to drop it.
-        await self._emit_quietly([{**row, "status": DELETED}])
+        await self.queue.delete(task_id, owner)
 
     async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
-        row = await self.store.cancel(task_id, owner)
-        # A queued message now matches no claim (status is cancelled); a running task's
-        # worker learns of it from stream:cancels (or its next heartbeat's row check), so
-        # losing this write to a Redis outage delays the stop; it loses nothing.
-        with contextlib.suppress(QueueUnavailable):
-            await self.broker.cancelled([row])
+        await self.queue.cancel(task_id, owner)
         return await self.store.get(task_id, owner)
 
     # ---- the REST API's verbs --------------------------------------------------------
@@ -223,7 +167,7 @@ class TaskService(TaskReads):
         if change.status is not None:
             row = await self._move(task_id, owner, change.status)
         if fields:
-            row = await self.store.update(task_id, owner, fields)
+            row = await self.queue.update(task_id, owner, fields)
         return row if row is not None else await self.store.get(task_id, owner)
 
     async def _move(self, task_id: uuid.UUID, owner: str, target: TaskStatus) -> dict[str, Any]:
@@ -266,7 +210,7 @@ class TaskService(TaskReads):
         await self.broker.ping()
         # The row is pending, so already counted among the owner's active tasks.
         small = await self.store.active_of(row["owner"]) <= self.settings.limits.priority_max_tasks
-        await self.enqueue_rows([task_id], priority=small)
+        await self.queue.enqueue([task_id], priority=small)
         return await self.store.get(task_id, owner)
 
     async def retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
@@ -277,9 +221,5 @@ class TaskService(TaskReads):
     async def _retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
         limits = self.settings.limits
         await self.precheck(owner, 1)
-        await self.broker.ping()
-        row, small = await self.store.requeue_admitted(
-            task_id, owner, lambda active: quota.admit(active, 1, limits)
-        )
-        await self._publish([row], priority=small)
+        await self.queue.retry(task_id, owner, lambda active: quota.admit(active, 1, limits))
         return await self.store.get(task_id, owner)

@@ -1,0 +1,154 @@
+"""The frozen values that cross the queue facade: a task's row as a worker holds it, and an
+event as a reader of the events stream gets it.
+
+:class:`TaskRow` is built from a row the store returns (``from_row``: the columns a
+transition returns, :data:`~qtaskdist_jupyter.core.store.statements.LIGHT`, or fewer), and
+:class:`TaskEvent` from an entry of the events stream as the broker decoded it
+(``from_entry``). The facade turns rows into the event fields the broker writes
+(:meth:`TaskRow.event_fields`), so no caller builds those by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A task's row at one attempt: what a worker needs to run it and to write its events.
+
+    Columns a statement did not return are None, or empty for the payload (a completion
+    returns the event columns only)."""
+
+    task_id: uuid.UUID
+    task_type: str
+    status: str
+    owner: str
+    attempt: int
+    batch_id: uuid.UUID | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    retry_count: int = 0
+    max_retries: int = 0
+    created_at: datetime | None = None
+    queued_at: datetime | None = None
+    claimed_at: datetime | None = None
+    started_at: datetime | None = None
+    meta_data: dict[str, Any] | None = None
+    worker: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TaskRow:
+        get = row.get
+        return cls(
+            task_id=row["task_id"],
+            task_type=row["task_type"],
+            status=str(row["status"]),
+            owner=row["owner"],
+            attempt=int(row["attempt"]),
+            batch_id=get("batch_id"),
+            payload=get("payload") or {},
+            retry_count=int(get("retry_count") or 0),
+            max_retries=int(get("max_retries") or 0),
+            created_at=get("created_at"),
+            queued_at=get("queued_at"),
+            claimed_at=get("claimed_at"),
+            started_at=get("started_at"),
+            meta_data=get("meta_data"),
+            worker=get("worker"),
+        )
+
+    def with_meta(self, meta: dict[str, Any]) -> TaskRow:
+        """This row with ``meta`` merged into its meta_data (as the store merged it)."""
+        return replace(self, meta_data={**(self.meta_data or {}), **meta})
+
+    def job_fields(self) -> dict[str, Any]:
+        """The columns a backend job reads (task id, attempt, payload, meta_data)."""
+        return {
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "payload": self.payload,
+            "meta_data": self.meta_data,
+        }
+
+    def event_fields(self, *, priority: bool = False, started: bool = False) -> dict[str, Any]:
+        """What the broker writes this row's event (and task message) from
+        (broker.packing.pack_rows): ``priority`` puts its message on the priority stream,
+        ``started`` marks the running event of a job that began."""
+        fields: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_type": self.task_type,
+            "status": self.status,
+            "owner": self.owner,
+            "attempt": self.attempt,
+            "batch_id": self.batch_id,
+        }
+        if priority:
+            fields["priority"] = True
+        if started:
+            fields["started"] = True
+        return fields
+
+
+_EVENT_KEYS = ("task_id", "status", "owner", "task_type", "attempt", "batch_id", "ts")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One entry of the events stream (docs/message-format.md): ``id`` is the stream id."""
+
+    id: str
+    task_id: str
+    status: str
+    owner: str
+    task_type: str
+    attempt: int
+    batch_id: str | None
+    ts: float
+    # A running event whose job began (a running event without it is the claim).
+    started: bool = False
+
+    @classmethod
+    def from_entry(cls, entry_id: str, data: Mapping[str, Any] | None) -> TaskEvent | None:
+        """The event of a decoded stream entry; None for one that is not ours to interpret
+        (not decodable, or a key of the format missing or mistyped)."""
+        if data is None or any(k not in data for k in _EVENT_KEYS):
+            return None
+        task_id, status, owner, task_type = (data[k] for k in _EVENT_KEYS[:4])
+        attempt, batch_id, ts = data["attempt"], data["batch_id"], data["ts"]
+        texts = (task_id, status, owner, task_type)
+        if not all(isinstance(t, str) for t in texts) or type(attempt) is not int:
+            return None
+        if not (batch_id is None or isinstance(batch_id, str)) or not isinstance(ts, int | float):
+            return None
+        started = data.get("started") is True
+        return cls(entry_id, task_id, status, owner, task_type, attempt, batch_id, ts, started)
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as ``GET events`` answers it: the wire's keys in their order, without
+        the owner, then ``started`` (only when true) and the stream ``id``."""
+        out: dict[str, Any] = {
+            "task_id": self.task_id,
+            "status": self.status,
+            "task_type": self.task_type,
+            "attempt": self.attempt,
+            "batch_id": self.batch_id,
+            "ts": self.ts,
+        }
+        if self.started:
+            out["started"] = True
+        out["id"] = self.id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """What one read of the events stream got: the events it could interpret, and the
+    position read up to (past entries it could not: None when it read nothing), from which
+    the next read goes on."""
+
+    events: tuple[TaskEvent, ...]
+    position: str | None
