@@ -134,6 +134,8 @@ class TaskTableState:
             row["started"], row["finished"] = (ts if ev.get("started") else None), None
         elif status in FINISHED:
             row["finished"] = ts
+            if ev.get("started_at") is not None and not row["started"]:
+                row["started"] = float(ev["started_at"])  # a quick task's start rides here
         else:  # back in the queue (a retry): its wait starts again
             row["started"] = row["finished"] = None
             row["queued"] = ts

@@ -61,6 +61,9 @@ async def test_events_follow_a_real_worker_in_order(
         datetime.fromisoformat(final[k]) for k in ("claimed_at", "started_at", "finished_at")
     )
     assert claimed_at <= started_at <= finished_at, final
+    # The completion carries the attempt's start, which a quick task's table needs.
+    (completed,) = [e for e in events if e["task_id"] == tid and e["status"] == "completed"]
+    assert completed["started_at"] == pytest.approx(started_at.timestamp(), abs=1e-5)
     ids = [e["id"] for e in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert await asyncio.to_thread(proc.wait, 30) == 0  # --burst exits once drained

@@ -22,6 +22,7 @@ from qtaskdist_jupyter.core.broker.wire import TaskMessage
 from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask
+from qtaskdist_jupyter.core.task_times import carried_start, start_at_end
 
 S = TaskStatus
 T = TypeVar("T")
@@ -187,7 +188,8 @@ class FakeStore:
             if row and row["status"] == S.RUNNING and row["attempt"] == attempt:
                 row |= {"status": S.COMPLETED.value, "result": result, "finished_at": _now()}
                 row["meta_data"] = {**row["meta_data"], **meta}
-                out.append(self._light(row, EVENT))
+                row["started_at"] = start_at_end(row["started_at"], carried_start(meta))
+                out.append(self._light(row, (*EVENT, "started_at")))
         return out
 
     async def fail(
@@ -195,6 +197,7 @@ class FakeStore:
     ) -> dict[str, Any]:
         values = {"status": S.FAILED.value, "error": error, "finished_at": _now()}
         values["meta_data"] = {**self._row(task_id)["meta_data"], **meta}
+        values["started_at"] = start_at_end(self._row(task_id)["started_at"], carried_start(meta))
         return self._move(task_id, "fail", [S.RUNNING], values, attempt=attempt)
 
     async def retry_later(

@@ -74,7 +74,14 @@ class PublishCall:
 
 
 def _event_tail(
-    status: str, owner: str, ttype: str, attempt: int, batch: Any, ts: float, started: bool
+    status: str,
+    owner: str,
+    ttype: str,
+    attempt: int,
+    batch: Any,
+    ts: float,
+    started: bool,
+    started_at: float | None,
 ) -> str:
     return event_tail(
         status,
@@ -84,6 +91,7 @@ def _event_tail(
         batch_id=batch,
         ts=ts,
         started=started,
+        started_at=started_at,
     )
 
 
@@ -97,7 +105,8 @@ def pack_rows(
 ) -> list[list[Any]]:
     """The ARGV of each publish.lua call that writes ``rows`` (dicts with task_id,
     task_type, status, owner, attempt, batch_id and, for a small submission, a true
-    ``priority``; a true ``started`` marks a running task whose job began): an event for
+    ``priority``; a true ``started`` marks a running task whose job began; a float
+    ``started_at``, an ended attempt's start in epoch seconds): an event for
     each, and with ``messages`` its task message too. The
     ``acks`` go with the last call (alone in one call when there are no rows)."""
     rows = list(rows)
@@ -112,8 +121,10 @@ def pack_rows(
                 stream = KEY_INDEX[(PRIORITY_STREAMS if r.get("priority") else STREAMS)[ttype]]
                 message = call.tail(("m", ttype, attempt), message_tail, ttype, attempt)
             owner, batch, started = r["owner"], r.get("batch_id"), bool(r.get("started"))
+            # An ended attempt's start (one per unit: its tasks share a tail).
+            started_at = r.get("started_at")
             event = call.tail(
-                ("e", status, owner, ttype, attempt, batch, started),
+                ("e", status, owner, ttype, attempt, batch, started, started_at),
                 _event_tail,
                 status,
                 owner,
@@ -122,6 +133,7 @@ def pack_rows(
                 batch,
                 ts,
                 started,
+                started_at,
             )
             call.add_row(r["task_id"], stream, message, event)
         calls.append(call)

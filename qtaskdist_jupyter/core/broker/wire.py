@@ -109,10 +109,13 @@ def event_tail(
     batch_id: uuid.UUID | str | None,
     ts: float,
     started: bool = False,
+    started_at: float | None = None,
 ) -> str:
     """What follows the task id in an event (its keys in the order docs/message-format.md
     shows). ``started``: a running task's job began (a ``running`` event without it is
-    the claim; the task waits behind the worker's other tasks until then)."""
+    the claim; the task waits behind the worker's other tasks until then).
+    ``started_at``: an ended attempt's start, in seconds since the epoch (a quick task
+    gets no ``started`` event: its end carries its start)."""
     body: dict[str, Any] = {
         "status": status,
         "owner": owner,
@@ -123,6 +126,8 @@ def event_tail(
     }
     if started:
         body["started"] = True
+    if started_at is not None:
+        body["started_at"] = started_at
     return _tail(body)
 
 

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from qtaskdist_jupyter.core.status import TaskStatus
+
+# Statuses whose event carries the attempt's start (``started_at``).
+_ENDED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value)
+
 
 @dataclass(frozen=True, slots=True)
 class TaskRow:
@@ -90,6 +95,9 @@ class TaskRow:
             fields["priority"] = True
         if started:
             fields["started"] = True
+        if self.status in _ENDED and self.started_at is not None:
+            # A quick task's start was never sent on its own (worker starts.Starter).
+            fields["started_at"] = round(self.started_at.timestamp(), 6)
         return fields
 
 
@@ -110,6 +118,8 @@ class TaskEvent:
     ts: float
     # A running event whose job began (a running event without it is the claim).
     started: bool = False
+    # An ended attempt's start, in seconds since the epoch (None: not sent).
+    started_at: float | None = None
 
     @classmethod
     def from_entry(cls, entry_id: str, data: Mapping[str, Any] | None) -> TaskEvent | None:
@@ -125,11 +135,17 @@ class TaskEvent:
         if not (batch_id is None or isinstance(batch_id, str)) or not isinstance(ts, int | float):
             return None
         started = data.get("started") is True
-        return cls(entry_id, task_id, status, owner, task_type, attempt, batch_id, ts, started)
+        started_at = data.get("started_at")
+        if not isinstance(started_at, int | float) or isinstance(started_at, bool):
+            started_at = None
+        return cls(
+            entry_id, task_id, status, owner, task_type, attempt, batch_id, ts, started, started_at
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The event as ``GET events`` answers it: the wire's keys in their order, without
-        the owner, then ``started`` (only when true) and the stream ``id``."""
+        the owner, then ``started`` (only when true), ``started_at`` (only when sent) and
+        the stream ``id``."""
         out: dict[str, Any] = {
             "task_id": self.task_id,
             "status": self.status,
@@ -140,6 +156,8 @@ class TaskEvent:
         }
         if self.started:
             out["started"] = True
+        if self.started_at is not None:
+            out["started_at"] = self.started_at
         out["id"] = self.id
         return out
 

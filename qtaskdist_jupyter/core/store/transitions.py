@@ -237,7 +237,7 @@ class Transitions:
             WHERE tasks.task_id = v.id AND tasks.attempt = v.attempt
               AND tasks.status = :from_status
             RETURNING tasks.task_id, tasks.task_type, tasks.status, tasks.owner,
-                      tasks.attempt, tasks.batch_id
+                      tasks.attempt, tasks.batch_id, tasks.started_at
             """
         )
         async with self.engine.connect() as conn:

@@ -89,7 +89,11 @@ export function applyEvent(state, ev, facts) {
   row.attempt = ev.attempt ?? row.attempt;
   // A running event with `started` is the job's start; without it, the claim: it waits.
   if (ev.status === facts.status.RUNNING) { row.started = ev.started ? ts : null; row.finished = null; }
-  else if (facts.finished.has(ev.status)) row.finished = ts;
+  else if (facts.finished.has(ev.status)) {
+    row.finished = ts;
+    // A quick task gets no `started` event: its end carries its start.
+    if (ev.started_at != null && !row.started) row.started = ev.started_at;
+  }
   else { row.started = null; row.finished = null; row.queued = ts; } // back in the queue (a retry)
   row.updated = Math.max(row.updated, ts);
   if (ev.id) state.cursor = ev.id;
