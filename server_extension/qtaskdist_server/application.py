@@ -35,8 +35,8 @@ from jupyter_server.utils import ensure_async
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 
 from qtaskdist_jupyter.core import config, migrate
-from qtaskdist_jupyter.core import embedded as emb
 from qtaskdist_jupyter.core.config import Limits, Settings
+from qtaskdist_jupyter.core.embedded import services as emb
 from qtaskdist_jupyter.core.errors import ConfigError, DatabaseUnavailable
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_server.api import access

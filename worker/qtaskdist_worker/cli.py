@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from qtaskdist_jupyter.core import embedded
 from qtaskdist_jupyter.core.broker.keys import STREAMS, TYPE_OF_STREAM
 from qtaskdist_jupyter.core.config import load_settings
+from qtaskdist_jupyter.core.embedded import services as embedded
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
 from qtaskdist_jupyter.core.kinds import BACKEND, KINDS
 
