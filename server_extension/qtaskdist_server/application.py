@@ -32,6 +32,7 @@ from jupyter_server.auth.identity import (
 )
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import ensure_async
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_fixed
 from traitlets import Dict, Enum, List, Unicode, default
 
 from qtaskdist_jupyter.core import config, migrate
@@ -231,9 +232,22 @@ class QtaskdistApp(ExtensionApp, OptionTraits):
             return False
 
     async def _migrate_until_done(self, every_s: float = 10.0) -> None:
-        while not self._migrated:
-            await asyncio.sleep(every_s)
-            self._migrated = await asyncio.to_thread(self._try_migrate)
+        """Migrate every ``every_s`` while the database is down (start-up made the first
+        try). tenacity retries DatabaseUnavailable only: any other error ends it."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(DatabaseUnavailable),
+            wait=wait_fixed(every_s),
+            before_sleep=self._log_migration_retry,
+            reraise=True,
+        )
+        await asyncio.sleep(every_s)
+        await retrying(asyncio.to_thread, migrate.upgrade, self.settings_obj.database_url)
+        self._migrated = True
+
+    def _log_migration_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        message = exc.message if isinstance(exc, DatabaseUnavailable) else str(exc)
+        self.log.error("qtaskdist: %s; will retry the migration", message)
 
     def _server(self) -> ServerApp:
         """The jupyter server this extension was loaded into (set before any hook runs)."""
