@@ -36,6 +36,7 @@ _PG_SCHEMES = {
     "postgresql+asyncpg": "postgresql+psycopg",
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix", "valkey", "valkeys"}
+SERVICE_URL = env_var("service_url")
 
 
 @dataclass(frozen=True)
@@ -250,8 +251,8 @@ def kernel_server_env(env: Mapping[str, str] | None = None) -> tuple[str | None,
     env = os.environ if env is None else env
     if env.get("QTASKDIST_SERVER_URL"):
         return env["QTASKDIST_SERVER_URL"], env.get("QTASKDIST_TOKEN") or None
-    if env.get("QTASKDIST_SERVICE_URL"):
-        return env["QTASKDIST_SERVICE_URL"], env.get("JUPYTERHUB_API_TOKEN") or None
+    if env.get(SERVICE_URL):
+        return env[SERVICE_URL], env.get("JUPYTERHUB_API_TOKEN") or None
     return None, None
 
 
@@ -260,9 +261,9 @@ def user_side_service(env: Mapping[str, str] | None = None) -> tuple[str | None,
     the extension starts nothing, holds no credentials and forwards the browser's API
     requests to that service with the user's own hub token."""
     env = os.environ if env is None else env
-    url = env.get("QTASKDIST_SERVICE_URL") or None
+    url = env.get(SERVICE_URL) or None
     if url is not None and urlsplit(url).scheme not in ("http", "https"):
-        raise ConfigError(f"QTASKDIST_SERVICE_URL={url!r} is not an http(s) URL")
+        raise ConfigError(f"{SERVICE_URL}={url!r} is not an http(s) URL")
     return url, env.get("JUPYTERHUB_API_TOKEN") or None
 
 
@@ -276,25 +277,24 @@ class ServiceSettings:
     auth: str = "tokens"  # "hub" | "tokens"
     tokens_file: Path | None = None
     admin_group: str | None = None
-    auth_cache_s: int = 10
+    auth_cache_s: int = D.service_auth_cache_s
 
 
 def load_service_settings(env: Mapping[str, str] | None = None) -> ServiceSettings:
     env = os.environ if env is None else env
-    d = ServiceSettings()
+    o, d = load_options(env), ServiceSettings()
     hub_url = urlsplit(env.get("JUPYTERHUB_SERVICE_URL") or "")
     hub_managed = bool(env.get("JUPYTERHUB_API_TOKEN") and env.get("JUPYTERHUB_API_URL"))
-    auth = env.get("QTASKDIST_SERVICE_AUTH") or ("hub" if hub_managed else "tokens")
+    auth = o.service_auth or ("hub" if hub_managed else "tokens")
     if auth not in ("hub", "tokens"):
-        raise ConfigError(f"QTASKDIST_SERVICE_AUTH={auth!r}: expected 'hub' or 'tokens'")
-    tokens_file = env.get("QTASKDIST_SERVICE_TOKENS_FILE")
+        raise ConfigError(f"{env_var('service_auth')}={auth!r}: expected 'hub' or 'tokens'")
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or hub_url.path or d.prefix
     return ServiceSettings(
-        bind=env.get("QTASKDIST_SERVICE_BIND") or hub_url.hostname or d.bind,
-        port=_int(env, "QTASKDIST_SERVICE_PORT", hub_url.port or d.port, 0),
+        bind=o.service_bind or hub_url.hostname or d.bind,
+        port=o.service_port if o.service_port is not None else hub_url.port or d.port,
         prefix="/" + prefix.strip("/") + "/" if prefix.strip("/") else "/",
         auth=auth,
-        tokens_file=Path(tokens_file).expanduser() if tokens_file else None,
-        admin_group=env.get("QTASKDIST_SERVICE_ADMIN_GROUP") or None,
-        auth_cache_s=_int(env, "QTASKDIST_SERVICE_AUTH_CACHE_S", d.auth_cache_s, 0),
+        tokens_file=o.service_tokens_file.expanduser() if o.service_tokens_file else None,
+        admin_group=o.service_admin_group,
+        auth_cache_s=o.service_auth_cache_s,
     )
