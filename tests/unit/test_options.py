@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qtaskdist_jupyter.core.options_table import table
 from qtaskdist_server.application import QtaskdistApp
 from qtaskdist_worker.cli import build_parser, options_from
 from qtaskdist_worker.worker import WorkerOptions
@@ -19,6 +18,7 @@ from traitlets.config import Config
 from qtaskdist_jupyter.core.config import Limits, load_options, load_settings
 from qtaskdist_jupyter.core.errors import ConfigError
 from qtaskdist_jupyter.core.options import DEFAULTS, FIELDS, env_var, help_of, on
+from qtaskdist_jupyter.core.options_table import table
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "configuration.md"
@@ -150,3 +150,20 @@ def test_the_docs_table_is_the_models() -> None:
     assert text[start:end] == table(), "regenerate: python -m qtaskdist_jupyter.core.options_table"
     for name in FIELDS:
         assert f"| `{name}` | `{env_var(name)}` |" in text
+
+
+# Variables that are no option: what the server exports for the kernels it starts.
+NOT_OPTIONS = {"QTASKDIST_SERVER_URL", "QTASKDIST_TOKEN"}
+PRODUCT = ("qtaskdist_jupyter", "server_extension", "worker", "devtools")
+
+
+def test_every_qtaskdist_variable_in_product_code_is_a_fields() -> None:
+    variables = {env_var(n) for n in FIELDS}
+    named = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for top in PRODUCT
+        for path in sorted((ROOT / top).rglob("*.py"))
+        for name in re.findall(r"\b(QTASKDIST_[A-Z0-9_]*[A-Z0-9])\b", path.read_text())
+    }
+    stray = sorted((p, n) for p, n in named if n not in variables | NOT_OPTIONS)
+    assert stray == []
