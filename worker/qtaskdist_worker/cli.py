@@ -97,9 +97,10 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:
     """The worker's options: every WorkerOptions field the parsed flags hold; one left
-    ``None`` (``--concurrency``, ``--name``) takes WorkerOptions' own default."""
+    ``None`` or empty (``--concurrency``, ``--name``) takes WorkerOptions' own default."""
     known = {f.name for f in dataclasses.fields(WorkerOptions)}
-    given = {n: getattr(args, n) for n in on("cli") if n in known and getattr(args, n) is not None}
+    given = {n: getattr(args, n) for n in on("cli") if n in known}
+    given = {n: v for n, v in given.items() if v is not None and v != ""}
     return WorkerOptions(task_types=args.task_types, **given)
 
 
