@@ -43,7 +43,7 @@ c.JupyterHub.services = [
         "name": SERVICE,
         "url": f"http://127.0.0.1:{port}",
         # `qtaskdist service`, from the hub's Python environment.
-        "command": [sys.executable, "-m", "qtaskdist_jupyter.core.cli", "service"],
+        "command": [sys.executable, "-m", "qtaskdist_jupyter.core.embedded.cli", "service"],
         "environment": {
             "DATABASE_URL": os.environ["QTASKDIST_DATABASE_URL"],
             "REDIS_URL": os.environ["QTASKDIST_REDIS_URL"],

@@ -1,79 +1,12 @@
 """The one module that reads the environment.
 
-Everything else receives a :class:`Settings` (or one of its parts) as an argument.
-
-=========================== ========================================================
-variable                    meaning
-=========================== ========================================================
-``DATABASE_URL``            PostgreSQL URL; ``postgresql://``, ``postgres://``,
-                            ``postgresql+psycopg://`` and ``postgresql+asyncpg://``
-                            are accepted and mapped to psycopg 3. Unset: embedded.
-``REDIS_URL``               ``redis://`` / ``rediss://`` / ``unix://``. Unset, but
-                            ``REDIS_HOST`` set: built from ``REDIS_HOST``,
-                            ``REDIS_PORT`` (6379), ``REDIS_DB`` (0). Unset: embedded.
-``QBRAID_API_KEY``          key for qBraid's cloud (backend_run on real devices)
-``QBRAID_API_URL``          qBraid API base URL (the SDK reads it too)
-``QTASKDIST_HOME``          data directory of the embedded services
-``QTASKDIST_LOCAL_WORKERS`` local worker processes the server starts (embedded: 1)
-``QTASKDIST_MAX_PAYLOAD_BYTES``  largest circuit/payload accepted (1 MB)
-``QTASKDIST_MAX_QUBITS``         (30)
-``QTASKDIST_MAX_INSTRUCTIONS``   instructions after gate expansion (200000)
-``QTASKDIST_MAX_SHOTS``          (1000000)
-``QTASKDIST_MAX_BATCH_TASKS``    tasks in one batch request (20000)
-``QTASKDIST_MAX_RESULT_BYTES``   largest result a task may produce, counted as its
-                                 uncompressed arrays (statevector 16 B × 2^n, …);
-                                 over it the submit is refused (422) when the size
-                                 is known then, else the task fails (512 MiB)
-``QTASKDIST_TIME_LIMIT_S``       default execution limit per task (300)
-``QTASKDIST_MAX_TIME_LIMIT_S``   cap a task may ask for (3600)
-``QTASKDIST_EVENTS_MAXLEN``      approximate length kept of stream:events (100000)
-``QTASKDIST_QIR_VERIFY_MAX_QUBITS``  c_qir_convert ``verify: "auto"`` executes modules of up
-                                 to this many qubits in qir-runner (20; 0: never by default)
-``QTASKDIST_QIR_VERIFY_SHOTS``   qir-runner shots per module when the payload names none (1000)
-``QTASKDIST_QIR_VERIFY_TIME_S``  ``verify: "auto"`` takes fewer shots (never under 100), or
-                                 skips, when the shots would take longer than this (30)
-``QTASKDIST_LABEL_MAX_BYTES``    a task's labels as JSON (16384)
-``QTASKDIST_LABEL_MAX_DEPTH``    nesting of labels (8)
-``QTASKDIST_LABEL_MAX_KEYS``     keys in a task's labels, all levels (256)
-``QTASKDIST_MAX_ACTIVE_TASKS``   pending+queued+running tasks per owner; 429 above (25000)
-``QTASKDIST_MAX_EVENT_STREAMS``  open events requests (SSE / long poll) per owner (16)
-``QTASKDIST_PRIORITY_MAX_TASKS`` a request of at most this many tasks goes to the
-                                 priority stream of its type (8; 0 turns it off)
-``QTASKDIST_LARGE_BODY_BYTES``   a request body over this size is a large one (1 MiB)
-``QTASKDIST_MAX_LARGE_BODIES``   large bodies per owner being received or checked at
-                                 once; 429 above (2)
-``QTASKDIST_MAX_PAGE_BYTES``     payload + result bytes one ``GET tasks`` page may
-                                 carry; 422 naming the ``limit`` that fits (16 MiB)
-``QTASKDIST_SERVICE_URL``        a user's server and kernels: the shared ``qtaskdist
-                                 service`` to use (set by JupyterHub in the single-user
-                                 environment); the extension then holds no credentials
-``QTASKDIST_SERVICE_AUTH``       the service: ``hub`` or ``tokens`` (default: ``hub``
-                                 when JupyterHub started it, else ``tokens``)
-``QTASKDIST_SERVICE_TOKENS_FILE`` the service, ``tokens``: the file of token hashes
-``QTASKDIST_SERVICE_ADMIN_GROUP`` the service, ``hub``: members of this hub group are
-                                 operators, besides the hub's admins
-``QTASKDIST_SERVICE_AUTH_CACHE_S`` the service, ``hub``: how long a token's answer
-                                 from the hub is reused (10)
-``QTASKDIST_SERVICE_BIND`` / ``_PORT``  the service's address (default: from
-                                 ``JUPYTERHUB_SERVICE_URL``, else 127.0.0.1:8890)
-``JUPYTERHUB_SERVICE_PREFIX``    the service's URL prefix (``/``); ``JUPYTERHUB_API_TOKEN``
-                                 in a kernel: the user's own credential for the service
-``QTASKDIST_PARSE_WORKERS``      child processes that parse submitted circuits (2; 0:
-                                 parse in the server process)
-``QTASKDIST_PARSE_MEMORY_BYTES`` address space each parse child may add (2 GiB)
-``QTASKDIST_PARSE_TIME_S``       deadline of one circuit parse in a child (60)
-``QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS``  keys in a backend_run's provider_options (32)
-``QTASKDIST_PROVIDER_OPTION_MAX_CHARS``  characters of a provider_options key or
-                                 string value (1024)
-``QTASKDIST_MAX_TASK_MEMORY_BYTES``  memory one simulate task may use, estimated at submit
-                                 (statevector 16 B × 2^n, density matrix 16 B × 4^n; 422
-                                 above) and passed to Aer as ``max_memory_mb`` (4 GiB)
-``QTASKDIST_MAX_STORED_TASKS``   rows one owner may keep, finished ones included; 429
-                                 above (100000; 0: no cap)
-``QTASKDIST_RETENTION_S``        finished tasks older than this are deleted with their
-                                 arrays by the workers' reconciler and ``qtaskdist gc``
-                                 (2592000 = 30 days; 0: keep forever)
-=========================== ========================================================
+Everything else receives a :class:`Settings` (or one of its parts) as an argument. The
+options themselves (names, variables, defaults, bounds, help) are the fields of
+:class:`~qtaskdist_jupyter.core.options.Options`; docs/configuration.md lists them. Besides
+them: the seed worker's ``REDIS_HOST`` / ``REDIS_PORT`` (6379) / ``REDIS_DB`` (0), which
+build ``REDIS_URL`` when it is unset; ``QTASKDIST_SERVER_URL`` / ``QTASKDIST_TOKEN`` (the
+server's address for the kernels it starts); and the shared service's
+``QTASKDIST_SERVICE_*`` and JupyterHub's ``JUPYTERHUB_*`` (:func:`load_service_settings`).
 """
 
 from __future__ import annotations
@@ -85,7 +18,11 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
 from qtaskdist_jupyter.core.errors import ConfigError
+from qtaskdist_jupyter.core.options import DEFAULTS as D
+from qtaskdist_jupyter.core.options import FIELDS, Options, env_var, on
 
 N = TypeVar("N", int, float)
 
@@ -99,47 +36,43 @@ _PG_SCHEMES = {
     "postgresql+asyncpg": "postgresql+psycopg",
 }
 _REDIS_SCHEMES = {"redis", "rediss", "unix", "valkey", "valkeys"}
+SERVICE_URL = env_var("service_url")
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_payload_bytes: int = 1_000_000
-    max_qubits: int = 30
-    max_instructions: int = 200_000
-    max_shots: int = 1_000_000
-    max_batch_tasks: int = 20_000
-    max_result_bytes: int = 512 * 1024 * 1024
-    time_limit_s: float = 300.0
-    max_time_limit_s: float = 3600.0
-    qir_verify_max_qubits: int = 20
-    qir_verify_shots: int = 1000
-    qir_verify_time_s: float = 30.0
-    label_max_bytes: int = 16_384
-    label_max_depth: int = 8
-    label_max_keys: int = 256
-    # Per owner: enough for one full batch and its follow-ups; a 429 past it.
-    max_active_tasks: int = 25_000
-    max_event_streams: int = 16
-    priority_max_tasks: int = 8
-    # Per owner: request bodies over large_body_bytes being received or checked at once.
-    large_body_bytes: int = 1024 * 1024
-    max_large_bodies: int = 2
-    # Stored payload + result bytes of one GET tasks page (include=result / payload).
-    max_page_bytes: int = 16 * 1024 * 1024
-    # Submitted circuits are parsed in child processes (circuits/sandbox.py).
-    parse_workers: int = 2
-    parse_memory_bytes: int = 2 * 1024**3
-    parse_time_s: float = 60.0
-    provider_options_max_keys: int = 32
-    provider_option_max_chars: int = 1024
-    # A 27-qubit statevector (2 GiB) fits, a 28-qubit one (4 GiB) is the largest, and two
-    # tasks at the cap stay far from a 16-24 GiB host's memory.
-    max_task_memory_bytes: int = 4 * 1024**3
-    # matrix_product_state: Aer's matrix_product_state_max_bond_dimension, which bounds
-    # its memory (core/budget.py); past it Aer truncates (an approximate result).
-    mps_max_bond_dimension: int = 512
-    max_stored_tasks: int = 100_000
-    retention_s: float = 30 * 86_400.0
+    """The fields of :class:`Options` tagged ``limit``, with its defaults (typed here for
+    the checker; tests/unit/test_options.py checks the two agree)."""
+
+    max_payload_bytes: int = D.max_payload_bytes
+    max_qubits: int = D.max_qubits
+    max_instructions: int = D.max_instructions
+    max_shots: int = D.max_shots
+    max_batch_tasks: int = D.max_batch_tasks
+    max_result_bytes: int = D.max_result_bytes
+    time_limit_s: float = D.time_limit_s
+    max_time_limit_s: float = D.max_time_limit_s
+    qir_verify_max_qubits: int = D.qir_verify_max_qubits
+    qir_verify_shots: int = D.qir_verify_shots
+    qir_verify_time_s: float = D.qir_verify_time_s
+    label_max_bytes: int = D.label_max_bytes
+    label_max_depth: int = D.label_max_depth
+    label_max_keys: int = D.label_max_keys
+    max_active_tasks: int = D.max_active_tasks
+    max_event_streams: int = D.max_event_streams
+    priority_max_tasks: int = D.priority_max_tasks
+    large_body_bytes: int = D.large_body_bytes
+    max_large_bodies: int = D.max_large_bodies
+    max_page_bytes: int = D.max_page_bytes
+    parse_workers: int = D.parse_workers
+    parse_memory_bytes: int = D.parse_memory_bytes
+    parse_time_s: float = D.parse_time_s
+    provider_options_max_keys: int = D.provider_options_max_keys
+    provider_option_max_chars: int = D.provider_option_max_chars
+    max_task_memory_bytes: int = D.max_task_memory_bytes
+    mps_max_bond_dimension: int = D.mps_max_bond_dimension
+    max_stored_tasks: int = D.max_stored_tasks
+    retention_s: float = D.retention_s
 
 
 @dataclass(frozen=True)
@@ -150,7 +83,7 @@ class Settings:
     qbraid_api_url: str | None = None
     home: Path = field(default_factory=lambda: default_home())
     local_workers: int | None = None
-    events_maxlen: int = 100_000
+    events_maxlen: int = D.events_maxlen
     limits: Limits = field(default_factory=Limits)
     # Seals the events cursors (server_extension/qtaskdist_server/api/cursors.py); None:
     # a random key per server process. Never printed.
@@ -232,55 +165,55 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return _number(env, name, default, int, minimum)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _number(env, name, default, float, None)
+def bound(name: str) -> tuple[str, float] | None:
+    """``("ge", n)`` or ``("gt", n)``: the field's lower bound, if any."""
+    for item in FIELDS[name].metadata:
+        for key in ("ge", "gt"):
+            if getattr(item, key, None) is not None:
+                return key, getattr(item, key)
+    return None
+
+
+def problem(name: str, raw: str, error_type: str) -> str:
+    """The one-line message for a refused value of field ``name`` (``raw`` as given)."""
+    var = env_var(name)
+    if error_type in ("int_parsing", "int_from_float"):
+        return f"{var}={raw!r} is not an integer"
+    if error_type == "float_parsing":
+        return f"{var}={raw!r} is not a number"
+    kind, limit = bound(name) or ("", 0)
+    value: object = raw
+    try:
+        value = float(raw) if "float" in str(FIELDS[name].annotation) else int(raw)
+    except ValueError:
+        pass
+    if kind == "gt" and limit == 0:
+        return f"{var}={value} must be positive"
+    if kind:
+        return f"{var}={value} must be at least {limit:g}"
+    return f"{var}={raw!r} is not valid ({error_type})"
+
+
+def load_options(env: Mapping[str, str] | None = None) -> Options:
+    """The options from ``env`` (default: the process's environment); empty means unset.
+    A refused value raises :class:`ConfigError` naming the variable."""
+    env = os.environ if env is None else env
+    given = {env_var(n): env[env_var(n)] for n in FIELDS if env.get(env_var(n))}
+    by_var = {env_var(n): n for n in FIELDS}
+    try:
+        return Options.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        var = str(first["loc"][0])
+        raise ConfigError(problem(by_var[var], given[var], first["type"])) from exc
+
+
+def limits_of(options: Options) -> Limits:
+    return Limits(**{name: getattr(options, name) for name in on("limit")})
 
 
 def load_limits(env: Mapping[str, str]) -> Limits:
-    d = Limits()
-    return Limits(
-        max_payload_bytes=_int(env, "QTASKDIST_MAX_PAYLOAD_BYTES", d.max_payload_bytes, 1),
-        max_qubits=_int(env, "QTASKDIST_MAX_QUBITS", d.max_qubits, 1),
-        max_instructions=_int(env, "QTASKDIST_MAX_INSTRUCTIONS", d.max_instructions, 1),
-        max_shots=_int(env, "QTASKDIST_MAX_SHOTS", d.max_shots, 1),
-        max_batch_tasks=_int(env, "QTASKDIST_MAX_BATCH_TASKS", d.max_batch_tasks, 1),
-        max_result_bytes=_int(env, "QTASKDIST_MAX_RESULT_BYTES", d.max_result_bytes, 1),
-        time_limit_s=_float(env, "QTASKDIST_TIME_LIMIT_S", d.time_limit_s),
-        max_time_limit_s=_float(env, "QTASKDIST_MAX_TIME_LIMIT_S", d.max_time_limit_s),
-        qir_verify_max_qubits=_int(
-            env, "QTASKDIST_QIR_VERIFY_MAX_QUBITS", d.qir_verify_max_qubits, 0
-        ),
-        qir_verify_shots=_int(env, "QTASKDIST_QIR_VERIFY_SHOTS", d.qir_verify_shots, 100),
-        qir_verify_time_s=_float(env, "QTASKDIST_QIR_VERIFY_TIME_S", d.qir_verify_time_s),
-        label_max_bytes=_int(env, "QTASKDIST_LABEL_MAX_BYTES", d.label_max_bytes, 2),
-        label_max_depth=_int(env, "QTASKDIST_LABEL_MAX_DEPTH", d.label_max_depth, 1),
-        label_max_keys=_int(env, "QTASKDIST_LABEL_MAX_KEYS", d.label_max_keys, 0),
-        max_active_tasks=_int(env, "QTASKDIST_MAX_ACTIVE_TASKS", d.max_active_tasks, 1),
-        max_event_streams=_int(env, "QTASKDIST_MAX_EVENT_STREAMS", d.max_event_streams, 1),
-        priority_max_tasks=_int(env, "QTASKDIST_PRIORITY_MAX_TASKS", d.priority_max_tasks, 0),
-        large_body_bytes=_int(env, "QTASKDIST_LARGE_BODY_BYTES", d.large_body_bytes, 1),
-        max_large_bodies=_int(env, "QTASKDIST_MAX_LARGE_BODIES", d.max_large_bodies, 1),
-        max_page_bytes=_int(env, "QTASKDIST_MAX_PAGE_BYTES", d.max_page_bytes, 1),
-        parse_workers=_int(env, "QTASKDIST_PARSE_WORKERS", d.parse_workers, 0),
-        parse_memory_bytes=_int(
-            env, "QTASKDIST_PARSE_MEMORY_BYTES", d.parse_memory_bytes, 64 * 1024**2
-        ),
-        parse_time_s=_float(env, "QTASKDIST_PARSE_TIME_S", d.parse_time_s),
-        provider_options_max_keys=_int(
-            env, "QTASKDIST_PROVIDER_OPTIONS_MAX_KEYS", d.provider_options_max_keys, 0
-        ),
-        provider_option_max_chars=_int(
-            env, "QTASKDIST_PROVIDER_OPTION_MAX_CHARS", d.provider_option_max_chars, 1
-        ),
-        max_task_memory_bytes=_int(
-            env, "QTASKDIST_MAX_TASK_MEMORY_BYTES", d.max_task_memory_bytes, 1
-        ),
-        mps_max_bond_dimension=_int(
-            env, "QTASKDIST_MPS_MAX_BOND_DIMENSION", d.mps_max_bond_dimension, 1
-        ),
-        max_stored_tasks=_int(env, "QTASKDIST_MAX_STORED_TASKS", d.max_stored_tasks, 0),
-        retention_s=_number(env, "QTASKDIST_RETENTION_S", d.retention_s, float, 0.0),
-    )
+    return limits_of(load_options(env))
 
 
 def redis_url_from_env(env: Mapping[str, str]) -> str | None:
@@ -296,19 +229,17 @@ def redis_url_from_env(env: Mapping[str, str]) -> str | None:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    db = env.get("DATABASE_URL")
-    home = Path(env["QTASKDIST_HOME"]).expanduser() if env.get("QTASKDIST_HOME") else None
-    local_workers = env.get("QTASKDIST_LOCAL_WORKERS")
+    o = load_options(env)
     return Settings(
-        database_url=normalize_database_url(db) if db else None,
+        database_url=normalize_database_url(o.database_url) if o.database_url else None,
         redis_url=redis_url_from_env(env),
-        qbraid_api_key=env.get("QBRAID_API_KEY") or None,
-        qbraid_api_url=env.get("QBRAID_API_URL") or None,
-        home=home or default_home(),
-        local_workers=_int(env, "QTASKDIST_LOCAL_WORKERS", 0) if local_workers else None,
-        events_maxlen=_int(env, "QTASKDIST_EVENTS_MAXLEN", 100_000, 100),
-        limits=load_limits(env),
-        events_cursor_secret=env.get("QTASKDIST_EVENTS_CURSOR_SECRET") or None,
+        qbraid_api_key=o.qbraid_api_key,
+        qbraid_api_url=o.qbraid_api_url,
+        home=o.home.expanduser() if o.home else default_home(),
+        local_workers=o.local_workers,
+        events_maxlen=o.events_maxlen,
+        limits=limits_of(o),
+        events_cursor_secret=o.events_cursor_secret,
     )
 
 
@@ -320,8 +251,8 @@ def kernel_server_env(env: Mapping[str, str] | None = None) -> tuple[str | None,
     env = os.environ if env is None else env
     if env.get("QTASKDIST_SERVER_URL"):
         return env["QTASKDIST_SERVER_URL"], env.get("QTASKDIST_TOKEN") or None
-    if env.get("QTASKDIST_SERVICE_URL"):
-        return env["QTASKDIST_SERVICE_URL"], env.get("JUPYTERHUB_API_TOKEN") or None
+    if env.get(SERVICE_URL):
+        return env[SERVICE_URL], env.get("JUPYTERHUB_API_TOKEN") or None
     return None, None
 
 
@@ -330,9 +261,9 @@ def user_side_service(env: Mapping[str, str] | None = None) -> tuple[str | None,
     the extension starts nothing, holds no credentials and forwards the browser's API
     requests to that service with the user's own hub token."""
     env = os.environ if env is None else env
-    url = env.get("QTASKDIST_SERVICE_URL") or None
+    url = env.get(SERVICE_URL) or None
     if url is not None and urlsplit(url).scheme not in ("http", "https"):
-        raise ConfigError(f"QTASKDIST_SERVICE_URL={url!r} is not an http(s) URL")
+        raise ConfigError(f"{SERVICE_URL}={url!r} is not an http(s) URL")
     return url, env.get("JUPYTERHUB_API_TOKEN") or None
 
 
@@ -346,25 +277,24 @@ class ServiceSettings:
     auth: str = "tokens"  # "hub" | "tokens"
     tokens_file: Path | None = None
     admin_group: str | None = None
-    auth_cache_s: int = 10
+    auth_cache_s: int = D.service_auth_cache_s
 
 
 def load_service_settings(env: Mapping[str, str] | None = None) -> ServiceSettings:
     env = os.environ if env is None else env
-    d = ServiceSettings()
+    o, d = load_options(env), ServiceSettings()
     hub_url = urlsplit(env.get("JUPYTERHUB_SERVICE_URL") or "")
     hub_managed = bool(env.get("JUPYTERHUB_API_TOKEN") and env.get("JUPYTERHUB_API_URL"))
-    auth = env.get("QTASKDIST_SERVICE_AUTH") or ("hub" if hub_managed else "tokens")
+    auth = o.service_auth or ("hub" if hub_managed else "tokens")
     if auth not in ("hub", "tokens"):
-        raise ConfigError(f"QTASKDIST_SERVICE_AUTH={auth!r}: expected 'hub' or 'tokens'")
-    tokens_file = env.get("QTASKDIST_SERVICE_TOKENS_FILE")
+        raise ConfigError(f"{env_var('service_auth')}={auth!r}: expected 'hub' or 'tokens'")
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or hub_url.path or d.prefix
     return ServiceSettings(
-        bind=env.get("QTASKDIST_SERVICE_BIND") or hub_url.hostname or d.bind,
-        port=_int(env, "QTASKDIST_SERVICE_PORT", hub_url.port or d.port, 0),
+        bind=o.service_bind or hub_url.hostname or d.bind,
+        port=o.service_port if o.service_port is not None else hub_url.port or d.port,
         prefix="/" + prefix.strip("/") + "/" if prefix.strip("/") else "/",
         auth=auth,
-        tokens_file=Path(tokens_file).expanduser() if tokens_file else None,
-        admin_group=env.get("QTASKDIST_SERVICE_ADMIN_GROUP") or None,
-        auth_cache_s=_int(env, "QTASKDIST_SERVICE_AUTH_CACHE_S", d.auth_cache_s, 0),
+        tokens_file=o.service_tokens_file.expanduser() if o.service_tokens_file else None,
+        admin_group=o.service_admin_group,
+        auth_cache_s=o.service_auth_cache_s,
     )

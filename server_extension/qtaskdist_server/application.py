@@ -32,11 +32,12 @@ from jupyter_server.auth.identity import (
 )
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import ensure_async
-from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_fixed
+from traitlets import Dict, Enum, List, Unicode, default
 
 from qtaskdist_jupyter.core import config, migrate
-from qtaskdist_jupyter.core import embedded as emb
 from qtaskdist_jupyter.core.config import Limits, Settings
+from qtaskdist_jupyter.core.embedded import services as emb
 from qtaskdist_jupyter.core.errors import ConfigError, DatabaseUnavailable
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_server.api import access
@@ -49,6 +50,7 @@ from .extension_base import ExtensionBase
 from .forward import ServiceProxy, forward_handlers
 from .handlers import default_handlers
 from .metrics import ServerMetrics
+from .traits import OptionTraits
 
 if TYPE_CHECKING:  # the extension never starts a server itself
     from jupyter_server.serverapp import ServerApp
@@ -64,68 +66,18 @@ def _in_thread(fn: Callable[..., T], *args: Any) -> T:
         return pool.submit(fn, *args).result()
 
 
-class QtaskdistApp(ExtensionApp):
+class QtaskdistApp(ExtensionApp, OptionTraits):
     name = "qtaskdist_server"
     # Configured as ServerApp extension only; it never launches a server of its own.
     load_other_extensions = True
 
-    database_url = Unicode(
-        None, allow_none=True, config=True, help="PostgreSQL URL (default: DATABASE_URL)."
-    )
-    redis_url = Unicode(
-        None, allow_none=True, config=True, help="Redis / Valkey URL (default: REDIS_URL)."
-    )
-    local_workers = Int(
-        None,
-        allow_none=True,
-        config=True,
-        help="Worker processes this server starts and stops (default: QTASKDIST_LOCAL_WORKERS, "
-        "else 1 with the embedded services and 0 with URLs given).",
-    )
+    # database_url, redis_url, home, local_workers, max_active_tasks, max_event_streams,
+    # max_batch_bytes, worker_stale_s, events_max_timeout_s, metrics_cache_s, freeze_gc:
+    # derived from the settings model (traits.py, core/options.py).
     limits = Dict(
         config=True,
         help="Overrides of qtaskdist_jupyter.core.config.Limits fields, e.g. {'max_shots': 10000}.",
     )
-    max_batch_bytes = Int(
-        64 * 1024 * 1024,
-        config=True,
-        help="Largest POST tasks/batch body; a larger Content-Length is refused (413) "
-        "before the body is read.",
-    )
-    max_active_tasks = Int(
-        None,
-        allow_none=True,
-        config=True,
-        help="Pending + queued + running tasks one owner may have; more is answered 429 "
-        "with Retry-After (default: QTASKDIST_MAX_ACTIVE_TASKS, else 25000).",
-    )
-    max_event_streams = Int(
-        None,
-        allow_none=True,
-        config=True,
-        help="Open GET events requests (SSE or long poll) per owner; more is answered 429 "
-        "(default: QTASKDIST_MAX_EVENT_STREAMS, else 16).",
-    )
-    worker_stale_s = Float(
-        60.0,
-        config=True,
-        help="A worker whose heartbeat is older than this is reported dead (workers beat "
-        "every visibility_timeout/3 = 20 s by default; 3 missed beats).",
-    )
-    events_max_timeout_s = Float(30.0, config=True, help="Longest GET events long poll.")
-    metrics_cache_s = Float(
-        5.0,
-        config=True,
-        help="GET metrics reads PostgreSQL and Redis at most this often (docs/metrics.md).",
-    )
-    freeze_gc = Bool(
-        True,
-        config=True,
-        help="After start-up, move the objects alive then (Jupyter's and qiskit's modules) "
-        "out of the garbage collector's reach (gc.freeze): a full collection then skips "
-        "them (benchmarks/README.md, session 2).",
-    )
-    home = Unicode(None, allow_none=True, config=True, help="Embedded services' data directory.")
     owner_from = Enum(
         ["auto", "username", "server"],
         "auto",
@@ -179,11 +131,13 @@ class QtaskdistApp(ExtensionApp):
             if bad:
                 raise ConfigError(f"QtaskdistApp.limits: unknown limits {bad}; known: {known}")
             s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, **self.limits))
+        # The two quota traitlets default to the environment (the limits already read):
+        # only a value configured apart from it overrides QtaskdistApp.limits.
         quotas = {
-            "max_active_tasks": self.max_active_tasks,
-            "max_event_streams": self.max_event_streams,
+            k: getattr(self, k)
+            for k in ("max_active_tasks", "max_event_streams")
+            if getattr(self, k) not in (None, getattr(base.limits, k))
         }
-        quotas = {k: v for k, v in quotas.items() if v is not None}
         if quotas:
             s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, **quotas))
         return s
@@ -278,9 +232,22 @@ class QtaskdistApp(ExtensionApp):
             return False
 
     async def _migrate_until_done(self, every_s: float = 10.0) -> None:
-        while not self._migrated:
-            await asyncio.sleep(every_s)
-            self._migrated = await asyncio.to_thread(self._try_migrate)
+        """Migrate every ``every_s`` while the database is down (start-up made the first
+        try). tenacity retries DatabaseUnavailable only: any other error ends it."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(DatabaseUnavailable),
+            wait=wait_fixed(every_s),
+            before_sleep=self._log_migration_retry,
+            reraise=True,
+        )
+        await asyncio.sleep(every_s)
+        await retrying(asyncio.to_thread, migrate.upgrade, self.settings_obj.database_url)
+        self._migrated = True
+
+    def _log_migration_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        message = exc.message if isinstance(exc, DatabaseUnavailable) else str(exc)
+        self.log.error("qtaskdist: %s; will retry the migration", message)
 
     def _server(self) -> ServerApp:
         """The jupyter server this extension was loaded into (set before any hook runs)."""

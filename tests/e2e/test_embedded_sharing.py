@@ -20,8 +20,8 @@ import pytest
 
 from devtools.demo import server_args
 from devtools.launcher import ServerProcess
-from qtaskdist_jupyter.core.embedded import services_status, stop_services
-from qtaskdist_jupyter.core.embedded_watch import WATCH_INTERVAL_S
+from qtaskdist_jupyter.core.embedded.services import services_status, stop_services
+from qtaskdist_jupyter.core.embedded.watch import WATCH_INTERVAL_S
 from qtaskdist_jupyter.kernel.client import Client
 from tests.fixtures.backing import embedded_running
 from tests.fixtures.circuits import BELL_QASM2
@@ -29,7 +29,7 @@ from tests.fixtures.circuits import BELL_QASM2
 ROOT = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys
-from qtaskdist_jupyter.core.embedded import ensure_services
+from qtaskdist_jupyter.core.embedded.services import ensure_services
 ensure_services(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.read()  # hold until the test closes stdin
@@ -83,7 +83,7 @@ def _watchdog_gone(home: Path) -> bool:
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.cli", *args]
+    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.embedded.cli", *args]
     return subprocess.run(cmd, env=_env(home), capture_output=True, text=True, timeout=120)
 
 

@@ -70,7 +70,7 @@ def _user_processes(hub: Hub) -> list[psutil.Process]:
 
 def _service_process(hub: Hub) -> psutil.Process:
     for p in psutil.Process(hub.proc.pid).children(recursive=True):
-        if "service" in p.cmdline() and "qtaskdist_jupyter.core.cli" in p.cmdline():
+        if "service" in p.cmdline() and "qtaskdist_jupyter.core.embedded.cli" in p.cmdline():
             return p
     raise AssertionError(f"no qtaskdist service process under the hub\n{hub.log_tail()}")
 

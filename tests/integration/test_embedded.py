@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from qtaskdist_jupyter.core.config import Settings, libpq_url
-from qtaskdist_jupyter.core.embedded import (
+from qtaskdist_jupyter.core.embedded.services import (
     EmbeddedServices,
     ensure_services,
     resolve_settings,
@@ -56,7 +56,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "qtaskdist_jupyter.core.cli", *args],
+        [sys.executable, "-m", "qtaskdist_jupyter.core.embedded.cli", *args],
         env=_env(home),
         capture_output=True,
         text=True,
@@ -189,7 +189,7 @@ def test_concurrent_starts_start_one_pair(home: Path) -> None:
     stop_services(home)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "qtaskdist_jupyter.core.cli", "services", "start"],
+            [sys.executable, "-m", "qtaskdist_jupyter.core.embedded.cli", "services", "start"],
             env=_env(home),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -238,7 +238,7 @@ async def _left(service, by: dict[str, uuid.UUID]) -> set[str]:
 async def test_qtaskdist_gc_deletes_old_finished_tasks_and_their_arrays(service, settings) -> None:
     by = await _aged_tasks(service)
     env = worker_env(settings, {"QTASKDIST_RETENTION_S": str(30 * 86_400)})
-    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.cli", "gc", "--batch", "2"]
+    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.embedded.cli", "gc", "--batch", "2"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "deleted 3 finished tasks" in done.stdout

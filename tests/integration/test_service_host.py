@@ -162,7 +162,7 @@ def test_the_qtaskdist_service_command(database_url, redis_url, tmp_path: Path) 
     """The real process: refuses to start without URLs; serves the API under its prefix
     with static tokens; stops on SIGTERM."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.cli", "service"]
+    cmd = [sys.executable, "-m", "qtaskdist_jupyter.core.embedded.cli", "service"]
     bare = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2 and "needs DATABASE_URL and REDIS_URL" in bare.stderr
 

@@ -3,14 +3,15 @@ inside core to the domain.
 
 - ``qtaskdist_jupyter.core`` imports neither the kernel side, the server, the worker, nor
   the notebook / HTTP-client stack, so a worker-only install can use all of it.
-- Inside core, the domain (every top-level module of core but the embedded-services
-  subsystem, the CLI and migrations: statuses, errors, kinds, schemas, config, budget, …)
-  imports neither the store, the broker, the queue facade over them nor the circuit codec;
-  the store does not import the broker, the broker does not import the store, and neither
-  imports the facade.
-- The kernel side imports neither the store, the broker nor the queue facade: a notebook
-  reaches them over HTTP only. The live table (``kernel.widget``) does not import the
-  handles, which open it: no import cycle.
+- Inside core, the domain (every top-level module of core but the migrations: statuses,
+  errors, kinds, schemas, config, budget, …) imports neither the store, the broker, the
+  queue facade over them, the circuit codec, the migrations nor the embedded-services
+  subsystem (``core/embedded/``: the pair, its leases and watchdog, the ``qtaskdist``
+  CLI); the store does not import the broker, the broker does not import the store, and
+  neither imports the facade or the subsystem that starts their servers.
+- The kernel side imports neither the store, the broker, the queue facade nor the embedded
+  services: a notebook reaches them over HTTP only. The live table (``kernel.widget``)
+  does not import the handles, which open it: no import cycle.
 - The server does not import the broker's wire format (``broker.wire``, ``broker.packing``):
   it gets ``TaskEvent``s from the queue facade (``TaskQueue.events``).
 - ``qtaskdist_worker`` imports no Jupyter and no kernel side: a worker node has neither.
@@ -44,80 +45,88 @@ JUPYTER_STACK = (
     "jupyter_server",
     "jupyter_client",
 )
-CORE = ROOT / "qtaskdist_jupyter" / "core"
-SERVER = ROOT / "server_extension" / "qtaskdist_server"
-# The parts of core that are not the domain: the embedded-services subsystem, the CLI and
-# the migrations (they run the store and the broker), and the three adapters.
-NOT_DOMAIN = {"cli", "embedded", "embedded_daemons", "embedded_watch", "leases", "migrate"}
-# The store, the broker and the queue facade over them (core/queue).
-ADAPTERS = (
-    "qtaskdist_jupyter.core.store",
-    "qtaskdist_jupyter.core.broker",
-    "qtaskdist_jupyter.core.queue",
-)
-WIRE_FORMAT = ("qtaskdist_jupyter.core.broker.wire", "qtaskdist_jupyter.core.broker.packing")
-
-
-def domain_files() -> list[Path]:
-    return sorted(p for p in CORE.glob("*.py") if p.stem not in NOT_DOMAIN)
+# The parts of core that are not the domain: the embedded-services subsystem (core/embedded/:
+# the pair, its leases and watchdog, the ``qtaskdist`` CLI), the migrations (they run the
+# store and the broker), and the three adapters (store/, broker/, circuits/). The domain is
+# what is left: the top-level modules of core but these.
+NOT_DOMAIN = {"migrate"}
+STORE = "qtaskdist_jupyter.core.store"
+BROKER = "qtaskdist_jupyter.core.broker"
+# The queue facade over both (core/queue): above the adapters, below the API and the worker.
+QUEUE = "qtaskdist_jupyter.core.queue"
+ADAPTERS = (STORE, BROKER, QUEUE)
+EMBEDDED = "qtaskdist_jupyter.core.embedded"
+MIGRATE = "qtaskdist_jupyter.core.migrate"
+WIRE_FORMAT = (f"{BROKER}.wire", f"{BROKER}.packing")
 
 
 def tree(package_dir: Path) -> list[Path]:
     return sorted(package_dir.rglob("*.py"))
 
 
-CONTRACTS: dict[str, tuple[list[Path], tuple[str, ...]]] = {
-    "core": (
-        tree(CORE),
-        (
-            *JUPYTER_STACK,
-            "httpx",
-            "tornado",
-            "matplotlib",
-            "qtaskdist_jupyter.kernel",
-            "qtaskdist_server",
-            "qtaskdist_worker",
-            "devtools",
+def domain_files(root: Path = ROOT) -> list[Path]:
+    core = root / "qtaskdist_jupyter" / "core"
+    return sorted(p for p in core.glob("*.py") if p.stem not in NOT_DOMAIN)
+
+
+def contracts(root: Path = ROOT) -> dict[str, tuple[list[Path], tuple[str, ...]]]:
+    """Each contract: the files it covers under ``root`` and the modules they must not import."""
+    core = root / "qtaskdist_jupyter" / "core"
+    kernel = root / "qtaskdist_jupyter" / "kernel"
+    server = root / "server_extension" / "qtaskdist_server"
+    no_host = (*JUPYTER_STACK, "qtaskdist_jupyter.kernel", "qtaskdist_worker", "devtools")
+    return {
+        "core": (
+            tree(core),
+            (*JUPYTER_STACK, "httpx", "tornado", "matplotlib", "qtaskdist_jupyter.kernel")
+            + ("qtaskdist_server", "qtaskdist_worker", "devtools"),
         ),
-    ),
-    "core-domain": (domain_files(), (*ADAPTERS, "qtaskdist_jupyter.core.circuits")),
-    # The facade sits above both: neither adapter imports it.
-    "core-store": (
-        tree(CORE / "store"),
-        ("qtaskdist_jupyter.core.broker", "qtaskdist_jupyter.core.queue"),
-    ),
-    "core-broker": (
-        tree(CORE / "broker"),
-        ("qtaskdist_jupyter.core.store", "qtaskdist_jupyter.core.queue"),
-    ),
-    "kernel": (tree(ROOT / "qtaskdist_jupyter" / "kernel"), ADAPTERS),
-    # The handles open the live table lazily: the table must not import them back.
-    "kernel-widget": (
-        [ROOT / "qtaskdist_jupyter" / "kernel" / "widget.py"],
-        ("qtaskdist_jupyter.kernel.handles",),
-    ),
-    "server-wire": (tree(SERVER), WIRE_FORMAT),
-    "worker": (
-        tree(ROOT / "worker" / "qtaskdist_worker"),
-        (*JUPYTER_STACK, "tornado", "qtaskdist_jupyter.kernel", "qtaskdist_server", "devtools"),
-    ),
-    # The API layer is shared by the extension and the team service: it knows no host.
-    "server-api": (
-        tree(SERVER / "api"),
-        (
-            *JUPYTER_STACK,
-            "tornado",
-            "jupyterhub",
-            "qtaskdist_jupyter.kernel",
-            "qtaskdist_worker",
-            "devtools",
+        # The domain runs neither an adapter nor the services the adapters talk to.
+        "core-domain": (
+            domain_files(root),
+            (*ADAPTERS, "qtaskdist_jupyter.core.circuits", EMBEDDED, MIGRATE),
         ),
-    ),
-    "service-host": (
-        tree(SERVER / "service_host"),
-        (*JUPYTER_STACK, "qtaskdist_jupyter.kernel", "qtaskdist_worker", "devtools"),
-    ),
+        # The facade sits above both: neither adapter imports it.
+        "core-store": (tree(core / "store"), (BROKER, QUEUE, EMBEDDED)),
+        "core-broker": (tree(core / "broker"), (STORE, QUEUE, EMBEDDED)),
+        "kernel": (tree(kernel), (*ADAPTERS, EMBEDDED)),
+        # The handles open the live table lazily: the table must not import them back.
+        "kernel-widget": ([kernel / "widget.py"], ("qtaskdist_jupyter.kernel.handles",)),
+        "server-wire": (tree(server), WIRE_FORMAT),
+        "worker": (
+            tree(root / "worker" / "qtaskdist_worker"),
+            (*JUPYTER_STACK, "tornado", "qtaskdist_jupyter.kernel", "qtaskdist_server", "devtools"),
+        ),
+        # The API layer is shared by the extension and the team service: it knows no host.
+        "server-api": (tree(server / "api"), (*no_host, "tornado", "jupyterhub")),
+        "service-host": (tree(server / "service_host"), no_host),
+    }
+
+
+CONTRACTS = contracts()
+# Where test_each_contract_fails_on_a_planted_violation plants a module breaking it.
+PLANTED = {
+    "core": "qtaskdist_jupyter/core/embedded/planted.py",
+    "core-domain": "qtaskdist_jupyter/core/planted.py",
+    "core-store": "qtaskdist_jupyter/core/store/planted.py",
+    "core-broker": "qtaskdist_jupyter/core/broker/planted.py",
+    "kernel": "qtaskdist_jupyter/kernel/planted.py",
+    "kernel-widget": "qtaskdist_jupyter/kernel/widget.py",
+    "server-wire": "server_extension/qtaskdist_server/planted.py",
+    "worker": "worker/qtaskdist_worker/planted.py",
+    "server-api": "server_extension/qtaskdist_server/api/planted.py",
+    "service-host": "server_extension/qtaskdist_server/service_host/planted.py",
 }
+PACKAGES = (
+    "qtaskdist_jupyter/core/store",
+    "qtaskdist_jupyter/core/broker",
+    "qtaskdist_jupyter/core/queue",
+    "qtaskdist_jupyter/core/embedded",
+    "qtaskdist_jupyter/kernel",
+    "server_extension/qtaskdist_server/api",
+    "server_extension/qtaskdist_server/service_host",
+    "worker/qtaskdist_worker",
+)
 
 
 def module_name(path: Path) -> str:
@@ -175,8 +184,56 @@ def test_source_respects_the_contract(contract: str) -> None:
 
 def test_the_domain_is_what_is_left_of_core() -> None:
     names = {p.stem for p in domain_files()}
-    assert {"status", "errors", "schemas", "budget", "kinds"} <= names
+    assert {"status", "errors", "schemas", "budget", "kinds", "config"} <= names
     assert not names & NOT_DOMAIN
+    # The embedded subsystem is a subpackage, so no module of it counts as the domain.
+    embedded = {p.stem for p in tree(ROOT / "qtaskdist_jupyter" / "core" / "embedded")}
+    assert {"services", "daemons", "leases", "watch", "cli"} <= embedded
+    assert not names & {"embedded", "embedded_daemons", "embedded_watch", "leases", "cli"}
+
+
+def _skeleton(root: Path) -> None:
+    """The packages of the layout, empty, under ``root``."""
+    for package in PACKAGES:
+        folder = root / package
+        folder.mkdir(parents=True, exist_ok=True)
+        while folder != root and folder.name not in ("server_extension", "worker"):
+            (folder / "__init__.py").touch()
+            folder = folder.parent
+    (root / "qtaskdist_jupyter/kernel/widget.py").touch()
+
+
+@pytest.mark.parametrize("contract", sorted(CONTRACTS))
+def test_each_contract_fails_on_a_planted_violation(contract: str, tmp_path: Path) -> None:
+    # A module in the contract's scope importing each forbidden name (in a function, so
+    # only a full walk sees it) is reported once per name: the scope reaches it and no
+    # name is left out of the check.
+    assert set(PLANTED) == set(CONTRACTS), "a new contract needs a planted violation"
+    _skeleton(tmp_path)
+    _, forbidden = CONTRACTS[contract]
+    planted = tmp_path / PLANTED[contract]
+    body = "".join(f"    import {name}\n" for name in forbidden)
+    planted.write_text(f"def f():\n{body}")
+    files, _ = contracts(tmp_path)[contract]
+    assert planted in files
+    found = violations(files, forbidden, root=tmp_path)
+    rel = planted.relative_to(tmp_path).as_posix()
+    assert found == [f"{rel}:{i + 2} imports {name}" for i, name in enumerate(forbidden)]
+
+
+def test_the_embedded_subsystem_may_run_the_adapters(tmp_path: Path) -> None:
+    # The domain contract stops at core's top level: core/embedded/ starts the services
+    # the store and the broker use, so its imports of them break no contract but "core".
+    _skeleton(tmp_path)
+    (tmp_path / "qtaskdist_jupyter/core/embedded/cli.py").write_text(
+        "from qtaskdist_jupyter.core.store import store\nfrom ..broker import acl\n"
+    )
+    broken = {
+        name
+        for name, (files, forbidden) in contracts(tmp_path).items()
+        if violations(files, forbidden, root=tmp_path)
+    }
+    assert broken == set()
 
 
 def test_the_check_sees_a_nested_violation(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from qtaskdist_jupyter.core.broker import acl
 from qtaskdist_jupyter.core.broker.keys import DEAD_STREAM, STREAMS, WORKERS_KEY
-from qtaskdist_jupyter.core.cli import main
+from qtaskdist_jupyter.core.embedded.cli import main
 from qtaskdist_jupyter.core.errors import InvalidInput
 
 PASSWORD = "a-long-enough-password-1"

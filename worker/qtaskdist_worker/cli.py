@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, get_args, get_origin
 
-from qtaskdist_jupyter.core import embedded
 from qtaskdist_jupyter.core.broker.keys import STREAMS, TYPE_OF_STREAM
-from qtaskdist_jupyter.core.config import load_settings
+from qtaskdist_jupyter.core.config import bound, load_options, load_settings
+from qtaskdist_jupyter.core.embedded import services as embedded
 from qtaskdist_jupyter.core.errors import ConfigError, QtaskdistError
-from qtaskdist_jupyter.core.kinds import BACKEND, KINDS
+from qtaskdist_jupyter.core.kinds import KINDS
+from qtaskdist_jupyter.core.options import FIELDS, help_of, on
 
 from . import metrics
 from .worker import Worker, WorkerOptions
+
+SHORT_FLAGS = {"concurrency": ("-c",)}
 
 
 def _task_types(text: str) -> list[str]:
@@ -35,42 +40,49 @@ def _task_types(text: str) -> list[str]:
     return out
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    """An argparse ``type``: ``kind(text)`` (int or float), refused unless above 0."""
+def _bounded(kind: type[int] | type[float], name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` for field ``name``: ``kind(text)`` within the field's bound."""
+    limit = bound(name)
 
-    def parse(text: str) -> float:
+    def parse(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
+        if limit == ("gt", 0) and value <= 0:
             raise argparse.ArgumentTypeError(f"{text} must be positive")
+        if limit and (value <= limit[1] if limit[0] == "gt" else value < limit[1]):
+            raise argparse.ArgumentTypeError(f"{text} must be at least {limit[1]:g}")
         return value
 
     return parse
 
 
-def _memory_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--job-memory-mb",
-        type=_positive(int),
-        default=None,
-        help="address space a job process may add to its start-up size (default: "
-        "QTASKDIST_MAX_TASK_MEMORY_BYTES + QTASKDIST_MAX_RESULT_BYTES + 512 MiB)",
+def _add_option(p: argparse.ArgumentParser, name: str, value: Any) -> None:
+    """The flag of settings field ``name`` (core/options.py): ``--name-with-dashes``, its
+    type, bound and help from the field; ``value`` (the environment's, else the field's
+    default) is the flag's default."""
+    info = FIELDS[name]
+    flags = [f"--{name.replace('_', '-')}", *SHORT_FLAGS.get(name, ())]
+    help_ = help_of(name).replace("%", "%%")
+    kind = next(
+        (a for a in (info.annotation, *get_args(info.annotation)) if a in (int, float)), None
     )
+    if info.annotation is bool:
+        p.add_argument(*flags, action="store_true", default=value, help=help_)
+    elif get_origin(info.annotation) is Literal:
+        p.add_argument(*flags, choices=get_args(info.annotation), default=value, help=help_)
+    elif kind is not None:
+        p.add_argument(*flags, type=_bounded(kind, name), default=value, help=help_)
+    else:
+        p.add_argument(*flags, default=value, help=help_)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = WorkerOptions()
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The flags: ``--task-types`` (its values are the task kinds' registry) and one per
+    settings field tagged ``cli``, defaulting to the environment (``env``)."""
+    options = load_options(env)
     p = argparse.ArgumentParser(
         prog="qtaskdist-worker",
         description=f"Run qtaskdist tasks ({', '.join(KINDS)}) from Redis.",
     )
-    _work_arguments(p, d)
-    _timing_arguments(p, d)
-    _service_arguments(p)
-    return p
-
-
-def _work_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
-    """What the worker takes on and how: task types, processes, batches, takeovers, burst."""
     p.add_argument(
         "--task-types",
         "--streams",
@@ -78,118 +90,26 @@ def _work_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
         default=list(STREAMS),
         help="comma-separated task types or stream names (default: all)",
     )
-    p.add_argument(
-        "--concurrency",
-        "-c",
-        type=_positive(int),
-        default=d.concurrency,
-        help="job processes for simulate/convert (default: one per usable core, at most "
-        "4: %(default)s here)",
-    )
-    p.add_argument("--name", default=None, help="consumer name (default host-pid)")
-    p.add_argument(
-        "--batch-size",
-        type=_positive(int),
-        default=d.batch_size,
-        help="XREADGROUP COUNT and largest Aer batch (default %(default)s)",
-    )
-    p.add_argument(
-        "--visibility-timeout-s",
-        type=_positive(float),
-        default=d.visibility_timeout_s,
-        help="idle time after which another worker takes an entry over",
-    )
-    p.add_argument(
-        "--burst", action="store_true", help="drain the queued tasks (and due retries), then exit 0"
-    )
-
-
-def _timing_arguments(p: argparse.ArgumentParser, d: WorkerOptions) -> None:
-    """Shutdown, retries, reconciling, time limits and provider polls."""
-    p.add_argument(
-        "--grace-s",
-        type=_positive(float),
-        default=d.grace_s,
-        help="on SIGTERM, time to finish tasks in flight before releasing them",
-    )
-    p.add_argument(
-        "--retry-base-s",
-        type=_positive(float),
-        default=d.retry_base_s,
-        help="first retry delay; doubles per retry, jittered (default 1)",
-    )
-    p.add_argument("--retry-cap-s", type=_positive(float), default=d.retry_cap_s)
-    p.add_argument("--reconcile-interval-s", type=_positive(float), default=d.reconcile_interval_s)
-    p.add_argument(
-        "--threads-per-job",
-        type=_positive(int),
-        default=d.threads_per_job,
-        help="Aer/OpenMP threads per job process (default 1)",
-    )
-    p.add_argument(
-        "--max-time-limit-s",
-        type=_positive(float),
-        default=None,
-        help="cap on any task's time limit (default QTASKDIST_MAX_TIME_LIMIT_S)",
-    )
-    p.add_argument(
-        "--backend-concurrency",
-        type=_positive(int),
-        default=d.backend_concurrency,
-        help=f"{BACKEND.name} tasks polled at once (default %(default)s)",
-    )
-    p.add_argument(
-        "--poll-interval-s",
-        type=_positive(float),
-        default=d.poll_interval_s,
-        help="longest pause between provider status polls",
-    )
-
-
-def _service_arguments(p: argparse.ArgumentParser) -> None:
-    """Metrics, memory limits, the backing services and logging."""
-    p.add_argument(
-        "--metrics-port",
-        type=_positive(int),
-        default=None,
-        help="serve Prometheus metrics on this port (default: off; docs/metrics.md)",
-    )
-    p.add_argument(
-        "--metrics-addr",
-        default="127.0.0.1",
-        help="address of the metrics port (default %(default)s: this machine only; "
-        "0.0.0.0: all interfaces)",
-    )
-    _memory_arguments(p)
-    p.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
-    p.add_argument("--redis-url", default=None, help="overrides REDIS_URL")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    for name in on("cli"):
+        _add_option(p, name, getattr(options, name))
+    return p
 
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:
-    opts = WorkerOptions(
-        task_types=args.task_types,
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        visibility_timeout_s=args.visibility_timeout_s,
-        burst=args.burst,
-        grace_s=args.grace_s,
-        retry_base_s=args.retry_base_s,
-        retry_cap_s=args.retry_cap_s,
-        reconcile_interval_s=args.reconcile_interval_s,
-        threads_per_job=args.threads_per_job,
-        max_time_limit_s=args.max_time_limit_s,
-        backend_concurrency=args.backend_concurrency,
-        poll_interval_s=args.poll_interval_s,
-        job_memory_mb=args.job_memory_mb,
-    )
-    if args.name:
-        opts.name = args.name
-    return opts
+    """The worker's options: every WorkerOptions field the parsed flags hold; one left
+    ``None`` or empty (``--concurrency``, ``--name``) takes WorkerOptions' own default."""
+    known = {f.name for f in dataclasses.fields(WorkerOptions)}
+    given = {n: getattr(args, n) for n in on("cli") if n in known}
+    given = {n: v for n, v in given.items() if v is not None and v != ""}
+    return WorkerOptions(task_types=args.task_types, **given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        print(f"qtaskdist-worker: {exc.message}", file=sys.stderr)
+        return 2
     # Our loggers at the asked level; libraries (qiskit logs every transpiler pass at
     # INFO) stay at WARNING unless DEBUG is asked for.
     logging.basicConfig(

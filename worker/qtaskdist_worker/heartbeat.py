@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -10,14 +9,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
+from tenacity import wait_fixed
 
 from qtaskdist_jupyter.core.broker.broker import Broker
-from qtaskdist_jupyter.core.errors import ServiceUnavailable
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 from .inflight import InFlightRegistry
+from .retry import on_outage
 from .units import HOST
 
 
@@ -72,15 +71,17 @@ class CancelWatch:
     pause_s: float = 1.0
 
     async def run(self) -> None:
+        """Tail for good. An outage (retry.RETRYABLE) pauses ``pause_s`` and tails on
+        from new cancels: the heartbeat's row check covers what the gap hid. Any other
+        error ends the watch, and with it the worker (Worker._watch_side_tasks)."""
+        await on_outage(wait_fixed(self.pause_s), "cancel watch")(self._tail)
+
+    async def _tail(self) -> None:
         last = "$"
         while True:
-            try:
-                for eid, task_id in await self.broker.read_cancels(last, block_ms=self.block_ms):
-                    last = eid
-                    with contextlib.suppress(ValueError):
-                        item = self.inflight.get(uuid.UUID(task_id))
-                        if item is not None:
-                            self.inflight.cancel(item)
-            except (ServiceUnavailable, RedisError):
-                await asyncio.sleep(self.pause_s)
-                last = "$"  # the heartbeat's row check covers what the gap hid
+            for eid, task_id in await self.broker.read_cancels(last, block_ms=self.block_ms):
+                last = eid
+                with contextlib.suppress(ValueError):
+                    item = self.inflight.get(uuid.UUID(task_id))
+                    if item is not None:
+                        self.inflight.cancel(item)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity.wait import wait_base
 
 from qtaskdist_jupyter.core.errors import ServiceUnavailable
 
@@ -18,6 +19,9 @@ T = TypeVar("T")
 # An outage delays a step by this much at first, doubling up to the cap.
 OUTAGE_FIRST_S = 0.2
 OUTAGE_CAP_S = 5.0
+# What a retry can fix: a lost link to PostgreSQL or Redis (the store and the broker raise
+# ServiceUnavailable for theirs). Never a data error, which fails the same way again.
+RETRYABLE: tuple[type[BaseException], ...] = (ServiceUnavailable,)
 
 
 def backoff_s(
@@ -54,13 +58,20 @@ async def until_up(fn: Callable[[], Awaitable[T]], what: str) -> T:
             raise exc
         return await fn()
 
-    retrying = AsyncRetrying(
-        retry=retry_if_exception_type(ServiceUnavailable),
-        wait=wait_exponential(multiplier=OUTAGE_FIRST_S, max=OUTAGE_CAP_S),
+    wait = wait_exponential(multiplier=OUTAGE_FIRST_S, max=OUTAGE_CAP_S)
+    return await on_outage(wait, what)(attempt)
+
+
+def on_outage(wait: wait_base, what: str) -> AsyncRetrying:
+    """The worker's retry policy (tenacity): call again, for good, after an error of
+    :data:`RETRYABLE`, waiting ``wait`` and logging each retry; any other error goes back
+    to the caller at once."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(RETRYABLE),
+        wait=wait,
         before_sleep=lambda state: _log_outage(what, state),
         reraise=True,
     )
-    return await retrying(attempt)
 
 
 def _log_outage(what: str, state: RetryCallState) -> None:

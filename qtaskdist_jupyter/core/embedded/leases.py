@@ -8,7 +8,7 @@ lease that is no process, ``leases/pinned.json``: an operator who started the pa
 keeps it until ``qtaskdist services stop``.
 
 A holder killed with SIGKILL cannot remove its lease; the next look at the leases (a
-release, a start, the watchdog of :mod:`qtaskdist_jupyter.core.embedded_watch`) finds the pid
+release, a start, the watchdog of :mod:`qtaskdist_jupyter.core.embedded.watch`) finds the pid
 dead and drops the lease. The caller holds ``services.lock`` around every change.
 """
 

@@ -5,9 +5,9 @@ ports and records pids and ports in ``home/services.json``; later processes (wor
 server, the CLI) find them there and join. A file lock keeps two processes that start at
 once from starting two pairs. Each process that uses the pair holds a lease
 (:mod:`.leases`); the last holder out stops it, and a watchdog process
-(:mod:`.embedded_watch`) stops it when every holder died without releasing.
+(:mod:`.watch`) stops it when every holder died without releasing.
 ``stop_services`` ends it whoever holds it. How each daemon starts and stops:
-:mod:`.embedded_daemons`.
+:mod:`.daemons`.
 
 Layout of ``home``::
 
@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qtaskdist_jupyter.core import embedded_daemons as daemons
-from qtaskdist_jupyter.core import leases
 from qtaskdist_jupyter.core.config import Settings
-from qtaskdist_jupyter.core.embedded_daemons import DATABASE, HOST
+from qtaskdist_jupyter.core.embedded import daemons, leases
+from qtaskdist_jupyter.core.embedded.daemons import DATABASE, HOST
 
 STATE_FILE = "services.json"
-WATCH_MODULE = "qtaskdist_jupyter.core.embedded_watch"
+WATCH_MODULE = "qtaskdist_jupyter.core.embedded.watch"
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def _write_state(home: Path, state: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- public API
 def _lock(home: Path) -> Any:
-    import fasteners  # lazy, as in embedded_daemons: joining must stay cheap
+    import fasteners  # lazy, as in daemons: joining must stay cheap
 
     return fasteners.InterProcessLock(str(home / "services.lock"))
 

