@@ -50,6 +50,7 @@ def test_bell_counts_come_back(shell: InteractiveShell) -> None:
     assert isinstance(h, TaskHandle) and h.row["status"] == "completed"
     assert h.row["payload"]["time_limit_s"] == 30  # the task's own limit, not the wait
     counts = h.counts()
+    assert isinstance(counts, dict)  # one circuit: one counts dict
     assert set(counts) == {"00", "11"} and sum(counts.values()) == 400
 
 
