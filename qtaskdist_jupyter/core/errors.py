@@ -12,6 +12,7 @@
     │   │   ├── PayloadTooLarge        body / payload bytes over the limit       -> 413
     │   │   └── ResultTooLarge         result over QTASKDIST_MAX_RESULT_BYTES    -> 422
     │   ├── UnknownTaskType            task_type not in STREAMS                  -> 422
+    │   ├── AmbiguousId                an id's start that starts several ids     -> 422
     │   ├── MalformedMessage           a stream message that does not decode (worker)
     │   └── DataRefused                PostgreSQL refused a statement's data (size,
     │                                  encoding, constraint): not an outage     -> 422
@@ -115,6 +116,13 @@ class PayloadTooLarge(LimitExceeded):
 
 class UnknownTaskType(InvalidInput):
     code = "unknown_task_type"
+
+
+class AmbiguousId(InvalidInput):
+    """The start of an id (core/short_ids.py) that starts more than one of the asker's
+    task and batch ids; ``matches`` says how many (counted up to a cap)."""
+
+    code = "ambiguous_id"
 
 
 class MalformedMessage(InvalidInput):

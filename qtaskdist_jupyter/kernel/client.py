@@ -21,6 +21,7 @@ import httpx
 from qtaskdist_jupyter.core import arrays, config
 from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, ServiceUnavailable, WaitTimeout
 from qtaskdist_jupyter.core.kinds import BACKEND, CONVERT, SIMULATE
+from qtaskdist_jupyter.core.short_ids import id_start
 from qtaskdist_jupyter.core.status import FINISHED
 from qtaskdist_jupyter.kernel.api_errors import api_error
 from qtaskdist_jupyter.kernel.discovery import HOW_TO_FIX, find_server
@@ -234,7 +235,19 @@ class Client:
         return dict(self.request("GET", f"tasks/{task_id}"))
 
     def handle(self, task_id: str) -> TaskHandle:
+        """The task's handle; ``task_id`` may be its start (at least 8 hex digits, such
+        as the 8 characters the table shows) when no other task of yours shares it."""
+        digits = id_start(task_id)
+        if digits is not None and len(digits) < 32:  # a start, not a whole id
+            task_id = self.resolve(task_id, kind="task")["id"]
         return TaskHandle(self, task_id, self.get(task_id))
+
+    def resolve(self, start: str, kind: str | None = None) -> dict[str, str]:
+        """``{"kind": "task" | "batch", "id": ...}``: your one task or batch whose id
+        starts with ``start`` (``kind`` keeps one of the two); ApiError 404 for none,
+        422 ``ambiguous_id`` for several."""
+        params = {"prefix": start, "kind": kind}
+        return dict(self.request("GET", "tasks/resolve", params=params))
 
     def array(self, task_id: str, name: str, *, progress: bool | None = None) -> Any:
         """One stored result array (e.g. ``"statevector"``, ``"results.2.memory"``) as a

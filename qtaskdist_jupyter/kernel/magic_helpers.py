@@ -22,6 +22,7 @@ from qtaskdist_jupyter.core.errors import (
     ServiceUnavailable,
     WaitTimeout,
 )
+from qtaskdist_jupyter.core.status import TaskStatus
 
 
 def is_qasm_text(body: str) -> bool:
@@ -137,3 +138,31 @@ def binding_order(rows: list[dict[str, Any]]) -> list[str]:
     (``sweep[0]``, ``sweep[1]``, …)."""
     ordered = sorted(rows, key=lambda r: (natural_key(str(r.get("name") or "")), r["task_id"]))
     return [str(r["task_id"]) for r in ordered]
+
+
+def status_lines(url: str, h: dict[str, Any]) -> list[str]:
+    """What ``%qtask status`` prints from ``GET health`` (``h``) of the server at ``url``:
+    the services, your active tasks and, for an operator, the workers and streams."""
+    lines = [f"server:   {url}"]
+    for svc in ("database", "redis"):
+        s = h.get(svc) or {}
+        lines.append(
+            f"{svc + ':':9} {'ok' if s.get('ok') else 'DOWN (' + str(s.get('error')) + ')'}"
+        )
+    if h.get("queue"):
+        q = h["queue"]
+        active = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
+        lines.append("yours:    " + ", ".join(f"{q.get(s)} {s}" for s in active))
+    if "workers" not in h:  # fleet internals are for qtaskdist:admin users only
+        return lines
+    alive = [w for w in h.get("workers", []) if w.get("alive")]
+    lines.append(f"workers:  {len(alive)} alive of {len(h.get('workers', []))}")
+    for w in h.get("workers", []):
+        state = "alive" if w.get("alive") else "STALE"
+        lines.append(
+            f"  {w['name']} on {w.get('host')} pid {w.get('pid')}: {state}, "
+            f"heartbeat {w.get('last_heartbeat_s')} s ago"
+        )
+    for ttype, s in sorted((h.get("streams") or {}).items()):
+        lines.append(f"queue {ttype}: length {s.get('length')}, pending {s.get('pending')}")
+    return lines

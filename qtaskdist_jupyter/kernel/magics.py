@@ -20,7 +20,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from qtaskdist_jupyter.core.errors import ApiError, QtaskdistError
 from qtaskdist_jupyter.core.kinds import CONVERT, KINDS, SIMULATE
-from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
+from qtaskdist_jupyter.core.short_ids import id_start
+from qtaskdist_jupyter.core.status import FINISHED
 from qtaskdist_jupyter.kernel.magic_helpers import (
     binding_order,
     check_circuits,
@@ -30,6 +31,7 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     parse_noise,
     parse_sweep,
     retried_line,
+    status_lines,
     user_message,
 )
 
@@ -56,7 +58,10 @@ class QtaskMagics(Magics):
     @magic_arguments()
     @argument("action", help="cell: simulate | convert | run; line: " + " | ".join(LINE_ACTIONS))
     @argument(
-        "target", nargs="?", help="task id, batch id or task name for show / wait / cancel / retry"
+        "target",
+        nargs="?",
+        help="task id, batch id (or its first 8+ characters) or task name for show / wait /"
+        " cancel / retry",
     )
     @argument("--shots", type=int, help="shots per circuit (default 1024)")
     @argument("--seed", type=int, help="simulator seed")
@@ -96,7 +101,7 @@ class QtaskMagics(Magics):
     @argument("--all", action="store_true", help="wait: every unfinished task")
     @argument("--status", help="list / table: statuses, comma separated")
     @argument("--type", dest="task_type", help="list / table: task type")
-    @argument("--batch", help="list / table: batch id")
+    @argument("--batch", help="list / table: batch id or its first 8+ characters")
     @argument("--limit", type=int, default=50, help="list: rows (default 50)")
     @line_cell_magic
     def qtask(self, line: str, cell: str | None = None) -> Any:
@@ -114,6 +119,9 @@ class QtaskMagics(Magics):
             %qtask list [--status queued,running]   %qtask show ID
             %qtask wait [ID|--all] [--timeout S]    %qtask cancel ID   %qtask retry ID
             %qtask table                             %qtask status
+
+        ID: a task id, a batch id or a task name; an id may be given by its start, such
+        as the 8 characters the table shows, when no other id of yours shares it.
         """
         args = parse_argstring(self.qtask, line)
         if args.action not in CELL_ACTIONS + LINE_ACTIONS:
@@ -233,35 +241,53 @@ class QtaskMagics(Magics):
     # ---- line actions --------------------------------------------------------------
     def _target(self, args: Any) -> Any:
         """A TaskHandle for a task id or a task name (its newest task of that name), a
-        BatchHandle for a batch id, else the last handle."""
-        from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle  # lazy
-
+        BatchHandle for a batch id, else the last handle. An id may be given by its start
+        (8 hex digits or more, as the table shows it), resolved among yours by the server;
+        a start that is no id of yours is looked up as a name."""
         if not args.target:
             if self.last is None:
                 raise UsageError(f"%qtask {args.action} needs a task or batch id")
             return self.last
-        if not is_uuid(args.target):
-            # A task's name: its newest task of that name.
-            named = self.client.tasks(name=args.target, limit=1)
-            if not named:
-                raise UsageError(f"qtask: no task, batch or task name {args.target!r}")
-            tid = str(named[0]["task_id"])
-            return TaskHandle(self.client, tid, self.client.get(tid))
-        try:
-            return TaskHandle(self.client, args.target, self.client.get(args.target))
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-        ids = binding_order(self.client.tasks(batch_id=args.target, limit=20_000))
+        target = args.target
+        if is_uuid(target):
+            return self._by_id(target)
+        if id_start(target) is not None:
+            try:
+                found = self.client.resolve(target)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise  # ambiguous: one line naming how many ids it starts
+            else:
+                return self._by_id(found["id"], found["kind"])
+        # A task's name: its newest task of that name.
+        named = self.client.tasks(name=target, limit=1)
+        if not named:
+            raise UsageError(f"qtask: no task, batch or task name {target!r}")
+        return self._by_id(str(named[0]["task_id"]), "task")
+
+    def _by_id(self, target: str, kind: str | None = None) -> Any:
+        """The handle of a whole id: a task's, else a batch's (``kind`` when known)."""
+        from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle  # lazy
+
+        if kind != "batch":
+            try:
+                return TaskHandle(self.client, target, self.client.get(target))
+            except ApiError as exc:
+                if exc.status != 404 or kind == "task":
+                    raise
+        ids = binding_order(self.client.tasks(batch_id=target, limit=20_000))
         if not ids:
-            raise UsageError(f"qtask: no task or batch {args.target!r}")
-        return BatchHandle(self.client, args.target, ids)
+            raise UsageError(f"qtask: no task or batch {target!r}")
+        return BatchHandle(self.client, target, ids)
 
     def _do_list(self, args: Any) -> None:
         from qtaskdist_jupyter.kernel.widget import TaskTableState  # lazy: see the docstring
 
+        batch = args.batch
+        if batch and not is_uuid(batch):  # its start, as the table shows it
+            batch = self.client.resolve(batch, kind="batch")["id"]
         rows = self.client.tasks(
-            status=args.status, task_type=args.task_type, batch_id=args.batch, limit=args.limit
+            status=args.status, task_type=args.task_type, batch_id=batch, limit=args.limit
         )
         state = TaskTableState()
         state.apply_page(rows)
@@ -333,6 +359,8 @@ class QtaskMagics(Magics):
             # Not the last handle: that may be any task, and a retry runs it again.
             raise UsageError("%qtask retry needs a task id (%qtask list --status failed)")
         h = self._target(args)
+        if not hasattr(h, "retry"):  # a batch: its failed tasks are retried one by one
+            raise UsageError(f"%qtask retry takes a task id; {args.target!r} is a batch")
         row = self._transition(h, "retried", h.retry)
         print(retried_line(h.task_id, row))
 
@@ -359,28 +387,4 @@ class QtaskMagics(Magics):
         )
 
     def _do_status(self, args: Any) -> None:
-        h = self.client.health()
-        lines = [f"server:   {self.client.url}"]
-        for svc in ("database", "redis"):
-            s = h.get(svc) or {}
-            lines.append(
-                f"{svc + ':':9} {'ok' if s.get('ok') else 'DOWN (' + str(s.get('error')) + ')'}"
-            )
-        if h.get("queue"):
-            q = h["queue"]
-            active = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
-            lines.append("yours:    " + ", ".join(f"{q.get(s)} {s}" for s in active))
-        if "workers" not in h:  # fleet internals are for qtaskdist:admin users only
-            print("\n".join(lines))
-            return
-        alive = [w for w in h.get("workers", []) if w.get("alive")]
-        lines.append(f"workers:  {len(alive)} alive of {len(h.get('workers', []))}")
-        for w in h.get("workers", []):
-            state = "alive" if w.get("alive") else "STALE"
-            lines.append(
-                f"  {w['name']} on {w.get('host')} pid {w.get('pid')}: {state}, "
-                f"heartbeat {w.get('last_heartbeat_s')} s ago"
-            )
-        for ttype, s in sorted((h.get("streams") or {}).items()):
-            lines.append(f"queue {ttype}: length {s.get('length')}, pending {s.get('pending')}")
-        print("\n".join(lines))
+        print("\n".join(status_lines(self.client.url, self.client.health())))

@@ -206,7 +206,8 @@ class TaskTableState:
     def cells(r: dict[str, Any], now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         created, started, finished = r["created"], r["started"], r["finished"]
-        queued = r.get("queued") or created
+        # A pending task (created, never enqueued) is in no queue: no queue wait.
+        queued = None if r["status"] == TaskStatus.PENDING else r.get("queued") or created
         wait = (started or (None if r["status"] in FINISHED else now)) if queued else None
         run = (finished or now) if started else None
         return [

@@ -97,6 +97,12 @@ class CountsHandler(QtaskdistHandler):
         self.json({"counts": await self.service.counts(self.owner, q.batch_id)})
 
 
+class ResolveHandler(QtaskdistHandler):
+    async def get(self) -> None:
+        q = self.params(qp.ResolveParams)
+        self.json(await self.service.resolve(self.owner, q.prefix, q.kind))
+
+
 class UnknownRouteHandler(QtaskdistHandler):
     """Any other path under the API (``tasks/a/b``, a typo): a JSON 404 like every other
     answer of the API, not the host's HTML page; after authentication, like the rest."""
@@ -106,12 +112,13 @@ class UnknownRouteHandler(QtaskdistHandler):
         raise web.HTTPError(404, f"no API route {self.request.path[-80:]}")
 
 
-# Every route of the API, below the host's prefix; tasks/batch and tasks/counts before
-# tasks/{id}, which they match.
+# Every route of the API, below the host's prefix; tasks/batch, tasks/counts and
+# tasks/resolve before tasks/{id}, which they match.
 default_handlers: list[tuple[str, type[QtaskdistHandler]]] = [
     (rf"{API}/tasks", TasksHandler),
     (rf"{API}/tasks/batch", BatchHandler),
     (rf"{API}/tasks/counts", CountsHandler),
+    (rf"{API}/tasks/resolve", ResolveHandler),
     (rf"{API}/tasks/{TASK_ID}", TaskHandler),
     (rf"{API}/tasks/{TASK_ID}/enqueue", EnqueueHandler),
     (rf"{API}/tasks/{TASK_ID}/cancel", CancelHandler),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import uuid
 from typing import Any
 
 import pyqir
@@ -49,6 +50,7 @@ def test_bell_counts_come_back(shell: InteractiveShell) -> None:
     assert isinstance(h, TaskHandle) and h.row["status"] == "completed"
     assert h.row["payload"]["time_limit_s"] == 30  # the task's own limit, not the wait
     counts = h.counts()
+    assert isinstance(counts, dict)  # one circuit: one counts dict
     assert set(counts) == {"00", "11"} and sum(counts.values()) == 400
 
 
@@ -173,6 +175,45 @@ def test_cancel_retry_show_list_status(shell: InteractiveShell, nb_server: NbSer
     assert res.error_in_exec is None
     assert "database: ok" in cap.stdout and "redis:    ok" in cap.stdout
     assert "1 alive" in cap.stdout or "alive of" in cap.stdout
+
+
+def test_ids_by_the_start_the_table_shows(shell: InteractiveShell, nb_server: NbServer) -> None:
+    def park(batch_id: str | None = None) -> str:
+        """A pending task (never enqueued: it stays put) of this user, in ``batch_id``."""
+        spec = {"task_type": "simulate", "payload": {"circuit": BELL_QASM2, "shots": 10}}
+        spec |= {"name": "short", **({"batch_id": batch_id} if batch_id else {})}
+        return nb_server.rest("POST", "tasks", json=spec)["task_id"]
+
+    def text(cap: CapturedIO) -> str:
+        return cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
+
+    start = str(uuid.uuid4())[:8]
+    first, second = start + str(uuid.uuid4())[8:], start + str(uuid.uuid4())[8:]
+    tid, in_first = park(), [park(first), park(first)]
+    in_second = park(second)
+
+    res, cap = run(shell, f"%qtask cancel {tid[:8]}")  # the 8 characters of its row
+    assert res.error_in_exec is None and f"task {tid}: cancelled" in cap.stdout, cap.stderr
+    res, cap = run(shell, f"%qtask show {tid[:8]}")
+    assert res.error_in_exec is None and tid in text(cap), cap.stderr
+    # Two batches share these 8 characters: one line, nothing cancelled.
+    res, cap = run(shell, f"%qtask cancel {start}")
+    assert "ids of 2 of your tasks and batches" in user_error(res, cap)
+    assert {nb_server.rest("GET", f"tasks/{t}")["status"] for t in in_first} == {"pending"}
+    res, cap = run(shell, f"%qtask cancel {first[:13]}")  # one more digit: the batch
+    assert res.error_in_exec is None and f"batch {first}: cancelled 2" in cap.stdout, cap.stderr
+    assert {nb_server.rest("GET", f"tasks/{t}")["status"] for t in in_first} == {"cancelled"}
+    assert nb_server.rest("GET", f"tasks/{in_second}")["status"] == "pending"
+    res, cap = run(shell, f"%qtask list --batch {second[:13]}")
+    assert res.error_in_exec is None and in_second[:8] in text(cap), cap.stderr
+    assert in_first[0][:8] not in text(cap)
+    res, cap = run(shell, f"%qtask retry {first[:13]}")
+    assert "takes a task id" in user_error(res, cap)
+
+    cell = f"from qtaskdist_jupyter import Client\nqt_h = Client().handle({tid[:8]!r})"
+    res, cap = run(shell, cell)
+    assert res.error_in_exec is None, cap.stderr
+    assert shell.user_ns["qt_h"].task_id == tid and shell.user_ns["qt_h"].row["task_id"] == tid
 
 
 def test_table_magic_returns_the_widget(shell: InteractiveShell, nb_server: NbServer) -> None:

@@ -24,6 +24,7 @@ ENDPOINTS = [
     ("GET", "tasks"),
     ("POST", "tasks/batch"),
     ("GET", "tasks/counts"),
+    ("GET", "tasks/resolve"),
     ("GET", "tasks/{id}"),
     ("PATCH", "tasks/{id}"),
     ("DELETE", "tasks/{id}"),

@@ -80,6 +80,11 @@ async def test_owners_are_isolated(shared_service, database_url) -> None:
             assert code == 404 and err["error"] == "task_not_found", (method, path, err)
     code, page = await api("GET", "tasks", headers=BOB)
     assert code == 200 and page["tasks"] == []
+    # The id's start the tables show resolves for alice on this host too, never for bob.
+    code, err = await api("GET", "tasks/resolve", params={"prefix": tid[:8]}, headers=BOB)
+    assert code == 404 and err["error"] == "task_not_found", err
+    code, got = await api("GET", "tasks/resolve", params={"prefix": tid[:8]})
+    assert code == 200 and (got["kind"], got["id"]) == ("task", tid), got
     code, got = await api(
         "GET", "events", params={"after": start["cursor"], "timeout_s": "1"}, headers=BOB
     )

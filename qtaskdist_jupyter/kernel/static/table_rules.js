@@ -165,8 +165,9 @@ export function tally(state, facts, rows) {
 }
 
 // The text of a row's cells: id, name, type, status, attempt, queue wait, run time, age.
+// A pending task (created, never enqueued) is in no queue: it shows no queue wait.
 export function cellTexts(r, now, facts) {
-  const queued = r.queued || r.created;
+  const queued = r.status === facts.status.PENDING ? null : r.queued || r.created;
   const wait = queued ? ((r.started || (facts.finished.has(r.status) ? null : now)) ?? null) : null;
   const run = r.started ? (r.finished || now) : null;
   return [

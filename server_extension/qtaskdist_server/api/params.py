@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from pydantic import (
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
 from qtaskdist_jupyter.core.models import TaskStatus
 from qtaskdist_jupyter.core.schemas import PAYLOAD_MODELS, OverLimit, validation_error
+from qtaskdist_jupyter.core.short_ids import parse_id_start
 from qtaskdist_jupyter.core.status import DELETED
 from qtaskdist_jupyter.core.store.engine import decode_cursor
 from qtaskdist_server.api.cursors import CURSOR_TOKEN
@@ -128,6 +129,24 @@ class ResultParams(Params):
 
 class CountsParams(Params):
     batch_id: uuid.UUID | None = None
+
+
+class ResolveParams(Params):
+    """GET tasks/resolve: ``prefix``, the start of an id (at least 8 hex digits, refused
+    before any query otherwise); ``kind`` keeps only task or only batch ids."""
+
+    prefix: str
+    kind: Literal["task", "batch"] | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return parse_id_start(v)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        return v or None
 
 
 class EnqueueParams(Params):

@@ -15,7 +15,7 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.queue import EventPage, TaskQueue
 from qtaskdist_jupyter.core.store.store import TaskStore
-from qtaskdist_server.api import access, fleet, listing
+from qtaskdist_server.api import access, fleet, listing, short_ids
 from qtaskdist_server.api.listing import columns_for
 from qtaskdist_server.api.params import ListParams
 
@@ -55,6 +55,14 @@ class TaskReads:
 
     async def counts(self, owner: str, batch_id: uuid.UUID | None = None) -> dict[str, int]:
         return await self.store.counts(owner=owner, batch_id=batch_id)
+
+    async def resolve(
+        self, owner: str, digits: str, kind: short_ids.Kind | None = None
+    ) -> dict[str, Any]:
+        """GET tasks/resolve: the one task or batch id of ``owner`` that starts with
+        ``digits`` (404 none, 422 ambiguous_id several)."""
+        found = await short_ids.candidates(self.store, owner, digits, kind)
+        return short_ids.resolved(digits, kind, found)
 
     async def array_ref(self, task_id: uuid.UUID, owner: str, name: str) -> dict[str, Any]:
         """The reference to one stored result array (its sizes, hash and chunks)."""
