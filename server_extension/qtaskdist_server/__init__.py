@@ -11,7 +11,10 @@ jupyter_server.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the type checker only: at run time, __getattr__ below loads it
+    from .application import QtaskdistApp
 
 __all__ = ["QtaskdistApp"]
 

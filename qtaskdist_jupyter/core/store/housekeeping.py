@@ -1,5 +1,6 @@
-"""TaskStore's statements on stored volume: rows per owner (the storage quota) and the
-deletion of old finished tasks (retention). A mixin TaskStore inherits, as the others.
+"""TaskStore's statements on stored volume: rows per owner (the storage quota), the
+deletion of old finished tasks (retention), and the ids of an owner that start with some
+digits (``GET tasks/resolve``). A mixin TaskStore inherits, as the others.
 
 Result chunks go with their task (``task_result_chunks.task_id`` is ``ON DELETE
 CASCADE``), in the same statement.
@@ -7,6 +8,7 @@ CASCADE``), in the same statement.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select
@@ -21,6 +23,24 @@ tasks = TASKS
 
 class Housekeeping:
     engine: AsyncEngine
+
+    @_db_errors
+    async def ids_between(
+        self, owner: str, lo: uuid.UUID, hi: uuid.UUID, *, column: str, limit: int
+    ) -> list[uuid.UUID]:
+        """``owner``'s distinct task ids (``column="task_id"``) or batch ids
+        (``"batch_id"``) in [lo, hi], in order, at most ``limit``: a range scan of the
+        primary key or of the batch index (core/short_ids.id_range gives the range)."""
+        col = tasks.c.task_id if column == "task_id" else tasks.c.batch_id
+        stmt = (
+            select(col)
+            .where(tasks.c.owner == owner, col.between(lo, hi))
+            .group_by(col)
+            .order_by(col)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [i for (i,) in await conn.execute(stmt)]
 
     @_db_errors
     async def stored_of(self, owner: str) -> int:

@@ -1,10 +1,9 @@
 """``GET tasks/resolve``: the one task or batch id of the asker that starts with the
 digits given (core/short_ids.py), so the magics take the 8 characters the tables show.
 
-Owner-scoped like every read: another user's ids are never candidates. Its two reads are
-range scans (core/short_ids.id_range) of the tasks table's primary key and of its batch
-index, each stopped past :data:`MATCH_CAP` rows; they are the only SQL of the server
-package (TaskStore holds every other statement).
+Owner-scoped like every read: another user's ids are never candidates. Its two reads
+(``TaskStore.ids_between``) are range scans (core/short_ids.id_range) of the tasks
+table's primary key and of its batch index, each stopped past :data:`MATCH_CAP` rows.
 """
 
 from __future__ import annotations
@@ -12,12 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from sqlalchemy import select
-
 from qtaskdist_jupyter.core.errors import AmbiguousId, TaskNotFound
-from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.short_ids import id_range
-from qtaskdist_jupyter.core.store.engine import db_errors
 from qtaskdist_jupyter.core.store.store import TaskStore
 
 Kind = Literal["task", "batch"]
@@ -26,10 +21,8 @@ BATCH: Kind = "batch"
 # Candidates counted per kind: past this, "more than" it.
 MATCH_CAP = 10
 _WHAT = {None: "tasks and batches", "task": "tasks", "batch": "batches"}
-tasks = TASKS
 
 
-@db_errors
 async def candidates(
     store: TaskStore, owner: str, digits: str, kind: Kind | None
 ) -> list[tuple[Kind, uuid.UUID]]:
@@ -37,24 +30,12 @@ async def candidates(
     (only those of ``kind`` when given), up to MATCH_CAP + 1 of each kind."""
     lo, hi = id_range(digits)
     found: list[tuple[Kind, uuid.UUID]] = []
-    async with store.engine.connect() as conn:
-        if kind != "batch":
-            stmt = (
-                select(tasks.c.task_id)
-                .where(tasks.c.owner == owner, tasks.c.task_id.between(lo, hi))
-                .order_by(tasks.c.task_id)
-                .limit(MATCH_CAP + 1)
-            )
-            found.extend((TASK, i) for (i,) in await conn.execute(stmt))
-        if kind != "task":
-            stmt = (
-                select(tasks.c.batch_id)
-                .where(tasks.c.owner == owner, tasks.c.batch_id.between(lo, hi))
-                .group_by(tasks.c.batch_id)
-                .order_by(tasks.c.batch_id)
-                .limit(MATCH_CAP + 1)
-            )
-            found.extend((BATCH, i) for (i,) in await conn.execute(stmt))
+    if kind != BATCH:
+        ids = await store.ids_between(owner, lo, hi, column="task_id", limit=MATCH_CAP + 1)
+        found.extend((TASK, i) for i in ids)
+    if kind != TASK:
+        ids = await store.ids_between(owner, lo, hi, column="batch_id", limit=MATCH_CAP + 1)
+        found.extend((BATCH, i) for i in ids)
     return found
 
 
