@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -96,6 +97,17 @@ async def a_claim_is_fenced_on_the_messages_attempt(queue: TaskQueue) -> None:
     assert (got.status, got.attempt) == ("running", 1)
     assert got.payload["shots"] == 10
     assert await queue.claim([(got.task_id, 0)], "w2") == []  # a duplicate delivery
+
+
+@case
+async def a_claim_tried_again_answers_its_own_row_unchanged(queue: TaskQueue) -> None:
+    # The first try committed but its answer was lost (the connection dropped): the retry
+    # must answer the row, or it stays running with no one holding it.
+    got, _entry = await claimed(queue)
+    (again,) = await queue.claim([(got.task_id, 0)], "w1")
+    assert (again.status, again.attempt, again.claimed_at) == ("running", 1, got.claimed_at)
+    await queue.started([(got.task_id, 1, got.claimed_at or datetime.now(UTC))])
+    assert await queue.claim([(got.task_id, 0)], "w1") == []  # once its job began: no
 
 
 @case

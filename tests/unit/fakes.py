@@ -158,6 +158,10 @@ class FakeStore:
                 row |= {"status": S.RUNNING.value, "attempt": attempt + 1, "worker": worker}
                 row |= {"claimed_at": _now(), "started_at": None}
                 out.append(self._light(row))
+            elif row and row["status"] == S.RUNNING and row["attempt"] == attempt + 1:
+                # The same claim again (its answer was lost): the row it moved, unchanged.
+                if row["worker"] == worker and row["started_at"] is None:
+                    out.append(self._light(row))
         return out
 
     async def mark_started(

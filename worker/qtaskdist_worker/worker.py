@@ -305,9 +305,11 @@ class Worker:
         items: list[InFlight] = []
         for stream, eid, msg in msgs:
             row = by_id.pop(msg.task_id, None)
-            if row is None:
+            if row is None or msg.task_id in self.inflight:
                 # Finished, cancelled, on a newer attempt, or scheduled for later (its
-                # retry message is in the delay ZSET): nothing to run for this entry.
+                # retry message is in the delay ZSET), or a duplicate message of a task
+                # this worker runs already (the claim answers its own rows again, see
+                # store.statements._CLAIM): nothing to run for this entry.
                 acks.append((stream, eid))
                 continue
             item = InFlight(stream, eid, msg, row)

@@ -3,7 +3,7 @@ and the columns every transition returns (used by :mod:`.transitions` and :mod:`
 
 from __future__ import annotations
 
-from sqlalchemy import ARRAY, DateTime, Integer, Uuid, bindparam, func, or_, update
+from sqlalchemy import ARRAY, DateTime, Integer, Uuid, and_, bindparam, case, func, or_, update
 
 from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import TaskStatus
@@ -46,18 +46,35 @@ _CLAIMS = (
     .table_valued("id", "attempt")
     .render_derived(name="claims")
 )
+_QUEUED = tasks.c.status == S.QUEUED.value
+# A claim is retried when its connection drops before its answer came (the worker's
+# until_up), though its first try may have committed: the retry then finds the row this
+# very claim moved (running, the next attempt, this worker, not started) and answers it
+# again, unchanged, instead of nothing, which would leave the row running with no one
+# holding it until a reconcile released it to run again. The worker runs no row it holds
+# already (Worker.start), so a duplicate message matching this way runs nothing twice.
 _CLAIM = (
     update(tasks)
     .where(
         tasks.c.task_id == _CLAIMS.c.id,
-        tasks.c.attempt == _CLAIMS.c.attempt,
-        tasks.c.status == S.QUEUED.value,
-        or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
+        or_(
+            and_(
+                tasks.c.attempt == _CLAIMS.c.attempt,
+                _QUEUED,
+                or_(tasks.c.scheduled_for.is_(None), tasks.c.scheduled_for <= func.now()),
+            ),
+            and_(
+                tasks.c.attempt == _CLAIMS.c.attempt + 1,
+                tasks.c.status == S.RUNNING.value,
+                tasks.c.worker == bindparam("worker"),
+                tasks.c.started_at.is_(None),
+            ),
+        ),
     )
     .values(
         status=S.RUNNING.value,
-        attempt=tasks.c.attempt + 1,
-        claimed_at=func.now(),
+        attempt=case((_QUEUED, tasks.c.attempt + 1), else_=tasks.c.attempt),
+        claimed_at=case((_QUEUED, func.now()), else_=tasks.c.claimed_at),
         started_at=None,
         worker=bindparam("worker"),
         updated_at=func.now(),
