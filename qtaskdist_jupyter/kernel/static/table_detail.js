@@ -128,8 +128,12 @@ function drawHistogram(counts, { noun = "outcomes", total = 0, fmt = String, wid
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "qtd-hist");
-  svg.setAttribute("width", String(items.length * W + 10));
-  svg.setAttribute("height", String(H + 24 + L));
+  const svgW = items.length * W + 10, svgH = H + 24 + L;
+  svg.setAttribute("width", String(svgW));
+  svg.setAttribute("height", String(svgH));
+  // Drawn for the width it had; if its box narrows later (a panel or window resized),
+  // the CSS scales it down to fit instead of overflowing (.qtd-hist max-width).
+  svg.setAttribute("viewBox", `0 0 ${svgW} ${svgH}`);
   items.forEach(([k, v], i) => {
     const bh = Math.round((H * v) / max);
     const rect = document.createElementNS(ns, "rect");
