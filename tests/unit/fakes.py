@@ -29,9 +29,21 @@ T = TypeVar("T")
 ACTIVE = (S.PENDING, S.QUEUED, S.RUNNING)
 # What a transition answers (statements.LIGHT, with the worker for running_rows).
 LIGHT = (
-    "task_id", "task_type", "status", "owner", "attempt", "batch_id", "payload", "retry_count",
-    "max_retries", "created_at", "queued_at", "claimed_at", "started_at", "meta_data",
-)  # fmt: skip
+    "task_id",
+    "task_type",
+    "status",
+    "owner",
+    "attempt",
+    "batch_id",
+    "payload",
+    "retry_count",
+    "max_retries",
+    "created_at",
+    "queued_at",
+    "claimed_at",
+    "started_at",
+    "meta_data",
+)
 EVENT = ("task_id", "task_type", "status", "owner", "attempt", "batch_id")
 
 
