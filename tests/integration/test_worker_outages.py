@@ -296,3 +296,24 @@ async def test_reconciler_releases_dead_workers_rows_and_requeues_lost_ones(
     assert got[normal]["status"] == "completed" and got[normal]["attempt"] == 1
     assert await _count(service, "running") == 0
     assert sync_redis.xlen("stream:simulate") == 0
+
+
+def test_a_stream_of_the_wrong_type_stops_the_worker_loudly(settings, sync_redis, tmp_path) -> None:
+    # A data error is not an outage: a stream key replaced by a string answers WRONGTYPE
+    # to every read, so the read loop must end the worker with that error, not back off
+    # and read again for good (it caught any RedisError until 2026-12-07).
+    log = tmp_path / "w.log"
+    proc = start_worker(settings, "--task-types", "simulate", log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not sync_redis.exists(WORKERS_KEY) and time.monotonic() < deadline:
+            time.sleep(0.1)  # its first heartbeat: the read loop starts right after
+        time.sleep(1.0)
+        sync_redis.delete("stream:simulate")
+        sync_redis.set("stream:simulate", "not a stream")
+        rc = proc.wait(timeout=30)
+    finally:
+        kill_tree(proc)
+    text = log.read_text()
+    assert rc != 0, text[-3000:]
+    assert "WRONGTYPE" in text, text[-3000:]

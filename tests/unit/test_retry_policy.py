@@ -63,6 +63,31 @@ def test_a_data_error_is_never_retried(error: BaseException) -> None:
     assert len(log) == 1
 
 
+def test_until_up_waits_out_an_outage_until_told_to_stop(monkeypatch) -> None:
+    # The worker's read loop: an outage is waited out, and once the worker stops the
+    # outage's error comes back instead of another wait (before, the loop was written by
+    # hand and retried any RedisError, data errors included).
+    monkeypatch.setattr(retry, "OUTAGE_FIRST_S", 0.0)
+    stopping = asyncio.Event()
+    outcomes = [QueueUnavailable("down")] * 50
+
+    async def read() -> str:
+        outcome = outcomes.pop(0)
+        if len(outcomes) == 47:  # the third call: the worker is asked to stop
+            stopping.set()
+        raise outcome
+
+    async def run() -> None:
+        await retry.until_up(read, "read", unless=stopping)
+
+    with pytest.raises(QueueUnavailable):
+        asyncio.run(run())
+    assert len(outcomes) == 47
+    log, fn = _calls(QueueUnavailable("down"), QueueUnavailable("down"), "done")
+    assert asyncio.run(retry.until_up(fn, "read", unless=asyncio.Event())) == "done"
+    assert len(log) == 3
+
+
 class _Broker:
     """read_cancels answers from a script: a list of entries, or an error to raise."""
 

@@ -9,7 +9,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_exponential,
+)
 from tenacity.wait import wait_base
 
 from qtaskdist_jupyter.core.errors import ServiceUnavailable
@@ -33,14 +39,13 @@ def backoff_s(
     return ceiling * (rng or random).uniform(0.5, 1.0)
 
 
-def next_outage_delay_s(delay_s: float) -> float:
-    return min(delay_s * 2, OUTAGE_CAP_S)
-
-
-async def until_up(fn: Callable[[], Awaitable[T]], what: str) -> T:
+async def until_up(
+    fn: Callable[[], Awaitable[T]], what: str, *, unless: asyncio.Event | None = None
+) -> T:
     """Run ``fn`` until the DB / Redis answer: an outage delays work, it loses none.
     Only :class:`ServiceUnavailable` is retried (waits of OUTAGE_FIRST_S, doubling up to
-    OUTAGE_CAP_S); any other error is the caller's.
+    OUTAGE_CAP_S); any other error is the caller's. Once ``unless`` is set (the worker
+    stopping), the outage's error goes to the caller instead of another wait.
 
     The first call is made directly: tenacity's bookkeeping costs ~25 us of CPU a call,
     and the worker's hot path calls this several times per batch. Only a failed call
@@ -59,15 +64,19 @@ async def until_up(fn: Callable[[], Awaitable[T]], what: str) -> T:
         return await fn()
 
     wait = wait_exponential(multiplier=OUTAGE_FIRST_S, max=OUTAGE_CAP_S)
-    return await on_outage(wait, what)(attempt)
+    stopped = unless.is_set if unless is not None else (lambda: False)
+    return await on_outage(wait, what, lambda _state: stopped())(attempt)
 
 
-def on_outage(wait: wait_base, what: str) -> AsyncRetrying:
-    """The worker's retry policy (tenacity): call again, for good, after an error of
-    :data:`RETRYABLE`, waiting ``wait`` and logging each retry; any other error goes back
-    to the caller at once."""
+def on_outage(
+    wait: wait_base, what: str, stop: Callable[[RetryCallState], bool] = stop_never
+) -> AsyncRetrying:
+    """The worker's retry policy (tenacity): call again after an error of
+    :data:`RETRYABLE` until ``stop`` says no more (never, by default), waiting ``wait``
+    and logging each retry; any other error goes back to the caller at once."""
     return AsyncRetrying(
         retry=retry_if_exception_type(RETRYABLE),
+        stop=stop,
         wait=wait,
         before_sleep=lambda state: _log_outage(what, state),
         reraise=True,

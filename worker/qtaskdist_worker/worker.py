@@ -26,8 +26,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.broker.keys import STREAMS
 from qtaskdist_jupyter.core.broker.wire import streams_of
@@ -47,7 +45,7 @@ from .heartbeat import CancelWatch, Heartbeat
 from .inflight import Claimable, DeadLetter, Entry, InFlightRegistry, decode_entries
 from .memlimit import headroom_bytes
 from .reconciler import Reconciler
-from .retry import OUTAGE_FIRST_S, every, next_outage_delay_s, until_up
+from .retry import every, until_up
 from .settle import Finisher
 from .units import HOST, InFlight
 
@@ -259,26 +257,31 @@ class Worker:
         ]
 
     async def _read(self, lane: str, streams: list[str]) -> None:
+        """Read ``lane``'s streams while it has room, until the worker stops. An outage
+        is waited out (:func:`until_up`), and ends the loop if the worker stops meanwhile;
+        any other error (a data error: a key of the wrong type, a refused command) ends
+        the worker loudly rather than be read again for good."""
         block = min(self.opts.block_ms, 200) if self.opts.burst else self.opts.block_ms
-        delay = OUTAGE_FIRST_S
+        size = self.opts.batch_size
         while not self.stopping.is_set():
             if not self.dispatcher.has_room(lane):
                 await self.dispatcher.wait_for_room(lane, timeout_s=0.5)
                 continue
             try:
-                entries = await self.broker.read(
-                    streams, self.name, count=self.opts.batch_size, block_ms=block
+                entries = await until_up(
+                    lambda: self.broker.read(streams, self.name, count=size, block_ms=block),
+                    f"read {lane}",
+                    unless=self.stopping,
                 )
                 if entries:
                     await self._accept(entries)
-                elif self.opts.burst and await self._drained():
+                elif self.opts.burst and await until_up(self._drained, "check drained"):
                     log.info("burst: nothing left to do on %s", ", ".join(streams))
                     return
-                delay = OUTAGE_FIRST_S
-            except (ServiceUnavailable, RedisError) as exc:
-                log.warning("%s; backing off %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = next_outage_delay_s(delay)
+            except ServiceUnavailable:
+                if not self.stopping.is_set():
+                    raise
+                return
 
     async def _drained(self) -> bool:
         if self.inflight or self.dispatcher.jobs:
