@@ -42,6 +42,11 @@ def nested_count(circuit: QuantumCircuit, limits: Limits) -> int:
 def _count(circuit: QuantumCircuit, limits: Limits, memo: dict[int, int], keep: list[Any]) -> int:
     total = 0
     for inst in circuit.data:
+        if inst.is_standard_gate():
+            # Rust-side fact: no Python gate object is built (a standard gate is never a
+            # block nor a definition to expand).
+            total += 1
+            continue
         op = inst.operation
         blocks = getattr(op, "blocks", None)
         if blocks:

@@ -303,13 +303,15 @@ def inspect_circuit(source: str, fmt: CircuitFormat = "auto", *, limits: Limits)
 
 
 def operation_names(circuit: QuantumCircuit) -> frozenset[str]:
-    """Every operation's name in ``circuit``, control-flow bodies included."""
+    """Every operation's name in ``circuit``, control-flow bodies included. Names are read
+    from the Rust side (``inst.name``): only a control-flow op is built as a Python object."""
     names: set[str] = set()
     stack = [circuit]
     while stack:
         for inst in stack.pop().data:
-            names.add(inst.operation.name)
-            stack.extend(getattr(inst.operation, "blocks", None) or ())
+            names.add(inst.name)
+            if inst.is_control_flow():
+                stack.extend(inst.operation.blocks)
     return frozenset(names)
 
 
