@@ -11,7 +11,7 @@ jupyter_server.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:  # for the type checker only: at run time, __getattr__ below loads it
     from .application import QtaskdistApp
@@ -27,7 +27,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+class ExtensionPoint(TypedDict):
+    """One entry of the extension points jupyter_server loads: a module and its app."""
+
+    module: str
+    app: type[QtaskdistApp]
+
+
+def _jupyter_server_extension_points() -> list[ExtensionPoint]:
     from .application import QtaskdistApp
 
     return [{"module": "qtaskdist_server", "app": QtaskdistApp}]

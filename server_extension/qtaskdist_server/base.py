@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -43,6 +43,7 @@ from qtaskdist_jupyter.core.errors import (
     ServiceUnavailable,
     TaskNotFound,
 )
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.schemas import TaskRead, validation_error
 from qtaskdist_server.api import access, quota
 from qtaskdist_server.api import params as qp
@@ -60,7 +61,7 @@ NO_BODY_BYTES = 64 * 1024
 _PARSE_INLINE_BYTES = 64 * 1024
 
 
-def json_object(box: list[bytes]) -> dict[str, Any]:
+def json_object(box: list[bytes]) -> JsonObject:
     """The body taken out of ``box`` (so its bytes are freed once decoded) as a strict
     JSON object: 400 when it is not one; 403 when it names an owner."""
     raw = box.pop()
@@ -76,7 +77,8 @@ def json_object(box: list[bytes]) -> dict[str, Any]:
     return data
 
 
-def task_json(row: dict[str, Any]) -> dict[str, Any]:
+def task_json(row: Mapping[str, object]) -> JsonObject:
+    """A task row as GET tasks/{id} answers it (TaskRead's JSON)."""
     return TaskRead.model_validate(row).model_dump(mode="json")
 
 
@@ -138,7 +140,7 @@ class QtaskdistHandler(web.RequestHandler):
             self._operator = bool(await self.is_admin())  # pyright: ignore[reportAttributeAccessIssue]
         return self._operator
 
-    async def task_answer(self, row: dict[str, Any], status: int = 200) -> None:
+    async def task_answer(self, row: Mapping[str, object], status: int = 200) -> None:
         """One task row as JSON, as this user may see it (access.Redactor)."""
         operator = await self.is_operator()
         self.json(task_json(self.service.viewed(row, operator=operator)), status)
@@ -191,7 +193,7 @@ class QtaskdistHandler(web.RequestHandler):
             raise TaskNotFound(f"task {raw[:64]} not found", task_id=raw[:64]) from None
 
     async def body(
-        self, model: type[M], count: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self, model: type[M], count: Callable[[JsonObject], Awaitable[None]] | None = None
     ) -> M:
         """The request body as ``model``: 413 past the limit, 400 not a JSON object, 422
         invalid. ``count`` sees the JSON first (a batch's quota from its number of tasks,
@@ -210,7 +212,7 @@ class QtaskdistHandler(web.RequestHandler):
             return self._parse(model, data)
         return await asyncio.to_thread(self._parse, model, data)
 
-    def _parse(self, model: type[M], data: dict[str, Any]) -> M:
+    def _parse(self, model: type[M], data: JsonObject) -> M:
         try:
             return model.model_validate(data, context={"limits": self.service.settings.limits})
         except ValidationError as exc:

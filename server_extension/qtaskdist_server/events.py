@@ -21,13 +21,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from tornado.iostream import StreamClosedError
 
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.errors import QuotaExceeded, ServiceUnavailable
-from qtaskdist_jupyter.core.queue import EventPage
+from qtaskdist_jupyter.core.queue import EventPage, TaskEvent
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.cursors import CURSOR_TOKEN, CursorSealer, cursor_key
 from qtaskdist_server.api.fleet import public_message
@@ -118,19 +118,20 @@ class EventTail:
         back would tell whether anything, anyone's, followed it)."""
         return self.sealer.seal(self.owner, self.position)
 
-    async def read(self, block_ms: int | None, count: int = 500) -> list[dict[str, Any]]:
-        """One XREAD (``block_ms=None``: don't block); the position moves past other
-        owners' events too, so a quiet user's poll still advances."""
+    async def read(self, block_ms: int | None, count: int = 500) -> list[TaskEvent]:
+        """One XREAD (``block_ms=None``: don't block): this owner's events (of the
+        statuses asked for); the position moves past other owners' events too, so a quiet
+        user's poll still advances."""
         page = await self.source.events(self.position, count=count, block_ms=block_ms)
         # Past the entries the queue could not interpret too: never fatal for a reader.
         self.position = page.position or self.position
         return [
-            e.to_json()
+            e
             for e in page.events
             if e.owner == self.owner and (self.statuses is None or e.status in self.statuses)
         ]
 
-    async def poll(self, timeout_s: float) -> list[dict[str, Any]]:
+    async def poll(self, timeout_s: float) -> list[TaskEvent]:
         """Wait until at least one event of ours arrives or ``timeout_s`` passes."""
         if timeout_s <= 0:
             return await self.read(block_ms=None)
@@ -144,8 +145,8 @@ class EventTail:
                 return events
 
 
-def sse_frame(event: dict[str, Any]) -> str:
-    return f"id: {event['id']}\nevent: task\ndata: {strictjson.dumps(event)}\n\n"
+def sse_frame(event: TaskEvent) -> str:
+    return f"id: {event.id}\nevent: task\ndata: {strictjson.dumps(event.to_json())}\n\n"
 
 
 async def stream_sse(
@@ -197,7 +198,7 @@ class EventsHandler(QtaskdistHandler):
                 await self._sse(tail)
                 return
             events = await tail.poll(q.timeout_s)
-            self.json({"events": events, "cursor": tail.cursor})
+            self.json({"events": [e.to_json() for e in events], "cursor": tail.cursor})
 
     async def _sse(self, tail: EventTail) -> None:
         self._closed = asyncio.Event()

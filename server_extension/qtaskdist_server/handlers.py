@@ -7,10 +7,9 @@ binds it to its own base with :func:`.base.bind`). Host-neutral: no jupyter_serv
 
 from __future__ import annotations
 
-from typing import Any
-
 from tornado import web
 
+from qtaskdist_jupyter.core.jsontypes import JsonMap
 from qtaskdist_jupyter.core.schemas import BatchCreate, TaskCreate, TaskUpdate
 from qtaskdist_server.api import params as qp
 from qtaskdist_server.api.listing import row_json
@@ -48,7 +47,7 @@ class BatchHandler(QtaskdistHandler):
         batch_id, ids = await self.service.submit_batch(self.owner, spec)
         self.json({"batch_id": str(batch_id), "task_ids": ids, "count": len(ids)}, 201)
 
-    async def _count(self, data: dict[str, Any]) -> None:
+    async def _count(self, data: JsonMap) -> None:
         """The batch's size and the owner's quota from the number of tasks, before a
         single one is validated (a 63 MB body over the quota costs its parse only)."""
         tasks = data.get("tasks")

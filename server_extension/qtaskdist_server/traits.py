@@ -51,7 +51,7 @@ def _from_environment(name: str) -> Any:
 
 def option_traits() -> Any:
     """A mixin class holding the traitlets of the fields tagged ``traitlet``."""
-    namespace: dict[str, Any] = {"__doc__": __doc__}
+    namespace: dict[str, object] = {"__doc__": __doc__}
     for name in on("traitlet"):
         namespace[name] = trait_for(name)
         namespace[f"_default_{name}"] = _from_environment(name)

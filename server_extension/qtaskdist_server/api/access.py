@@ -12,10 +12,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
 
 from qtaskdist_jupyter.core.errors import OwnerNamed
+from qtaskdist_jupyter.core.jsontypes import JsonMap
 
 REDACTED = "[redacted]"
 OWNER_FIELD = "owner"
@@ -62,7 +62,7 @@ class Redactor:
             message = message.replace(s, REDACTED)
         return _PID.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", message)
 
-    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def row(self, row: Mapping[str, object]) -> dict[str, object]:
         """A task row (as answered: JSON fields) for a user who is not an operator."""
         meta = row.get("meta_data")
         meta = dict(meta) if isinstance(meta, dict) else None
@@ -81,14 +81,15 @@ class Redactor:
         out = dict(row)
         if meta is not None:
             out["meta_data"] = meta
-        if "worker" in out:
-            out["worker"] = self.pseudonym(out["worker"])
-        if "error" in out:
-            out["error"] = self.text(out["error"], hidden)
+        # The row's worker and error are text, or None (left as they are).
+        if isinstance(worker := out.get("worker"), str):
+            out["worker"] = self.pseudonym(worker)
+        if isinstance(error := out.get("error"), str):
+            out["error"] = self.text(error, hidden)
         return out
 
 
-def refuse_owner_fields(data: dict[str, Any], *, where: str = "") -> None:
+def refuse_owner_fields(data: JsonMap, *, where: str = "") -> None:
     """OwnerNamed (403) when a request body or its query names an owner: at the top, or
     in any task of a batch. The owner is who the host says asks, so naming one (anyone,
     oneself included) is refused before anything is parsed further or written."""

@@ -15,17 +15,24 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qtaskdist_jupyter.core.budget import check_submit
 from qtaskdist_jupyter.core.circuits.bindings import check_bindings
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput
-from qtaskdist_jupyter.core.schemas import USER_META_KEY, BatchCreate, TaskCreate, validate_payload
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
+from qtaskdist_jupyter.core.schemas import (
+    USER_META_KEY,
+    BatchCreate,
+    CircuitFormat,
+    TaskCreate,
+    validate_payload,
+)
 from qtaskdist_jupyter.core.store.store import NewTask
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded at start-up, not at import
-    from qtaskdist_jupyter.core.circuits.codec import CircuitFormat, CircuitInfo
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
     from qtaskdist_jupyter.core.circuits.sandbox import ParsePool
 
 # Circuits that passed the check, kept per service: entries and the largest key (bounds
@@ -34,8 +41,16 @@ MEMO_SIZE = 256
 MEMO_MAX_KEY = 64 * 1024
 
 
-def memo_key(payload: dict[str, Any]) -> str:
+def memo_key(payload: JsonMap) -> str:
     return f"{payload.get('circuit_format', 'auto')}\0{payload['circuit']}"
+
+
+def circuit_of(payload: JsonMap) -> tuple[str, CircuitFormat]:
+    """The circuit text and format of a payload validate_payload returned (its model
+    checked both: a string, and one of CircuitFormat's names)."""
+    source, fmt = payload["circuit"], payload.get("circuit_format", "auto")
+    assert isinstance(source, str) and isinstance(fmt, str), "a validated payload"
+    return source, cast("CircuitFormat", fmt)
 
 
 class Checker:
@@ -47,14 +62,16 @@ class Checker:
         self.parser = parser
         self.memo: dict[str, CircuitInfo] = {}
 
-    def inspect_many(self, items: Sequence[tuple[str, CircuitFormat]]) -> list[Any]:
+    def inspect_many(
+        self, items: Sequence[tuple[str, CircuitFormat]]
+    ) -> list[CircuitInfo | InvalidInput | None]:
         """Each circuit's facts or its refusal (not raised), in order; None: not parsed,
         as one before it broke a parse child (see ParsePool.inspect_many)."""
         if self.parser is not None:
             return self.parser.inspect_many(items, self.limits)
         from qtaskdist_jupyter.core.circuits import codec
 
-        out: list[Any] = []
+        out: list[CircuitInfo | InvalidInput | None] = []
         for source, fmt in items:
             try:
                 out.append(codec.inspect_circuit(source, fmt, limits=self.limits))
@@ -62,15 +79,15 @@ class Checker:
                 out.append(exc)
         return out
 
-    def info(self, payload: dict[str, Any], memo: dict[str, CircuitInfo]) -> CircuitInfo:
+    def info(self, payload: JsonMap, memo: dict[str, CircuitInfo]) -> CircuitInfo:
         """The circuit's facts, from ``memo`` or parsed (and kept there); refusals raised."""
         key = memo_key(payload)
         info = memo.get(key)
         if info is None:
-            fmt = payload.get("circuit_format", "auto")
-            (got,) = self.inspect_many([(payload["circuit"], fmt)])
+            (got,) = self.inspect_many([circuit_of(payload)])
             if isinstance(got, InvalidInput):
                 raise got
+            assert got is not None, "one circuit: parsed or refused, never skipped"
             info = got
             remember(memo, key, info)
         return info
@@ -97,7 +114,7 @@ class Checker:
     def _checked(
         self,
         spec: TaskCreate,
-        payload: dict[str, Any],
+        payload: JsonObject,
         info: CircuitInfo,
         owner: str,
         batch_id: uuid.UUID | None,
@@ -119,7 +136,7 @@ class Checker:
     def batch(self, spec: BatchCreate, owner: str, batch_id: uuid.UUID) -> list[NewTask]:
         """Every task of ``spec`` checked, or the first refusal in task order, raised
         with its index (``tasks[i]``, field ``tasks.i.…``)."""
-        payloads: list[dict[str, Any]] = []
+        payloads: list[JsonObject] = []
         first_bad: tuple[int, InvalidInput] | None = None
         for i, t in enumerate(spec.tasks):
             try:
@@ -147,13 +164,15 @@ class Checker:
             out.append(n)
         return out
 
-    def _parse_new(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    def _parse_new(
+        self, payloads: list[JsonObject]
+    ) -> dict[str, CircuitInfo | InvalidInput | None]:
         """Facts or refusals of the distinct circuits not in the memo, parsed together;
         the facts are kept in the memo."""
         todo: dict[str, tuple[str, CircuitFormat]] = {}
         for p in payloads:
             if (k := memo_key(p)) not in self.memo:
-                todo[k] = (p["circuit"], p.get("circuit_format", "auto"))
+                todo[k] = circuit_of(p)
         found = dict(zip(todo, self.inspect_many(list(todo.values())), strict=True))
         for k, got in found.items():
             if got is not None and not isinstance(got, InvalidInput):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.errors import (
@@ -38,16 +38,36 @@ def public_message(exc: ServiceUnavailable) -> str:
     return "a backing service is unreachable; try again shortly"
 
 
-def workers_seen(beats: dict[str, dict[str, Any]], stale_s: float) -> list[dict[str, Any]]:
-    """The heartbeat table as GET health lists it: by name, each with the age of its last
-    beat and whether that is fresher than ``stale_s``."""
+class Probe(TypedDict):
+    """Whether a backing service answered its ping, and why not (a public text)."""
+
+    ok: bool
+    error: NotRequired[str]
+
+
+class Health(TypedDict):
+    """GET health: both probes, the asker's queue (when the database answered) and, for
+    an operator only, the workers (:func:`workers_seen`) and the streams' depths."""
+
+    database: Probe
+    redis: Probe
+    queue: NotRequired[dict[str, int]]
+    workers: NotRequired[list[dict[str, object]]]
+    streams: NotRequired[dict[str, dict[str, int]]]
+
+
+def workers_seen(
+    beats: Mapping[str, Mapping[str, object]], stale_s: float
+) -> list[dict[str, object]]:
+    """The heartbeat table as GET health lists it: by name, each beat's own fields but its
+    time, with the age of its last beat and whether that is fresher than ``stale_s``."""
     now = time.time()
-    out = []
+    out: list[dict[str, object]] = []
     for name, info in sorted(beats.items()):
-        age = max(0.0, now - float(info.pop("ts", 0)))
+        age = max(0.0, now - _beat_time(info.get("ts", 0)))
         out.append(
             {
-                **info,
+                **{k: v for k, v in info.items() if k != "ts"},
                 "name": name,
                 "host": info.get("host"),
                 "pid": info.get("pid"),
@@ -58,29 +78,34 @@ def workers_seen(beats: dict[str, dict[str, Any]], stale_s: float) -> list[dict[
     return out
 
 
+def _beat_time(ts: object) -> float:
+    """A beat's time in seconds since the epoch (the broker writes a number; not one: 0)."""
+    return float(ts) if isinstance(ts, int | float | str) else 0.0
+
+
 async def health(
     store: TaskStore, broker: Broker, owner: str, *, operator: bool, stale_s: float
-) -> dict[str, Any]:
+) -> Health:
     db, redis = await asyncio.gather(_probe(store.ping()), _probe(broker.ping()))
-    out: dict[str, Any] = {"database": db, "redis": redis}
+    out: Health = {"database": db, "redis": redis}
     if db["ok"]:
         counts = await store.counts(owner=owner)
         out["queue"] = {s: counts[s] for s in _QUEUE_STATUSES}
     if operator:
         # Fleet internals (hosts, pids, global depths) are for operators only.
-        workers: list[dict[str, Any]] = []
-        streams: dict[str, Any] = {}
+        workers: list[dict[str, object]] = []
+        streams: dict[str, dict[str, int]] = {}
         if redis["ok"]:
             try:
                 workers = workers_seen(await broker.workers(), stale_s)
                 streams = await broker.stream_stats()
             except ServiceUnavailable as exc:
-                redis.update(ok=False, error=public_message(exc))
-        out.update({"workers": workers, "streams": streams})
+                redis["ok"], redis["error"] = False, public_message(exc)
+        out["workers"], out["streams"] = workers, streams
     return out
 
 
-async def _probe(check: Awaitable[None]) -> dict[str, Any]:
+async def _probe(check: Awaitable[None]) -> Probe:
     try:
         await asyncio.wait_for(check, timeout=PROBE_TIMEOUT_S)
         return {"ok": True}

@@ -3,11 +3,13 @@ the byte bound of a page."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, create_model
 
 from qtaskdist_jupyter.core.errors import InvalidInput, LimitExceeded
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.schemas import TaskRead
 from qtaskdist_jupyter.core.store.store import TaskStore
 
@@ -56,7 +58,8 @@ def columns_for(fields: list[str]) -> list[str]:
     return list(dict.fromkeys(_READ_FROM.get(f, f) for f in fields))
 
 
-def row_json(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+def row_json(row: Mapping[str, object], fields: list[str]) -> JsonObject:
+    """A list row as GET tasks answers it: ``fields`` only, as JSON."""
     picked = {k: row[k] for k in columns_for(fields) if k in row}
     out = TaskFields.model_validate(picked).model_dump(mode="json")
     return {k: out[k] for k in fields if k in out}

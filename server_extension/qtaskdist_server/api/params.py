@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -57,6 +57,18 @@ def _statuses(raw: str, known: set[str]) -> frozenset[str]:
 class Params(BaseModel):
     # Unknown parameters (a cache buster, _xsrf) are ignored, as web APIs do.
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ListFilters(TypedDict):
+    """What TaskStore.list (and page_bytes) select and page by: GET tasks' parameters but
+    the fields of its rows."""
+
+    status: frozenset[str] | None
+    task_type: str | None
+    batch_id: uuid.UUID | None
+    name: str | None
+    limit: int
+    cursor: str | None
 
 
 class ListParams(Params):
@@ -111,9 +123,16 @@ class ListParams(Params):
         """The task fields each list row holds."""
         return self._view
 
-    def filters(self) -> dict[str, Any]:
+    def filters(self) -> ListFilters:
         """What TaskStore.list selects and pages by."""
-        return self.model_dump(exclude={"include", "fields"})
+        return ListFilters(
+            status=self.status,
+            task_type=self.task_type,
+            batch_id=self.batch_id,
+            name=self.name,
+            limit=self.limit,
+            cursor=self.cursor,
+        )
 
 
 class ResultParams(Params):

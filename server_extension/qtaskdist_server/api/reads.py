@@ -8,11 +8,11 @@ only an operator may see (access.Redactor).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.queue import EventPage, TaskQueue
 from qtaskdist_jupyter.core.store.store import TaskStore
 from qtaskdist_server.api import access, fleet, listing, short_ids
@@ -29,12 +29,12 @@ class TaskReads:
     settings: Settings
     redactor: access.Redactor
 
-    async def get(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+    async def get(self, task_id: uuid.UUID, owner: str) -> Mapping[str, object]:
         return await self.store.get(task_id, owner)
 
     async def list_tasks(
         self, owner: str, q: ListParams, *, operator: bool
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Mapping[str, object]], str | None]:
         """GET tasks: one page of rows holding the columns of ``q.view`` (as ``operator``
         or a user sees them: :meth:`viewed`), and the next page's cursor. A page whose
         fields would pass max_page_bytes is refused (422) before they are read, naming the
@@ -48,7 +48,7 @@ class TaskReads:
         rows, nxt = await self.store.list(owner=owner, columns=columns, **q.filters())
         return [self.viewed(r, operator=operator) for r in rows], nxt
 
-    def viewed(self, row: dict[str, Any], *, operator: bool) -> dict[str, Any]:
+    def viewed(self, row: Mapping[str, object], *, operator: bool) -> Mapping[str, object]:
         """A task row as an operator sees it (all of it) or a user (access.Redactor: no
         worker hosts or pids)."""
         return row if operator else self.redactor.row(row)
@@ -58,18 +58,18 @@ class TaskReads:
 
     async def resolve(
         self, owner: str, digits: str, kind: short_ids.Kind | None = None
-    ) -> dict[str, Any]:
+    ) -> short_ids.Resolved:
         """GET tasks/resolve: the one task or batch id of ``owner`` that starts with
         ``digits`` (404 none, 422 ambiguous_id several)."""
         found = await short_ids.candidates(self.store, owner, digits, kind)
         return short_ids.resolved(digits, kind, found)
 
-    async def array_ref(self, task_id: uuid.UUID, owner: str, name: str) -> dict[str, Any]:
+    async def array_ref(self, task_id: uuid.UUID, owner: str, name: str) -> JsonObject:
         """The reference to one stored result array (its sizes, hash and chunks)."""
         return await self.store.array_ref(task_id, owner, name)
 
     def iter_array(
-        self, task_id: uuid.UUID, name: str, ref: dict[str, Any], *, npy: bool
+        self, task_id: uuid.UUID, name: str, ref: JsonObject, *, npy: bool
     ) -> AsyncIterator[bytes]:
         """The array ``ref`` names, piece by piece: ``.npy`` bytes, or the stored frame."""
         return self.store.iter_array(task_id, name, ref, npy=npy)
@@ -85,7 +85,7 @@ class TaskReads:
     async def last_event_id(self) -> str:
         return await self.queue.last_event_id()
 
-    async def health(self, owner: str, *, operator: bool, stale_s: float) -> dict[str, Any]:
+    async def health(self, owner: str, *, operator: bool, stale_s: float) -> fleet.Health:
         """GET health (fleet.health): the fleet's internals only for an ``operator``."""
         return await fleet.health(
             self.store, self.broker, owner, operator=operator, stale_s=stale_s

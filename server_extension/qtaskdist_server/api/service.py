@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
@@ -104,7 +104,7 @@ class TaskService(TaskReads):
 
     async def create_admitted(
         self, owner: str, new: Sequence[NewTask], *, enqueue: bool, full: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> Sequence[Mapping[str, object]]:
         """:meth:`create` under ``owner``'s quotas: counted and inserted under their lock
         (429 past max_active_tasks or max_stored_tasks, nothing written), then published;
         a small submission goes to the priority streams."""
@@ -118,7 +118,7 @@ class TaskService(TaskReads):
 
     async def create(
         self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> Sequence[Mapping[str, object]]:
         """Insert all rows at once; with ``enqueue``, queue them too (on the priority
         streams with ``priority``). ``full`` returns every column as written (few rows
         only), so a single POST needs no second read."""
@@ -130,12 +130,12 @@ class TaskService(TaskReads):
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
         await self.queue.delete(task_id, owner)
 
-    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> Mapping[str, object]:
         await self.queue.cancel(task_id, owner)
         return await self.store.get(task_id, owner)
 
     # ---- the REST API's verbs --------------------------------------------------------
-    async def submit(self, owner: str, spec: TaskCreate) -> dict[str, Any]:
+    async def submit(self, owner: str, spec: TaskCreate) -> Mapping[str, object]:
         """POST tasks: one task checked, admitted and written; its row as written.
 
         The count before the check saves a parse for a request the quota refuses; a
@@ -156,7 +156,9 @@ class TaskService(TaskReads):
         await self.create_admitted(owner, new, enqueue=spec.enqueue)
         return batch_id, [str(n.task_id) for n in new]
 
-    async def update(self, task_id: uuid.UUID, owner: str, change: TaskUpdate) -> dict[str, Any]:
+    async def update(
+        self, task_id: uuid.UUID, owner: str, change: TaskUpdate
+    ) -> Mapping[str, object]:
         """PATCH tasks/{id}: move the status (if asked), then set the plain fields."""
         fields = change.model_dump(exclude_unset=True, exclude={"status", "labels", "meta_data"})
         # name may be cleared; the other columns are NOT NULL, so null means "leave it".
@@ -170,14 +172,16 @@ class TaskService(TaskReads):
             row = await self.queue.update(task_id, owner, fields)
         return row if row is not None else await self.store.get(task_id, owner)
 
-    async def _move(self, task_id: uuid.UUID, owner: str, target: TaskStatus) -> dict[str, Any]:
+    async def _move(
+        self, task_id: uuid.UUID, owner: str, target: TaskStatus
+    ) -> Mapping[str, object]:
         """The one status change a client asks for, routed on the row's current status."""
         row = await self.store.get(task_id, owner)
         current = row["status"]
         if target == TaskStatus.CANCELLED:
             return await self.cancel(task_id, owner)
         if target == TaskStatus.QUEUED and current == TaskStatus.PENDING:
-            return await self._enqueue(row, owner)
+            return await self._enqueue(task_id, owner, current)
         if target == TaskStatus.QUEUED and current in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             return await self._retry(task_id, owner)
         raise TransitionError(
@@ -189,7 +193,7 @@ class TaskService(TaskReads):
 
     async def enqueue(
         self, task_id: uuid.UUID, owner: str, task_type: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, object]:
         """POST tasks/{id}/enqueue: a pending task onto its stream; ``task_type`` is the
         caller's guard (refused when the task is of another type)."""
         row = await self.store.get(task_id, owner)
@@ -197,28 +201,30 @@ class TaskService(TaskReads):
             raise InvalidInput(
                 f"task {task_id} is a {row['task_type']} task, not {task_type}", field="task_type"
             )
-        return await self._enqueue(row, owner)
+        return await self._enqueue(task_id, owner, row["status"])
 
-    async def _enqueue(self, row: dict[str, Any], owner: str) -> dict[str, Any]:
-        task_id = row["task_id"]
-        if row["status"] != TaskStatus.PENDING:
+    async def _enqueue(
+        self, task_id: uuid.UUID, owner: str, status: object
+    ) -> Mapping[str, object]:
+        """Queue ``owner``'s task ``task_id``, which the store read as ``status``."""
+        if status != TaskStatus.PENDING:
             raise TransitionError(
-                f"cannot enqueue task {task_id}: it is {row['status']} (allowed from pending)",
+                f"cannot enqueue task {task_id}: it is {status} (allowed from pending)",
                 task_id=str(task_id),
-                status=row["status"],
+                status=status,
             )
         await self.broker.ping()
         # The row is pending, so already counted among the owner's active tasks.
-        small = await self.store.active_of(row["owner"]) <= self.settings.limits.priority_max_tasks
+        small = await self.store.active_of(owner) <= self.settings.limits.priority_max_tasks
         await self.queue.enqueue([task_id], priority=small)
         return await self.store.get(task_id, owner)
 
-    async def retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+    async def retry(self, task_id: uuid.UUID, owner: str) -> Mapping[str, object]:
         """POST tasks/{id}/retry: a failed or cancelled task queued for another attempt."""
         await self.store.get(task_id, owner)  # 404 before the quota says anything
         return await self._retry(task_id, owner)
 
-    async def _retry(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+    async def _retry(self, task_id: uuid.UUID, owner: str) -> Mapping[str, object]:
         limits = self.settings.limits
         await self.precheck(owner, 1)
         await self.queue.retry(task_id, owner, lambda active: quota.admit(active, 1, limits))

@@ -9,7 +9,7 @@ table's primary key and of its batch index, each stopped past :data:`MATCH_CAP` 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from qtaskdist_jupyter.core.errors import AmbiguousId, TaskNotFound
 from qtaskdist_jupyter.core.short_ids import id_range
@@ -21,6 +21,14 @@ BATCH: Kind = "batch"
 # Candidates counted per kind: past this, "more than" it.
 MATCH_CAP = 10
 _WHAT = {None: "tasks and batches", "task": "tasks", "batch": "batches"}
+
+
+class Resolved(TypedDict):
+    """The answer of GET tasks/resolve: the digits asked for, and the one id they start."""
+
+    prefix: str
+    kind: Kind
+    id: str
 
 
 async def candidates(
@@ -39,7 +47,7 @@ async def candidates(
     return found
 
 
-def resolved(digits: str, kind: Kind | None, found: list[tuple[Kind, uuid.UUID]]) -> dict[str, Any]:
+def resolved(digits: str, kind: Kind | None, found: list[tuple[Kind, uuid.UUID]]) -> Resolved:
     """The answer for one candidate: ``{"prefix", "kind", "id"}``; 404 for none (as for a
     task that is not yours), 422 ``ambiguous_id`` naming how many for several."""
     what = _WHAT[kind]

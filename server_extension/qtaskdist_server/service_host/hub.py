@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 from jupyterhub.services.auth import (
     HubOAuth,
@@ -33,14 +33,25 @@ from tornado import web
 from qtaskdist_jupyter.core.errors import AuthUnavailable
 
 from .base import ServiceBase
-from .tokens import Identity
+from .tokens import HostSettings, Identity
+
+
+class HubUser(TypedDict, total=False):
+    """The hub's model of a token's owner (``GET /hub/api/user``), the keys read here."""
+
+    kind: str  # "user", or "service" for a service's token
+    name: str
+    admin: bool
+    groups: list[str]
+    scopes: list[str]
 
 
 def hub_identity(
-    model: dict[str, Any] | None, access_scopes: Iterable[str], admin_group: str | None
+    model: HubUser | None, access_scopes: Iterable[str], admin_group: str | None
 ) -> Identity | None:
     """The hub's answer for a token → who asks, or None (refused)."""
-    if not model or model.get("kind", "user") != "user" or not model.get("name"):
+    name = model.get("name") if model else None
+    if not model or model.get("kind", "user") != "user" or not name:
         return None
     needed = set(access_scopes)
     if needed and not check_scopes(needed, set(model.get("scopes") or ())):
@@ -48,7 +59,7 @@ def hub_identity(
     admin = bool(model.get("admin")) or (
         admin_group is not None and admin_group in (model.get("groups") or ())
     )
-    return Identity(str(model["name"]), admin=admin)
+    return Identity(str(name), admin=admin)
 
 
 class HubTokens:
@@ -75,7 +86,7 @@ class HubTokens:
             (prefix + "whoami", WhoAmIHandler),
         ]
 
-    def app_settings(self) -> dict[str, Any]:
+    def app_settings(self) -> HostSettings:
         return {"cookie_secret": self.cookie_secret}
 
 

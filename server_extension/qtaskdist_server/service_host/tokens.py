@@ -13,13 +13,19 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from qtaskdist_jupyter.core.errors import ConfigError
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _TOKEN_HEADER = re.compile(r"(?:token|bearer)\s+(\S+)\s*", re.IGNORECASE)
+
+
+class HostSettings(TypedDict, total=False):
+    """What an authenticator adds to the service's tornado application settings."""
+
+    cookie_secret: bytes  # signs the hub's OAuth cookies
 
 
 @dataclass(frozen=True)
@@ -96,5 +102,5 @@ class StaticTokens:
     def extra_handlers(self, prefix: str) -> list[tuple[str, Any]]:
         return []
 
-    def app_settings(self) -> dict[str, Any]:
+    def app_settings(self) -> HostSettings:
         return {}
