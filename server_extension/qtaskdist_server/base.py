@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -76,7 +76,7 @@ def json_object(box: list[bytes]) -> dict[str, Any]:
     return data
 
 
-def task_json(row: dict[str, Any]) -> dict[str, Any]:
+def task_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return TaskRead.model_validate(row).model_dump(mode="json")
 
 
@@ -138,7 +138,7 @@ class QtaskdistHandler(web.RequestHandler):
             self._operator = bool(await self.is_admin())  # pyright: ignore[reportAttributeAccessIssue]
         return self._operator
 
-    async def task_answer(self, row: dict[str, Any], status: int = 200) -> None:
+    async def task_answer(self, row: Mapping[str, Any], status: int = 200) -> None:
         """One task row as JSON, as this user may see it (access.Redactor)."""
         operator = await self.is_operator()
         self.json(task_json(self.service.viewed(row, operator=operator)), status)

@@ -2,7 +2,7 @@
 
 Each shape is the set of columns one kind of statement reads back, column by column as
 :mod:`qtaskdist_jupyter.core.models` declares them. A shape with more columns is assignable
-to one with fewer (an :class:`LightRow` is an :class:`EventRow`), so a caller takes the
+to one with fewer (a :class:`LightRow` is an :class:`EventRow`), so a caller takes the
 narrowest shape it reads. The queue facade turns rows into frozen
 :class:`~qtaskdist_jupyter.core.queue.rows.TaskRow` values for the workers; the REST API
 answers :class:`TaskRecord` and :class:`PageRow` as JSON.
@@ -122,23 +122,6 @@ class PageRow(TypedDict, total=False):
     worker: str | None
 
 
-class WorkerBeat(TypedDict):
-    """What a worker writes into the heartbeat table each beat (Broker.heartbeat adds
-    ``ts``, the beat's time in epoch seconds). The table is read back as JSON
-    (Broker.workers), narrowed by its readers."""
-
-    host: str
-    pid: int
-    # The task types the worker consumes.
-    task_types: list[str]
-    in_flight: int
-    # When the worker started, epoch seconds.
-    started: float
-    concurrency: int
-    # Tasks it settled so far.
-    completed: int
-
-
 __all__ = [
     "DeletedRow",
     "EndedRow",
@@ -147,5 +130,4 @@ __all__ = [
     "PageRow",
     "RunningRow",
     "TaskRecord",
-    "WorkerBeat",
 ]

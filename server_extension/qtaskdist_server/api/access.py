@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from qtaskdist_jupyter.core.errors import OwnerNamed
@@ -62,7 +62,7 @@ class Redactor:
             message = message.replace(s, REDACTED)
         return _PID.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", message)
 
-    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def row(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A task row (as answered: JSON fields) for a user who is not an operator."""
         meta = row.get("meta_data")
         meta = dict(meta) if isinstance(meta, dict) else None

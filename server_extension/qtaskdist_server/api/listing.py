@@ -3,6 +3,7 @@ the byte bound of a page."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, create_model
@@ -56,7 +57,7 @@ def columns_for(fields: list[str]) -> list[str]:
     return list(dict.fromkeys(_READ_FROM.get(f, f) for f in fields))
 
 
-def row_json(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+def row_json(row: Mapping[str, Any], fields: list[str]) -> dict[str, Any]:
     picked = {k: row[k] for k in columns_for(fields) if k in row}
     out = TaskFields.model_validate(picked).model_dump(mode="json")
     return {k: out[k] for k in fields if k in out}

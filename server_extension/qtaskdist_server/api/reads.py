@@ -8,12 +8,13 @@ only an operator may see (access.Redactor).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.queue import EventPage, TaskQueue
+from qtaskdist_jupyter.core.store.shapes import TaskRecord
 from qtaskdist_jupyter.core.store.store import TaskStore
 from qtaskdist_server.api import access, fleet, listing, short_ids
 from qtaskdist_server.api.listing import columns_for
@@ -29,12 +30,12 @@ class TaskReads:
     settings: Settings
     redactor: access.Redactor
 
-    async def get(self, task_id: uuid.UUID, owner: str) -> dict[str, Any]:
+    async def get(self, task_id: uuid.UUID, owner: str) -> TaskRecord:
         return await self.store.get(task_id, owner)
 
     async def list_tasks(
         self, owner: str, q: ListParams, *, operator: bool
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Mapping[str, Any]], str | None]:
         """GET tasks: one page of rows holding the columns of ``q.view`` (as ``operator``
         or a user sees them: :meth:`viewed`), and the next page's cursor. A page whose
         fields would pass max_page_bytes is refused (422) before they are read, naming the
@@ -48,7 +49,7 @@ class TaskReads:
         rows, nxt = await self.store.list(owner=owner, columns=columns, **q.filters())
         return [self.viewed(r, operator=operator) for r in rows], nxt
 
-    def viewed(self, row: dict[str, Any], *, operator: bool) -> dict[str, Any]:
+    def viewed(self, row: Mapping[str, Any], *, operator: bool) -> Mapping[str, Any]:
         """A task row as an operator sees it (all of it) or a user (access.Redactor: no
         worker hosts or pids)."""
         return row if operator else self.redactor.row(row)
