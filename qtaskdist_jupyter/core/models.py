@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -20,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from qtaskdist_jupyter.core.jsontypes import JsonValue
 
 # TaskStatus and FINISHED are imported from here by callers that already use the table.
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
@@ -52,8 +53,9 @@ class Task(Base):
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, server_default=TaskStatus.PENDING.value
     )
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # JSON objects (jsontypes.JsonObject, spelled out: SQLAlchemy evaluates these).
+    payload: Mapped[dict[str, JsonValue]] = mapped_column(JSONB, nullable=False)
+    result: Mapped[dict[str, JsonValue] | None] = mapped_column(JSONB, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     max_retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
@@ -64,7 +66,7 @@ class Task(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    meta_data: Mapped[dict[str, Any]] = mapped_column(
+    meta_data: Mapped[dict[str, JsonValue]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
 

@@ -5,7 +5,8 @@ They keep the rules the real ones enforce and the facade relies on: every transi
 guarded on the row's status (and attempt), answering TransitionError / TaskNotFound as the
 store does; a claim skips rows scheduled for later; entries stay on their stream until
 acked; events get increasing ids. ``FakeBroker.down`` makes every call answer "Redis
-unreachable" (QueueUnavailable), ``fail_next`` only the named calls, once each.
+unreachable" (QueueUnavailable), ``fail_next`` only the named calls, once each. Rows go out
+as the store's shapes (core/store/shapes.py) with the columns its statements return.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
 from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS, STREAMS
-from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.broker.wire import EventFields, TaskMessage
 from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask
+from qtaskdist_jupyter.core.store.shapes import (
+    DeletedRow,
+    EndedRow,
+    EventRow,
+    LightRow,
+    RunningRow,
+    TaskRecord,
+)
 from qtaskdist_jupyter.core.task_times import carried_start, start_at_end
 
 S = TaskStatus
@@ -45,6 +55,7 @@ LIGHT = (
     "meta_data",
 )
 EVENT = ("task_id", "task_type", "status", "owner", "attempt", "batch_id")
+DELETED = ("task_id", "task_type", "owner", "attempt", "batch_id")
 
 
 def _now() -> datetime:
@@ -58,8 +69,8 @@ class FakeStore:
         self.calls: list[str] = []
 
     # ---- helpers -----------------------------------------------------------------
-    def _light(self, row: dict[str, Any], cols: Sequence[str] = LIGHT) -> dict[str, Any]:
-        return {c: row[c] for c in cols}
+    def _light(self, row: dict[str, Any]) -> LightRow:
+        return LightRow(**{c: row[c] for c in LIGHT})
 
     def _row(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:
         row = self.rows.get(task_id)
@@ -75,7 +86,7 @@ class FakeStore:
         values: dict[str, Any],
         attempt: int | None = None,
         owner: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> LightRow:
         self.calls.append(action)
         row = self._row(task_id, owner)
         if attempt is not None and row["attempt"] != attempt:
@@ -92,16 +103,16 @@ class FakeStore:
     # ---- writes --------------------------------------------------------------------
     async def insert_many(
         self, new: Sequence[NewTask], *, status: str = S.PENDING.value, full: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         self.calls.append("insert")
-        out = []
+        out: list[EventRow] = []
         for n in new:
             row = {**n.row(), "status": status, "attempt": 0, "retry_count": 0}
             row |= {"created_at": _now(), "queued_at": _now(), "worker": None, "result": None}
             row |= {"claimed_at": None, "started_at": None, "finished_at": None}
-            row |= {"scheduled_for": None, "error": None}
+            row |= {"scheduled_for": None, "error": None, "updated_at": _now()}
             self.rows[row["task_id"]] = row
-            out.append(dict(row) if full else self._light(row, EVENT))
+            out.append(TaskRecord(**row) if full else EventRow(**{c: row[c] for c in EVENT}))
         return out
 
     async def insert_admitted(
@@ -112,11 +123,11 @@ class FakeStore:
         *,
         status: str = S.PENDING.value,
         full: bool = False,
-    ) -> tuple[list[dict[str, Any]], T]:
+    ) -> tuple[list[EventRow], T]:
         verdict = decide(*self._counts(owner))
         return await self.insert_many(new, status=status, full=full), verdict
 
-    async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[LightRow]:
         self.calls.append("mark_queued")
         moved = [self.rows[t] for t in task_ids if self.rows[t]["status"] == S.PENDING]
         for row in moved:
@@ -129,13 +140,13 @@ class FakeStore:
             if self.rows[t]["status"] == S.QUEUED:
                 self.rows[t]["status"] = S.PENDING.value
 
-    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> LightRow:
         values = {"status": S.CANCELLED.value, "finished_at": _now()}
         return self._move(task_id, "cancel", ACTIVE, values, owner=owner)
 
     async def requeue_admitted(
         self, task_id: uuid.UUID, owner: str, decide: Callable[[int], T]
-    ) -> tuple[dict[str, Any], T]:
+    ) -> tuple[LightRow, T]:
         verdict = decide(self._counts(owner)[0])
         values = {"status": S.QUEUED.value, "retry_count": 0, "error": None, "result": None}
         values |= {"scheduled_for": None, "worker": None, "started_at": None}
@@ -143,24 +154,24 @@ class FakeStore:
         return row, verdict
 
     async def update(
-        self, task_id: uuid.UUID, owner: str | None, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, owner: str | None, fields: Mapping[str, object]
+    ) -> TaskRecord:
         self.calls.append("update")
         row = self._row(task_id, owner)
         row.update(fields)
-        return dict(row)
+        return TaskRecord(**row)
 
-    async def delete(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def delete(self, task_id: uuid.UUID, owner: str | None) -> DeletedRow:
         self.calls.append("delete")
         row = self._row(task_id, owner)
         if row["status"] not in FINISHED:
             raise TransitionError(f"cannot delete task {task_id}: it is {row['status']}")
         del self.rows[task_id]
-        return {k: row[k] for k in ("task_id", "task_type", "owner", "attempt", "batch_id")}
+        return DeletedRow(**{k: row[k] for k in DELETED})
 
     async def claim_many(
         self, claims: Sequence[tuple[uuid.UUID, int]], worker: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[LightRow]:
         self.calls.append("claim")
         out = []
         for task_id, attempt in claims:
@@ -178,7 +189,7 @@ class FakeStore:
 
     async def mark_started(
         self, starts: Sequence[tuple[uuid.UUID, int, datetime]]
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         self.calls.append("start")
         out = []
         for task_id, attempt, started in starts:
@@ -186,17 +197,17 @@ class FakeStore:
             if row and row["status"] == S.RUNNING and row["attempt"] == attempt:
                 if row["started_at"] is None:
                     row["started_at"] = started
-                    out.append(self._light(row, EVENT))
+                    out.append(EventRow(**{c: row[c] for c in EVENT}))
         return out
 
-    async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> dict[str, Any]:
+    async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> LightRow:
         row = self._row(task_id)
         values = {"attempt": row["attempt"] + 1, "worker": worker, "claimed_at": _now()}
         return self._move(task_id, "take over", [S.RUNNING], values, attempt=attempt)
 
     async def complete_many(
-        self, results: Sequence[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]]
-    ) -> list[dict[str, Any]]:
+        self, results: Sequence[tuple[uuid.UUID, int, JsonObject, JsonObject]]
+    ) -> list[EndedRow]:
         self.calls.append("complete")
         out = []
         for task_id, attempt, result, meta in results:
@@ -205,20 +216,20 @@ class FakeStore:
                 row |= {"status": S.COMPLETED.value, "result": result, "finished_at": _now()}
                 row["meta_data"] = {**row["meta_data"], **meta}
                 row["started_at"] = start_at_end(row["started_at"], carried_start(meta))
-                out.append(self._light(row, (*EVENT, "started_at")))
+                out.append(EndedRow(**{c: row[c] for c in (*EVENT, "started_at")}))
         return out
 
     async def fail(
-        self, task_id: uuid.UUID, attempt: int, error: str, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, error: str, meta: JsonObject
+    ) -> LightRow:
         values = {"status": S.FAILED.value, "error": error, "finished_at": _now()}
         values["meta_data"] = {**self._row(task_id)["meta_data"], **meta}
         values["started_at"] = start_at_end(self._row(task_id)["started_at"], carried_start(meta))
         return self._move(task_id, "fail", [S.RUNNING], values, attempt=attempt)
 
     async def retry_later(
-        self, task_id: uuid.UUID, attempt: int, error: str, delay_s: float, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, error: str, delay_s: float, meta: JsonMap
+    ) -> LightRow:
         row = self._row(task_id)
         later = _now() + timedelta(seconds=delay_s)
         values = {"status": S.QUEUED.value, "error": error, "scheduled_for": later}
@@ -227,8 +238,8 @@ class FakeStore:
         return self._move(task_id, "retry later", [S.RUNNING], values, attempt=attempt)
 
     async def release(
-        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any] | None = None, *, why: str
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, meta: JsonMap | None = None, *, why: str
+    ) -> LightRow:
         row = self._row(task_id)
         history = [*row["meta_data"].get("attempts", []), {"outcome": "released", "error": why}]
         values = {"status": S.QUEUED.value, "worker": None, "scheduled_for": None}
@@ -236,9 +247,7 @@ class FakeStore:
         values["meta_data"]["attempts"] = history
         return self._move(task_id, "release", [S.RUNNING], values, attempt=attempt)
 
-    async def merge_meta(
-        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def merge_meta(self, task_id: uuid.UUID, attempt: int, meta: JsonMap) -> LightRow:
         values = {"meta_data": {**self._row(task_id)["meta_data"], **meta}}
         return self._move(task_id, "annotate", [S.RUNNING], values, attempt=attempt)
 
@@ -248,10 +257,10 @@ class FakeStore:
         return 1
 
     # ---- reads ---------------------------------------------------------------------
-    async def get_many(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
-        return [dict(self.rows[t]) for t in task_ids if t in self.rows]
+    async def get_many(self, task_ids: Sequence[uuid.UUID]) -> list[TaskRecord]:
+        return [TaskRecord(**self.rows[t]) for t in task_ids if t in self.rows]
 
-    async def due_queued(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def due_queued(self, *, limit: int = 1000) -> list[LightRow]:
         due = [
             r
             for r in self.rows.values()
@@ -259,9 +268,9 @@ class FakeStore:
         ]
         return [self._light(r) for r in due[:limit]]
 
-    async def running_rows(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def running_rows(self, *, limit: int = 1000) -> list[RunningRow]:
         running = [r for r in self.rows.values() if r["status"] == S.RUNNING]
-        return [self._light(r, (*LIGHT, "worker")) for r in running[:limit]]
+        return [RunningRow(**self._light(r), worker=r["worker"]) for r in running[:limit]]
 
     async def gc(self, age_s: float, *, batch: int, max_batches: int | None = None) -> int:
         return 0
@@ -272,11 +281,11 @@ class FakeBroker:
         # stream -> [(entry id, fields)] not yet acked; the group's deliveries by entry id.
         self.streams: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self.delivered: dict[str, tuple[str, float]] = {}
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, JsonObject]] = []
         self.delayed: list[tuple[str, TaskMessage, float]] = []
-        self.dead: list[tuple[str, dict[str, Any]]] = []
+        self.dead: list[tuple[str, Mapping[str, object]]] = []
         self.cancels: list[str] = []
-        self.beats: dict[str, dict[str, Any]] = {}
+        self.beats: dict[str, JsonObject] = {}
         self.down = False
         self.fail_next: set[str] = set()
         self.calls: list[str] = []
@@ -292,8 +301,8 @@ class FakeBroker:
         self._seq += 1
         return f"{self._seq}-0"
 
-    def _event(self, r: dict[str, Any]) -> None:
-        batch = r.get("batch_id")
+    def _event(self, r: EventFields) -> None:
+        batch = r["batch_id"]
         body = {"task_id": str(r["task_id"]), "status": str(r["status"]), "owner": r["owner"]}
         body |= {"task_type": r["task_type"], "attempt": r["attempt"]}
         body |= {"batch_id": str(batch) if batch else None, "ts": time.time()}
@@ -309,7 +318,7 @@ class FakeBroker:
         ]
 
     # ---- writes --------------------------------------------------------------------
-    async def publish(self, rows: Iterable[dict[str, Any]]) -> None:
+    async def publish(self, rows: Iterable[EventFields]) -> None:
         self._call("publish")
         for r in rows:
             streams = PRIORITY_STREAMS if r.get("priority") else STREAMS
@@ -318,20 +327,18 @@ class FakeBroker:
             self.streams.setdefault(stream, []).append((self._id(), msg.encode()))
             self._event(r)
 
-    async def emit(self, rows: Iterable[dict[str, Any]]) -> None:
+    async def emit(self, rows: Iterable[EventFields]) -> None:
         self._call("emit")
         for r in rows:
             self._event(r)
 
-    async def settle(
-        self, events: Sequence[dict[str, Any]], acks: Sequence[tuple[str, str]]
-    ) -> None:
+    async def settle(self, events: Sequence[EventFields], acks: Sequence[tuple[str, str]]) -> None:
         self._call("settle")
         for r in events:
             self._event(r)
         self._ack(acks)
 
-    async def cancelled(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def cancelled(self, rows: Sequence[EventFields]) -> None:
         self._call("cancelled")
         for r in rows:
             self._event(r)
@@ -352,7 +359,7 @@ class FakeBroker:
         for _stream, eid in acks:
             self.delivered.pop(eid, None)
 
-    async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
+    async def dead_letter(self, reason: str, fields: Mapping[str, object]) -> None:
         self._call("dead_letter")
         self.dead.append((reason, fields))
 
@@ -396,7 +403,7 @@ class FakeBroker:
 
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, Any] | None]]:
+    ) -> list[tuple[str, JsonObject | None]]:
         self._call("read_events")
         seq = int(after.split("-")[0])
         later = [(eid, dict(e)) for eid, e in self.events if int(eid.split("-")[0]) > seq]
@@ -418,5 +425,5 @@ class FakeBroker:
     async def take_gc_lock(self, ttl_s: float) -> bool:
         return True
 
-    async def workers(self) -> dict[str, dict[str, Any]]:
+    async def workers(self) -> dict[str, JsonObject]:
         return dict(self.beats)

@@ -75,7 +75,8 @@ def profile(
     started = attempt_start(item.started, row.started_at, now, run_time_s)
     claimed = row.claimed_at
     queued = row.queued_at or row.created_at
-    prior = list((row.meta_data or {}).get("attempts") or [])
+    history = (row.meta_data or {}).get("attempts")
+    prior = list(history) if isinstance(history, list) else []
     attempt = {
         "attempt": item.attempt,
         "worker": worker,

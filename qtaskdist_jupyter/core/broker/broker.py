@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -28,9 +28,16 @@ from qtaskdist_jupyter.core.broker.keys import (
     WORKERS_KEY,
 )
 from qtaskdist_jupyter.core.broker.packing import PUBLISH_KEYS, pack_rows
-from qtaskdist_jupyter.core.broker.wire import FIELD, TaskMessage, decode_event_or_none
+from qtaskdist_jupyter.core.broker.wire import (
+    FIELD,
+    EventFields,
+    TaskMessage,
+    WorkerBeat,
+    decode_event_or_none,
+)
 from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import QueueUnavailable
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.metrics import CountingRetry
 
 
@@ -201,33 +208,31 @@ class Broker:
             pipe.xdel(stream, *ids)
 
     @redis_errors
-    async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
+    async def dead_letter(self, reason: str, fields: Mapping[str, object]) -> None:
         body: dict[Any, Any] = {"reason": reason[:500], "ts": str(time.time())}
         body.update({k: str(v)[:10_000] for k, v in fields.items()})
         await self.redis.xadd(DEAD_STREAM, body, maxlen=DEAD_MAXLEN, approximate=True)
 
     # ---- events --------------------------------------------------------------------
     @redis_errors
-    async def publish(self, rows: Iterable[dict[str, Any]]) -> None:
-        """XADD each row's task message onto its stream, then its event; rows are dicts
-        with task_id, task_type, status, owner, attempt and batch_id, just committed."""
+    async def publish(self, rows: Iterable[EventFields]) -> None:
+        """XADD each row's task message onto its stream, then its event; the rows were
+        just committed."""
         await self._write(rows, messages=True)
 
     @redis_errors
-    async def emit(self, rows: Iterable[dict[str, Any]]) -> None:
-        """One event per row (a dict with task_id, status, owner, task_type, attempt)."""
+    async def emit(self, rows: Iterable[EventFields]) -> None:
+        """One event per row."""
         await self._write(rows, messages=False)
 
     @redis_errors
-    async def settle(
-        self, events: Sequence[dict[str, Any]], acks: Sequence[tuple[str, str]]
-    ) -> None:
+    async def settle(self, events: Sequence[EventFields], acks: Sequence[tuple[str, str]]) -> None:
         """Events of rows just committed and XACK + XDEL of the entries they came from,
         in one script call (a worker ends every batch with both)."""
         await self._write(events, messages=False, acks=acks)
 
     @redis_errors
-    async def cancelled(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def cancelled(self, rows: Sequence[EventFields]) -> None:
         """Events for cancelled rows, and their ids on CANCELS_STREAM for the workers."""
         await self._write(rows, messages=False)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -248,7 +253,7 @@ class Broker:
 
     async def _write(
         self,
-        rows: Iterable[dict[str, Any]],
+        rows: Iterable[EventFields],
         *,
         messages: bool,
         acks: Sequence[tuple[str, str]] = (),
@@ -262,7 +267,7 @@ class Broker:
     @redis_errors
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, Any] | None]]:
+    ) -> list[tuple[str, JsonObject | None]]:
         """(entry id, decoded event) of the events stream after ``after``, blocking up to
         ``block_ms``; the event is None for an entry that is not ours to interpret."""
         # A partition sends no RST: past the block and a socket timeout, the link is lost
@@ -297,7 +302,7 @@ class Broker:
         return bool(await self.redis.set(GC_LOCK_KEY, "1", nx=True, px=ttl_ms))
 
     @redis_errors
-    async def heartbeat(self, name: str, info: dict[str, Any]) -> None:
+    async def heartbeat(self, name: str, info: WorkerBeat) -> None:
         await self.redis.hset(WORKERS_KEY, name, json.dumps({**info, "ts": time.time()}))
 
     @redis_errors
@@ -305,14 +310,18 @@ class Broker:
         await self.redis.hdel(WORKERS_KEY, name)
 
     @redis_errors
-    async def workers(self) -> dict[str, dict[str, Any]]:
-        raw = await self.redis.hgetall(WORKERS_KEY)
-        out = {}
+    async def workers(self) -> dict[str, JsonObject]:
+        """The heartbeat table: each worker's last beat (a WorkerBeat and its ``ts``, as
+        JSON its readers narrow); an entry that is not a JSON object is left out."""
+        raw: Reply = await self.redis.hgetall(WORKERS_KEY)
+        out: dict[str, JsonObject] = {}
         for name, value in raw.items():
             try:
-                out[name] = json.loads(value)
+                beat = json.loads(value)
             except ValueError:
                 continue
+            if isinstance(beat, dict):
+                out[name] = beat
         return out
 
     @redis_errors

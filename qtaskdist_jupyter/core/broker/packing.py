@@ -24,11 +24,12 @@ a KEYS index or a stream entry id.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from qtaskdist_jupyter.core.broker.keys import EVENTS_STREAM, GROUP, PRIORITY_STREAMS, STREAMS
-from qtaskdist_jupyter.core.broker.wire import event_tail, message_tail
+from qtaskdist_jupyter.core.broker.wire import EventFields, event_tail, message_tail
 
 # KEYS of every publish.lua call: the events stream first, then every task stream.
 PUBLISH_KEYS: list[str] = [EVENTS_STREAM, *STREAMS.values(), *PRIORITY_STREAMS.values()]
@@ -61,7 +62,7 @@ class PublishCall:
             self.tails.append(make(*args))
         return index
 
-    def add_row(self, task_id: Any, stream: int, message: int, event: int) -> None:
+    def add_row(self, task_id: uuid.UUID, stream: int, message: int, event: int) -> None:
         self.rows.append(f"{task_id}{_FIELD_SEP}{stream}{_FIELD_SEP}{message}{_FIELD_SEP}{event}")
 
     def add_ack(self, stream: str, entry_id: str) -> None:
@@ -78,7 +79,7 @@ def _event_tail(
     owner: str,
     ttype: str,
     attempt: int,
-    batch: Any,
+    batch: uuid.UUID | None,
     ts: float,
     started: bool,
     started_at: float | None,
@@ -96,18 +97,17 @@ def _event_tail(
 
 
 def pack_rows(
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[EventFields],
     *,
     messages: bool,
     events_maxlen: int,
     ts: float,
     acks: Sequence[tuple[str, str]] = (),
 ) -> list[list[Any]]:
-    """The ARGV of each publish.lua call that writes ``rows`` (dicts with task_id,
-    task_type, status, owner, attempt, batch_id and, for a small submission, a true
-    ``priority``; a true ``started`` marks a running task whose job began; a float
-    ``started_at``, an ended attempt's start in epoch seconds): an event for
-    each, and with ``messages`` its task message too. The
+    """The ARGV of each publish.lua call that writes ``rows`` (wire.EventFields: the
+    event columns and, for a small submission, a true ``priority``; a true ``started``
+    marks a running task whose job began; ``started_at``, an ended attempt's start in
+    epoch seconds): an event for each, and with ``messages`` its task message too. The
     ``acks`` go with the last call (alone in one call when there are no rows)."""
     rows = list(rows)
     calls: list[PublishCall] = []

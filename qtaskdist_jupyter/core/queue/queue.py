@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
-from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.broker.wire import EventFields, TaskMessage
 from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 from qtaskdist_jupyter.core.queue.ports import (
     Ack,
     BrokerPort,
@@ -41,18 +42,19 @@ from qtaskdist_jupyter.core.queue.ports import (
     StorePort,
     once,
 )
-from qtaskdist_jupyter.core.queue.rows import EventPage, TaskEvent, TaskRow
+from qtaskdist_jupyter.core.queue.rows import EventPage, TaskEvent, TaskRow, event_fields
 from qtaskdist_jupyter.core.status import DELETED, TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask
+from qtaskdist_jupyter.core.store.shapes import EventRow, LightRow, TaskRecord
 
 T = TypeVar("T")
 # A running row to give back to the queue: (task id, attempt, meta to merge, why).
-Release = tuple[uuid.UUID, int, dict[str, Any], str]
+Release = tuple[uuid.UUID, int, JsonMap, str]
 # How many due queued / running rows one reconciler pass looks at.
 SCAN_LIMIT = 5000
 
 
-def _events(rows: Sequence[TaskRow], **flags: bool) -> list[dict[str, Any]]:
+def _events(rows: Sequence[TaskRow], **flags: bool) -> list[EventFields]:
     return [r.event_fields(**flags) for r in rows]
 
 
@@ -70,12 +72,12 @@ class TaskQueue:
         *,
         enqueue: bool,
         full: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         """Insert ``new`` under ``owner``'s admission lock if ``decide(active, stored)``
         (the API's quota check, which raises to refuse) allows; a true answer puts the
         messages on the priority streams. With ``enqueue`` the rows are written
         ``queued`` and published, else ``pending`` with their events. Returns the rows as
-        written (every column with ``full``)."""
+        written (every column with ``full``: TaskRecord)."""
         if enqueue:
             await self.broker.ping()  # refuse up front rather than leave rows behind
         status = TaskStatus.QUEUED.value if enqueue else TaskStatus.PENDING.value
@@ -90,7 +92,7 @@ class TaskQueue:
 
     async def insert(
         self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         """:meth:`submit` without the admission lock (the caller checked what it needs)."""
         if not enqueue:
             rows = await self.store.insert_many(new, full=full)
@@ -107,25 +109,25 @@ class TaskQueue:
 
     async def enqueue(
         self, task_ids: Sequence[uuid.UUID], *, priority: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[LightRow]:
         """pending → queued, then their messages; the rows that moved."""
         moved = await self.store.mark_queued(task_ids)
         await self._publish(moved, priority=priority)
         return moved
 
-    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> LightRow:
         """→ cancelled; the event and the workers' cancel notice follow. A queued message
         now matches no claim; a running task's worker learns of it from stream:cancels
         (or its heartbeat's row check), so losing that write to an outage delays the stop
         and loses nothing."""
         row = await self.store.cancel(task_id, owner)
         with contextlib.suppress(QueueUnavailable):
-            await self.broker.cancelled([row])
+            await self.broker.cancelled([event_fields(row)])
         return row
 
     async def retry(
         self, task_id: uuid.UUID, owner: str, decide: Callable[[int], bool]
-    ) -> dict[str, Any]:
+    ) -> LightRow:
         """A user's retry: failed | cancelled → queued under ``owner``'s admission lock if
         ``decide(active)`` allows (a true answer: the priority stream), then published."""
         await self.broker.ping()
@@ -134,15 +136,23 @@ class TaskQueue:
         return row
 
     async def update(
-        self, task_id: uuid.UUID, owner: str | None, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, owner: str | None, fields: Mapping[str, object]
+    ) -> TaskRecord:
         """Plain fields (name, tags, max_retries, labels): no status moves, no event."""
         return await self.store.update(task_id, owner, fields)
 
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
         row = await self.store.delete(task_id, owner)
         # Not a status of the row (the row is gone): it tells live tables to drop it.
-        await self._emit_quietly([{**row, "status": DELETED}])
+        gone: EventRow = {
+            "task_id": row["task_id"],
+            "task_type": row["task_type"],
+            "status": DELETED,
+            "owner": row["owner"],
+            "attempt": row["attempt"],
+            "batch_id": row["batch_id"],
+        }
+        await self._emit_quietly([gone])
 
     async def events(
         self, after: str, *, count: int = 500, block_ms: int | None = None
@@ -157,19 +167,19 @@ class TaskQueue:
         """Where a reader that starts now begins (the events stream's last id)."""
         return await self.broker.last_event_id()
 
-    async def _publish(self, rows: Sequence[dict[str, Any]], *, priority: bool) -> None:
+    async def _publish(self, rows: Sequence[EventRow], *, priority: bool) -> None:
         """XADD rows just committed as ``queued`` with their events; if that fails the
         rows go back to ``pending`` (visible, enqueueable later)."""
         try:
-            await self.broker.publish([{**r, "priority": True} for r in rows] if priority else rows)
+            await self.broker.publish([event_fields(r, priority=priority) for r in rows])
         except QueueUnavailable:
             await self.store.unqueue([r["task_id"] for r in rows])
             raise
 
-    async def _emit_quietly(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def _emit_quietly(self, rows: Sequence[EventRow]) -> None:
         """Events feed only the live views; the committed change stands without them."""
         with contextlib.suppress(QueueUnavailable):
-            await self.broker.emit(rows)
+            await self.broker.emit([event_fields(r) for r in rows])
 
     # ---- worker side -------------------------------------------------------------------
     async def claim(self, claims: Sequence[tuple[uuid.UUID, int]], worker: str) -> list[TaskRow]:
@@ -200,7 +210,7 @@ class TaskQueue:
             await retrying(lambda: self.broker.emit(_events(rows, started=True)), "emit")
         return rows
 
-    async def annotate(self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any]) -> None:
+    async def annotate(self, task_id: uuid.UUID, attempt: int, meta: JsonMap) -> None:
         """Merge keys into a running task's meta_data (e.g. its provider job's id)."""
         await self.store.merge_meta(task_id, attempt, meta)
 
@@ -218,9 +228,9 @@ class TaskQueue:
         self,
         row: TaskRow,
         error: str,
-        meta: dict[str, Any],
+        meta: JsonObject,
         *,
-        dead: dict[str, Any] | None = None,
+        dead: Mapping[str, object] | None = None,
         retrying: Retrying = once,
     ) -> TaskRow | None:
         """running → failed; then, with ``dead`` (the entry's fields), a stream:dead record
@@ -241,7 +251,7 @@ class TaskQueue:
         row: TaskRow,
         error: str,
         delay_s: float,
-        meta: dict[str, Any],
+        meta: JsonMap,
         *,
         retrying: Retrying = once,
     ) -> TaskRow | None:
@@ -292,7 +302,7 @@ class TaskQueue:
         ]
         if lost:
             # Their rows are still ``queued``: a message (and a ``queued`` event) each.
-            await self.broker.publish(lost)
+            await self.broker.publish([event_fields(r) for r in lost])
         return len(lost)
 
     async def running(self) -> list[TaskRow]:
@@ -311,6 +321,6 @@ class TaskQueue:
         """Move the delayed messages whose time has come onto their streams; how many."""
         return await self.broker.promote_due()
 
-    async def dead_letter(self, reason: str, fields: dict[str, Any]) -> None:
+    async def dead_letter(self, reason: str, fields: Mapping[str, object]) -> None:
         """An entry no worker can use, onto stream:dead (it is acked with its batch)."""
         await self.broker.dead_letter(reason, fields)

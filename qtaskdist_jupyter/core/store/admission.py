@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -22,6 +22,7 @@ from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+from qtaskdist_jupyter.core.store.shapes import EventRow, LightRow
 
 tasks = TASKS
 S = TaskStatus
@@ -39,8 +40,8 @@ class Admission:
     """Mixed into :class:`~.store.TaskStore`: writes that a per-owner count decides."""
 
     engine: AsyncEngine
-    _insert_on: Callable[..., Awaitable[list[dict[str, Any]]]]
-    requeue: Callable[..., Awaitable[dict[str, Any]]]
+    _insert_on: Callable[..., Awaitable[list[EventRow]]]  # TaskStore._insert_on
+    requeue: Callable[..., Awaitable[LightRow]]  # Transitions.requeue
     drop_arrays: Callable[[uuid.UUID], Awaitable[None]]
 
     async def _active_on(self, conn: AsyncConnection, owner: str) -> int:
@@ -83,7 +84,7 @@ class Admission:
         *,
         status: str = S.PENDING.value,
         full: bool = False,
-    ) -> tuple[list[dict[str, Any]], T]:
+    ) -> tuple[list[EventRow], T]:
         """Insert ``new`` (all ``owner``'s) if ``decide(active, stored)`` allows it:
         ``decide`` gets the owner's active and stored counts under the lock and raises to
         refuse (nothing is written); its answer is returned with the rows (see
@@ -97,7 +98,7 @@ class Admission:
     @_db_errors
     async def requeue_admitted(
         self, task_id: uuid.UUID, owner: str, decide: Callable[[int], T]
-    ) -> tuple[dict[str, Any], T]:
+    ) -> tuple[LightRow, T]:
         """TaskStore.requeue if ``decide(active)`` allows it, under ``owner``'s lock."""
         async with self._owner_txn() as conn:
             verdict = decide((await self._locked_counts(conn, owner))[0])

@@ -7,33 +7,62 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
 import psycopg
-from sqlalchemy import event
+from sqlalchemy import Row, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.error_map import maps_errors
 from qtaskdist_jupyter.core.errors import DatabaseUnavailable, DataRefused, InvalidInput
+from qtaskdist_jupyter.core.jsontypes import JsonObject
+
+R = TypeVar("R", bound=Mapping[str, object])
+
+
+def shaped(shape: type[R], rows: Iterable[Row[*tuple[Any, ...]]]) -> list[R]:
+    """``rows`` as ``shape`` (a TypedDict of :mod:`.shapes`): the one place a statement's
+    rows are taken at its word (it selects or returns exactly those columns)."""
+    return [cast(R, dict(r._mapping)) for r in rows]
+
+
+def shaped_one(shape: type[R], row: Row[*tuple[Any, ...]]) -> R:
+    """One row as ``shape`` (see :func:`shaped`)."""
+    return cast(R, dict(row._mapping))
+
+
+class NewRow(TypedDict):
+    """The columns a new task is inserted with (the others take their defaults)."""
+
+    task_id: uuid.UUID
+    task_type: str
+    payload: JsonObject
+    owner: str
+    name: str | None
+    tags: list[str]
+    max_retries: int
+    batch_id: uuid.UUID | None
+    meta_data: JsonObject
 
 
 @dataclass
 class NewTask:
     task_type: str
-    payload: dict[str, Any]
+    payload: JsonObject
     owner: str
     name: str | None = None
     tags: list[str] | None = None
     max_retries: int = 3
     batch_id: uuid.UUID | None = None
-    meta_data: dict[str, Any] | None = None
+    meta_data: JsonObject | None = None
     task_id: uuid.UUID | None = None
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> NewRow:
         return {
             "task_id": self.task_id or uuid.uuid4(),
             "task_type": self.task_type,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO, Any
+from typing import IO
 
 from sqlalchemy import (
     Column,
@@ -26,8 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qtaskdist_jupyter.core.arrays import CHUNK_BYTES, NpyStream, find_ref
 from qtaskdist_jupyter.core.errors import ArrayNotFound
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject, JsonValue
 from qtaskdist_jupyter.core.models import Base
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+from qtaskdist_jupyter.core.store.shapes import TaskRecord
 
 chunks = Table(
     "task_result_chunks",
@@ -45,7 +47,7 @@ class ResultArrays:
     of :class:`~.store.TaskStore`, whose state and row reads it declares here."""
 
     engine: AsyncEngine
-    get: Callable[[uuid.UUID, str | None], Awaitable[dict[str, Any]]]  # TaskStore.get
+    get: Callable[[uuid.UUID, str | None], Awaitable[TaskRecord]]  # TaskStore.get
 
     @_db_errors
     async def put_array(self, task_id: uuid.UUID, attempt: int, name: str, fp: IO[bytes]) -> int:
@@ -93,10 +95,10 @@ class ResultArrays:
             data = (await conn.execute(stmt)).scalar_one_or_none()
         return bytes(data) if data is not None else b""
 
-    async def array_ref(self, task_id: uuid.UUID, owner: str | None, name: str) -> dict[str, Any]:
+    async def array_ref(self, task_id: uuid.UUID, owner: str | None, name: str) -> JsonObject:
         """The reference to a stored array of the task's result (owner's tasks only)."""
         row = await self.get(task_id, owner)
-        ref = find_ref(row.get("result"), name)
+        ref = find_ref(row["result"], name)
         if ref is None:
             raise ArrayNotFound(
                 f"task {task_id} stores no result array {name!r}", task_id=str(task_id)
@@ -104,12 +106,12 @@ class ResultArrays:
         return ref
 
     async def iter_array(
-        self, task_id: uuid.UUID, name: str, ref: dict[str, Any], *, npy: bool
+        self, task_id: uuid.UUID, name: str, ref: JsonMap, *, npy: bool
     ) -> AsyncIterator[bytes]:
         """The stored frame chunk by chunk; with ``npy``, its ``.npy`` bytes in pieces of
         at most CHUNK_BYTES, the decompressor kept two stored chunks ahead (bounded
         memory even for a frame that expands a thousandfold)."""
-        attempt, n = int(ref["attempt"]), int(ref["chunks"])
+        attempt, n = _count(ref["attempt"]), _count(ref["chunks"])
         if not npy:
             for seq in range(n):
                 yield await self.array_chunk(task_id, attempt, name, seq)
@@ -132,6 +134,13 @@ class ResultArrays:
             stmt = stmt.where(chunks.c.task_id == task_id)
         async with self.engine.connect() as conn:
             return int((await conn.execute(stmt)).scalar_one())
+
+
+def _count(value: JsonValue) -> int:
+    """A number of a reference (its attempt, its chunks), as int() reads it."""
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"an array reference holds {type(value).__name__}, not a number")
+    return int(value)
 
 
 __all__ = ["ResultArrays", "chunks"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Text, cast, delete, func, insert, literal, or_, select, text, tuple_, update
@@ -22,10 +22,26 @@ from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.schemas import USER_META_KEY
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
 from qtaskdist_jupyter.core.store.admission import Admission
-from qtaskdist_jupyter.core.store.engine import NewTask, decode_cursor, encode_cursor, make_engine
+from qtaskdist_jupyter.core.store.engine import (
+    NewRow,
+    NewTask,
+    decode_cursor,
+    encode_cursor,
+    make_engine,
+    shaped,
+    shaped_one,
+)
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
 from qtaskdist_jupyter.core.store.housekeeping import Housekeeping
 from qtaskdist_jupyter.core.store.results import ResultArrays
+from qtaskdist_jupyter.core.store.shapes import (
+    DeletedRow,
+    EventRow,
+    LightRow,
+    PageRow,
+    RunningRow,
+    TaskRecord,
+)
 from qtaskdist_jupyter.core.store.statements import LIGHT
 from qtaskdist_jupyter.core.store.transitions import Transitions
 
@@ -66,9 +82,9 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
     @_db_errors
     async def insert_many(
         self, new: Sequence[NewTask], *, status: str = S.PENDING.value, full: bool = False
-    ) -> list[dict[str, Any]]:
-        """Insert all rows with ``status``, all or none; return their light rows (with
-        ``full``, every column as stored: small batches only).
+    ) -> list[EventRow]:
+        """Insert all rows with ``status``, all or none; return their event columns (with
+        ``full``, every column as stored, TaskRecord: small batches only).
 
         Each path is one statement, so atomic under autocommit: a multi-row
         ``INSERT … RETURNING`` (SQLAlchemy's insertmanyvalues, one statement up to 1,000
@@ -79,32 +95,33 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
             return await self._insert_on(conn, [n.row() for n in new], status, full)
 
     async def _insert_on(
-        self, conn: AsyncConnection, values: list[dict[str, Any]], status: str, full: bool
-    ) -> list[dict[str, Any]]:
+        self, conn: AsyncConnection, values: list[NewRow], status: str, full: bool
+    ) -> list[EventRow]:
         """insert_many on ``conn`` (inside its transaction, if it has one)."""
         if len(values) < _COPY_MIN:
-            cols = _ROW if full else _INSERTED
-            stmt = insert(tasks).returning(*cols, sort_by_parameter_order=True)
+            stmt = insert(tasks).returning(
+                *(_ROW if full else _INSERTED), sort_by_parameter_order=True
+            )
             res = await conn.execute(stmt, [{**v, "status": status} for v in values])
-            return [dict(r._mapping) for r in res]
+            if full:
+                return list(shaped(TaskRecord, res))
+            return shaped(EventRow, res)
         if full:
             raise ValueError(f"full rows are read back for fewer than {_COPY_MIN} tasks")
         await self._copy_in(conn, values, status)
         return [
-            {
-                "task_id": v["task_id"],
-                "task_type": v["task_type"],
-                "status": status,
-                "owner": v["owner"],
-                "attempt": 0,
-                "batch_id": v["batch_id"],
-            }
+            EventRow(
+                task_id=v["task_id"],
+                task_type=v["task_type"],
+                status=status,
+                owner=v["owner"],
+                attempt=0,
+                batch_id=v["batch_id"],
+            )
             for v in values
         ]
 
-    async def _copy_in(
-        self, conn: AsyncConnection, values: list[dict[str, Any]], status: str
-    ) -> None:
+    async def _copy_in(self, conn: AsyncConnection, values: list[NewRow], status: str) -> None:
         cols = (
             "task_id",
             "task_type",
@@ -146,25 +163,26 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
                     )
 
     @_db_errors
-    async def get(self, task_id: uuid.UUID, owner: str | None = None) -> dict[str, Any]:
+    async def get(self, task_id: uuid.UUID, owner: str | None = None) -> TaskRecord:
         stmt = select(*_ROW).where(tasks.c.task_id == task_id)
         if owner is not None:
             stmt = stmt.where(tasks.c.owner == owner)
         return await self._one(stmt, task_id)
 
-    async def _one(self, stmt: Any, task_id: uuid.UUID) -> dict[str, Any]:
-        """The statement's one row; TaskNotFound when there is none (or not the owner's)."""
+    async def _one(self, stmt: Any, task_id: uuid.UUID) -> TaskRecord:
+        """The statement's one row (every column); TaskNotFound when there is none (or not
+        the owner's)."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             raise TaskNotFound(f"task {task_id} not found", task_id=str(task_id))
-        return dict(row._mapping)
+        return shaped_one(TaskRecord, row)
 
     @_db_errors
-    async def get_many(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    async def get_many(self, task_ids: Sequence[uuid.UUID]) -> list[TaskRecord]:
         async with self.engine.connect() as conn:
             res = await conn.execute(select(*_ROW).where(tasks.c.task_id.in_(task_ids)))
-            return [dict(r._mapping) for r in res]
+            return shaped(TaskRecord, res)
 
     @_db_errors
     async def list(
@@ -178,7 +196,7 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
         limit: int = 100,
         cursor: str | None = None,
         columns: Sequence[str] | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[PageRow], str | None]:
         """Newest first; keyset pagination on (created_at, task_id). ``columns`` (names
         of the tasks table) limits what is read: a list leaves payload and result out."""
         cols = _ROW
@@ -187,7 +205,7 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
             cols = tuple(c for c in _ROW if c.name in wanted)
         stmt = self._page(select(*cols), owner, status, task_type, batch_id, name, cursor)
         async with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(stmt.limit(limit + 1))]
+            rows = shaped(PageRow, await conn.execute(stmt.limit(limit + 1)))
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -266,8 +284,8 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
 
     @_db_errors
     async def update(
-        self, task_id: uuid.UUID, owner: str | None, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, owner: str | None, fields: Mapping[str, object]
+    ) -> TaskRecord:
         """Plain fields only (name, tags, max_retries, labels); status moves elsewhere.
         ``labels`` replaces meta_data's user part; the system's keys are never written here."""
         allowed = {"name", "tags", "max_retries", "labels"}
@@ -285,7 +303,7 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
         return await self._one(stmt, task_id)
 
     @_db_errors
-    async def delete(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def delete(self, task_id: uuid.UUID, owner: str | None) -> DeletedRow:
         """Delete a finished task; returns what an event about it needs."""
         cond = [tasks.c.task_id == task_id, tasks.c.status.in_([s.value for s in FINISHED])]
         if owner is not None:
@@ -305,7 +323,7 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
             row = (await conn.execute(stmt)).first()
             if row is None:
                 await self._why(conn, task_id, owner, "delete", FINISHED)
-            return dict(row._mapping)
+            return shaped_one(DeletedRow, row)
 
     @_db_errors
     async def active_of(self, owner: str) -> int:
@@ -337,7 +355,7 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
 
     # ---- reconciler ----------------------------------------------------------------
     @_db_errors
-    async def due_queued(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def due_queued(self, *, limit: int = 1000) -> list[LightRow]:
         """queued rows whose time has come (scheduled_for unset or past)."""
         stmt = (
             select(*LIGHT)
@@ -349,13 +367,13 @@ class TaskStore(Transitions, ResultArrays, Admission, Housekeeping):
             .limit(limit)
         )
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(stmt)]
+            return shaped(LightRow, await conn.execute(stmt))
 
     @_db_errors
-    async def running_rows(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def running_rows(self, *, limit: int = 1000) -> list[RunningRow]:
         stmt = select(*LIGHT, tasks.c.worker).where(tasks.c.status == S.RUNNING).limit(limit)
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(stmt)]
+            return shaped(RunningRow, await conn.execute(stmt))
 
     @_db_errors
     async def status_of(self, task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:

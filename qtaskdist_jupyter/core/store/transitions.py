@@ -8,7 +8,7 @@ worker or a double click changes nothing and learns why.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -23,9 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.errors import TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 from qtaskdist_jupyter.core.models import TASKS
 from qtaskdist_jupyter.core.status import RETRYABLE, TaskStatus
 from qtaskdist_jupyter.core.store.engine import db_errors as _db_errors
+from qtaskdist_jupyter.core.store.engine import shaped, shaped_one
+from qtaskdist_jupyter.core.store.shapes import EndedRow, EventRow, LightRow
 from qtaskdist_jupyter.core.store.statements import _CLAIM, _START, LIGHT
 from qtaskdist_jupyter.core.task_times import carried_start
 
@@ -39,12 +42,12 @@ def _utc_iso(ts: Any) -> Any:
     return func.to_char(func.timezone("UTC", ts), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
 
 
-def _carried(meta: dict[str, Any]) -> str | None:
+def _carried(meta: JsonObject) -> str | None:
     started = carried_start(meta)
     return started.isoformat() if started else None
 
 
-def _start_at_end(meta: dict[str, Any]) -> Any:
+def _start_at_end(meta: JsonObject) -> Any:
     """``COALESCE(started_at, <the start the attempt's end carries>)`` (task_times)."""
     return func.coalesce(tasks.c.started_at, carried_start(meta))
 
@@ -112,11 +115,11 @@ class Transitions:
         *,
         action: str,
         allowed: Iterable[str],
-        values: dict[str, Any],
+        values: Mapping[str, object],
         attempt: int | None = None,
         owner: str | None = None,
         conn: AsyncConnection | None = None,
-    ) -> dict[str, Any]:
+    ) -> LightRow:
         """``conn``: run on that connection (inside its transaction); else on a fresh one."""
         allowed = [str(s) for s in allowed]
         cond = [tasks.c.task_id == task_id, tasks.c.status.in_(allowed)]
@@ -144,14 +147,14 @@ class Transitions:
         action: str,
         allowed: list[str],
         attempt: int | None,
-    ) -> dict[str, Any]:
+    ) -> LightRow:
         row = (await conn.execute(stmt)).first()
         if row is None:
             await self._why(conn, task_id, owner, action, allowed, attempt)
-        return dict(row._mapping)
+        return shaped_one(LightRow, row)
 
     @_db_errors
-    async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    async def mark_queued(self, task_ids: Sequence[uuid.UUID]) -> list[LightRow]:
         """pending → queued for many rows; returns the rows that moved."""
         stmt = (
             update(tasks)
@@ -160,12 +163,12 @@ class Transitions:
             .returning(*LIGHT)
         )
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(stmt)]
+            return shaped(LightRow, await conn.execute(stmt))
 
     @_db_errors
     async def claim_many(
         self, claims: Sequence[tuple[uuid.UUID, int]], worker: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[LightRow]:
         """queued → running for every (task_id, attempt) that still matches, in one UPDATE.
 
         Rows whose ``scheduled_for`` lies in the future are not claimed: they were re-queued
@@ -176,12 +179,12 @@ class Transitions:
         params = {"ids": [t for t, _a in claims], "attempts": [a for _t, a in claims]}
         params["worker"] = worker
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(_CLAIM, params)]
+            return shaped(LightRow, await conn.execute(_CLAIM, params))
 
     @_db_errors
     async def mark_started(
         self, starts: Sequence[tuple[uuid.UUID, int, datetime]]
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         """Stamp ``started_at`` on the running rows of these (task_id, attempt, start) whose
         job began (one statement for a worker's batch); returns the rows stamped, with
         the columns of their events."""
@@ -190,10 +193,10 @@ class Transitions:
         params = {"ids": [s[0] for s in starts], "attempts": [s[1] for s in starts]}
         params["started"] = [s[2] for s in starts]
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(_START, params)]
+            return shaped(EventRow, await conn.execute(_START, params))
 
     @_db_errors
-    async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> dict[str, Any]:
+    async def takeover(self, task_id: uuid.UUID, attempt: int, worker: str) -> LightRow:
         """running (attempt n, its worker gone) → running (attempt n+1, this worker)."""
         why = "its stream entry was idle past the visibility timeout; another worker took it"
         return await self._transition(
@@ -212,8 +215,8 @@ class Transitions:
 
     @_db_errors
     async def complete_many(
-        self, results: Sequence[tuple[uuid.UUID, int, dict[str, Any], dict[str, Any]]]
-    ) -> list[dict[str, Any]]:
+        self, results: Sequence[tuple[uuid.UUID, int, JsonObject, JsonObject]]
+    ) -> list[EndedRow]:
         """running → completed for each (task_id, attempt, result, meta) still on that attempt.
 
         One statement for the whole batch (UPDATE … FROM VALUES); rows whose attempt moved on
@@ -249,12 +252,12 @@ class Transitions:
                     "from_status": S.RUNNING.value,
                 },
             )
-            return [dict(r._mapping) for r in res]
+            return shaped(EndedRow, res)
 
     @_db_errors
     async def complete(
-        self, task_id: uuid.UUID, attempt: int, result: dict[str, Any], meta: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, result: JsonObject, meta: JsonObject
+    ) -> LightRow:
         return await self._transition(
             task_id,
             action="complete",
@@ -272,8 +275,8 @@ class Transitions:
 
     @_db_errors
     async def fail(
-        self, task_id: uuid.UUID, attempt: int, error: str, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, error: str, meta: JsonObject
+    ) -> LightRow:
         return await self._transition(
             task_id,
             action="fail",
@@ -290,8 +293,8 @@ class Transitions:
 
     @_db_errors
     async def retry_later(
-        self, task_id: uuid.UUID, attempt: int, error: str, delay_s: float, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, error: str, delay_s: float, meta: JsonMap
+    ) -> LightRow:
         """running → queued with retry_count+1 and scheduled_for = now + delay."""
         return await self._transition(
             task_id,
@@ -311,8 +314,8 @@ class Transitions:
 
     @_db_errors
     async def release(
-        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any] | None = None, *, why: str
-    ) -> dict[str, Any]:
+        self, task_id: uuid.UUID, attempt: int, meta: JsonMap | None = None, *, why: str
+    ) -> LightRow:
         """running → queued, same retry_count: the worker gave it back unfinished (or
         stopped heartbeating); ``why`` goes into the attempt's history entry."""
         merged = tasks.c.meta_data.op("||")(meta or {})
@@ -331,7 +334,7 @@ class Transitions:
         )
 
     @_db_errors
-    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> dict[str, Any]:
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> LightRow:
         return await self._transition(
             task_id,
             action="cancel",
@@ -343,7 +346,7 @@ class Transitions:
     @_db_errors
     async def requeue(
         self, task_id: uuid.UUID, owner: str | None, conn: AsyncConnection | None = None
-    ) -> dict[str, Any]:
+    ) -> LightRow:
         """A user's retry: failed | cancelled → queued, fresh retry budget; arrays an
         earlier attempt stored go (the result that named them is cleared). ``conn``: the
         UPDATE runs in that connection's transaction, and the caller drops the arrays
@@ -372,9 +375,7 @@ class Transitions:
         return row
 
     @_db_errors
-    async def merge_meta(
-        self, task_id: uuid.UUID, attempt: int, meta: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def merge_meta(self, task_id: uuid.UUID, attempt: int, meta: JsonMap) -> LightRow:
         """Merge keys into a running task's meta_data (e.g. the provider's job id)."""
         return await self._transition(
             task_id,

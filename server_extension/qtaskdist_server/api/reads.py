@@ -14,6 +14,7 @@ from qtaskdist_jupyter.core.broker.broker import Broker
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.queue import EventPage, TaskQueue
+from qtaskdist_jupyter.core.store.shapes import TaskRecord
 from qtaskdist_jupyter.core.store.store import TaskStore
 from qtaskdist_server.api import access, fleet, listing, short_ids
 from qtaskdist_server.api.listing import columns_for
@@ -29,7 +30,7 @@ class TaskReads:
     settings: Settings
     redactor: access.Redactor
 
-    async def get(self, task_id: uuid.UUID, owner: str) -> Mapping[str, object]:
+    async def get(self, task_id: uuid.UUID, owner: str) -> TaskRecord:
         return await self.store.get(task_id, owner)
 
     async def list_tasks(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from qtaskdist_jupyter.core.broker.broker import Broker
@@ -35,6 +35,7 @@ from qtaskdist_jupyter.core.schemas import (
     TaskCreate,
     TaskUpdate,
 )
+from qtaskdist_jupyter.core.store.shapes import EventRow, TaskRecord
 from qtaskdist_jupyter.core.store.store import NewTask, TaskStore
 from qtaskdist_server.api import access, quota
 from qtaskdist_server.api.checks import Checker
@@ -104,7 +105,7 @@ class TaskService(TaskReads):
 
     async def create_admitted(
         self, owner: str, new: Sequence[NewTask], *, enqueue: bool, full: bool = False
-    ) -> Sequence[Mapping[str, object]]:
+    ) -> list[EventRow]:
         """:meth:`create` under ``owner``'s quotas: counted and inserted under their lock
         (429 past max_active_tasks or max_stored_tasks, nothing written), then published;
         a small submission goes to the priority streams."""
@@ -118,7 +119,7 @@ class TaskService(TaskReads):
 
     async def create(
         self, new: Sequence[NewTask], *, enqueue: bool, full: bool = False, priority: bool = False
-    ) -> Sequence[Mapping[str, object]]:
+    ) -> list[EventRow]:
         """Insert all rows at once; with ``enqueue``, queue them too (on the priority
         streams with ``priority``). ``full`` returns every column as written (few rows
         only), so a single POST needs no second read."""
@@ -130,12 +131,12 @@ class TaskService(TaskReads):
     async def delete(self, task_id: uuid.UUID, owner: str | None) -> None:
         await self.queue.delete(task_id, owner)
 
-    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> Mapping[str, object]:
+    async def cancel(self, task_id: uuid.UUID, owner: str | None) -> TaskRecord:
         await self.queue.cancel(task_id, owner)
         return await self.store.get(task_id, owner)
 
     # ---- the REST API's verbs --------------------------------------------------------
-    async def submit(self, owner: str, spec: TaskCreate) -> Mapping[str, object]:
+    async def submit(self, owner: str, spec: TaskCreate) -> EventRow:
         """POST tasks: one task checked, admitted and written; its row as written.
 
         The count before the check saves a parse for a request the quota refuses; a
@@ -156,9 +157,7 @@ class TaskService(TaskReads):
         await self.create_admitted(owner, new, enqueue=spec.enqueue)
         return batch_id, [str(n.task_id) for n in new]
 
-    async def update(
-        self, task_id: uuid.UUID, owner: str, change: TaskUpdate
-    ) -> Mapping[str, object]:
+    async def update(self, task_id: uuid.UUID, owner: str, change: TaskUpdate) -> TaskRecord:
         """PATCH tasks/{id}: move the status (if asked), then set the plain fields."""
         fields = change.model_dump(exclude_unset=True, exclude={"status", "labels", "meta_data"})
         # name may be cleared; the other columns are NOT NULL, so null means "leave it".
@@ -172,9 +171,7 @@ class TaskService(TaskReads):
             row = await self.queue.update(task_id, owner, fields)
         return row if row is not None else await self.store.get(task_id, owner)
 
-    async def _move(
-        self, task_id: uuid.UUID, owner: str, target: TaskStatus
-    ) -> Mapping[str, object]:
+    async def _move(self, task_id: uuid.UUID, owner: str, target: TaskStatus) -> TaskRecord:
         """The one status change a client asks for, routed on the row's current status."""
         row = await self.store.get(task_id, owner)
         current = row["status"]
@@ -193,7 +190,7 @@ class TaskService(TaskReads):
 
     async def enqueue(
         self, task_id: uuid.UUID, owner: str, task_type: str | None = None
-    ) -> Mapping[str, object]:
+    ) -> TaskRecord:
         """POST tasks/{id}/enqueue: a pending task onto its stream; ``task_type`` is the
         caller's guard (refused when the task is of another type)."""
         row = await self.store.get(task_id, owner)
@@ -203,9 +200,7 @@ class TaskService(TaskReads):
             )
         return await self._enqueue(task_id, owner, row["status"])
 
-    async def _enqueue(
-        self, task_id: uuid.UUID, owner: str, status: object
-    ) -> Mapping[str, object]:
+    async def _enqueue(self, task_id: uuid.UUID, owner: str, status: object) -> TaskRecord:
         """Queue ``owner``'s task ``task_id``, which the store read as ``status``."""
         if status != TaskStatus.PENDING:
             raise TransitionError(
@@ -219,12 +214,12 @@ class TaskService(TaskReads):
         await self.queue.enqueue([task_id], priority=small)
         return await self.store.get(task_id, owner)
 
-    async def retry(self, task_id: uuid.UUID, owner: str) -> Mapping[str, object]:
+    async def retry(self, task_id: uuid.UUID, owner: str) -> TaskRecord:
         """POST tasks/{id}/retry: a failed or cancelled task queued for another attempt."""
         await self.store.get(task_id, owner)  # 404 before the quota says anything
         return await self._retry(task_id, owner)
 
-    async def _retry(self, task_id: uuid.UUID, owner: str) -> Mapping[str, object]:
+    async def _retry(self, task_id: uuid.UUID, owner: str) -> TaskRecord:
         limits = self.settings.limits
         await self.precheck(owner, 1)
         await self.queue.retry(task_id, owner, lambda active: quota.admit(active, 1, limits))
