@@ -136,9 +136,10 @@ _TASK: dict[str, _Types] = {
     **dict.fromkeys(("retry_count", "max_retries", "attempt"), _INT),
     "tags": _LIST,
     **dict.fromkeys(
-        ("error", "scheduled_for", "batch_id", "name", "queued_at", "claimed_at"), _STR_OR_NONE
+        ("error", "scheduled_for", "batch_id", "name", "worker", "queued_at", "claimed_at"),
+        _STR_OR_NONE,
     ),
-    **dict.fromkeys(("started_at", "finished_at", "worker"), _STR_OR_NONE),
+    **dict.fromkeys(("started_at", "finished_at"), _STR_OR_NONE),
 }
 _EVENT: dict[str, _Types] = {
     **dict.fromkeys(("task_id", "status", "task_type", "id"), _STR),
