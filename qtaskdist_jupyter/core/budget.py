@@ -31,11 +31,12 @@ The result arrays (statevector, probabilities, memory, counts) are counted apart
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Protocol
+from typing import Protocol
 
 from qtaskdist_jupyter.core.arrays import check_result_size
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import LimitExceeded
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 from qtaskdist_jupyter.core.kinds import kind_of
 from qtaskdist_jupyter.core.observables import check_observables
 
@@ -84,7 +85,7 @@ def state_bytes(method: str, num_qubits: int, mps_max_bond: int = MPS_MAX_BOND) 
 
 
 def resolve_method(
-    payload: dict[str, Any], num_qubits: int, operations: Collection[str], budget_bytes: int
+    payload: JsonMap, num_qubits: int, operations: Collection[str], budget_bytes: int
 ) -> str:
     """The method a simulate payload runs with (Aer's choice for ``automatic``)."""
     method = str(payload.get("method") or "automatic")
@@ -93,9 +94,12 @@ def resolve_method(
     # Aer (0.17) picks the density matrix first for a noisy run with more shots than 2^n,
     # Clifford or not, and whether or not it fits max_memory_mb (it then fails the run):
     # checked against qiskit-aer by tests/integration/test_simulate_budget.py.
-    noise = payload.get("noise") or {}
-    noisy = bool(noise.get("depolarizing_1q") or noise.get("depolarizing_2q"))
-    shots = int(payload.get("shots", 1024))
+    noise = payload.get("noise")
+    noisy = isinstance(noise, dict) and bool(
+        noise.get("depolarizing_1q") or noise.get("depolarizing_2q")
+    )
+    given = payload.get("shots", 1024)
+    shots = int(given) if isinstance(given, int | float | str) else 1024
     if noisy and num_qubits < 64 and shots > (1 << num_qubits):
         return "density_matrix"
     if operations and set(operations) <= CLIFFORD_OPS and not payload.get("statevector"):
@@ -104,7 +108,7 @@ def resolve_method(
 
 
 def task_memory(
-    payload: dict[str, Any],
+    payload: JsonMap,
     num_qubits: int,
     operations: Collection[str],
     budget_bytes: int,
@@ -115,9 +119,7 @@ def task_memory(
     return method, state_bytes(method, num_qubits, mps_max_bond)
 
 
-def check_submit(
-    task_type: str, payload: dict[str, Any], info: CircuitShape, limits: Limits
-) -> None:
+def check_submit(task_type: str, payload: JsonObject, info: CircuitShape, limits: Limits) -> None:
     """The resource checks of a submit, as the type's :class:`~.kinds.ResultRules` say
     (core/kinds.py): a simulate task's observables, memory and result size; a backend
     run's counts, and its memory on the local device (where Aer runs too)."""
@@ -125,12 +127,14 @@ def check_submit(
     bond = limits.mps_max_bond_dimension
     rules = kind_of(task_type).rules
     if rules.observables:
-        check_observables(payload.get("observables"), n)
+        observables = payload.get("observables")
+        check_observables(observables if isinstance(observables, list) else None, n)
     if rules.memory_check == "payload":
         check_task_memory(payload, n, ops, budget, mps_max_bond=bond)
     elif rules.memory_check == "local_device" and payload.get("device_id") == LOCAL_DEVICE_ID:
-        method = (payload.get("provider_options") or {}).get("method") or "automatic"
-        local = {"method": method, "shots": payload.get("shots", 1024)}
+        options = payload.get("provider_options")
+        method = (options.get("method") if isinstance(options, dict) else None) or "automatic"
+        local: JsonObject = {"method": method, "shots": payload.get("shots", 1024)}
         field = "payload.provider_options.method"
         check_task_memory(local, n, ops, budget, field=field, mps_max_bond=bond)
     if rules.size_checked:
@@ -138,7 +142,7 @@ def check_submit(
 
 
 def check_task_memory(
-    payload: dict[str, Any],
+    payload: JsonMap,
     num_qubits: int,
     operations: Collection[str],
     budget_bytes: int,

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtaskdist_jupyter.core.jsontypes import JsonObject
+
 
 class QtaskdistError(Exception):
     """Base class; ``detail`` is a short machine-readable dict for JSON responses."""
@@ -61,7 +63,7 @@ class QtaskdistError(Exception):
         self.message = message
         self.detail = {k: v for k, v in detail.items() if v is not None}
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"error": self.code, "detail": self.message, **self.detail}
 
 
@@ -218,7 +220,7 @@ class JobError(QtaskdistError):
     # Which unit of a worker's request did not answer (qtaskdist_worker.executor.at_unit).
     unit: int = 0
     # meta_data the failed task keeps beside the error (the QIR check's figures).
-    meta: dict[str, Any] | None = None
+    meta: JsonObject | None = None
 
 
 class PermanentJobError(JobError):

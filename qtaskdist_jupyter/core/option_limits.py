@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from qtaskdist_jupyter.core.jsontypes import JsonObject
+
 ENV_PREFIX = "QTASKDIST_"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -16,7 +18,7 @@ def opt(default: Any, help: str, *surfaces: str, env: str | None = None, **bound
     """A field: its default, help, the surfaces besides the environment it appears on
     (``"limit"``: a field of ``Limits``; ``"traitlet"``; ``"cli"``; ``"service"``), a variable
     other than ``QTASKDIST_<NAME>``, and bounds (``ge``, ``gt``)."""
-    extra: dict[str, Any] = {"surfaces": list(surfaces)}
+    extra: JsonObject = {"surfaces": list(surfaces)}
     return Field(default, description=help, validation_alias=env, json_schema_extra=extra, **bounds)
 
 

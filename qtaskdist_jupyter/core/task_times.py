@@ -14,9 +14,10 @@ A worker stamps ``started_at`` when a claimed task's unit reaches a job process,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
+from qtaskdist_jupyter.core.jsontypes import JsonMap
 from qtaskdist_jupyter.core.status import TaskStatus
 
 
@@ -42,7 +43,7 @@ def start_at_end(recorded: datetime | None, carried: datetime | None) -> datetim
     return recorded if recorded is not None else carried
 
 
-def start_write_applies(row: dict[str, Any], attempt: int) -> bool:
+def start_write_applies(row: Mapping[str, object], attempt: int) -> bool:
     """Whether a start write for ``attempt`` changes ``row`` (what the start statement's
     WHERE clause admits): the row is running that very attempt and has no start yet."""
     return (
@@ -52,9 +53,10 @@ def start_write_applies(row: dict[str, Any], attempt: int) -> bool:
     )
 
 
-def carried_start(meta: dict[str, Any]) -> datetime | None:
+def carried_start(meta: JsonMap) -> datetime | None:
     """The start an attempt's end carries in its ``meta`` (the last ``attempts`` entry,
     written by the worker's outcomes.profile), or None."""
-    attempts = meta.get("attempts") or []
-    started = attempts[-1].get("started_at") if attempts else None
-    return datetime.fromisoformat(started) if started else None
+    attempts = meta.get("attempts")
+    last = attempts[-1] if isinstance(attempts, list) and attempts else None
+    started = last.get("started_at") if isinstance(last, dict) else None
+    return datetime.fromisoformat(started) if isinstance(started, str) and started else None

@@ -3,37 +3,38 @@
 Finding the server, in order: explicit ``url``/``token`` → ``QTASKDIST_SERVER_URL`` /
 ``QTASKDIST_TOKEN`` (exported by the server extension, so every kernel it starts inherits
 them) → the running Jupyter server that started this kernel (:mod:`.discovery`).
-Circuits become payloads in :mod:`.payloads`.
-
-Waiting never polls task rows in a loop: it parks on the events long poll and re-reads
-the rows (one GET) each time it wakes, so a missed event costs one poll period at most.
+Circuits become payloads in :mod:`.payloads`. Each answer is checked against its shape
+(:mod:`.answers`) where it is decoded. Waiting: :mod:`.waiting`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urljoin
 
 import httpx
 
 from qtaskdist_jupyter.core import arrays, config
-from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound, ServiceUnavailable, WaitTimeout
+from qtaskdist_jupyter.core.errors import ApiError, ServerNotFound
+from qtaskdist_jupyter.core.jsontypes import JsonObject, JsonValue
 from qtaskdist_jupyter.core.kinds import BACKEND, CONVERT, SIMULATE
 from qtaskdist_jupyter.core.short_ids import id_start
-from qtaskdist_jupyter.core.status import FINISHED
-from qtaskdist_jupyter.kernel.api_errors import api_error
+from qtaskdist_jupyter.kernel import answers, waiting
+from qtaskdist_jupyter.kernel.answers import EventJson, EventsPage, HealthJson, Resolved, TaskJson
+from qtaskdist_jupyter.kernel.api_errors import api_error, transport_error
 from qtaskdist_jupyter.kernel.discovery import HOW_TO_FIX, find_server
 from qtaskdist_jupyter.kernel.handles import BatchHandle, TaskHandle
 from qtaskdist_jupyter.kernel.lazy_result import ArrayNotFound, fetch_array
-from qtaskdist_jupyter.kernel.payloads import sweep_payloads, task_payloads
+from qtaskdist_jupyter.kernel.payloads import TaskSpec, sweep_payloads, task_payloads, task_spec
+from qtaskdist_jupyter.kernel.waiting import POLL_S
 
 __all__ = ["BatchHandle", "Client", "TaskHandle", "find_server"]
 
 API_PATH = "qtaskdist/api/"
-# The server caps one long poll at 30 s (QtaskdistApp.events_max_timeout_s).
-POLL_S = 25.0
+# A query parameter's value as httpx sends it; None leaves the parameter out.
+Query = Mapping[str, str | int | float | bool | None]
+Shape = TypeVar("Shape")
 
 
 # ---- the client --------------------------------------------------------------------
@@ -82,28 +83,40 @@ class Client:
         path: str,
         *,
         json: Any = None,
-        params: dict[str, Any] | None = None,
+        params: Query | None = None,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> JsonValue:
         """One API call; errors become ServerNotFound / ServiceUnavailable / ApiError."""
+        return self._call(method, path, json=json, params=params, timeout=timeout)[1]
+
+    def _checked(
+        self, shape: Callable[[object], TypeGuard[Shape]], method: str, path: str, **call: Any
+    ) -> Shape:
+        """One API call whose answer must be of ``shape`` (an :mod:`.answers` check)."""
+        status, body = self._call(method, path, **call)
+        if not shape(body):
+            raise answers.unexpected(f"{method} {path}", status, body)
+        return body
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Query | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, JsonValue]:
+        """The answer's status and its JSON (None for an empty body)."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        limit = timeout or self.timeout_s
         try:
-            r = self._http.request(
-                method, path, json=json, params=params, timeout=timeout or self.timeout_s
-            )
-        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-            raise ServerNotFound(
-                f"the Jupyter server at {self.url} is not reachable ({exc}); is it still "
-                f"running? {HOW_TO_FIX}"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise ServiceUnavailable(
-                f"the Jupyter server at {self.url} did not answer {method} {path} "
-                f"within {timeout or self.timeout_s} s"
-            ) from exc
+            r = self._http.request(method, path, json=json, params=params, timeout=limit)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.TimeoutException) as exc:
+            raise transport_error(exc, self.url, f"{method} {path}", limit) from exc
         if r.status_code >= 400:
             raise self._error(r, method, path)
-        return r.json() if r.content else None
+        return r.status_code, (r.json() if r.content else None)
 
     def _error(self, r: httpx.Response, method: str, path: str) -> Exception:
         return api_error(r, self.url, method, path)
@@ -112,13 +125,13 @@ class Client:
     def submit(
         self,
         task_type: str,
-        payloads: dict[str, Any] | Sequence[dict[str, Any]],
+        payloads: JsonObject | Sequence[JsonObject],
         *,
         name: str | None = None,
         tags: Sequence[str] | None = None,
         max_retries: int | None = None,
-        labels: dict[str, Any] | None = None,
-        meta_data: dict[str, Any] | None = None,
+        labels: JsonObject | None = None,
+        meta_data: JsonObject | None = None,
         enqueue: bool = True,
     ) -> TaskHandle | BatchHandle:
         """One payload → one task (TaskHandle); a list → one batch (BatchHandle).
@@ -126,25 +139,29 @@ class Client:
         ``labels``: your own JSON for the task (``meta_data`` is its older name; the
         system's keys in it are refused)."""
 
-        def spec(payload: dict[str, Any], i: int | None) -> dict[str, Any]:
-            s: dict[str, Any] = {"task_type": task_type, "payload": payload, "enqueue": enqueue}
-            if name is not None:
-                s["name"] = name if i is None else f"{name}[{i}]"
-            if tags:
-                s["tags"] = list(tags)
-            if max_retries is not None:
-                s["max_retries"] = max_retries
-            if labels:
-                s["labels"] = labels
-            if meta_data:
-                s["meta_data"] = meta_data
-            return s
+        def spec(payload: JsonObject, i: int | None) -> TaskSpec:
+            named = name if i is None or name is None else f"{name}[{i}]"
+            return task_spec(
+                task_type,
+                payload,
+                enqueue=enqueue,
+                name=named,
+                tags=tags,
+                max_retries=max_retries,
+                labels=labels,
+                meta_data=meta_data,
+            )
 
         if isinstance(payloads, dict):
-            row = self.request("POST", "tasks", json=spec(payloads, None))
-            return TaskHandle(self, row["task_id"], row)
+            row = self._checked(answers.is_task, "POST", "tasks", json=spec(payloads, None))
+            return TaskHandle(self, str(row.get("task_id")), row)
         specs = [spec(p, i) for i, p in enumerate(payloads)]
-        body = self.request("POST", "tasks/batch", json={"tasks": specs, "enqueue": enqueue})
+        body = self._checked(
+            answers.is_batch_answer,
+            "POST",
+            "tasks/batch",
+            json={"tasks": specs, "enqueue": enqueue},
+        )
         return BatchHandle(self, body["batch_id"], body["task_ids"])
 
     def submit_simulate(
@@ -223,7 +240,7 @@ class Client:
         *,
         device_id: str,
         shots: int = 1024,
-        provider_options: dict[str, Any] | None = None,
+        provider_options: JsonObject | None = None,
         time_limit_s: float | None = None,
         **task: Any,
     ) -> TaskHandle | BatchHandle:
@@ -231,8 +248,8 @@ class Client:
         opts["time_limit_s"] = time_limit_s  # task_payloads drops what is None
         return self.submit(BACKEND.name, task_payloads(circuits, opts), **task)
 
-    def get(self, task_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"tasks/{task_id}"))
+    def get(self, task_id: str) -> TaskJson:
+        return self._checked(answers.is_task, "GET", f"tasks/{task_id}")
 
     def handle(self, task_id: str) -> TaskHandle:
         """The task's handle; ``task_id`` may be its start (at least 8 hex digits, such
@@ -242,12 +259,12 @@ class Client:
             task_id = self.resolve(task_id, kind="task")["id"]
         return TaskHandle(self, task_id, self.get(task_id))
 
-    def resolve(self, start: str, kind: str | None = None) -> dict[str, str]:
+    def resolve(self, start: str, kind: str | None = None) -> Resolved:
         """``{"kind": "task" | "batch", "id": ...}``: your one task or batch whose id
         starts with ``start`` (``kind`` keeps one of the two); ApiError 404 for none,
         422 ``ambiguous_id`` for several."""
         params = {"prefix": start, "kind": kind}
-        return dict(self.request("GET", "tasks/resolve", params=params))
+        return self._checked(answers.is_resolved, "GET", "tasks/resolve", params=params)
 
     def array(self, task_id: str, name: str, *, progress: bool | None = None) -> Any:
         """One stored result array (e.g. ``"statevector"``, ``"results.2.memory"``) as a
@@ -257,11 +274,11 @@ class Client:
             raise ArrayNotFound(f"task {task_id} stores no result array {name!r}")
         return fetch_array(self, task_id, ref, progress=progress)
 
-    def cancel(self, task_id: str) -> dict[str, Any]:
-        return dict(self.request("POST", f"tasks/{task_id}/cancel"))
+    def cancel(self, task_id: str) -> TaskJson:
+        return self._checked(answers.is_task, "POST", f"tasks/{task_id}/cancel")
 
-    def retry(self, task_id: str) -> dict[str, Any]:
-        return dict(self.request("POST", f"tasks/{task_id}/retry"))
+    def retry(self, task_id: str) -> TaskJson:
+        return self._checked(answers.is_task, "POST", f"tasks/{task_id}/retry")
 
     def tasks(
         self,
@@ -271,30 +288,31 @@ class Client:
         name: str | None = None,
         limit: int = 100,
         include: Sequence[str] = (),
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskJson]:
         """Newest first, up to ``limit`` rows (pages of 1,000 under the hood). Rows leave
         out ``payload`` and ``result`` unless ``include`` names them."""
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
-        out: list[dict[str, Any]] = []
+        out: list[TaskJson] = []
         cursor = None
         page_rows = 1000
         while len(out) < limit:
+            asked = min(page_rows, limit - len(out))
             params = {
                 "status": status or None,
                 "task_type": task_type,
                 "batch_id": batch_id,
                 "name": name,
-                "limit": min(page_rows, limit - len(out)),
+                "limit": asked,
                 "cursor": cursor,
                 "include": ",".join(include) or None,
             }
             try:
-                page = self.request("GET", "tasks", params=params)
+                page = self._checked(answers.is_tasks_page, "GET", "tasks", params=params)
             except ApiError as exc:
                 # Results too large for one page: the server names the rows that fit.
                 fit = exc.detail.get("maximum") if exc.detail.get("limit") == "page_bytes" else None
-                if not isinstance(fit, int) or not 1 <= fit < params["limit"]:
+                if not isinstance(fit, int) or not 1 <= fit < asked:
                     raise
                 page_rows = fit
                 continue
@@ -305,81 +323,47 @@ class Client:
         return out
 
     def counts(self, batch_id: str | None = None) -> dict[str, int]:
-        return dict(self.request("GET", "tasks/counts", params={"batch_id": batch_id})["counts"])
+        params = {"batch_id": batch_id}
+        return dict(
+            self._checked(answers.is_counts, "GET", "tasks/counts", params=params)["counts"]
+        )
 
     def events(
         self,
         after: str | None = None,
         timeout_s: float = POLL_S,
         statuses: Iterable[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> EventsPage:
         """One long poll: ``{"events": [...], "cursor": id}`` (pass cursor back as after);
         ``statuses`` keeps only events with those statuses."""
-        params: dict[str, Any] = {"after": after, "timeout_s": timeout_s}
+        params: dict[str, str | float | None] = {"after": after, "timeout_s": timeout_s}
         if statuses is not None:
             params["status"] = ",".join(sorted(statuses))
+        poll = timeout_s + 15
         try:
-            return dict(self.request("GET", "events", params=params, timeout=timeout_s + 15))
+            return self._checked(
+                answers.is_events_page, "GET", "events", params=params, timeout=poll
+            )
         except ApiError as exc:
             if after is None or exc.status != 422 or exc.detail.get("field") != "after":
                 raise
         # A cursor the server no longer accepts (it restarted without a configured
         # QTASKDIST_EVENTS_CURSOR_SECRET): from now on; waiters re-check on every poll.
         params["after"] = None
-        return dict(self.request("GET", "events", params=params, timeout=timeout_s + 15))
+        return self._checked(answers.is_events_page, "GET", "events", params=params, timeout=poll)
 
-    def health(self) -> dict[str, Any]:
-        return dict(self.request("GET", "health"))
+    def health(self) -> HealthJson:
+        return self._checked(answers.is_health, "GET", "health")
 
     # ---- waiting -------------------------------------------------------------------
     def wait_for(
         self,
         check: Callable[[], tuple[int, int]],
-        relevant: Callable[[dict[str, Any]], bool],
+        relevant: Callable[[EventJson], bool],
         *,
         timeout_s: float | None = None,
         progress: bool = False,
         desc: str = "tasks",
     ) -> None:
-        """Block until ``check()`` says (done, total) with done == total.
-
-        The cursor is taken before the first check, so an event that lands between the
-        check and the first poll is still seen.
-        """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        cursor = self.events(timeout_s=0)["cursor"]
-        done, total = check()
-        bar = _bar(total, desc) if progress else None
-        try:
-            while True:
-                if bar is not None:
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
-                if done >= total:
-                    return
-                left = POLL_S if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    raise WaitTimeout(
-                        f"timed out after {timeout_s:g} s waiting for {desc}: "
-                        f"{done} of {total} finished"
-                    )
-                # Only finished tasks change (done, total): queued / running events would
-                # end each long poll for nothing.
-                body = self.events(
-                    after=cursor, timeout_s=round(min(left, POLL_S), 3), statuses=FINISHED
-                )
-                cursor = body["cursor"]
-                events = body["events"]
-                # No event at all (timeout) also re-reads: it is the fallback for a lost one.
-                if not events or any(relevant(e) for e in events):
-                    done, total = check()
-        finally:
-            if bar is not None:
-                bar.close()
-
-
-def _bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm  # tqdm.auto probes for ipywidgets: only when a bar shows
-
-    return tqdm(total=total, desc=desc, unit="task", leave=True)
+        """Block until ``check()`` says (done, total) with done == total (:mod:`.waiting`)."""
+        waiting.wait_for(self, check, relevant, timeout_s=timeout_s, progress=progress, desc=desc)

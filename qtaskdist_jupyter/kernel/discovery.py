@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 
 HOW_TO_FIX = (
     "Start JupyterLab / jupyter server with the extension enabled "
@@ -28,11 +29,13 @@ def _connection_file() -> str | None:
         return None
 
 
-def _running_servers(runtime_dirs: Iterable[str | None]) -> list[dict[str, Any]]:
+def _running_servers(runtime_dirs: Iterable[str | None]) -> list[JsonObject]:
+    """The server info files (``url``, ``token``, ``pid`` …) in these runtime dirs, one per
+    server pid."""
     # Heavy (all of jupyter_server), and needed only when no URL was given or exported.
     from jupyter_server.serverapp import list_running_servers
 
-    seen: dict[Any, dict[str, Any]] = {}
+    seen: dict[object, JsonObject] = {}
     for d in runtime_dirs:
         for info in list_running_servers(d):
             seen.setdefault(info.get("pid"), info)

@@ -16,7 +16,9 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject, JsonValue
 from qtaskdist_jupyter.core.status import TaskStatus
+from qtaskdist_jupyter.kernel.answers import TaskJson
 from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
 MAX_BARS = 64
@@ -85,7 +87,7 @@ def _bars(items: list[tuple[str, float]], color: str, ylabel: str) -> tuple[Any,
     return fig, ax
 
 
-def counts_figure(counts: dict[str, int], title: str | None = None) -> Any:
+def counts_figure(counts: Mapping[str, float], title: str | None = None) -> Any:
     items = top_items(counts)
     fig, ax = _bars(items, "#1e88e5", "counts")
     # Names are user text: "$" must not start mathtext (a bad formula raises).
@@ -93,8 +95,8 @@ def counts_figure(counts: dict[str, int], title: str | None = None) -> Any:
     return fig
 
 
-def probabilities_figure(probs: dict[str, float] | Sequence[float], title: str = "") -> Any:
-    if not isinstance(probs, dict):
+def probabilities_figure(probs: Mapping[str, float] | Sequence[float], title: str = "") -> Any:
+    if not isinstance(probs, Mapping):
         n = max(1, (len(probs) - 1).bit_length())
         probs = {format(i, f"0{n}b"): p for i, p in enumerate(probs)}
     items = top_items(probs)
@@ -118,18 +120,19 @@ def statevector_probabilities(sv: Sequence[Any]) -> list[float]:
 
 
 def expectation_figure(
-    results: Sequence[dict[str, Any]], parameter: str | None = None, labels: Sequence[str] = ()
+    results: Sequence[JsonMap], parameter: str | None = None, labels: Sequence[str] = ()
 ) -> Any:
     """Expectation values against one swept parameter (the first, unless named)."""
     rows = [r for r in results if r.get("expectation_values") is not None]
     if not rows:
         raise ValueError("no expectation values in these results")
-    parameter = parameter or next(iter(rows[0].get("parameters") or {"index": 0}))
-    xs = [float((r.get("parameters") or {}).get(parameter, i)) for i, r in enumerate(rows)]
+    parameter = parameter or next(iter(_object(rows[0].get("parameters")) or {"index": 0}))
+    xs = [_float(_object(r.get("parameters")).get(parameter, i)) for i, r in enumerate(rows)]
+    values = [_floats(r.get("expectation_values")) for r in rows]
     fig = _figure(6.0, 3.2)
     ax = fig.add_subplot()
-    for k in range(len(rows[0]["expectation_values"])):
-        ys = [float(r["expectation_values"][k]) for r in rows]
+    for k in range(len(values[0])):
+        ys = [v[k] for v in values]
         label = labels[k] if k < len(labels) else f"observable {k}"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xlabel(parameter)
@@ -139,7 +142,7 @@ def expectation_figure(
     return fig
 
 
-def qir_html(result: dict[str, Any], max_chars: int = 20_000) -> str:
+def qir_html(result: JsonMap, max_chars: int = 20_000) -> str:
     text = str(result.get("llvm_ir") or "")
     head = (
         f"QIR ({result.get('profile', '?')} profile): "
@@ -153,16 +156,16 @@ def qir_html(result: dict[str, Any], max_chars: int = 20_000) -> str:
     )
 
 
-def failure_message(row: dict[str, Any]) -> str:
+def failure_message(row: TaskJson) -> str:
     """One line on why a task has no result: cancelled, or its error's first line."""
     first = (row.get("error") or "").strip().splitlines()
     why = first[0] if first else "no error message"
     if row.get("status") == TaskStatus.CANCELLED:
-        return f"task {row['task_id']} was cancelled"
-    return f"task {row['task_id']} failed: {why}"
+        return f"task {row.get('task_id')} was cancelled"
+    return f"task {row.get('task_id')} failed: {why}"
 
 
-def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None:
+def show_result(row: TaskJson, *, observables: Sequence[str] = ()) -> None:
     """Display one task's result the way its task_type calls for."""
     from IPython.display import HTML, display  # lazy: see the docstring
 
@@ -178,53 +181,62 @@ def show_result(row: dict[str, Any], *, observables: Sequence[str] = ()) -> None
         display(HTML(qir_html(res)))
         return
     if "results" in res:
-        parts = res["results"]
+        parts = _objects(res["results"])
         if any(p.get("expectation_values") is not None for p in parts):
             _show(expectation_figure(parts, labels=list(observables)))
         for p in parts[:4]:
-            if p.get("counts") and not arrays.is_ref(p["counts"]):
-                _show(counts_figure(p["counts"], f"{title} {p.get('parameters')}"))
+            counts = _inline_counts(p.get("counts"))
+            if counts:
+                _show(counts_figure(counts, f"{title} {p.get('parameters')}"))
         if len(parts) > 4:
             display(HTML(f"<i>… {len(parts) - 4} more bindings</i>"))
         return
-    if res.get("counts") and not arrays.is_ref(res["counts"]):
-        _show(counts_figure(res["counts"], title))
-    stored = [(k, v) for k, v in res.items() if arrays.is_ref(v)]
-    for key, ref in stored:
+    counts = _inline_counts(res.get("counts"))
+    if counts:
+        _show(counts_figure(counts, title))
+    for key, ref in [(k, v) for k, v in res.items() if arrays.is_ref(v)]:
         # A stored array is summarized, never downloaded: its top states are in the row.
         display(HTML(array_summary_html(key, ref)))
-        if ref.get("top"):
-            top = {e["bitstring"]: e["probability"] for e in ref["top"]}
+        top = {str(e.get("bitstring")): _float(e.get("probability")) for e in _top(ref)}
+        if top:
             _show(probabilities_figure(top, f"{title}: top {len(top)} of {key}"))
-    res = {k: v for k, v in res.items() if not arrays.is_ref(v)}
-    if res.get("probabilities") is not None:
-        _show(probabilities_figure(res["probabilities"], f"{title}: probabilities"))
-    if res.get("statevector") is not None:
-        probs = statevector_probabilities(res["statevector"])
+    _show_inline_arrays({k: v for k, v in res.items() if not arrays.is_ref(v)}, title)
+
+
+def _show_inline_arrays(res: JsonMap, title: str) -> None:
+    """A result's probabilities, statevector and expectation values held in its row."""
+    from IPython.display import HTML, display  # lazy: see the docstring
+
+    probs = res.get("probabilities")
+    if isinstance(probs, dict | list):
+        _show(probabilities_figure(_numbers(probs), f"{title}: probabilities"))
+    sv = res.get("statevector")
+    if isinstance(sv, list):
+        probs = statevector_probabilities(sv)
         _show(probabilities_figure(probs, f"{title}: |statevector|²"))
     if res.get("expectation_values") is not None:
-        vals = ", ".join(f"{v:.4g}" for v in res["expectation_values"])
+        vals = ", ".join(f"{v:.4g}" for v in _floats(res.get("expectation_values")))
         display(HTML(f"<div>expectation values: {html.escape(vals)}</div>"))
 
 
-def array_summary_text(key: str, ref: dict[str, Any]) -> str:
+def array_summary_text(key: str, ref: Mapping[str, object]) -> str:
     """One line about a stored array: dtype, shape, sizes and its top states."""
     from qtaskdist_jupyter.core import arrays  # lazy: numpy (see live_view's __main__)
 
-    shape = "×".join(str(d) for d in ref.get("shape") or [])
+    shape = "×".join(str(d) for d in _list(ref.get("shape")))
     top = ", ".join(
-        f"|{e['bitstring']}⟩ {e['probability']:.3g}" for e in (ref.get("top") or [])[:4]
+        f"|{e.get('bitstring')}⟩ {_float(e.get('probability')):.3g}" for e in _top(ref)[:4]
     )
-    first = " ".join(str(m) for m in (ref.get("first") or [])[:4])
+    first = " ".join(str(m) for m in _list(ref.get("first"))[:4])
     extra = f" · top: {top}" if top else (f" · first shots: {first}" if first else "")
     return (
         f"{key} {ref.get('dtype')} [{shape}] · "
-        f"{arrays.human_bytes(int(ref.get('nbytes') or 0))} "
-        f"(stored {arrays.human_bytes(int(ref.get('stored_bytes') or 0))}){extra}"
+        f"{arrays.human_bytes(int(_float(ref.get('nbytes') or 0)))} "
+        f"(stored {arrays.human_bytes(int(_float(ref.get('stored_bytes') or 0)))}){extra}"
     )
 
 
-def array_summary_html(key: str, ref: dict[str, Any]) -> str:
+def array_summary_html(key: str, ref: Mapping[str, object]) -> str:
     """``array_summary_text`` as HTML, the key in bold."""
     rest = array_summary_text(key, ref)[len(key) :]
     return (
@@ -233,14 +245,14 @@ def array_summary_html(key: str, ref: dict[str, Any]) -> str:
     )
 
 
-def show_batch(rows: Sequence[dict[str, Any]], *, observables: Sequence[str] = ()) -> None:
+def show_batch(rows: Sequence[TaskJson], *, observables: Sequence[str] = ()) -> None:
     """A sweep: one curve of expectation values, else the first few histograms."""
     from IPython.display import HTML, display  # lazy: see the docstring
 
-    flat: list[dict[str, Any]] = []
+    flat: list[JsonObject] = []
     for r in rows:
         res = r.get("result") or {}
-        flat += res.get("results") or ([res] if res else [])
+        flat += _objects(res.get("results")) or ([res] if res else [])
     if any(p.get("expectation_values") is not None and p.get("parameters") for p in flat):
         _show(expectation_figure(flat, labels=list(observables)))
         return
@@ -248,3 +260,49 @@ def show_batch(rows: Sequence[dict[str, Any]], *, observables: Sequence[str] = (
         show_result(r, observables=observables)
     if len(rows) > 4:
         display(HTML(f"<i>… {len(rows) - 4} more tasks</i>"))
+
+
+# ---- reading a result's JSON ---------------------------------------------------------
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _objects(value: object) -> list[JsonObject]:
+    """The JSON objects of a list (a result's ``results``, an array's ``top``)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _object(value: object) -> JsonMap:
+    return value if isinstance(value, dict) else {}
+
+
+def _top(ref: Mapping[str, object]) -> list[JsonObject]:
+    """A stored array's top states: ``{"bitstring", "probability"}`` each."""
+    return _objects(ref.get("top"))
+
+
+def _float(value: object) -> float:
+    """A JSON number (or numeric text) as a float; TypeError for anything else."""
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
+def _floats(value: object) -> list[float]:
+    return [_float(v) for v in value] if isinstance(value, list) else []
+
+
+def _numbers(value: JsonObject | list[JsonValue]) -> dict[str, float] | list[float]:
+    """Probabilities as a JSON object (bitstring → p) or a list, as numbers."""
+    if isinstance(value, dict):
+        return {k: _float(v) for k, v in value.items()}
+    return [_float(v) for v in value]
+
+
+def _inline_counts(value: object) -> dict[str, float] | None:
+    """Counts held in the row (not a stored array's reference), or None (none or empty)."""
+    from qtaskdist_jupyter.core import arrays  # lazy: numpy (see live_view's __main__)
+
+    if not isinstance(value, dict) or not value or arrays.is_ref(value):
+        return None
+    return {str(k): v for k, v in value.items() if isinstance(v, int | float)}

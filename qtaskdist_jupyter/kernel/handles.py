@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import ApiError, TaskFailed
+from qtaskdist_jupyter.core.jsontypes import JsonMap
 from qtaskdist_jupyter.core.status import FINISHED, TaskStatus
+from qtaskdist_jupyter.kernel.answers import TaskJson
 from qtaskdist_jupyter.kernel.display import array_summary_html, failure_message, status_badge
-from qtaskdist_jupyter.kernel.lazy_result import lazy_result
+from qtaskdist_jupyter.kernel.lazy_result import LazyResult, lazy_result
 
 if TYPE_CHECKING:  # pragma: no cover
     from qtaskdist_jupyter.kernel.client import Client
@@ -19,44 +21,45 @@ if TYPE_CHECKING:  # pragma: no cover
 class TaskHandle:
     """One task. ``status`` always asks the server; ``row`` is the last row fetched."""
 
-    def __init__(self, client: Client, task_id: str, row: dict[str, Any] | None = None) -> None:
+    def __init__(self, client: Client, task_id: str, row: TaskJson | None = None) -> None:
         self.client = client
         self.task_id = str(task_id)
-        self.row: dict[str, Any] = dict(row or {})
+        self.row: TaskJson = row.copy() if row else {}  # {}: not read yet
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.task_id!r}, status={self.row.get('status')!r})"
 
-    def refresh(self) -> dict[str, Any]:
+    def refresh(self) -> TaskJson:
         self.row = self.client.get(self.task_id)
         return self.row
 
     @property
     def status(self) -> str:
-        return str(self.refresh()["status"])
+        return str(self.refresh().get("status"))
 
-    def wait(self, timeout_s: float | None = None, progress: bool = False) -> dict[str, Any]:
+    def wait(self, timeout_s: float | None = None, progress: bool = False) -> TaskJson:
         """Until the task is completed, failed or cancelled; returns its row."""
 
         def check() -> tuple[int, int]:
-            return int(self.refresh()["status"] in FINISHED), 1
+            return int(self.refresh().get("status") in FINISHED), 1
 
         self.client.wait_for(
             check,
-            lambda e: e.get("task_id") == self.task_id,
+            lambda e: e["task_id"] == self.task_id,
             timeout_s=timeout_s,
             progress=progress,
             desc=f"task {self.task_id[:8]}",
         )
         return self.row
 
-    def result(self, timeout_s: float | None = None) -> dict[str, Any]:
+    def result(self, timeout_s: float | None = None) -> LazyResult:
         """The result dict; TaskFailed for a failed or cancelled task. Large arrays
         (statevector, probabilities, memory) are numpy arrays, downloaded on first access
         (``LazyResult.summary(key)`` describes one without downloading)."""
         row = self.wait(timeout_s)
-        if row["status"] != TaskStatus.COMPLETED:
-            raise TaskFailed(failure_message(row), task_id=self.task_id, status=row["status"])
+        status = row.get("status")
+        if status != TaskStatus.COMPLETED:
+            raise TaskFailed(failure_message(row), task_id=self.task_id, status=status)
         return lazy_result(self.client, self.task_id, row.get("result"))
 
     def counts(self, timeout_s: float | None = None) -> dict[str, int] | list[dict[str, int]]:
@@ -66,11 +69,11 @@ class TaskHandle:
             return [dict(r.get("counts") or {}) for r in res["results"]]
         return dict(res.get("counts") or {})
 
-    def cancel(self) -> dict[str, Any]:
+    def cancel(self) -> TaskJson:
         self.row = self.client.cancel(self.task_id)
         return self.row
 
-    def retry(self) -> dict[str, Any]:
+    def retry(self) -> TaskJson:
         self.row = self.client.retry(self.task_id)
         return self.row
 
@@ -80,8 +83,9 @@ class TaskHandle:
         its live row with no kernel behind it, and the snapshot where neither renders."""
         from qtaskdist_jupyter.kernel.live_view import TASKS_MIME, browser_base_url, tasks_bundle
 
-        data: dict[str, Any] = {"text/html": self._repr_html_(), "text/plain": repr(self)}
-        meta: dict[str, Any] = {}
+        # MIME type → its data, and the widget's metadata: opaque to us, shown by the host.
+        data: dict[str, object] = {"text/html": self._repr_html_(), "text/plain": repr(self)}
+        meta: dict[str, object] = {}
         try:
             from qtaskdist_jupyter.kernel.widget import TaskTable  # heavy: see BatchHandle
 
@@ -100,7 +104,7 @@ class TaskHandle:
 
     def header_html(self) -> str:
         """The one line that names the task: id, name, type and status badge."""
-        r = self.row or {"status": "?"}
+        r: TaskJson = self.row or {"status": "?"}
         cells = [
             f"<code>{html.escape(self.task_id)}</code>",
             html.escape(str(r.get("name") or "")),
@@ -110,18 +114,13 @@ class TaskHandle:
         return "<b>qtaskdist task</b> " + " · ".join(cells)
 
     def _repr_html_(self) -> str:
-        r = self.row or {"status": "?"}
+        r: TaskJson = self.row or {"status": "?"}
         extra = ""
+        res = r.get("result")
         if r.get("status") in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             extra = f"<div class='qtd-error'>{html.escape(failure_message(r))}</div>"
-        elif r.get("status") == TaskStatus.COMPLETED and isinstance(r.get("result"), dict):
-            res = r["result"]
-            if res.get("counts") and not arrays.is_ref(res["counts"]):
-                extra = f"<div>counts: <code>{html.escape(_short(res['counts']))}</code></div>"
-            elif "results" in res:
-                extra = f"<div>{len(res['results'])} parameter bindings</div>"
-            elif "llvm_ir" in res:
-                extra = f"<div>QIR module, {len(res['llvm_ir'])} chars of LLVM IR</div>"
+        elif r.get("status") == TaskStatus.COMPLETED and isinstance(res, dict):
+            extra = _result_line(res)
         if r.get("status") == TaskStatus.COMPLETED:
             # Stored arrays are summarized from the row; nothing is downloaded to draw this.
             extra += "".join(array_summary_html(k, v) for k, v in arrays.refs(r.get("result")))
@@ -173,17 +172,17 @@ class BatchHandle:
         )
         return self._counts
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[TaskJson]:
         """All rows, in submission order (one list request per 1,000 tasks)."""
         listed = self.client.tasks(
             batch_id=self.batch_id, limit=len(self.task_ids), include=("result",)
         )
-        got = {r["task_id"]: r for r in listed}
+        got = {r.get("task_id"): r for r in listed}
         for h in self.handles:
             h.row = got.get(h.task_id, h.row)
         return [h.row for h in self.handles]
 
-    def results(self, timeout_s: float | None = None) -> list[dict[str, Any]]:
+    def results(self, timeout_s: float | None = None) -> list[LazyResult]:
         """One result per task in submission order; TaskFailed names the first failure."""
         self.wait(timeout_s, progress=False)
         rows = self.rows()
@@ -194,10 +193,10 @@ class BatchHandle:
                 + failure_message(bad[0]),
                 batch_id=self.batch_id,
             )
-        return [lazy_result(self.client, r["task_id"], r.get("result")) for r in rows]
+        return [lazy_result(self.client, str(r.get("task_id")), r.get("result")) for r in rows]
 
-    def counts(self, timeout_s: float | None = None) -> list[Any]:
-        out: list[Any] = []
+    def counts(self, timeout_s: float | None = None) -> list[dict[str, int]]:
+        out: list[dict[str, int]] = []
         for res in self.results(timeout_s):
             if "results" in res:
                 out += [dict(p.get("counts") or {}) for p in res["results"]]
@@ -212,7 +211,7 @@ class BatchHandle:
             if row.get("status") in FINISHED:
                 continue
             try:
-                self.client.cancel(row["task_id"])
+                self.client.cancel(str(row.get("task_id")))
                 n += 1
             except ApiError as exc:
                 if exc.status != 409:  # finished meanwhile: nothing to cancel
@@ -257,7 +256,24 @@ class BatchHandle:
         )
 
 
-def _short(counts: dict[str, int], n: int = 8) -> str:
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+def _result_line(res: JsonMap) -> str:
+    """One line on a completed task's result: its counts, bindings or QIR module."""
+    counts, results, llvm_ir = res.get("counts"), res.get("results"), res.get("llvm_ir")
+    if isinstance(counts, dict) and counts and not arrays.is_ref(counts):
+        return f"<div>counts: <code>{html.escape(_short(counts))}</code></div>"
+    if isinstance(results, list):
+        return f"<div>{len(results)} parameter bindings</div>"
+    if isinstance(llvm_ir, str):
+        return f"<div>QIR module, {len(llvm_ir)} chars of LLVM IR</div>"
+    return ""
+
+
+def _short(counts: JsonMap, n: int = 8) -> str:
+    top = sorted(counts.items(), key=lambda kv: -_number(kv[1]))[:n]
     more = ", …" if len(counts) > n else ""
     return "{" + ", ".join(f"{k!r}: {v}" for k, v in top) + more + "}"
+
+
+def _number(value: object) -> float:
+    """A count as a number (0 for what is none)."""
+    return float(value) if isinstance(value, int | float) else 0.0

@@ -10,7 +10,7 @@ HTML snapshot of the same bundle shows.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from qtaskdist_jupyter.core.kinds import TASK_TYPES
@@ -18,18 +18,45 @@ from qtaskdist_jupyter.core.status import DELETED, FINISHED, RETRYABLE, STATUSES
 from qtaskdist_jupyter.kernel.colors import STATUS_COLORS
 
 TASKS_MIME = "application/vnd.qtaskdist.tasks+json"
-# What the front end knows of the statuses (the widget's ``facts`` trait, and the bundle's).
-FACTS: dict[str, Any] = {
-    "status": {s.name: s.value for s in TaskStatus},
-    "statuses": [s.value for s in STATUSES],
-    "finished": [s.value for s in STATUSES if s in FINISHED],
-    "retryable": [s.value for s in STATUSES if s in RETRYABLE],
-    "task_types": list(TASK_TYPES),
-    "deleted": DELETED,
+
+
+class Facts(TypedDict):
+    """What the front end knows of the statuses (the widget's ``facts`` trait, and the
+    bundle's): each status by name, their order, the sets over them, the task types."""
+
+    status: dict[str, str]
+    statuses: list[str]
+    finished: list[str]
+    retryable: list[str]
+    task_types: list[str]
+    deleted: str
     # How the table shows a task that a worker claimed and whose job has not begun (its
     # row is ``running`` with no ``started_at``): it waits behind the worker's others.
-    "waiting": "waiting",
-}
+    waiting: str
+
+
+class TasksBundle(TypedDict):
+    """The ``application/vnd.qtaskdist.tasks+json`` data (see :func:`tasks_bundle`)."""
+
+    api_url: str
+    status: str
+    task_type: str
+    batch_id: str
+    task_id: str
+    page_size: int
+    facts: Facts
+    colors: dict[str, str]
+
+
+FACTS = Facts(
+    status={s.name: s.value for s in TaskStatus},
+    statuses=[s.value for s in STATUSES],
+    finished=[s.value for s in STATUSES if s in FINISHED],
+    retryable=[s.value for s in STATUSES if s in RETRYABLE],
+    task_types=list(TASK_TYPES),
+    deleted=DELETED,
+    waiting="waiting",
+)
 
 COLORS = {str(s): c for s, c in STATUS_COLORS.items()}
 
@@ -42,20 +69,20 @@ def tasks_bundle(
     batch_id: str = "",
     task_id: str = "",
     page_size: int = 50,
-) -> dict[str, Any]:
+) -> TasksBundle:
     """The ``application/vnd.qtaskdist.tasks+json`` data: the API's path (``base_url`` is
     the server's path, see browser_base_url), the filter, and the facts. It holds
     no token: the browser's own cookies authenticate."""
-    return {
-        "api_url": base_url.rstrip("/") + "/qtaskdist/api/",
-        "status": status,
-        "task_type": task_type,
-        "batch_id": batch_id,
-        "task_id": task_id,
-        "page_size": page_size,
-        "facts": FACTS,
-        "colors": COLORS,
-    }
+    return TasksBundle(
+        api_url=base_url.rstrip("/") + "/qtaskdist/api/",
+        status=status,
+        task_type=task_type,
+        batch_id=batch_id,
+        task_id=task_id,
+        page_size=page_size,
+        facts=FACTS,
+        colors=COLORS,
+    )
 
 
 def browser_base_url(server_url: str) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from IPython.core.error import UsageError
 from IPython.display import display
@@ -23,6 +24,15 @@ from qtaskdist_jupyter.core.errors import (
     WaitTimeout,
 )
 from qtaskdist_jupyter.core.status import TaskStatus
+from qtaskdist_jupyter.kernel.answers import HealthJson, TaskJson
+
+
+class TaskOptions(TypedDict):
+    """A cell's options that every task type takes (``Client.submit``'s)."""
+
+    name: str | None
+    tags: list[str] | None
+    max_retries: int | None
 
 
 def is_qasm_text(body: str) -> bool:
@@ -118,7 +128,7 @@ def emit(text: str, html: str) -> None:
     display({"text/plain": text, "text/html": html}, raw=True)
 
 
-def retried_line(task_id: str, row: dict[str, Any]) -> str:
+def retried_line(task_id: str, row: TaskJson) -> str:
     """What ``%qtask retry`` prints. A row's ``attempt`` counts the attempts begun so far
     (a claim adds one), so a task queued again waits for attempt ``attempt + 1``."""
     if row.get("status") == "queued":
@@ -132,15 +142,15 @@ def natural_key(text: str) -> list[str | int]:
     return [int(p) if i % 2 else p.lower() for i, p in enumerate(re.split(r"(\d+)", text))]
 
 
-def binding_order(rows: list[dict[str, Any]]) -> list[str]:
+def binding_order(rows: Sequence[TaskJson]) -> list[str]:
     """A batch's task ids in binding order. Its tasks share one creation time, so the
     listing's order (newest first, then by task id) says nothing of it; their names do
     (``sweep[0]``, ``sweep[1]``, …)."""
-    ordered = sorted(rows, key=lambda r: (natural_key(str(r.get("name") or "")), r["task_id"]))
-    return [str(r["task_id"]) for r in ordered]
+    ids = [(natural_key(str(r.get("name") or "")), str(r.get("task_id"))) for r in rows]
+    return [task_id for _, task_id in sorted(ids)]
 
 
-def status_lines(url: str, h: dict[str, Any]) -> list[str]:
+def status_lines(url: str, h: HealthJson) -> list[str]:
     """What ``%qtask status`` prints from ``GET health`` (``h``) of the server at ``url``:
     the services, your active tasks and, for an operator, the workers and streams."""
     lines = [f"server:   {url}"]
@@ -149,8 +159,8 @@ def status_lines(url: str, h: dict[str, Any]) -> list[str]:
         lines.append(
             f"{svc + ':':9} {'ok' if s.get('ok') else 'DOWN (' + str(s.get('error')) + ')'}"
         )
-    if h.get("queue"):
-        q = h["queue"]
+    q = h.get("queue")
+    if q:
         active = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING)
         lines.append("yours:    " + ", ".join(f"{q.get(s)} {s}" for s in active))
     if "workers" not in h:  # fleet internals are for qtaskdist:admin users only
@@ -160,7 +170,7 @@ def status_lines(url: str, h: dict[str, Any]) -> list[str]:
     for w in h.get("workers", []):
         state = "alive" if w.get("alive") else "STALE"
         lines.append(
-            f"  {w['name']} on {w.get('host')} pid {w.get('pid')}: {state}, "
+            f"  {w.get('name')} on {w.get('host')} pid {w.get('pid')}: {state}, "
             f"heartbeat {w.get('last_heartbeat_s')} s ago"
         )
     for ttype, s in sorted((h.get("streams") or {}).items()):

@@ -12,7 +12,8 @@ anywidget, which a notebook that never runs a command should not pay for.
 from __future__ import annotations
 
 import ast
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -23,6 +24,7 @@ from qtaskdist_jupyter.core.kinds import CONVERT, KINDS, SIMULATE
 from qtaskdist_jupyter.core.short_ids import id_start
 from qtaskdist_jupyter.core.status import FINISHED
 from qtaskdist_jupyter.kernel.magic_helpers import (
+    TaskOptions,
     binding_order,
     check_circuits,
     emit,
@@ -34,6 +36,9 @@ from qtaskdist_jupyter.kernel.magic_helpers import (
     status_lines,
     user_message,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from qtaskdist_jupyter.kernel.answers import TaskJson
 
 # The cell actions are the task types' verbs (core/kinds.py): simulate, convert, run.
 CELL_ACTIONS = tuple(kind.verb for kind in KINDS.values())
@@ -143,7 +148,7 @@ class QtaskMagics(Magics):
             offset = 1 if cell is not None and is_qasm_text(cell) else None
             raise UsageError(f"qtask: {user_message(exc, offset)}") from None
 
-    def _user_ns(self) -> dict[str, Any]:
+    def _user_ns(self) -> dict[str, object]:
         """The user's namespace: the magics run only registered on a shell."""
         assert self.shell is not None, "QtaskMagics used without an IPython shell"
         return self.shell.user_ns
@@ -173,7 +178,7 @@ class QtaskMagics(Magics):
 
     def _submit(self, args: Any, body: str) -> Any:
         circuits = self.circuits_from_body(body)
-        task = {"name": args.name, "tags": args.tags, "max_retries": args.max_retries}
+        task = TaskOptions(name=args.name, tags=args.tags, max_retries=args.max_retries)
         limit = {"time_limit_s": args.time_limit_s} if args.time_limit_s else {}
         if args.action == SIMULATE.verb:
             handle = self._simulate(args, circuits, task, limit)
@@ -203,7 +208,7 @@ class QtaskMagics(Magics):
         return None
 
     def _simulate(
-        self, args: Any, circuits: Any, task: dict[str, Any], limit: dict[str, float]
+        self, args: Any, circuits: Any, task: TaskOptions, limit: dict[str, float]
     ) -> Any:
         opts = {
             **limit,
@@ -303,7 +308,8 @@ class QtaskMagics(Magics):
             return
         row = h.refresh()
         emit(
-            f"{row['task_id']} {row['task_type']} {row['status']} attempt {row['attempt']}",
+            f"{row.get('task_id')} {row.get('task_type')} {row.get('status')} "
+            f"attempt {row.get('attempt')}",
             f"<div class='qtd-handle'>{h.header_html()}</div>",
         )
         display.show_result(row)  # the result itself, once: no second summary above it
@@ -323,7 +329,7 @@ class QtaskMagics(Magics):
             )
         else:
             row = h.wait(args.timeout, progress=True)
-            print(f"task {h.task_id}: {row['status']}")
+            print(f"task {h.task_id}: {row.get('status')}")
 
     def _wait_all(self, timeout: float | None) -> None:
         client = self.client
@@ -352,7 +358,7 @@ class QtaskMagics(Magics):
             print(f"batch {h.batch_id}: cancelled {h.cancel()} tasks")
             return
         row = self._transition(h, "cancelled", h.cancel)
-        print(f"task {h.task_id}: {row['status']}")
+        print(f"task {h.task_id}: {row.get('status')}")
 
     def _do_retry(self, args: Any) -> None:
         if not args.target:
@@ -365,7 +371,7 @@ class QtaskMagics(Magics):
         print(retried_line(h.task_id, row))
 
     @staticmethod
-    def _transition(h: Any, verb: str, action: Any) -> dict[str, Any]:
+    def _transition(h: Any, verb: str, action: Callable[[], TaskJson]) -> TaskJson:
         """Run a handle's cancel/retry; an illegal transition is one clear line."""
         try:
             return action()

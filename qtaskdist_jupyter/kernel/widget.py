@@ -22,12 +22,13 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import anywidget
 import traitlets
 
 from qtaskdist_jupyter.core.status import DELETED, FINISHED, STATUSES, TaskStatus
+from qtaskdist_jupyter.kernel.answers import EventJson, TaskJson
 from qtaskdist_jupyter.kernel.display import STATUS_COLORS, status_badge
 from qtaskdist_jupyter.kernel.live_view import FACTS, TASKS_MIME, browser_base_url, tasks_bundle
 from qtaskdist_jupyter.kernel.magic_helpers import natural_key
@@ -57,6 +58,24 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+class TableRow(TypedDict):
+    """A task as the table holds it: times in epoch seconds (None: not yet), ``updated``
+    the time of the newest event applied (0.0: none)."""
+
+    task_id: str
+    name: str | None
+    task_type: str | None
+    status: str | None
+    attempt: int
+    batch_id: str | None
+    created: float | None
+    queued: float | None
+    started: float | None
+    finished: float | None
+    updated: float
+    error: str | None
+
+
 class TaskTableState:
     """Rows keyed by task id; the merge rules the JS front end uses too.
 
@@ -70,13 +89,13 @@ class TaskTableState:
     """
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, TableRow] = {}
         self.missing: set[str] = set()
         self.cursor: str | None = None
 
-    def apply_page(self, tasks: Iterable[dict[str, Any]]) -> None:
+    def apply_page(self, tasks: Iterable[TaskJson]) -> None:
         for t in tasks:
-            tid = str(t["task_id"])
+            tid = str(t.get("task_id"))
             updated = _epoch(t.get("updated_at")) or 0.0
             cur = self.rows.get(tid)
             self.missing.discard(tid)
@@ -87,22 +106,22 @@ class TaskTableState:
                 cur["created"] = _epoch(t.get("created_at")) or cur["created"]
                 cur["error"] = t.get("error")
                 continue
-            self.rows[tid] = {
-                "task_id": tid,
-                "name": t.get("name"),
-                "task_type": t.get("task_type"),
-                "status": t.get("status"),
-                "attempt": t.get("attempt") or 0,
-                "batch_id": t.get("batch_id"),
-                "created": _epoch(t.get("created_at")),
-                "queued": _epoch(t.get("queued_at")) or _epoch(t.get("created_at")),
-                "started": _epoch(t.get("started_at")),
-                "finished": _epoch(t.get("finished_at")),
-                "updated": updated,
-                "error": t.get("error"),
-            }
+            self.rows[tid] = TableRow(
+                task_id=tid,
+                name=t.get("name"),
+                task_type=t.get("task_type"),
+                status=t.get("status"),
+                attempt=t.get("attempt") or 0,
+                batch_id=t.get("batch_id"),
+                created=_epoch(t.get("created_at")),
+                queued=_epoch(t.get("queued_at")) or _epoch(t.get("created_at")),
+                started=_epoch(t.get("started_at")),
+                finished=_epoch(t.get("finished_at")),
+                updated=updated,
+                error=t.get("error"),
+            )
 
-    def apply_event(self, ev: dict[str, Any]) -> None:
+    def apply_event(self, ev: EventJson) -> None:
         tid = str(ev["task_id"])
         if ev.get("status") == DELETED:
             self.rows.pop(tid, None)
@@ -111,20 +130,20 @@ class TaskTableState:
         ts = float(ev.get("ts") or time.time())
         row = self.rows.get(tid)
         if row is None:
-            row = self.rows[tid] = {
-                "task_id": tid,
-                "name": None,
-                "task_type": ev.get("task_type"),
-                "status": None,
-                "attempt": 0,
-                "batch_id": ev.get("batch_id"),
-                "created": ts,
-                "queued": ts,
-                "started": None,
-                "finished": None,
-                "updated": 0.0,
-                "error": None,
-            }
+            row = self.rows[tid] = TableRow(
+                task_id=tid,
+                name=None,
+                task_type=ev.get("task_type"),
+                status=None,
+                attempt=0,
+                batch_id=ev.get("batch_id"),
+                created=ts,
+                queued=ts,
+                started=None,
+                finished=None,
+                updated=0.0,
+                error=None,
+            )
             self.missing.add(tid)
         status = ev.get("status")
         row["status"] = status
@@ -134,8 +153,9 @@ class TaskTableState:
             row["started"], row["finished"] = (ts if ev.get("started") else None), None
         elif status in FINISHED:
             row["finished"] = ts
-            if ev.get("started_at") is not None and not row["started"]:
-                row["started"] = float(ev["started_at"])  # a quick task's start rides here
+            started_at = ev.get("started_at")
+            if started_at is not None and not row["started"]:
+                row["started"] = float(started_at)  # a quick task's start rides here
         else:  # back in the queue (a retry): its wait starts again
             row["started"] = row["finished"] = None
             row["queued"] = ts
@@ -143,13 +163,13 @@ class TaskTableState:
         if ev.get("id"):
             self.cursor = str(ev["id"])
 
-    def apply_events(self, events: Iterable[dict[str, Any]]) -> None:
+    def apply_events(self, events: Iterable[EventJson]) -> None:
         for ev in events:
             self.apply_event(ev)
 
     # ---- views ---------------------------------------------------------------------
     @staticmethod
-    def shown_status(r: dict[str, Any]) -> str:
+    def shown_status(r: TableRow) -> str:
         """The status the table shows: ``waiting`` for a claimed task whose job has not
         begun, else the row's."""
         if r["status"] == TaskStatus.RUNNING and not r["started"]:
@@ -182,7 +202,7 @@ class TaskTableState:
         page: int = 0,
         page_size: int = 50,
         name: str = "",
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[TableRow], int]:
         """One page of the filtered rows, newest first, and how many rows match. ``name``:
         a part of the task's name, in any case; ``batch_id``: a batch id or its start (the
         table shows its first 8 characters)."""
@@ -203,7 +223,7 @@ class TaskTableState:
         return rows[page * page_size : (page + 1) * page_size], len(rows)
 
     @staticmethod
-    def cells(r: dict[str, Any], now: float | None = None) -> list[str]:
+    def cells(r: TableRow, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
         created, started, finished = r["created"], r["started"], r["finished"]
         # A pending task (created, never enqueued) is in no queue: no queue wait.
@@ -253,7 +273,7 @@ class TaskTableState:
     def load(self, client: Any, limit: int = 10_000) -> None:
         self.apply_page(client.tasks(limit=limit))
 
-    def follow(self, client: Any, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    def follow(self, client: Any, timeout_s: float = 5.0) -> list[EventJson]:
         """One long poll of the events endpoint; fetch rows of unknown tasks once."""
         body = client.events(after=self.cursor, timeout_s=timeout_s)
         self.apply_events(body["events"])
@@ -292,7 +312,7 @@ class TaskTable(anywidget.AnyWidget):
     page_size = traitlets.Int(50).tag(sync=True)
     poll_timeout_s = traitlets.Float(25.0).tag(sync=True)
     colors = traitlets.Dict({str(s): c for s, c in STATUS_COLORS.items()}).tag(sync=True)
-    facts = traitlets.Dict(FACTS).tag(sync=True)
+    facts = traitlets.Dict(dict(FACTS)).tag(sync=True)
 
     _client: Any = None  # the kernel's Client, for the text views (not a trait: not synced)
 

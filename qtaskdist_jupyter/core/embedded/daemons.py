@@ -16,7 +16,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import psutil
 
@@ -26,6 +26,13 @@ HOST = "127.0.0.1"
 DATABASE = "qtaskdist"
 PG_SYSTEM_USER = "embedded_postgres"
 START_TIMEOUT_S = 30
+
+
+class DaemonEntry(TypedDict, total=False):
+    """A daemon's record in ``services.json``: its TCP port and its pid."""
+
+    port: int
+    pid: int
 
 
 def pg_dirs(home: Path) -> tuple[Path, Path, Path]:
@@ -103,8 +110,8 @@ def ask(port: int, request: bytes) -> bytes:
         return b""
 
 
-def running(home: Path, state: dict[str, Any], which: str) -> bool:
-    entry = state.get(which) or {}
+def running(home: Path, entry: DaemonEntry, which: str) -> bool:
+    """Whether ``which`` (postgres, valkey) of ``entry`` runs: our process, answering."""
     port, pid = entry.get("port"), entry.get("pid")
     if not isinstance(port, int):
         return False
@@ -216,9 +223,15 @@ def start_postgres(home: Path, port: int) -> int:
 def create_database(port: int) -> None:
     import psycopg  # lazy: see bin_dir
 
-    kw: dict[str, Any] = {"host": HOST, "port": port, "user": "postgres", "autocommit": True}
     try:
-        with psycopg.connect(dbname="postgres", connect_timeout=10, **kw) as conn:
+        with psycopg.connect(
+            dbname="postgres",
+            connect_timeout=10,
+            host=HOST,
+            port=port,
+            user="postgres",
+            autocommit=True,
+        ) as conn:
             sql = "select 1 from pg_database where datname = %s"
             if not conn.execute(sql, (DATABASE,)).fetchone():
                 conn.execute(f'create database "{DATABASE}"')
@@ -265,7 +278,7 @@ def start_valkey(home: Path, port: int) -> int:
     raise fail("Valkey", log, f"no answer on {HOST}:{port}")
 
 
-def stop_valkey(home: Path, entry: dict[str, Any], timeout_s: float) -> bool:
+def stop_valkey(home: Path, entry: DaemonEntry, timeout_s: float) -> bool:
     _, pidfile, _ = vk_dirs(home)
     pid, port = read_pid(pidfile) or entry.get("pid"), entry.get("port")
     if pid is None or port is None or not pid_alive(pid, "valkey", str(port)):

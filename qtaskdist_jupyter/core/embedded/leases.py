@@ -20,12 +20,24 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import psutil
 
 LEASE_DIR = "leases"
 PINNED = "pinned"
+
+
+class LeaseJson(TypedDict):
+    """A lease as ``qtaskdist services status`` shows it: its fields, then whether it is
+    the pinned one and whether its holder runs."""
+
+    pid: int | None
+    create_time: float | None
+    command: str
+    since: float
+    pinned: bool
+    alive: bool
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,15 @@ class Lease:
         except psutil.Error:
             return False
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pinned": self.pinned, "alive": self.alive()}
+    def as_dict(self) -> LeaseJson:
+        return LeaseJson(
+            pid=self.pid,
+            create_time=self.create_time,
+            command=self.command,
+            since=self.since,
+            pinned=self.pinned,
+            alive=self.alive(),
+        )
 
 
 def _dir(home: Path) -> Path:

@@ -26,14 +26,52 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.embedded import daemons, leases
-from qtaskdist_jupyter.core.embedded.daemons import DATABASE, HOST
+from qtaskdist_jupyter.core.embedded.daemons import DATABASE, HOST, DaemonEntry
+from qtaskdist_jupyter.core.embedded.leases import LeaseJson
 
 STATE_FILE = "services.json"
 WATCH_MODULE = "qtaskdist_jupyter.core.embedded.watch"
+Daemon = Literal["postgres", "valkey"]
+DAEMONS: tuple[Daemon, ...] = ("postgres", "valkey")
+
+
+class WatchdogEntry(TypedDict, total=False):
+    pid: int
+
+
+class ServicesState(TypedDict, total=False):
+    """``services.json``: each daemon's record, and the watchdog's pid."""
+
+    postgres: DaemonEntry
+    valkey: DaemonEntry
+    watchdog: WatchdogEntry
+
+
+class DaemonStatus(TypedDict):
+    running: bool
+    url: str | None
+    pid: int | None
+    port: int | None
+    log: str
+
+
+class WatchdogStatus(TypedDict):
+    pid: int | None
+    running: bool
+
+
+class ServicesStatus(TypedDict):
+    """What ``qtaskdist services status`` shows (``--json``: as it is)."""
+
+    home: str
+    postgres: DaemonStatus
+    valkey: DaemonStatus
+    holders: list[LeaseJson]
+    watchdog: WatchdogStatus
 
 
 @dataclass(frozen=True)
@@ -55,15 +93,43 @@ def redis_url(port: int) -> str:
 
 
 # ---------------------------------------------------------------- state
-def _read_state(home: Path) -> dict[str, Any]:
+def _daemon_entry(raw: object) -> DaemonEntry:
+    """A daemon's record as read from the file: its port and pid where they are integers."""
+    out = DaemonEntry()
+    if isinstance(raw, dict):
+        if isinstance(port := raw.get("port"), int):
+            out["port"] = port
+        if isinstance(pid := raw.get("pid"), int):
+            out["pid"] = pid
+    return out
+
+
+def _read_state(home: Path) -> ServicesState:
+    """The recorded state, with what is not of its shape left out (a file cut short by a
+    crash, or edited by hand, reads as nothing recorded)."""
     try:
         data = json.loads((home / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    state = ServicesState()
+    if not isinstance(data, dict):
+        return state
+    for which in DAEMONS:
+        if which in data:
+            state[which] = _daemon_entry(data[which])
+    if "watchdog" in data:
+        watchdog = data["watchdog"]
+        pid = watchdog.get("pid") if isinstance(watchdog, dict) else None
+        state["watchdog"] = WatchdogEntry(pid=pid) if isinstance(pid, int) else {}
+    return state
 
 
-def _write_state(home: Path, state: dict[str, Any]) -> None:
+def entry(state: ServicesState, which: Daemon) -> DaemonEntry:
+    """The record of ``which``, empty when there is none."""
+    return state.get(which) or {}
+
+
+def _write_state(home: Path, state: ServicesState) -> None:
     tmp = home / f"{STATE_FILE}.tmp"  # atomic replace: a joiner never reads half a file
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(home / STATE_FILE)
@@ -76,18 +142,28 @@ def _lock(home: Path) -> Any:
     return fasteners.InterProcessLock(str(home / "services.lock"))
 
 
-def _services(home: Path, state: dict[str, Any], started_now: bool) -> EmbeddedServices:
-    pg, vk = state["postgres"], state["valkey"]
+def _port_and_pid(state: ServicesState, which: Daemon) -> tuple[int, int]:
+    """The port and pid of a daemon that runs (KeyError for one not recorded)."""
+    recorded = entry(state, which)
+    port, pid = recorded.get("port"), recorded.get("pid")
+    if port is None or pid is None:
+        raise KeyError(which)
+    return port, pid
+
+
+def _services(home: Path, state: ServicesState, started_now: bool) -> EmbeddedServices:
+    pg_port, pg_pid = _port_and_pid(state, "postgres")
+    vk_port, vk_pid = _port_and_pid(state, "valkey")
     return EmbeddedServices(
-        home, database_url(pg["port"]), redis_url(vk["port"]), pg["pid"], vk["pid"], started_now
+        home, database_url(pg_port), redis_url(vk_port), pg_pid, vk_pid, started_now
     )
 
 
-def _watchdog_alive(state: dict[str, Any]) -> bool:
+def _watchdog_alive(state: ServicesState) -> bool:
     return daemons.pid_alive((state.get("watchdog") or {}).get("pid"), "", WATCH_MODULE)
 
 
-def _spawn_watchdog(home: Path, state: dict[str, Any]) -> None:
+def _spawn_watchdog(home: Path, state: ServicesState) -> None:
     """Start the process that stops the pair once every holder is dead (a SIGKILLed
     holder cannot release its lease). It outlives us, like the daemons."""
     with (home / "watchdog.log").open("a") as log:
@@ -137,13 +213,11 @@ def ensure_services(home: Path, *, pin: bool = False) -> EmbeddedServices:
             _release_at_exit(home)
         state = _read_state(home)  # another process may have started them meanwhile
         started = False
-        for which, start in (
-            ("postgres", daemons.start_postgres),
-            ("valkey", daemons.start_valkey),
-        ):
-            if not daemons.running(home, state, which):
-                port = daemons.pick_port((state.get(which) or {}).get("port"))
-                state[which] = {"port": port, "pid": start(home, port)}
+        starts = {"postgres": daemons.start_postgres, "valkey": daemons.start_valkey}
+        for which in DAEMONS:
+            if not daemons.running(home, entry(state, which), which):
+                port = daemons.pick_port(entry(state, which).get("port"))
+                state[which] = DaemonEntry(port=port, pid=starts[which](home, port))
                 _write_state(home, state)
                 started = True
         if not _watchdog_alive(state):
@@ -151,9 +225,9 @@ def ensure_services(home: Path, *, pin: bool = False) -> EmbeddedServices:
         return _services(home, state, started_now=started)
 
 
-def _stop_pair(home: Path, state: dict[str, Any], timeout_s: float) -> bool:
-    pg = daemons.stop_postgres(home, (state.get("postgres") or {}).get("pid"), timeout_s)
-    vk = daemons.stop_valkey(home, state.get("valkey") or {}, timeout_s)
+def _stop_pair(home: Path, state: ServicesState, timeout_s: float) -> bool:
+    pg = daemons.stop_postgres(home, entry(state, "postgres").get("pid"), timeout_s)
+    vk = daemons.stop_valkey(home, entry(state, "valkey"), timeout_s)
     return pg or vk
 
 
@@ -184,27 +258,32 @@ def stop_services(home: Path, timeout_s: float = 15.0) -> bool:
         return _stop_pair(home, state, timeout_s)
 
 
-def services_status(home: Path) -> dict[str, Any]:
+def _daemon_status(home: Path, state: ServicesState, which: Daemon) -> DaemonStatus:
+    recorded = entry(state, which)
+    port = recorded.get("port")
+    url = database_url if which == "postgres" else redis_url
+    log = daemons.pg_dirs(home)[2] if which == "postgres" else daemons.vk_dirs(home)[2]
+    return DaemonStatus(
+        running=daemons.running(home, recorded, which),
+        url=url(port) if isinstance(port, int) else None,
+        pid=recorded.get("pid"),
+        port=port,
+        log=str(log),
+    )
+
+
+def services_status(home: Path) -> ServicesStatus:
     home = Path(home).expanduser().resolve()
     state = _read_state(home)
-    out: dict[str, Any] = {"home": str(home)}
-    logs = {"postgres": daemons.pg_dirs(home)[2], "valkey": daemons.vk_dirs(home)[2]}
-    for which, url in (("postgres", database_url), ("valkey", redis_url)):
-        entry = state.get(which) or {}
-        port = entry.get("port")
-        out[which] = {
-            "running": daemons.running(home, state, which),
-            "url": url(port) if isinstance(port, int) else None,
-            "pid": entry.get("pid"),
-            "port": port,
-            "log": str(logs[which]),
-        }
-    out["holders"] = [lease.as_dict() for lease in leases.holders(home)]
-    out["watchdog"] = {
-        "pid": (state.get("watchdog") or {}).get("pid"),
-        "running": _watchdog_alive(state),
-    }
-    return out
+    return ServicesStatus(
+        home=str(home),
+        postgres=_daemon_status(home, state, "postgres"),
+        valkey=_daemon_status(home, state, "valkey"),
+        holders=[lease.as_dict() for lease in leases.holders(home)],
+        watchdog=WatchdogStatus(
+            pid=(state.get("watchdog") or {}).get("pid"), running=_watchdog_alive(state)
+        ),
+    )
 
 
 def resolve_settings(settings: Settings) -> Settings:

@@ -30,7 +30,7 @@ def check_once(home: Path) -> bool:
         if (state.get("watchdog") or {}).get("pid") != os.getpid():
             log.info("another watchdog took over; exiting")
             return False
-        up = [w for w in ("postgres", "valkey") if daemons.running(home, state, w)]
+        up = [w for w in services.DAEMONS if daemons.running(home, services.entry(state, w), w)]
         if not up:
             log.info("the pair is stopped; exiting")
             return False
