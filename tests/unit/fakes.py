@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
 from qtaskdist_jupyter.core.broker.keys import PRIORITY_STREAMS, STREAMS
-from qtaskdist_jupyter.core.broker.wire import EventFields, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import EventFields, TaskMessage, WorkerBeat
 from qtaskdist_jupyter.core.errors import QueueUnavailable, TaskNotFound, TransitionError
 from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 from qtaskdist_jupyter.core.status import FINISHED, RETRYABLE, TaskStatus
@@ -400,6 +400,21 @@ class FakeBroker:
                 self.delivered[eid] = (consumer, time.monotonic())
                 out.append((stream, eid, fields))
         return out
+
+    async def touch(self, stream: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        """XCLAIM justid: the entries' idle time starts again."""
+        self._call("touch")
+        for eid in entry_ids:
+            if eid in self.delivered:
+                self.delivered[eid] = (consumer, time.monotonic())
+
+    async def heartbeat(self, name: str, info: WorkerBeat) -> None:
+        self._call("heartbeat")
+        self.beats[name] = json.loads(json.dumps({**info, "ts": time.time()}))  # as stored
+
+    async def forget_worker(self, name: str) -> None:
+        self._call("forget_worker")
+        self.beats.pop(name, None)
 
     async def read_events(
         self, after: str, *, count: int = 500, block_ms: int | None = None

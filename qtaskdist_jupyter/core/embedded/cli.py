@@ -229,6 +229,7 @@ def _gc(args: argparse.Namespace, settings: Settings) -> int:
     """Delete finished tasks older than the retention age, with their arrays."""
     import asyncio
 
+    from qtaskdist_jupyter.core.queue import purge
     from qtaskdist_jupyter.core.store.store import TaskStore
 
     age_s = settings.limits.retention_s if args.older_than_s is None else args.older_than_s
@@ -243,7 +244,7 @@ def _gc(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         store = TaskStore.from_url(settings.database_url or "", pool_size=1)
         try:
-            return await store.gc(age_s, batch=args.batch)
+            return await purge(store, age_s, batch=args.batch)
         finally:
             await store.close()
 

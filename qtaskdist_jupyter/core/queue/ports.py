@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol, TypeVar
 
-from qtaskdist_jupyter.core.broker.wire import EventFields, TaskMessage
+from qtaskdist_jupyter.core.broker.wire import EventFields, TaskMessage, WorkerBeat
 from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 from qtaskdist_jupyter.core.store.engine import NewTask
 from qtaskdist_jupyter.core.store.shapes import (
@@ -130,3 +130,9 @@ class BrokerPort(Protocol):
     def autoclaim(
         self, stream: str, consumer: str, *, min_idle_ms: int, count: int
     ) -> Awaitable[list[Entry]]: ...
+    def read(
+        self, streams: Sequence[str], consumer: str, *, count: int, block_ms: int
+    ) -> Awaitable[list[Entry]]: ...
+    def touch(self, stream: str, consumer: str, entry_ids: Sequence[str]) -> Awaitable[None]: ...
+    def heartbeat(self, name: str, info: WorkerBeat) -> Awaitable[None]: ...
+    def forget_worker(self, name: str) -> Awaitable[None]: ...

@@ -43,6 +43,7 @@ from qtaskdist_jupyter.core.queue.ports import (
     once,
 )
 from qtaskdist_jupyter.core.queue.rows import EventPage, TaskEvent, TaskRow, event_fields
+from qtaskdist_jupyter.core.queue.upkeep import Upkeep
 from qtaskdist_jupyter.core.status import DELETED, TaskStatus
 from qtaskdist_jupyter.core.store.engine import NewTask
 from qtaskdist_jupyter.core.store.shapes import EventRow, LightRow, TaskRecord
@@ -62,6 +63,8 @@ class TaskQueue:
     def __init__(self, store: StorePort, broker: BrokerPort) -> None:
         self.store = store
         self.broker = broker
+        # The fleet's own writes (groups, reads, heartbeats, locks, retention).
+        self.upkeep = Upkeep(store, broker)
 
     # ---- API side ----------------------------------------------------------------------
     async def submit(
