@@ -44,9 +44,9 @@ ZSTD_MEDIA_TYPE = "application/zstd"
 def result_bytes(payload: JsonMap, num_qubits: int, num_clbits: int) -> dict[str, int]:
     """Uncompressed bytes of each array a simulate task would return (for all bindings)."""
     bindings = payload.get("parameter_bindings")
-    runs = (len(bindings) if isinstance(bindings, list | dict) else 0) or 1
+    runs = (len(bindings) if isinstance(bindings, (list, dict)) else 0) or 1
     shots = payload.get("shots", 1024)
-    shots = int(shots) if isinstance(shots, int | float) else 1024  # validated: an int
+    shots = int(shots) if isinstance(shots, (int, float)) else 1024  # validated: an int
     out: dict[str, int] = {}
     if payload.get("statevector"):
         out["statevector"] = runs * 16 * (1 << num_qubits)

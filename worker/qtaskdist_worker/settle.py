@@ -180,7 +180,7 @@ class Finisher:
                 now=now,
             )
             wait_s = meta["queue_wait_s"]
-            wait_s = wait_s if isinstance(wait_s, int | float) else None
+            wait_s = wait_s if isinstance(wait_s, (int, float)) else None
             ended.append((item, "retry" if retry else kind, run_time_s, wait_s))
             if out["ok"] is True:
                 done.append((item.task_id, item.attempt, out["result"], meta))

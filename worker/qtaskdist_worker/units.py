@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
-from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject, JsonScalar
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject, JsonValue
 from qtaskdist_jupyter.core.kinds import kind_of
 from qtaskdist_jupyter.core.queue import TaskRow
 from qtaskdist_jupyter.core.task_times import attempt_start
@@ -108,14 +108,20 @@ def profile(
     return meta
 
 
+# isinstance's classes, built once (the readers below run for every task).
+_NUMBER = (int, float)
+_CONTAINER = (list, dict)
+
+
 def _number(doc: JsonMap, key: str, default: float) -> float:
     """``doc[key]`` of a validated payload, a number; ``default`` when absent or empty."""
     value = doc.get(key)
-    return value if isinstance(value, int | float) and value else default
+    return value if isinstance(value, _NUMBER) and value else default
 
 
 def time_limit(payload: JsonMap, default_s: float, cap_s: float) -> float:
-    return float(min(_number(payload, "time_limit_s", default_s), cap_s))
+    asked = payload.get("time_limit_s")
+    return float(min(asked if isinstance(asked, _NUMBER) and asked else default_s, cap_s))
 
 
 # The largest cost_hint of a task that still shares a unit: a circuit text of a few
@@ -123,7 +129,7 @@ def time_limit(payload: JsonMap, default_s: float, cap_s: float) -> float:
 SHARE_MAX_COST = 4_000_000
 
 
-def batch_key(payload: JsonMap) -> tuple[JsonScalar, ...] | None:
+def batch_key(payload: JsonMap) -> tuple[JsonValue, ...] | None:
     """Tasks with equal keys may share a unit (one job call, one time limit); None: a
     unit of its own.
 
@@ -133,38 +139,36 @@ def batch_key(payload: JsonMap) -> tuple[JsonScalar, ...] | None:
     task) stays rare: a sweep (it is dealt to a job process of its own), a saved
     statevector or probabilities, and a big circuit or many shots (see cost_hint).
     """
+    bindings = payload.get("parameter_bindings")
     if (
         payload.get("statevector")
         or payload.get("probabilities")
-        or _points(payload.get("parameter_bindings")) > 1
+        or (isinstance(bindings, _CONTAINER) and len(bindings) > 1)
     ):
         return None
     if cost_hint(payload) > SHARE_MAX_COST:
         return None
     noise = payload.get("noise")
-    noise = noise if isinstance(noise, dict) else {}
     return (
-        _scalar(payload, "shots", 1024),
-        _scalar(payload, "method", "automatic"),
-        _scalar(payload, "device", "CPU"),
+        payload.get("shots", 1024),
+        payload.get("method", "automatic"),
+        payload.get("device", "CPU"),
         bool(payload.get("memory", False)),
-        float(_number(noise, "depolarizing_1q", 0)),
-        float(_number(noise, "depolarizing_2q", 0)),
-        float(_number(noise, "readout", 0)),
-        _scalar(payload, "time_limit_s", None),
+        *(_rates(noise) if isinstance(noise, dict) else _NO_NOISE),
+        payload.get("time_limit_s"),
     )
 
 
-def _scalar(doc: JsonMap, key: str, default: JsonScalar) -> JsonScalar:
-    """``doc[key]`` of a validated payload, a scalar there; ``default`` when absent."""
-    value = doc.get(key, default)
-    return value if not isinstance(value, list | dict) else default
+_NO_NOISE = (0.0, 0.0, 0.0)
 
 
-def _points(bindings: object) -> int:
-    """How many runs ``parameter_bindings`` asks for (a list, or one binding: its length,
-    as a guess); 0 when absent."""
-    return len(bindings) if isinstance(bindings, list | dict) else 0
+def _rates(noise: JsonMap) -> tuple[float, float, float]:
+    """A payload's noise spec as its three error rates (0 where not given)."""
+    return (
+        float(_number(noise, "depolarizing_1q", 0)),
+        float(_number(noise, "depolarizing_2q", 0)),
+        float(_number(noise, "readout", 0)),
+    )
 
 
 def cost_hint(payload: JsonMap) -> float:
@@ -173,11 +177,13 @@ def cost_hint(payload: JsonMap) -> float:
     Longer circuit text, more shots and more bindings mean more work; a saved statevector
     or probabilities hints at a big register. A wrong guess costs latency, never results.
     """
-    n_points = _points(payload.get("parameter_bindings")) or 1
+    # Validated: parameter_bindings a list (or, converting, one binding), shots an int.
+    bindings, shots = payload.get("parameter_bindings"), payload.get("shots")
+    n_points = (len(bindings) if isinstance(bindings, _CONTAINER) else 0) or 1
     heavy = 64 if payload.get("statevector") or payload.get("probabilities") else 1
     circuit = payload.get("circuit")
     chars = len(circuit) if isinstance(circuit, str) else 0
-    return chars * max(1, _number(payload, "shots", 1)) * n_points * heavy
+    return chars * max(1, shots if isinstance(shots, _NUMBER) and shots else 1) * n_points * heavy
 
 
 def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
@@ -187,7 +193,7 @@ def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
     is a unit of its own. Units come cheapest first (cost_hint), so a slow task runs
     after its request-mates instead of in front of them.
     """
-    shared: dict[tuple[JsonScalar, ...], list[InFlight]] = {}
+    shared: dict[tuple[JsonValue, ...], list[InFlight]] = {}
     units: list[list[InFlight]] = []
     for item in items:
         shares = kind_of(item.row.task_type).rules.shares_aer_calls

@@ -34,9 +34,20 @@ def versions() -> Versions:
     return {"qiskit_version": qiskit.__version__, "aer_version": qiskit_aer.__version__}
 
 
+# The last limits built, and the fields they were built from: a job process hands every
+# unit the one dict it was started with, so they are built once.
+_BUILT: list[tuple[Mapping[str, float], Limits]] = []
+
+
 def limits_from(data: Mapping[str, float] | None) -> Limits:
     """The worker's limits from a request's ``limits`` (its fields; None: the defaults)."""
-    return replace(Limits(), **data) if data else Limits()
+    if not data:
+        return Limits()
+    if _BUILT and _BUILT[0][0] is data:
+        return _BUILT[0][1]
+    limits = replace(Limits(), **data)
+    _BUILT[:] = [(data, limits)]
+    return limits
 
 
 def load_circuit(source: str, fmt: CircuitFormat, limits: Limits) -> Any:
