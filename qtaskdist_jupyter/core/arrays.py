@@ -19,6 +19,7 @@ import numpy as np
 import zstandard
 
 from qtaskdist_jupyter.core.errors import ResultTooLarge
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject
 
 # An array whose inline JSON would exceed this stays out of the row. A statevector of up
 # to 10 qubits (1,024 amplitudes as [re, im] pairs, ~45 KB of JSON) stays inline; so do
@@ -40,18 +41,21 @@ ZSTD_MEDIA_TYPE = "application/zstd"
 
 
 # ---- size limit -------------------------------------------------------------------------
-def result_bytes(payload: dict[str, Any], num_qubits: int, num_clbits: int) -> dict[str, int]:
+def result_bytes(payload: JsonMap, num_qubits: int, num_clbits: int) -> dict[str, int]:
     """Uncompressed bytes of each array a simulate task would return (for all bindings)."""
-    runs = len(payload.get("parameter_bindings") or []) or 1
+    bindings = payload.get("parameter_bindings")
+    runs = (len(bindings) if isinstance(bindings, (list, dict)) else 0) or 1
+    shots = payload.get("shots", 1024)
+    shots = int(shots) if isinstance(shots, (int, float)) else 1024  # validated: an int
     out: dict[str, int] = {}
     if payload.get("statevector"):
         out["statevector"] = runs * 16 * (1 << num_qubits)
     if payload.get("probabilities"):
         out["probabilities"] = runs * 8 * (1 << num_qubits)
     if payload.get("memory"):
-        out["memory"] = runs * int(payload.get("shots", 1024)) * max(1, num_clbits)
+        out["memory"] = runs * shots * max(1, num_clbits)
     if num_clbits:
-        out["counts"] = runs * counts_bytes_bound(int(payload.get("shots", 1024)), num_clbits)
+        out["counts"] = runs * counts_bytes_bound(shots, num_clbits)
     return out
 
 
@@ -64,7 +68,7 @@ def counts_bytes_bound(shots: int, num_clbits: int) -> int:
 
 
 def check_result_size(
-    payload: dict[str, Any],
+    payload: JsonMap,
     num_qubits: int,
     num_clbits: int,
     max_bytes: int,
@@ -100,13 +104,17 @@ def human_bytes(n: float) -> str:
 
 
 # ---- the inline / stored decision (job process) ----------------------------------------
-def statevector_part(sv: np.ndarray, num_qubits: int, spool_dir: str | None) -> Any:
+def statevector_part(
+    sv: np.ndarray, num_qubits: int, spool_dir: str | None
+) -> list[list[float]] | JsonObject:
     if sv.size * _JSON_BYTES["statevector"] <= INLINE_JSON_MAX_BYTES:
         return [[float(z.real), float(z.imag)] for z in sv]
     return spill(np.asarray(sv, dtype="<c16"), spool_dir, top=top_states(sv, num_qubits))
 
 
-def probabilities_part(probs: np.ndarray, num_qubits: int, spool_dir: str | None) -> Any:
+def probabilities_part(
+    probs: np.ndarray, num_qubits: int, spool_dir: str | None
+) -> dict[str, float] | JsonObject:
     # Counted before listed: the indexes of a dense 2^25 array would be 256 MiB more.
     if np.count_nonzero(probs > 1e-15) * _JSON_BYTES["probabilities"] <= INLINE_JSON_MAX_BYTES:
         nonzero = np.flatnonzero(probs > 1e-15)
@@ -114,7 +122,7 @@ def probabilities_part(probs: np.ndarray, num_qubits: int, spool_dir: str | None
     return spill(np.asarray(probs, dtype="<f8"), spool_dir, top=top_states(probs, num_qubits))
 
 
-def memory_part(memory: list[str], spool_dir: str | None) -> Any:
+def memory_part(memory: list[str], spool_dir: str | None) -> list[str] | JsonObject:
     width = max((len(m) for m in memory), default=0)
     if len(memory) * (width + 3) <= INLINE_JSON_MAX_BYTES:
         return list(memory)
@@ -122,7 +130,7 @@ def memory_part(memory: list[str], spool_dir: str | None) -> Any:
     return spill(arr, spool_dir, first=[m for m in memory[:TOP_K]])
 
 
-def top_states(values: np.ndarray, num_qubits: int, k: int = TOP_K) -> list[dict[str, Any]]:
+def top_states(values: np.ndarray, num_qubits: int, k: int = TOP_K) -> list[JsonObject]:
     """The ``k`` basis states of largest probability, scanned in slices so only ``k``
     candidates per slice are kept next to the array."""
     cands: list[tuple[float, int]] = []
@@ -132,9 +140,9 @@ def top_states(values: np.ndarray, num_qubits: int, k: int = TOP_K) -> list[dict
         idx = np.argpartition(p, -k)[-k:] if p.size > k else np.arange(p.size)
         cands += [(float(p[i]), start + int(i)) for i in idx]
     best = sorted(cands, key=lambda c: (-c[0], c[1]))[:k]
-    out = []
+    out: list[JsonObject] = []
     for prob, i in best:
-        entry: dict[str, Any] = {"bitstring": format(i, f"0{num_qubits}b"), "probability": prob}
+        entry: JsonObject = {"bitstring": format(i, f"0{num_qubits}b"), "probability": prob}
         if np.iscomplexobj(values):
             entry["amplitude"] = [float(values[i].real), float(values[i].imag)]
         out.append(entry)
@@ -154,7 +162,7 @@ class _Counting:
         return n
 
 
-def spill(array: np.ndarray, spool_dir: str | None, **summary: Any) -> dict[str, Any]:
+def spill(array: np.ndarray, spool_dir: str | None, **summary: Any) -> JsonObject:
     """Write ``array`` as zstd-compressed ``.npy`` bytes to a new file in ``spool_dir`` (the
     directory the worker created for its job processes) and describe it; the worker moves
     the file into PostgreSQL and replaces ``file`` with the stored reference."""
@@ -197,25 +205,27 @@ def spill(array: np.ndarray, spool_dir: str | None, **summary: Any) -> dict[str,
 
 
 # ---- references in a result -------------------------------------------------------------
-def is_ref(value: Any) -> TypeGuard[dict[str, Any]]:
+def is_ref(value: object) -> TypeGuard[dict[str, Any]]:
+    """Is ``value`` (read from a result) an array's description (spilled or stored)?
+    (The notebook's display reads one's summary keys without narrowing them: Any-valued.)"""
     return isinstance(value, dict) and "$array" in value
 
 
-def refs(result: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+def refs(result: object) -> Iterator[tuple[str, JsonObject]]:
     """(name, descriptor) of each stored array: ``statevector`` or ``results.3.memory``."""
     if not isinstance(result, dict):
         return
     for key in ARRAY_KEYS:
-        if is_ref(result.get(key)):
-            yield key, result[key]
+        if is_ref(ref := result.get(key)):
+            yield key, ref
     for i, part in enumerate(result.get("results") or []):
         if isinstance(part, dict):
             for key in ARRAY_KEYS:
-                if is_ref(part.get(key)):
-                    yield f"results.{i}.{key}", part[key]
+                if is_ref(ref := part.get(key)):
+                    yield f"results.{i}.{key}", ref
 
 
-def find_ref(result: Any, name: str) -> dict[str, Any] | None:
+def find_ref(result: object, name: str) -> JsonObject | None:
     return next((ref for n, ref in refs(result) if n == name), None)
 
 
@@ -304,7 +314,7 @@ class _Hashing:
 
 def decode(
     chunks: Iterable[bytes],
-    ref: dict[str, Any],
+    ref: JsonMap,
     on_read: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """The array of a stored reference from its compressed bytes, streamed: the only

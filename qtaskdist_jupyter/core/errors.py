@@ -47,6 +47,7 @@ original stays on ``__cause__``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from qtaskdist_jupyter.core.jsontypes import JsonObject
@@ -220,7 +221,7 @@ class JobError(QtaskdistError):
     # Which unit of a worker's request did not answer (qtaskdist_worker.executor.at_unit).
     unit: int = 0
     # meta_data the failed task keeps beside the error (the QIR check's figures).
-    meta: JsonObject | None = None
+    meta: Mapping[str, object] | None = None
 
 
 class PermanentJobError(JobError):

@@ -3,6 +3,11 @@
 Payload models validate structure and numbers; the circuit text itself is checked by
 :mod:`qtaskdist_jupyter.core.circuits.codec`. Limits come from ``Settings.limits`` through the
 validation context (``context={"limits": limits}``), so they stay configurable.
+
+A JSON document in a request or an answer that no model here shapes (a payload before its
+kind's model reads it, labels, a result) is a ``dict[str, object]`` field: pydantic checks
+that it is an object and leaves its values as they are (no walk of a large result), and a
+reader narrows a value before using it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -29,6 +34,7 @@ from pydantic import (
 from qtaskdist_jupyter.core import strictjson
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput, UnknownTaskType
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject, JsonScalar
 from qtaskdist_jupyter.core.kinds import by_kind, load
 from qtaskdist_jupyter.core.schema_errors import OverLimit, validation_error
 from qtaskdist_jupyter.core.status import TaskStatus
@@ -135,7 +141,7 @@ class SimulatePayload(_CircuitPayload):
 
     @field_validator("parameter_bindings")
     @classmethod
-    def _names(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    def _names(cls, v: list[dict[str, float]] | None) -> list[dict[str, float]] | None:
         for binding in v or []:
             for name in binding:
                 if not _PARAM.match(name):
@@ -187,7 +193,7 @@ class BackendPayload(_CircuitPayload):
 
     @field_validator("provider_options")
     @classmethod
-    def _options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _options(cls, v: dict[str, JsonScalar], info: ValidationInfo) -> dict[str, JsonScalar]:
         limits = _limits(info)
         if len(v) > limits.provider_options_max_keys:
             top_keys = limits.provider_options_max_keys
@@ -207,7 +213,7 @@ class BackendPayload(_CircuitPayload):
 PAYLOAD_MODELS: Mapping[str, type[_CircuitPayload]] = by_kind(lambda k: load(k.payload_model))
 
 
-def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, Any]:
+def validate_payload(task_type: str, payload: Any, limits: Limits) -> JsonObject:
     """Validate ``payload`` for ``task_type``; return the normalized JSON dict."""
     model = PAYLOAD_MODELS.get(task_type)
     if model is None:
@@ -222,7 +228,7 @@ def validate_payload(task_type: str, payload: Any, limits: Limits) -> dict[str, 
     return parsed.model_dump(mode="json", exclude_none=True)
 
 
-def parse_payload(task_type: str, payload: dict[str, Any]) -> _CircuitPayload:
+def parse_payload(task_type: str, payload: JsonMap) -> _CircuitPayload:
     """Worker side: the stored payload back into its model (already validated once)."""
     return PAYLOAD_MODELS[task_type].model_validate(payload, context={"limits": Limits()})
 
@@ -239,7 +245,7 @@ Text = Annotated[str, Field(max_length=255)]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-def check_labels(value: dict[str, Any], field: str, limits: Limits) -> dict[str, Any]:
+def check_labels(value: dict[str, object], field: str, limits: Limits) -> dict[str, object]:
     """Free user data, bounded: depth, keys, key length and encoded size."""
     keys = strictjson.check(value, max_depth=limits.label_max_depth, where=field)
     if keys > limits.label_max_keys:
@@ -264,7 +270,7 @@ def check_labels(value: dict[str, Any], field: str, limits: Limits) -> dict[str,
     return value
 
 
-def _user_meta(v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+def _user_meta(v: dict[str, object] | None, info: ValidationInfo) -> dict[str, object] | None:
     if v is None:
         return v
     if info.field_name == "meta_data":
@@ -284,25 +290,28 @@ class _UserFields(_Strict):
 
     @field_validator("labels", "meta_data", check_fields=False)
     @classmethod
-    def _labels(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+    def _labels(cls, v: dict[str, object] | None, info: ValidationInfo) -> dict[str, object] | None:
         return _user_meta(v, info)
 
-    def user_labels(self) -> dict[str, Any] | None:
+    def user_labels(self) -> JsonObject | None:
+        """The user's labels: JSON from the request body (strictjson), bounded by
+        check_labels, the fields' validator."""
         labels, meta = getattr(self, "labels", None), getattr(self, "meta_data", None)
         if labels is not None and meta is not None:
             raise InvalidInput("give labels or meta_data, not both", field="meta_data")
-        return labels if labels is not None else meta
+        return cast("JsonObject | None", labels if labels is not None else meta)
 
 
 class TaskCreate(_UserFields):
     task_type: str
-    payload: dict[str, Any]
+    # Read by its task_type's payload model (validate_payload).
+    payload: dict[str, object]
     name: Text | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     max_retries: StrictInt = Field(default=3, ge=0, le=20)
     batch_id: uuid.UUID | None = None
-    labels: dict[str, Any] | None = None
-    meta_data: dict[str, Any] | None = None
+    labels: dict[str, object] | None = None
+    meta_data: dict[str, object] | None = None
     enqueue: StrictBool = False
 
 
@@ -321,8 +330,8 @@ class TaskUpdate(_UserFields):
     name: Text | None = None
     tags: list[Tag] | None = Field(default=None, max_length=32)
     max_retries: StrictInt | None = Field(default=None, ge=0, le=20)
-    labels: dict[str, Any] | None = None
-    meta_data: dict[str, Any] | None = None
+    labels: dict[str, object] | None = None
+    meta_data: dict[str, object] | None = None
 
 
 class AttemptInfo(BaseModel):
@@ -348,21 +357,24 @@ class ProfilingInfo(BaseModel):
 
 
 class TaskRead(BaseModel):
+    """A task as the API answers it (read from its row, dumped as JSON): its payload,
+    result, meta_data and labels go out as stored."""
+
     model_config = ConfigDict(from_attributes=True)
 
     task_id: uuid.UUID
     task_type: str
     status: TaskStatus
-    payload: dict[str, Any]
-    result: dict[str, Any] | None = None
+    payload: dict[str, object]
+    result: dict[str, object] | None = None
     error: str | None = None
     retry_count: int
     max_retries: int
     created_at: datetime
     updated_at: datetime
     scheduled_for: datetime | None = None
-    meta_data: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[str, Any] = Field(default_factory=dict)
+    meta_data: dict[str, object] = Field(default_factory=dict)
+    labels: dict[str, object] = Field(default_factory=dict)
     owner: str
     attempt: int
     batch_id: uuid.UUID | None = None

@@ -10,11 +10,12 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core.budget import aer_max_memory_mb
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, TaskNotFound, TransitionError
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.kinds import kind_of, load, of_lane
 from qtaskdist_jupyter.core.queue import TaskQueue
 
@@ -25,6 +26,9 @@ from .retry import until_up
 from .settle import Finisher, Settler
 from .starts import Starter
 from .units import InFlight, plan_units, split_requests, time_limit
+
+if TYPE_CHECKING:
+    from .jobs.protocol import Outcome, UnitReply
 
 log = logging.getLogger("qtaskdist_worker")
 # Pool tasks claimed ahead, in --batch-size reads beyond one per job process: the next
@@ -91,7 +95,7 @@ class Dispatcher:
                 memory_headroom=self.opts.job_memory_headroom,
             )
             await self.pool.start()
-            self.finisher.versions = dict(self.pool.info)
+            self.finisher.versions = self.pool.info
             self.finisher.spool_dir = self.pool.spool_dir
         if of_lane("backend", task_types):
             # qBraid's SDK is heavy and only the backend lane needs it.
@@ -186,7 +190,7 @@ class Dispatcher:
         settler = Settler(self.finisher.finish, SETTLE_AFTER_S, self.starter.withdraw)
         stop: JobError | None = None
 
-        def on_reply(j: int, reply: dict[str, Any]) -> None:
+        def on_reply(j: int, reply: UnitReply) -> None:
             settler.add(units[j], reply["replies"], float(reply.get("wall_s", 0.0)))
 
         threads = self._lent_threads(kind, units)
@@ -257,7 +261,7 @@ class Dispatcher:
                     annotate=lambda m: self._annotate(item, m),
                     poll_s=self.opts.poll_interval_s,
                 )
-                outcome: dict[str, Any] = {"ok": True, "result": result, "meta": meta}
+                outcome: Outcome = {"ok": True, "result": result, "meta": meta}
             except JobCancelled:
                 await self._drop([item])
                 return
@@ -270,7 +274,7 @@ class Dispatcher:
             self.backend_jobs -= 1
             self.room["backend"].set()
 
-    async def _annotate(self, item: InFlight, meta: dict[str, Any]) -> None:
+    async def _annotate(self, item: InFlight, meta: JsonObject) -> None:
         with contextlib.suppress(TransitionError, TaskNotFound):
             await until_up(
                 lambda: self.queue.annotate(item.task_id, item.attempt, meta), "annotate"

@@ -25,11 +25,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core import fastjson
 from qtaskdist_jupyter.core.errors import ChildDied, JobCancelled, JobError, JobTimeout
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
+
+if TYPE_CHECKING:  # the jobs package's handlers load qiskit: imported in the child only
+    from .jobs.protocol import PoolRequest, Ready, UnitReply, UnitTask
 
 log = logging.getLogger(__name__)
 _CTX = mp.get_context("spawn")
@@ -44,7 +47,7 @@ def at_unit(exc: JobError, unit: int) -> JobError:
 def _child_main(
     conn: Connection,
     threads: int,
-    limits: dict[str, Any],
+    limits: dict[str, float],
     spool_dir: str,
     lendable: int,
     memory_headroom: int,
@@ -66,14 +69,14 @@ def _child_main(
     # From here on an allocation past the limit fails in this process (memlimit.py).
     rlimit_as = limit_address_space(memory_headroom) if memory_headroom else 0
 
-    ready = {"ready": True, "rlimit_as": rlimit_as, **versions()}
+    ready: Ready = {"ready": True, "rlimit_as": rlimit_as, **versions()}
     conn.send_bytes(json.dumps(ready).encode())
     while True:
         try:
             raw = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        request = fastjson.loads(raw)
+        request: PoolRequest = fastjson.loads(raw)
         # A request may lend its units the threads of idle job processes (Dispatcher).
         unit_threads = int(request.get("threads") or threads)
         # One reply per unit, sent as soon as the unit ends: the worker settles finished
@@ -99,7 +102,7 @@ class Child:
     def __init__(
         self,
         threads: int,
-        limits: dict[str, Any],
+        limits: dict[str, float],
         spool_dir: str,
         lendable: int = 1,
         memory_headroom: int = 0,
@@ -114,14 +117,15 @@ class Child:
         )
         self.proc.start()
         child.close()
-        self.info: dict[str, Any] = {}
+        self.info: Ready | None = None
         self.killed_for: str | None = None
 
-    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = 120.0) -> Ready:
         if not self.conn.poll(timeout):
             raise RuntimeError("job process did not start in time")
-        self.info = json.loads(self.conn.recv_bytes())
-        return self.info
+        info: Ready = json.loads(self.conn.recv_bytes())
+        self.info = info
+        return info
 
     def kill(self, why: str) -> None:
         self.killed_for = why
@@ -146,9 +150,9 @@ class _Exchange:
     def __init__(
         self,
         child: Child,
-        units: list[list[dict[str, Any]]],
+        units: list[list[UnitTask]],
         timeouts_s: list[float],
-        on_reply: Callable[[int, dict[str, Any]], None],
+        on_reply: Callable[[int, UnitReply], None],
         on_start: Callable[[int], None],
     ) -> None:
         self.loop = asyncio.get_running_loop()
@@ -208,7 +212,7 @@ class ExecutorPool:
     address-space limit of its start-up size plus ``memory_headroom`` bytes (0: none)."""
 
     def __init__(
-        self, size: int, *, threads: int, limits: dict[str, Any], memory_headroom: int = 0
+        self, size: int, *, threads: int, limits: dict[str, float], memory_headroom: int = 0
     ) -> None:
         self.size = size
         self.threads = threads
@@ -218,7 +222,8 @@ class ExecutorPool:
         self._all: set[Child] = set()
         # Start-up and shutdown block (waiting for imports, joining): off the event loop.
         self._threads = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="qtd-pipe")
-        self.info: dict[str, Any] = {}
+        # The last started job process's ready message (its versions, its limit).
+        self.info: Ready | None = None
         self.closing = False  # shutting down: a killed child is not replaced
         # Where children write large result arrays; only the worker creates its name.
         self.spool_dir = tempfile.mkdtemp(prefix="qtaskdist-spool-")
@@ -227,7 +232,7 @@ class ExecutorPool:
         children = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for c in children:
             self._idle.put_nowait(c)
-        limit = self.info.get("rlimit_as") or 0
+        limit = self.info["rlimit_as"] if self.info else 0
         log.info("job processes: address-space limit %s", f"{limit >> 20} MiB" if limit else "none")
 
     async def _spawn(self) -> Child:
@@ -250,9 +255,9 @@ class ExecutorPool:
     async def run(
         self,
         kind: str,
-        units: list[list[dict[str, Any]]],
+        units: list[list[UnitTask]],
         timeouts_s: list[float],
-        on_reply: Callable[[int, dict[str, Any]], None],
+        on_reply: Callable[[int, UnitReply], None],
         cancel: asyncio.Event | None = None,
         threads: int | None = None,
         on_start: Callable[[int], None] = lambda _j: None,
@@ -276,7 +281,7 @@ class ExecutorPool:
         waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         started = time.monotonic()
         try:
-            request = {"kind": kind, "units": units, "threads": threads}
+            request: PoolRequest = {"kind": kind, "units": units, "threads": threads}
             child.conn.send_bytes(fastjson.dumps_bytes(request))
             on_start(0)
             loop.add_reader(fd, exchange.readable)

@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from qtaskdist_jupyter.core.broker.wire import MalformedMessage, TaskMessage, streams_of
 
@@ -19,7 +18,7 @@ Entry = tuple[str, str, dict[str, str]]
 # A decoded entry: (stream, entry id, message).
 Claimable = tuple[str, str, TaskMessage]
 # A message for stream:dead: (reason, fields).
-DeadLetter = tuple[str, dict[str, Any]]
+DeadLetter = tuple[str, dict[str, str]]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from qbraid.programs import ExperimentType, ProgramSpec
@@ -33,6 +34,8 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.providers import JobStatus as QiskitJobStatus
 from qiskit_aer import AerSimulator
 from qiskit_aer.jobs import AerJob
+
+from qtaskdist_jupyter.core.jsontypes import JsonScalar
 
 LOCAL_DEVICE_ID = "local"
 LOCAL_JOB_PREFIX = "local:"
@@ -69,7 +72,7 @@ def run_on_aer(
     """
     sim = AerSimulator(method=method) if method else AerSimulator()
     compiled = transpile(circuit, sim)
-    run_options: dict[str, Any] = {"shots": shots}
+    run_options: dict[str, int] = {"shots": shots}
     if max_memory_mb:  # Aer refuses a state over the task budget before allocating it
         run_options["max_memory_mb"] = max_memory_mb
     if mps_max_bond and method == "matrix_product_state":  # bounds its memory (budget.py)
@@ -176,7 +179,11 @@ class LocalProvider(QuantumProvider):
             return self._device
 
     def run(
-        self, circuit: QuantumCircuit, *, shots: int, options: dict[str, Any] | None = None
+        self,
+        circuit: QuantumCircuit,
+        *,
+        shots: int,
+        options: Mapping[str, JsonScalar] | None = None,
     ) -> LocalJob:
         """Submit through ``QuantumDevice.run`` (transpile/validate profile), then remember it."""
         opts = dict(options or {})

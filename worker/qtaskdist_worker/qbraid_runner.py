@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 import requests
 from qbraid.exceptions import QbraidError
@@ -31,6 +30,7 @@ from qbraid_core.sessions import QbraidSessionV1
 from qiskit import QuantumCircuit
 
 from qtaskdist_jupyter.core.errors import JobError, PermanentJobError, RetryableJobError
+from qtaskdist_jupyter.core.jsontypes import JsonScalar
 from qtaskdist_jupyter.core.kinds import BACKEND
 from qtaskdist_jupyter.core.status import TaskStatus
 
@@ -201,7 +201,7 @@ class BackendRunner:
         device_id: str,
         shots: int,
         task_id: str,
-        options: dict[str, Any] | None = None,
+        options: Mapping[str, JsonScalar] | None = None,
     ) -> str:
         """Start ``circuit`` and return the provider's job id."""
         if device_id == LOCAL_DEVICE_ID:

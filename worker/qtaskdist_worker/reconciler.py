@@ -10,11 +10,11 @@ Duplicate messages it may add are harmless: claims are fenced on the row's attem
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from qtaskdist_jupyter.core.broker.wire import streams_of
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
@@ -24,11 +24,17 @@ log = logging.getLogger(__name__)
 
 
 def live_workers(
-    workers: dict[str, dict[str, Any]], stale_after_s: float, now: float | None = None
+    workers: Mapping[str, Mapping[str, object]], stale_after_s: float, now: float | None = None
 ) -> set[str]:
     """The workers whose last heartbeat (``ts``, epoch seconds) is at most this old."""
     now = time.time() if now is None else now
-    return {n for n, info in workers.items() if now - float(info.get("ts", 0)) <= stale_after_s}
+    return {n for n, info in workers.items() if now - _beat_s(info) <= stale_after_s}
+
+
+def _beat_s(info: Mapping[str, object]) -> float:
+    """A heartbeat's ``ts`` (0 when absent); one that is no number never counts as fresh."""
+    ts = info.get("ts", 0)
+    return float(ts) if isinstance(ts, int | float | str) else -math.inf
 
 
 def orphaned(

@@ -15,14 +15,18 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core import arrays
 from qtaskdist_jupyter.core.errors import DataRefused
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
 from qtaskdist_jupyter.core.queue.ports import Done
 
 from .units import InFlight
+
+if TYPE_CHECKING:
+    from .jobs.protocol import Outcome
 
 log = logging.getLogger("qtaskdist_worker")
 # The only file names spill() creates: a reply naming anything else is not followed.
@@ -30,7 +34,7 @@ _SPOOLED = re.compile(r"[0-9a-f]{32}\.npy\.zst")
 Retrying = Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]]
 
 
-def _spooled_path(spool_dir: str | None, name: Any) -> str:
+def _spooled_path(spool_dir: str | None, name: object) -> str:
     if not spool_dir or not isinstance(name, str) or not _SPOOLED.fullmatch(name):
         raise ValueError(f"the job process named no spooled file it could have written: {name!r}")
     return os.path.join(spool_dir, name)
@@ -41,7 +45,7 @@ async def store_arrays(
     spool_dir: str | None,
     retrying: Retrying,
     items: list[InFlight],
-    replies: dict[str, Any],
+    replies: dict[str, Outcome],
 ) -> None:
     """Replace each spooled array in the replies with its stored reference. A task whose
     array the database refuses (or whose file is missing) gets a failed reply instead.
@@ -59,7 +63,7 @@ async def store_arrays(
                 continue
             name = "array"
             try:
-                for name, ref in list(arrays.refs(out["result"])):
+                for name, ref in list(arrays.refs(out.get("result"))):
                     await _store_one(queue, spool_dir, retrying, item, name, ref)
             except (DataRefused, OSError, ValueError) as exc:
                 msg = getattr(exc, "message", None) or str(exc)
@@ -80,7 +84,7 @@ async def _store_one(
     retrying: Retrying,
     item: InFlight,
     name: str,
-    ref: dict[str, Any],
+    ref: JsonObject,
 ) -> None:
     path = _spooled_path(spool_dir, ref.get("file"))
     with open(path, "rb") as fp:

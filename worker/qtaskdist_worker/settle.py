@@ -10,10 +10,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
 from qtaskdist_jupyter.core.queue.ports import Done
 
@@ -23,13 +24,16 @@ from .results_out import complete_all, store_arrays
 from .retry import backoff_s, until_up
 from .units import InFlight, profile
 
+if TYPE_CHECKING:
+    from .jobs.protocol import Failure, Outcome, Versions
+
 log = logging.getLogger("qtaskdist_worker")
 
 
 # A task's end as the worker settles it: (task, outcome, run time in s, tasks in its unit).
-Finished = tuple[InFlight, dict[str, Any], float, int]
-# A failure to write: (task, reply, meta, whether it is retried).
-Failure = tuple[InFlight, dict[str, Any], dict[str, Any], bool]
+Finished = tuple[InFlight, "Outcome", float, int]
+# A failure to write: (task, its report, meta, whether it is retried).
+Failing = tuple[InFlight, "Failure", JsonObject, bool]
 # For the metrics: (task, outcome, run time, queue wait).
 Ended = tuple[InFlight, str, float, float | None]
 
@@ -72,8 +76,12 @@ class Settler:
         self.timer: asyncio.TimerHandle | None = None
         self.flushes: set[asyncio.Future[None]] = set()
 
-    def add(self, unit: list[InFlight], replies: dict[str, Any], wall_s: float) -> None:
-        missing = {"ok": False, "error": "the job process returned no result", "retryable": True}
+    def add(self, unit: list[InFlight], replies: dict[str, Outcome], wall_s: float) -> None:
+        missing: Failure = {
+            "ok": False,
+            "error": "the job process returned no result",
+            "retryable": True,
+        }
         self.waiting += [(i, replies.get(i.key) or missing, wall_s, len(unit)) for i in unit]
         if self.timer is None:
             loop = asyncio.get_running_loop()
@@ -112,7 +120,7 @@ class Finisher:
     retry_base_s: float
     retry_cap_s: float
     # Known once the job processes run: their qiskit / Aer versions and spool directory.
-    versions: dict[str, Any] = field(default_factory=dict)
+    versions: Versions | None = None
     spool_dir: str | None = None
     completed: int = 0
 
@@ -145,19 +153,19 @@ class Finisher:
         self.inflight.remove(items)
 
     def _sorted(
-        self, finished: list[Finished], replies: dict[Any, dict[str, Any]]
-    ) -> tuple[list[Done], list[Failure], list[Ended]]:
+        self, finished: list[Finished], replies: dict[str, Outcome]
+    ) -> tuple[list[Done], list[Failing], list[Ended]]:
         """Each finished task's profile, sorted: completions to write, failures (with
         whether they are retried), and every task's outcome for the metrics."""
         done: list[Done] = []
-        failures: list[Failure] = []
+        failures: list[Failing] = []
         ended: list[Ended] = []
         now = datetime.now(UTC)
         for item, _out, run_time_s, batched_with in finished:
             out = replies[item.key]
             kind = "completed" if out["ok"] else "failed"
             retry = bool(
-                not out["ok"]
+                out["ok"] is not True
                 and out.get("retryable")
                 and (item.row.retry_count < item.row.max_retries)
             )
@@ -171,8 +179,10 @@ class Finisher:
                 result_kind="retry" if retry else kind,
                 now=now,
             )
-            ended.append((item, "retry" if retry else kind, run_time_s, meta["queue_wait_s"]))
-            if out["ok"]:
+            wait_s = meta["queue_wait_s"]
+            wait_s = wait_s if isinstance(wait_s, (int, float)) else None
+            ended.append((item, "retry" if retry else kind, run_time_s, wait_s))
+            if out["ok"] is True:
                 done.append((item.task_id, item.attempt, out["result"], meta))
             else:
                 failures.append((item, out, meta, retry))
@@ -180,13 +190,13 @@ class Finisher:
 
     def _refused_failures(
         self, finished: list[Finished], refused: dict[uuid.UUID, str]
-    ) -> list[Failure]:
+    ) -> list[Failing]:
         """The completions PostgreSQL refused for their data, as permanent failures."""
-        failures: list[Failure] = []
+        failures: list[Failing] = []
         for item, _out, run_time_s, batched_with in finished:
             if item.task_id not in refused:
                 continue
-            out = {"ok": False, "error": refused[item.task_id], "retryable": False}
+            out: Failure = {"ok": False, "error": refused[item.task_id], "retryable": False}
             meta = profile(
                 item,
                 out,
@@ -217,7 +227,7 @@ class Finisher:
         )
 
     async def _fail(
-        self, item: InFlight, out: dict[str, Any], meta: dict[str, Any], retry: bool
+        self, item: InFlight, out: Failure, meta: JsonObject, retry: bool
     ) -> TaskRow | None:
         """A failure written: retried later (with a backoff) or failed for good (a
         retryable one whose retries are exhausted is dead-lettered too). None when the row

@@ -10,12 +10,16 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from qtaskdist_jupyter.core.broker.wire import TaskMessage
+from qtaskdist_jupyter.core.jsontypes import JsonMap, JsonObject, JsonValue
 from qtaskdist_jupyter.core.kinds import kind_of
 from qtaskdist_jupyter.core.queue import TaskRow
 from qtaskdist_jupyter.core.task_times import attempt_start
+
+if TYPE_CHECKING:
+    from .jobs.protocol import Outcome, UnitTask, Versions
 
 HOST = socket.gethostname()
 T = TypeVar("T")
@@ -53,21 +57,21 @@ class InFlight:
     def attempt(self) -> int:
         return self.row.attempt
 
-    def request(self) -> dict[str, Any]:
+    def request(self) -> UnitTask:
         return {"task_id": self.key, "payload": self.row.payload}
 
 
 def profile(
     item: InFlight,
-    outcome: dict[str, Any],
+    outcome: Outcome,
     *,
     worker: str,
     run_time_s: float,
     batched_with: int,
-    versions: dict[str, Any],
+    versions: Versions | None,
     result_kind: str,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """meta_data keys merged into the row (schemas.ProfilingInfo plus a few extras).
     ``now``: when the attempt ended (one clock reading serves a whole settled batch)."""
     row = item.row
@@ -75,9 +79,9 @@ def profile(
     started = attempt_start(item.started, row.started_at, now, run_time_s)
     claimed = row.claimed_at
     queued = row.queued_at or row.created_at
-    history = (row.meta_data or {}).get("attempts")
-    prior = list(history) if isinstance(history, list) else []
-    attempt = {
+    attempts = (row.meta_data or {}).get("attempts")
+    prior = list(attempts) if isinstance(attempts, list) else []
+    attempt: JsonObject = {
         "attempt": item.attempt,
         "worker": worker,
         "claimed_at": claimed.isoformat() if claimed else None,
@@ -86,25 +90,38 @@ def profile(
         "outcome": result_kind,
         "error": None if outcome.get("ok") else outcome.get("error"),
     }
-    meta: dict[str, Any] = {
+    meta: JsonObject = {
         "queue_wait_s": (started - queued).total_seconds() if queued else None,
         "run_time_s": round(run_time_s, 6),
         "worker": worker,
         "host": HOST,
         "batched_with": batched_with,
         "attempts": [*prior, attempt],
-        **{k: v for k, v in versions.items() if k in ("qiskit_version", "aer_version")},
     }
+    if versions is not None:
+        meta["qiskit_version"] = versions["qiskit_version"]
+        meta["aer_version"] = versions["aer_version"]
     meta.update(outcome.get("meta") or {})
-    if not outcome.get("ok") and outcome.get("error_id"):
+    if outcome["ok"] is not True and (error_id := outcome.get("error_id")):
         # The traceback is in the worker's log under this id, not in the row.
-        meta["error_id"] = outcome["error_id"]
+        meta["error_id"] = error_id
     return meta
 
 
-def time_limit(payload: dict[str, Any], default_s: float, cap_s: float) -> float:
+# isinstance's classes, built once (the readers below run for every task).
+_NUMBER = (int, float)
+_CONTAINER = (list, dict)
+
+
+def _number(doc: JsonMap, key: str, default: float) -> float:
+    """``doc[key]`` of a validated payload, a number; ``default`` when absent or empty."""
+    value = doc.get(key)
+    return value if isinstance(value, _NUMBER) and value else default
+
+
+def time_limit(payload: JsonMap, default_s: float, cap_s: float) -> float:
     asked = payload.get("time_limit_s")
-    return float(min(asked if asked else default_s, cap_s))
+    return float(min(asked if isinstance(asked, _NUMBER) and asked else default_s, cap_s))
 
 
 # The largest cost_hint of a task that still shares a unit: a circuit text of a few
@@ -112,7 +129,7 @@ def time_limit(payload: dict[str, Any], default_s: float, cap_s: float) -> float
 SHARE_MAX_COST = 4_000_000
 
 
-def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
+def batch_key(payload: JsonMap) -> tuple[JsonValue, ...] | None:
     """Tasks with equal keys may share a unit (one job call, one time limit); None: a
     unit of its own.
 
@@ -126,33 +143,47 @@ def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
     if (
         payload.get("statevector")
         or payload.get("probabilities")
-        or (bindings is not None and len(bindings) > 1)
+        or (isinstance(bindings, _CONTAINER) and len(bindings) > 1)
     ):
         return None
     if cost_hint(payload) > SHARE_MAX_COST:
         return None
-    noise = payload.get("noise") or {}
+    noise = payload.get("noise")
     return (
         payload.get("shots", 1024),
         payload.get("method", "automatic"),
         payload.get("device", "CPU"),
         bool(payload.get("memory", False)),
-        float(noise.get("depolarizing_1q", 0)),
-        float(noise.get("depolarizing_2q", 0)),
-        float(noise.get("readout", 0)),
+        *(_rates(noise) if isinstance(noise, dict) else _NO_NOISE),
         payload.get("time_limit_s"),
     )
 
 
-def cost_hint(payload: dict[str, Any]) -> float:
+_NO_NOISE = (0.0, 0.0, 0.0)
+
+
+def _rates(noise: JsonMap) -> tuple[float, float, float]:
+    """A payload's noise spec as its three error rates (0 where not given)."""
+    return (
+        float(_number(noise, "depolarizing_1q", 0)),
+        float(_number(noise, "depolarizing_2q", 0)),
+        float(_number(noise, "readout", 0)),
+    )
+
+
+def cost_hint(payload: JsonMap) -> float:
     """A rough, parse-free guess of a task's run time, used only to order a request.
 
     Longer circuit text, more shots and more bindings mean more work; a saved statevector
     or probabilities hints at a big register. A wrong guess costs latency, never results.
     """
-    n_points = len(payload.get("parameter_bindings") or [None])
+    # Validated: parameter_bindings a list (or, converting, one binding), shots an int.
+    bindings, shots = payload.get("parameter_bindings"), payload.get("shots")
+    n_points = (len(bindings) if isinstance(bindings, _CONTAINER) else 0) or 1
     heavy = 64 if payload.get("statevector") or payload.get("probabilities") else 1
-    return len(payload.get("circuit") or "") * max(1, payload.get("shots") or 1) * n_points * heavy
+    circuit = payload.get("circuit")
+    chars = len(circuit) if isinstance(circuit, str) else 0
+    return chars * max(1, shots if isinstance(shots, _NUMBER) and shots else 1) * n_points * heavy
 
 
 def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
@@ -162,7 +193,7 @@ def plan_units(items: list[InFlight], batch_size: int) -> list[list[InFlight]]:
     is a unit of its own. Units come cheapest first (cost_hint), so a slow task runs
     after its request-mates instead of in front of them.
     """
-    shared: dict[tuple[Any, ...], list[InFlight]] = {}
+    shared: dict[tuple[JsonValue, ...], list[InFlight]] = {}
     units: list[list[InFlight]] = []
     for item in items:
         shares = kind_of(item.row.task_type).rules.shares_aer_calls

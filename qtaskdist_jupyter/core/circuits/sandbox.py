@@ -25,8 +25,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from qtaskdist_jupyter.core.circuits.sandbox_child import ParseRequest
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import (
     CircuitError,
@@ -36,6 +37,10 @@ from qtaskdist_jupyter.core.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from qtaskdist_jupyter.core.jsontypes import JsonObject
+
+if TYPE_CHECKING:  # the codec imports qiskit: loaded only where circuits are parsed
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
 
 _REFUSALS: dict[str, type[InvalidInput]] = {
     c.__name__: c for c in (CircuitError, IncludeRefused, LimitExceeded, PayloadTooLarge)
@@ -69,7 +74,7 @@ class _Child:
         self.ready = False
         self.timed_out = False
 
-    def read(self, deadline: float) -> dict[str, Any] | None:
+    def read(self, deadline: float) -> JsonObject | None:
         """One answer, or None when the child died, overran or broke the protocol."""
         head = self._read_exact(4, deadline)
         size = struct.unpack("!I", head)[0] if head else _MAX_ANSWER_BYTES + 1
@@ -99,7 +104,7 @@ class _Child:
             self.ready = self.read(time.monotonic() + _START_TIMEOUT_S) is not None
         return self.ready
 
-    def send(self, request: dict[str, Any]) -> bool:
+    def send(self, request: ParseRequest) -> bool:
         body = json.dumps(request).encode()
         try:
             self.stdin.write(struct.pack("!I", len(body)) + body)
@@ -234,7 +239,7 @@ class ParsePool:
             return [], False
         child = self._take()
         answers: list[Any] = []
-        got: dict[str, Any] | None = None
+        got: JsonObject | None = None
         started = child.start()
         try:
             if started and child.send({"sources": items, "limits": asdict(limits)}):
@@ -260,9 +265,7 @@ class ParsePool:
             self._grow()
             return self._idle.get()
 
-    def _failure(
-        self, got: dict[str, Any] | None, code: int | None, timed_out: bool
-    ) -> CircuitError:
+    def _failure(self, got: JsonObject | None, code: int | None, timed_out: bool) -> CircuitError:
         mib = self.memory_bytes // 2**20
         if got is None and timed_out:
             why = f"took longer than {self.time_s:g} s to parse (QTASKDIST_PARSE_TIME_S)"
@@ -281,24 +284,43 @@ class ParsePool:
                 return
 
 
-def _answer(got: dict[str, Any]) -> Any:
+def _answer(got: JsonObject) -> Any:
     """The child's answer: its CircuitInfo, or its refusal (returned, not raised); checked,
     not trusted."""
-    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
-
     if "refused" in got:
         cls = _REFUSALS.get(str(got["refused"]), CircuitError)
-        detail: dict[str, Any] = got["detail"] if isinstance(got.get("detail"), dict) else {}
+        detail = got.get("detail")
+        detail = detail if isinstance(detail, dict) else {}
         try:
-            return cls(str(got.get("message", "")), **detail)
+            return _refusal(cls, str(got.get("message", "")), **detail)
         except TypeError:
             return CircuitError(str(got.get("message", "")))
     info = got.get("info")
     if not isinstance(info, dict) or info.keys() != _INFO_TYPES.keys():
         return CircuitError("the circuit parser answered out of protocol")
-    names = [*info["parameters"], *info["operations"]]
-    if not all(type(info[k]) is t for k, t in _INFO_TYPES.items()) or not all(
-        isinstance(n, str) for n in names
-    ):
-        return CircuitError("the circuit parser answered out of protocol")
-    return CircuitInfo(**{**info, "operations": frozenset(info["operations"])})
+    return _info(info) or CircuitError("the circuit parser answered out of protocol")
+
+
+def _refusal(cls: type[InvalidInput], message: str, **detail: Any) -> InvalidInput:
+    """``cls(message, **detail)``: the child's detail as keyword arguments, as it sent
+    them (one the class does not take raises TypeError)."""
+    return cls(message, **detail)
+
+
+def _info(info: JsonObject) -> CircuitInfo | None:
+    """The CircuitInfo of a child's facts (the keys of _INFO_TYPES); None when a fact has
+    the wrong type."""
+    from qtaskdist_jupyter.core.circuits.codec import CircuitInfo
+
+    fmt, params, ops = info["format"], info["parameters"], info["operations"]
+    counts = [info[k] for k in ("num_qubits", "num_clbits", "num_instructions")]
+    ints = [n for n in counts if type(n) is int]
+    if not isinstance(fmt, str) or len(ints) != len(counts):
+        return None
+    if not isinstance(params, list) or not isinstance(ops, list):
+        return None
+    names = [n for n in [*params, *ops] if isinstance(n, str)]
+    if len(names) != len(params) + len(ops):
+        return None
+    nq, nc, ni = ints
+    return CircuitInfo(fmt, nq, nc, ni, names[: len(params)], frozenset(names[len(params) :]))

@@ -17,10 +17,32 @@ import os
 import resource
 import struct
 import sys
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import InvalidInput
+from qtaskdist_jupyter.core.jsontypes import JsonObject
+
+
+class ParseRequest(TypedDict):
+    """A request: (circuit text, format) pairs, and the limits' fields to parse under."""
+
+    sources: list[tuple[str, str]]
+    limits: dict[str, float]
+
+
+class Refusal(TypedDict):
+    """The answer for a circuit refused: the error's class name, message and detail."""
+
+    refused: str
+    message: str
+    detail: JsonObject
+
+
+class Parsed(TypedDict):
+    """The answer for a circuit parsed: its CircuitInfo's fields (operations as a list)."""
+
+    info: JsonObject
 
 
 def _limit_address_space(extra_bytes: int) -> None:
@@ -47,7 +69,7 @@ def write_frame(stream: BinaryIO, obj: Any) -> None:
     stream.flush()
 
 
-def answer(source: Any, fmt: Any, limits: Limits) -> dict[str, Any]:
+def answer(source: Any, fmt: Any, limits: Limits) -> Refusal | Parsed:
     from qtaskdist_jupyter.core.circuits import codec
 
     try:
@@ -61,9 +83,9 @@ def answer(source: Any, fmt: Any, limits: Limits) -> dict[str, Any]:
     return {"info": facts}
 
 
-def serve(request: dict[str, Any], stdout: BinaryIO) -> None:
+def serve(request: ParseRequest, stdout: BinaryIO) -> None:
     """One frame per circuit of the request, in order, each as soon as it is parsed."""
-    limits = Limits(**request["limits"])
+    limits = dataclasses.replace(Limits(), **request["limits"])
     for source, fmt in request["sources"]:
         write_frame(stdout, answer(source, fmt, limits))
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from qtaskdist_jupyter.core.kinds import KINDS, load
 
 from .common import versions
+from .protocol import JobRequest, Pong, UnitReply
 
 
-def handle_request(request: dict[str, Any]) -> dict[str, Any]:
+def handle_request(request: JobRequest) -> UnitReply | Pong:
     """One request from the worker: {"kind", "units": [[{"task_id", "payload"}]], ...}.
 
     ``kind``: a ``pool``-lane task type, whose spec names its job (core/kinds.py), or

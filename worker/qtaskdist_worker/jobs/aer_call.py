@@ -30,11 +30,14 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit_aer import AerError, AerSimulator
+from qiskit_aer.noise import NoiseModel
+
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 
 try:
     from qiskit_aer.backends.aer_compiler import (
@@ -55,13 +58,53 @@ except ImportError:  # pragma: no cover - depends on the installed qiskit-aer
 log = logging.getLogger(__name__)
 
 Binds = list[dict[Parameter, list[float]]] | None
+
+
+class AerOptions(TypedDict, total=False):
+    """The run options of one Aer call (``AerSimulator.run(..., **options)``)."""
+
+    shots: int
+    memory: bool
+    max_parallel_threads: int
+    max_parallel_experiments: int
+    max_memory_mb: int
+    matrix_product_state_max_bond_dimension: int
+    seed_simulator: int
+    noise_model: NoiseModel
+    # Set by run_raw for a call with parameter bindings: Aer's own binding tables.
+    parameterizations: object
+
+
+class AerExperiment(TypedDict, total=False):
+    """One experiment of an Aer call's output, as ``Result.from_dict`` would read it."""
+
+    # Saved values by label: counts (hex keys), memory, and save_* values (numpy arrays,
+    # floats): Aer's own types, read by the label each was saved under.
+    data: dict[str, Any]
+    # The circuit's header (creg_sizes, memory_slots, ...), as qiskit's formatting takes it.
+    header: dict[str, Any]
+    seed_simulator: Required[int]
+    success: bool
+    status: str
+    time_taken: float
+    metadata: JsonObject
+
+
+class AerOutput(TypedDict, total=False):
+    """An Aer call's output: one experiment per circuit (or per binding)."""
+
+    results: Required[list[AerExperiment]]
+    success: bool
+    status: str
+
+
 _INTERNALS = ("_compile", "_convert_binds", "_execute_circuits", "_execute_circuits_job")
 
 
 class _Assembled:
     """A circuit as Aer's C++ side takes it, with what is needed to run it again."""
 
-    def __init__(self, sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]):
+    def __init__(self, sim: AerSimulator, circuit: QuantumCircuit, options: AerOptions):
         # Held, so that no other object takes one of these ids while this is cached.
         self.sim, self.circuit, self.noise_in = sim, circuit, options.get("noise_model")
         compiled, self.noise_model = sim._compile([circuit], **options)
@@ -77,7 +120,7 @@ class _Assembled:
     def serves(self, sim: AerSimulator, circuit: QuantumCircuit, noise: Any) -> bool:
         return self.sim is sim and self.circuit is circuit and self.noise_in is noise
 
-    def config(self, sim: AerSimulator, options: dict[str, Any]) -> Any:
+    def config(self, sim: AerSimulator, options: AerOptions) -> Any:
         """``generate_aer_config(...)`` for these options: see :func:`_config`."""
         return _config(sim, self.compiled, options)
 
@@ -89,7 +132,7 @@ class _Assembled:
 _CONFIGS: OrderedDict[tuple[Any, ...], tuple[Any, AerSimulator, Any]] = OrderedDict()
 
 
-def _config(sim: AerSimulator, compiled: list[QuantumCircuit], options: dict[str, Any]) -> Any:
+def _config(sim: AerSimulator, compiled: list[QuantumCircuit], options: AerOptions) -> Any:
     shape = (max(c.num_qubits for c in compiled), max(c.num_clbits for c in compiled))
     key = (id(sim), *shape) + tuple(
         (k, id(v) if k == "noise_model" else v)
@@ -99,7 +142,7 @@ def _config(sim: AerSimulator, compiled: list[QuantumCircuit], options: dict[str
     hit = _CONFIGS.get(key)
     if hit is not None and hit[1] is sim and hit[2] is options.get("noise_model"):
         _CONFIGS.move_to_end(key)
-        hit[0].seed_simulator = _validate_option("seed_simulator", options["seed_simulator"])
+        hit[0].seed_simulator = _validate_option("seed_simulator", options.get("seed_simulator"))
         return hit[0]
     # BackendV2.options is unannotated: pyright infers None from the abstract _default_options.
     config = generate_aer_config(compiled, sim.options, **options)  # pyright: ignore[reportArgumentType]
@@ -114,7 +157,7 @@ _CACHE_MAX = 64
 _CONFIGS_MAX = 64
 
 
-def _assembled(sim: AerSimulator, circuit: QuantumCircuit, options: dict[str, Any]) -> _Assembled:
+def _assembled(sim: AerSimulator, circuit: QuantumCircuit, options: AerOptions) -> _Assembled:
     # What _compile and assemble_circuits read: the circuit, the simulator (its target and
     # basis gates) and the noise model; all else in options goes to the config only.
     key_noise = options.get("noise_model")
@@ -137,9 +180,9 @@ def usable(sim: AerSimulator) -> bool:
 def run_raw(
     sim: AerSimulator,
     circuits: list[QuantumCircuit],
-    options: dict[str, Any],
+    options: AerOptions,
     parameter_binds: Binds = None,
-) -> dict[str, Any]:
+) -> AerOutput:
     """The output dict of ``sim.run(circuits, parameter_binds, **options)``: ``results[i]``
     holds ``data`` (counts as hex keys, memory, saved values), ``header``, ``seed_simulator``,
     ``time_taken``, ``success``, ``status`` and ``metadata``.
@@ -155,7 +198,7 @@ def run_raw(
             circuits, parameter_binds, dict(options), format_result=False
         )
     made = _assembled(sim, circuits[0], options)
-    run_options = dict(options)
+    run_options: AerOptions = {**options}
     if run_options.get("seed_simulator") is None:
         # Aer seeds an unseeded run from the circuit's own seed, drawn when the circuit is
         # assembled and then kept in it: a kept assembly would repeat it. Draw one as Aer
@@ -178,4 +221,5 @@ def run_raw(
         result.pop("circ_id", None)
     if not output.get("success", False):
         log.warning("Aer: simulation failed: %s", output.get("status"))
-    return output
+    # The C++ controller's output dict: the shape Result.from_dict reads (AerOutput).
+    return cast(AerOutput, output)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import JobError, JobTimeout, PermanentJobError
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.kinds import BACKEND
 from qtaskdist_jupyter.core.schemas import BackendPayload, parse_payload
 from qtaskdist_jupyter.core.status import TaskStatus
@@ -26,16 +28,40 @@ from .common import load_circuit
 log = logging.getLogger(__name__)
 
 
+class JobRow(TypedDict):
+    """The columns of the claimed row a backend job reads (``TaskRow.job_fields``)."""
+
+    task_id: uuid.UUID
+    attempt: int
+    payload: JsonObject
+    meta_data: JsonObject | None
+
+
+class Counted(TypedDict):
+    """A backend_run task's result: the provider job's counts."""
+
+    counts: dict[str, int]
+    device_id: str
+    job_id: str
+
+
+class ProviderJob(TypedDict):
+    """What a backend_run task adds to its meta_data: the provider job that ran it."""
+
+    provider_job_id: str
+    device_id: str
+
+
 async def run_backend(
-    row: dict[str, Any],
+    row: JobRow,
     runner: Any,
     *,
     limits: Limits,
     time_limit_s: float,
     cancel: asyncio.Event,
-    annotate: Callable[[dict[str, Any]], Awaitable[None]],
+    annotate: Callable[[JsonObject], Awaitable[None]],
     poll_s: float = 1.0,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Counted, ProviderJob]:
     """Submit (or resume) the task's provider job and wait for its counts."""
     p = parse_payload(BACKEND.name, row["payload"])
     assert isinstance(p, BackendPayload)
@@ -61,7 +87,7 @@ async def run_backend(
         state = await asyncio.to_thread(runner.status, job_id)
         if state == TaskStatus.COMPLETED:
             counts = await asyncio.to_thread(runner.counts, job_id)
-            meta = {"provider_job_id": job_id, "device_id": p.device_id}
+            meta: ProviderJob = {"provider_job_id": job_id, "device_id": p.device_id}
             return {"counts": counts, "device_id": p.device_id, "job_id": job_id}, meta
         if state in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             why = await asyncio.to_thread(runner.error_message, job_id)
@@ -79,7 +105,7 @@ async def _submit(
     p: BackendPayload,
     task_id: str,
     attempt: int,
-    annotate: Callable[[dict[str, Any]], Awaitable[None]],
+    annotate: Callable[[JsonObject], Awaitable[None]],
 ) -> str:
     """Submit a new provider job and record it in the row (so a later attempt resumes it)."""
     job_id = await asyncio.to_thread(
@@ -106,7 +132,7 @@ async def _submit(
 
 
 async def _resumable(
-    row: dict[str, Any], runner: Any, task_id: str, device_id: str, attempt: int
+    row: JobRow, runner: Any, task_id: str, device_id: str, attempt: int
 ) -> str | None:
     """The provider job an earlier attempt of this task started, if it may be resumed.
 

@@ -6,10 +6,14 @@ import logging
 import re
 import traceback
 import uuid
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import QtaskdistError
+
+from .protocol import Failure, Versions
 
 if TYPE_CHECKING:  # the codec imports qiskit: loaded only to parse a circuit
     from qtaskdist_jupyter.core.circuits.codec import CircuitFormat
@@ -22,7 +26,7 @@ _HOST_PORT = re.compile(r"host='[^']*'(, port=\d+)?|\b(?:\d{1,3}\.){3}\d{1,3}(?:
 _PATH = re.compile(r"(?<![\w.])(?:/[\w.\-]+){2,}/?|\b[A-Za-z]:\\[\w.\-\\]+")
 
 
-def versions() -> dict[str, str]:
+def versions() -> Versions:
     # Called in a job process only: the worker's own process never loads qiskit for it.
     import qiskit
     import qiskit_aer
@@ -30,8 +34,20 @@ def versions() -> dict[str, str]:
     return {"qiskit_version": qiskit.__version__, "aer_version": qiskit_aer.__version__}
 
 
-def limits_from(data: dict[str, Any] | None) -> Limits:
-    return Limits(**data) if data else Limits()
+# The last limits built, and the fields they were built from: a job process hands every
+# unit the one dict it was started with, so they are built once.
+_BUILT: list[tuple[Mapping[str, float], Limits]] = []
+
+
+def limits_from(data: Mapping[str, float] | None) -> Limits:
+    """The worker's limits from a request's ``limits`` (its fields; None: the defaults)."""
+    if not data:
+        return Limits()
+    if _BUILT and _BUILT[0][0] is data:
+        return _BUILT[0][1]
+    limits = replace(Limits(), **data)
+    _BUILT[:] = [(data, limits)]
+    return limits
 
 
 def load_circuit(source: str, fmt: CircuitFormat, limits: Limits) -> Any:
@@ -51,7 +67,7 @@ def first_line(exc: BaseException) -> str:
     return line[:500]
 
 
-def error_report(exc: BaseException, *, prefix: str = "") -> dict[str, Any]:
+def error_report(exc: BaseException, *, prefix: str = "") -> Failure:
     """A failed task: one clear line for its owner, and whether to retry.
 
     The traceback (source paths, service URLs) is for operators: it goes to this

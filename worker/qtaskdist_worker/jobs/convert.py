@@ -27,11 +27,14 @@ import pyqir
 
 from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import PermanentJobError, QirModuleInvalid
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.kinds import CONVERT
 from qtaskdist_jupyter.core.schemas import ConvertPayload, parse_payload
 
 from . import qir_tree, qir_verify
 from .common import error_report, first_line, limits_from, load_circuit
+from .outcomes import Converted, ConvertMeta, ConvertReplies, Module, Modules, Summary, Verification
+from .protocol import Failure, JobRequest
 from .qir_profile import check_module, check_source, may_break_profile
 
 # What qbraid-qir maps one-to-one onto QIR's quantum instruction set; anything else
@@ -42,7 +45,7 @@ _DROP = ("barrier", "delay")
 _MIN_SHOTS = 100
 
 
-def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], dict[str, Any]]:
+def convert(payload: JsonObject, limits: Limits) -> tuple[Module | Modules, ConvertMeta]:
     """One task: the result (one module, or ``{"modules": [...]}`` for a list of bindings)
     and the metadata to merge into the task row."""
     p = parse_payload(CONVERT.name, payload)
@@ -73,7 +76,7 @@ def convert(payload: dict[str, Any], limits: Limits) -> tuple[dict[str, Any], di
     checks = [m["verification"] for m in modules]
     if not several:
         return modules[0], {"qir_verification": checks[0]}
-    summary = {
+    summary: Summary = {
         "modules": len(modules),
         "matched": sum(c["status"] == "matched" for c in checks),
         "skipped": sum(c["status"] == "skipped" for c in checks),
@@ -89,7 +92,7 @@ def convert_one(
     limits: Limits,
     *,
     where: str = "",
-) -> dict[str, Any]:
+) -> Module:
     bound = _bind(circuit, binding) if binding is not None else circuit
     prepared = prepare(bound)
     try:
@@ -110,7 +113,7 @@ def convert_one(
     check_module(reparsed, entry, p.profile)
     n_qubits = pyqir.required_num_qubits(entry) or 0
     verification = verify((bound, prepared), bitcode, entry, n_qubits, p, limits, where=where)
-    result = {
+    result: Module = {
         "llvm_ir": str(reparsed),
         "bitcode_base64": base64.b64encode(bitcode).decode("ascii"),
         "required_num_qubits": n_qubits,
@@ -134,7 +137,7 @@ def verify(
     limits: Limits,
     *,
     where: str = "",
-) -> dict[str, Any]:
+) -> Verification:
     """Execute the module in qir-runner and compare (or say why not); raise on a mismatch.
     ``source``: the bound circuit and the prepared one, which the reference comes from
     (read back from its OpenQASM 3 export where its registers don't lay out its clbits)."""
@@ -163,15 +166,16 @@ def verify(
         return _skipped(skip)
     figures = qir_verify.compare(exact, counts, sum(counts.values()))
     problem = figures.pop("problem")
-    figures.update(seed=seed, time_s=round(time.perf_counter() - started, 4))
+    time_s = round(time.perf_counter() - started, 4)
     if problem is not None:
         exc = QirModuleInvalid(
             f"the QIR module does not compute what the circuit does{where}: {problem} "
             f"(qir-runner, seed {seed}); a converter bug, so no module is returned"
         )
-        exc.meta = {"qir_verification": {"status": "mismatch", **figures}}
+        mismatch: Verification = {"status": "mismatch", **figures, "seed": seed, "time_s": time_s}
+        exc.meta = {"qir_verification": mismatch}
         raise exc
-    return {"status": "matched", "method": "qir-runner", **figures}
+    return {"status": "matched", "method": "qir-runner", **figures, "seed": seed, "time_s": time_s}
 
 
 def _execute(
@@ -214,7 +218,7 @@ def _execute(
     return counts, None
 
 
-def _skipped(reason: str) -> dict[str, Any]:
+def _skipped(reason: str) -> Verification:
     return {"status": "skipped", "reason": reason}
 
 
@@ -306,10 +310,10 @@ def warm_up() -> None:
     convert({"circuit": program + "c[0] = measure q[0];\n"}, limits_from(None))
 
 
-def run_many(request: dict[str, Any]) -> dict[str, Any]:
+def run_many(request: JobRequest) -> ConvertReplies:
     limits = limits_from(request.get("limits"))
     limits_key = json.dumps(asdict(limits), sort_keys=True)
-    replies: dict[str, Any] = {}
+    replies: dict[str, Converted | Failure] = {}
     for task in request["tasks"]:
         started = time.perf_counter()
         key = _payload_key(task["payload"], limits_key)
@@ -323,17 +327,17 @@ def run_many(request: dict[str, Any]) -> dict[str, Any]:
                 _DONE.put(key, outcome)
         if isinstance(outcome, BaseException):
             report = error_report(outcome)
-            if meta := getattr(outcome, "meta", None):
-                report["meta"] = meta
+            if extra := getattr(outcome, "meta", None):
+                report["meta"] = extra
             replies[task["task_id"]] = report
             continue
         result, meta = copy.deepcopy(outcome)  # the kept one stays as it was made
-        meta = {**meta, "simulator_time_s": time.perf_counter() - started}
+        meta: ConvertMeta = {**meta, "simulator_time_s": time.perf_counter() - started}
         replies[task["task_id"]] = {"ok": True, "result": result, "meta": meta}
     return {"replies": replies}
 
 
-Outcome = tuple[dict[str, Any], dict[str, Any]] | BaseException
+Outcome = tuple[Module | Modules, ConvertMeta] | BaseException
 
 
 class _Recent:
@@ -379,8 +383,8 @@ class _Recent:
             self.chars -= freed
 
 
-def _result_chars(result: dict[str, Any]) -> int:
-    modules = result.get("modules", [result])
+def _result_chars(result: Module | Modules) -> int:
+    modules = result["modules"] if "modules" in result else [result]
     return sum(len(m["llvm_ir"]) + len(m["bitcode_base64"]) + 512 for m in modules)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -326,7 +326,21 @@ def tvd_bound(shots: int, support: int) -> float:
     return math.sqrt((support * math.log(2) + _LOG_INV_DELTA) / (2 * shots))
 
 
-def compare(exact: np.ndarray, counts: dict[int, int], shots: int) -> dict[str, Any]:
+class Figures(TypedDict, total=False):
+    """What :func:`compare` found: shots, the TVD and its bound, the support and the mean
+    probability of the outcomes with its floor; ``problem`` (always set: None when the
+    module matches) is for the caller, which takes it out of the record it keeps."""
+
+    shots: int
+    tvd: float
+    tvd_bound: float
+    support: int
+    mean_probability: float
+    mean_probability_min: float
+    problem: str | None
+
+
+def compare(exact: np.ndarray, counts: dict[int, int], shots: int) -> Figures:
     """The three checks; ``problem`` is None when the module matches."""
     order = np.argsort(exact)
     cumulative = np.cumsum(exact[order])
@@ -344,7 +358,7 @@ def compare(exact: np.ndarray, counts: dict[int, int], shots: int) -> dict[str, 
     b = float(exact.max())
     k = 2 * b * _LOG_INV_DELTA / 3
     margin = (k + math.sqrt(k * k + 8 * shots * max(var, 0.0) * _LOG_INV_DELTA)) / (2 * shots)
-    figures: dict[str, Any] = {
+    figures: Figures = {
         "shots": shots,
         "tvd": round(tvd, 6),
         "tvd_bound": round(bound, 6),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
@@ -29,14 +29,18 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
 from qtaskdist_jupyter.core import arrays, budget, counts
+from qtaskdist_jupyter.core.config import Limits
 from qtaskdist_jupyter.core.errors import PermanentJobError
+from qtaskdist_jupyter.core.jsontypes import JsonObject
 from qtaskdist_jupyter.core.kinds import SIMULATE
 from qtaskdist_jupyter.core.schemas import SimulatePayload, parse_payload
 
 from ..memlimit import as_memory_error
-from .aer_call import run_raw
+from .aer_call import AerExperiment, AerOptions, AerOutput, run_raw
 from .binding import ParamKey, aer_binds, aer_table, bind
 from .common import error_report, limits_from, load_circuit
+from .outcomes import Part, Simulated, SimulateMeta, SimulateReplies, Sweep
+from .protocol import Failure, JobRequest
 
 if TYPE_CHECKING:
     from qtaskdist_jupyter.core.circuits.codec import CircuitFormat
@@ -127,10 +131,10 @@ def _with_saves(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
 
 def execute(
     sim: AerSimulator,
-    circuits: list[Any],
-    options: dict[str, Any],
+    circuits: list[QuantumCircuit],
+    options: AerOptions,
     parameter_binds: list[dict[ParamKey, list[float]]] | None = None,
-) -> dict[str, Any]:
+) -> AerOutput:
     """The output of ``sim.run(circuits, parameter_binds, **options).result()`` before qiskit
     wraps it in a ``Result``: no job thread, no Result objects, and a circuit run again
     (the next seed) skips its compile and assembly (see :mod:`.aer_call`)."""
@@ -148,7 +152,7 @@ def warm_up() -> None:
 
 @lru_cache(maxsize=32)
 def _prepared(
-    source: str, fmt: CircuitFormat, limits: Any, method: str, device: str
+    source: str, fmt: CircuitFormat, limits: Limits, method: str, device: str
 ) -> QuantumCircuit:
     """Parse (and, if needed, transpile) a circuit once per job process: a sweep sends the
     same text thousands of times, and parsing costs more than simulating a small circuit.
@@ -161,7 +165,7 @@ def _prepared(
 Experiment = tuple[QuantumCircuit, dict[Parameter, list[float]] | None]
 
 
-def experiments(payload: dict[str, Any], limits: Any) -> tuple[SimulatePayload, list[Experiment]]:
+def experiments(payload: JsonObject, limits: Limits) -> tuple[SimulatePayload, list[Experiment]]:
     p = parse_payload(SIMULATE.name, payload)
     assert isinstance(p, SimulatePayload)
     simulator(p.method, p.device)  # fails early for an unavailable GPU
@@ -224,12 +228,12 @@ def _saved(circuit: QuantumCircuit, p: SimulatePayload) -> QuantumCircuit:
     return out
 
 
-def _counts(exp: dict[str, Any]) -> dict[str, int]:
+def _counts(exp: AerExperiment) -> dict[str, int]:
     """``Result.get_counts(i)`` as a plain dict, with a fast path for one classical
     register: Aer's hex keys padded to binary, which is all qiskit's formatting does
     then (and a sweep of a thousand points spends more in that formatting than in Aer).
     """
-    raw = exp["data"]["counts"]
+    raw = exp.get("data", {})["counts"]
     header = exp.get("header") or {}
     cregs = header.get("creg_sizes")
     slots = header.get("memory_slots")
@@ -240,18 +244,18 @@ def _counts(exp: dict[str, Any]) -> dict[str, int]:
 
 
 def _one(
-    exp: dict[str, Any], p: SimulatePayload, n_qubits: int, spool_dir: str | None
-) -> dict[str, Any]:
-    """One experiment's result from Aer's output; arrays over arrays.INLINE_JSON_MAX_BYTES
-    go to a file in ``spool_dir`` as compressed .npy, and the reply carries their
-    description."""
+    exp: AerExperiment, p: SimulatePayload, n_qubits: int, spool_dir: str | None
+) -> tuple[dict[str, int], Part]:
+    """One experiment's counts, and its result from Aer's output; arrays over
+    arrays.INLINE_JSON_MAX_BYTES go to a file in ``spool_dir`` as compressed .npy, and the
+    reply carries their description."""
     if not exp.get("success"):
         raise PermanentJobError(f"Aer could not run the circuit: {exp.get('status')}")
     data = exp.get("data") or {}
-    out: dict[str, Any] = {}
     # Without measurements there are no counts: qiskit's get_counts would derive 2^n
     # "counts" from a saved statevector, the very array that must stay out of the row.
-    out["counts"] = _counts(exp) if "counts" in data else {}
+    measured = _counts(exp) if "counts" in data else {}
+    out: Part = {"counts": measured}
     if p.memory:
         memory = data.get("memory")
         header = exp.get("header") or {}
@@ -266,18 +270,18 @@ def _one(
         out["probabilities"] = arrays.probabilities_part(probs, n_qubits, spool_dir)
     if p.observables:
         out["expectation_values"] = [float(data[f"exp{k}"]) for k in range(len(p.observables))]
-    return out
+    return measured, out
 
 
 def _check_counts(
-    parts: list[dict[str, Any]], p: SimulatePayload, circuit: QuantumCircuit, max_bytes: int
+    maps: list[dict[str, int]], p: SimulatePayload, circuit: QuantumCircuit, max_bytes: int
 ) -> None:
     """The counts a run produced, with its arrays, against QTASKDIST_MAX_RESULT_BYTES."""
     fields = ("statevector", "probabilities", "memory", "shots", "parameter_bindings")
     payload = {name: getattr(p, name) for name in fields}
     sizes = arrays.result_bytes(payload, circuit.num_qubits, circuit.num_clbits)
     other = sum(v for k, v in sizes.items() if k != "counts")
-    counts.check_counts_size((part["counts"] for part in parts), other, max_bytes)
+    counts.check_counts_size(maps, other, max_bytes)
 
 
 def _size(exp: Experiment) -> int:
@@ -286,13 +290,13 @@ def _size(exp: Experiment) -> int:
     return len(next(iter(binds.values()))) if binds else 1
 
 
-def run_group(request: dict[str, Any]) -> dict[str, Any]:
+def run_group(request: JobRequest) -> SimulateReplies:
     """Run the unit's tasks (equal run options, see units.batch_key), each in an Aer call
     of its own, one after another; reply {task_id: outcome}. A task's result equals
     ``AerSimulator(method=…).run(circuit, …)`` run alone in-process with its seed, bit for
     bit (tests/integration/test_aer_call.py)."""
     limits = limits_from(request.get("limits"))
-    replies: dict[str, Any] = {}
+    replies: dict[str, Simulated | Failure] = {}
     for task in request["tasks"]:
         tid = task["task_id"]
         try:
@@ -306,7 +310,7 @@ def run_group(request: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=32)
 def _operations(
-    source: str, fmt: CircuitFormat, limits: Any, method: str, device: str
+    source: str, fmt: CircuitFormat, limits: Limits, method: str, device: str
 ) -> frozenset[str]:
     """The prepared circuit's operation names (what Aer's automatic method looks at)."""
     from qtaskdist_jupyter.core.circuits.codec import operation_names
@@ -315,8 +319,8 @@ def _operations(
 
 
 def _run_one(
-    p: SimulatePayload, exps: list[Experiment], request: dict[str, Any], limits: Any
-) -> dict[str, Any]:
+    p: SimulatePayload, exps: list[Experiment], request: JobRequest, limits: Limits
+) -> Simulated | Failure:
     """One task's Aer call and its outcome."""
     nm = noise_model(
         *(
@@ -325,7 +329,7 @@ def _run_one(
             else (0.0, 0.0, 0.0)
         )
     )
-    options: dict[str, Any] = {"shots": p.shots, "memory": p.memory}
+    options: AerOptions = {"shots": p.shots, "memory": p.memory}
     options["max_parallel_threads"] = int(request.get("threads") or 1)
     # Aer refuses a state over the task's budget before allocating it.
     options["max_memory_mb"] = budget.aer_max_memory_mb(limits.max_task_memory_bytes)
@@ -354,15 +358,16 @@ def _run_one(
     try:
         spool = request.get("spool_dir")
         qubits = [c.num_qubits for c, _b in exps for _k in range(_size((c, _b)))]
-        parts = [_one(results[k], p, qubits[k], spool) for k in range(n)]
-        _check_counts(parts, p, exps[0][0], limits.max_result_bytes)
-        for part in parts:  # a large counts map leaves the row, like an array
-            part["counts"] = counts.counts_part(part["counts"], spool)
+        measured = [_one(results[k], p, qubits[k], spool) for k in range(n)]
+        _check_counts([m for m, _part in measured], p, exps[0][0], limits.max_result_bytes)
+        for m, part in measured:  # a large counts map leaves the row, like an array
+            part["counts"] = counts.counts_part(m, spool)
+        parts = [part for _m, part in measured]
         seeds = [int(r["seed_simulator"]) for r in results]
     except Exception as exc:  # noqa: BLE001
         return error_report(as_memory_error(exc))
     body = _body(p, parts)
-    meta = {
+    meta: SimulateMeta = {
         "simulator_time_s": wall,
         "seed_simulator": seeds[0] if len(seeds) == 1 else seeds,
         "method": (results[0].get("metadata") or {}).get("method"),
@@ -373,7 +378,7 @@ def _run_one(
     return {"ok": True, "result": body, "meta": meta}
 
 
-def _body(p: SimulatePayload, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _body(p: SimulatePayload, parts: list[Part]) -> Part | Sweep:
     """The task's result: its one circuit's part, or one part per parameter binding."""
     if p.parameter_bindings is None:
         return parts[0]
