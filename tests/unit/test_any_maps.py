@@ -5,6 +5,12 @@ document no one here shapes is ``core.jsontypes.JsonObject``/``JsonMap``.
 What is counted: each annotation text of a mapping from ``str`` to ``Any`` (``dict``,
 ``Dict``, ``Mapping``, ``MutableMapping``) in product code. A name bound to such a type (an
 alias) would hide its uses from the count, so aliases are refused outright.
+
+Left on 2026-12-07 (5, limit 8 so the count only goes down): ``LazyResult(dict[str, Any])``
+(a result whose values a notebook indexes directly: JSON or fetched numpy arrays);
+``arrays.is_ref``'s guard (the display reads a ref's entries unchecked); the listing's
+``create_model`` field table (pydantic types its keywords); Aer's own ``data`` and
+``header`` dicts in ``jobs/aer_call.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 from tests.unit.test_code_shape import ROOT, product_files
 
-LIMIT = 59
+LIMIT = 8  # issue 25 asked for < 60; 5 are left (2026-12-07), each with its reason
 ANY_MAP = re.compile(r"\b(?:dict|Dict|Mapping|MutableMapping)\[\s*str\s*,\s*(?:typing\.)?Any\s*\]")
 
 

@@ -64,7 +64,7 @@ class Autoclaimer:
             return
         alive: set[str] | None = None
         for stream in self.readable():
-            entries = await self.queue.broker.autoclaim(
+            entries = await self.queue.upkeep.take_idle(
                 stream,
                 self.name,
                 min_idle_ms=int(self.visibility_timeout_s * 1000),

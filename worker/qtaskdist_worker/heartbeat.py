@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from tenacity import wait_fixed
 
 from qtaskdist_jupyter.core.broker.broker import Broker
+from qtaskdist_jupyter.core.queue import Upkeep
 from qtaskdist_jupyter.core.status import TaskStatus
 from qtaskdist_jupyter.core.store.store import TaskStore
 
@@ -28,7 +29,7 @@ class Heartbeat:
     ``stream:cancels`` entry was missed (trimmed, flushed, or written during an outage)."""
 
     store: TaskStore
-    broker: Broker
+    upkeep: Upkeep
     inflight: InFlightRegistry
     name: str
     task_types: list[str]
@@ -37,10 +38,9 @@ class Heartbeat:
     started: float = field(default_factory=time.time)
 
     async def beat(self) -> None:
-        for stream, ids in self.inflight.entries_by_stream().items():
-            await self.broker.touch(stream, self.name, ids)
-        await self.broker.heartbeat(
+        await self.upkeep.beat(
             self.name,
+            self.inflight.entries_by_stream(),
             {
                 "host": HOST,
                 "pid": os.getpid(),

@@ -79,11 +79,11 @@ async def reconcile(
     it has in flight (a live view: it is read after the rows are).
     """
     if not force:
-        locked = await queue.broker.take_reconcile_lock(lock_ttl_s)
+        locked = await queue.upkeep.lock_reconcile(lock_ttl_s)
         if not locked:
             return {"requeued": 0, "released": 0}
     streams = [s for t in task_types for s in streams_of(t)]
-    await queue.broker.ensure_groups(streams)
+    await queue.upkeep.prepare(streams)
     requeued = await queue.requeue_lost(streams, task_types)
     released = await _release_orphans(queue, task_types, stale_after_s, me, mine)
     if requeued or released:
@@ -148,9 +148,9 @@ class Reconciler:
     async def collect_garbage(self) -> int:
         """The retention pass: one worker of the fleet every GC_EVERY_S deletes up to
         GC_BATCHES_PER_PASS batches of expired finished tasks (with their arrays)."""
-        if not gc_due(self.retention_s) or not await self.queue.broker.take_gc_lock(GC_EVERY_S):
+        if not gc_due(self.retention_s) or not await self.queue.upkeep.lock_gc(GC_EVERY_S):
             return 0
-        deleted = await self.queue.store.gc(
+        deleted = await self.queue.upkeep.purge(
             self.retention_s, batch=GC_BATCH, max_batches=GC_BATCHES_PER_PASS
         )
         if deleted:

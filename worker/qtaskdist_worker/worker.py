@@ -135,7 +135,7 @@ class Worker:
         self.dispatcher = self._dispatcher()
         self.heartbeat = Heartbeat(
             store,
-            broker,
+            queue.upkeep,
             self.inflight,
             name,
             opts.task_types,
@@ -185,7 +185,7 @@ class Worker:
     # ---- lifecycle -------------------------------------------------------------------
     async def run(self) -> int:
         await self.store.check_schema()
-        await until_up(lambda: self.broker.ensure_groups(self.streams), "create groups")
+        await until_up(lambda: self.queue.upkeep.prepare(self.streams), "create groups")
         await self.dispatcher.start(
             self.opts.task_types, self.settings.qbraid_api_key, self.settings.qbraid_api_url
         )
@@ -208,7 +208,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(watch, *side.values(), return_exceptions=True)
             with contextlib.suppress(ServiceUnavailable):
-                await self.broker.forget_worker(self.name)
+                await self.queue.upkeep.forget(self.name)
             await self.dispatcher.close()
             await self.store.close()
             await self.broker.close()
@@ -269,7 +269,9 @@ class Worker:
                 continue
             try:
                 entries = await until_up(
-                    lambda: self.broker.read(streams, self.name, count=size, block_ms=block),
+                    lambda: self.queue.upkeep.receive(
+                        streams, self.name, count=size, block_ms=block
+                    ),
                     f"read {lane}",
                     unless=self.stopping,
                 )
