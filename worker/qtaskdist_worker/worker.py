@@ -35,6 +35,7 @@ from qtaskdist_jupyter.core.errors import (
     ServiceUnavailable,
 )
 from qtaskdist_jupyter.core.kinds import of_lane
+from qtaskdist_jupyter.core.options import DEFAULTS as _MODEL
 from qtaskdist_jupyter.core.queue import TaskQueue, TaskRow
 from qtaskdist_jupyter.core.runtime import freeze_startup_heap
 from qtaskdist_jupyter.core.store.store import TaskStore
@@ -69,20 +70,24 @@ def default_concurrency() -> int:
 
 @dataclass
 class WorkerOptions:
+    """The worker's options. Each default is the settings model's (core/options.py: the
+    flags and QTASKDIST_WORKER_* variables are derived from it), except where the model
+    says None: the machine's (concurrency, name) or the limit's cap (max_time_limit_s)."""
+
     task_types: list[str] = field(default_factory=lambda: list(STREAMS))
     concurrency: int = field(default_factory=default_concurrency)
     name: str = field(default_factory=lambda: f"{HOST}-{os.getpid()}")
-    batch_size: int = 128
-    visibility_timeout_s: float = 60.0
-    burst: bool = False
-    grace_s: float = 30.0
-    retry_base_s: float = 1.0
-    retry_cap_s: float = 60.0
-    reconcile_interval_s: float = 15.0
-    threads_per_job: int = 1
+    batch_size: int = _MODEL.batch_size
+    visibility_timeout_s: float = _MODEL.visibility_timeout_s
+    burst: bool = _MODEL.burst
+    grace_s: float = _MODEL.grace_s
+    retry_base_s: float = _MODEL.retry_base_s
+    retry_cap_s: float = _MODEL.retry_cap_s
+    reconcile_interval_s: float = _MODEL.reconcile_interval_s
+    threads_per_job: int = _MODEL.threads_per_job
     max_time_limit_s: float | None = None
-    backend_concurrency: int = 32
-    poll_interval_s: float = 1.0
+    backend_concurrency: int = _MODEL.backend_concurrency
+    poll_interval_s: float = _MODEL.poll_interval_s
     block_ms: int = 1000
     # Headroom of a job process's address-space limit; None: derived (memlimit.py).
     job_memory_mb: int | None = None
