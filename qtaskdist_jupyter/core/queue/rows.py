@@ -79,7 +79,9 @@ class TaskRow:
 
     @classmethod
     def from_row(cls, row: StoreRow) -> TaskRow:
-        """The row a statement returned: the columns it did not return stay unset."""
+        """The row a statement returned: the columns it did not return stay unset. (Two
+        whole constructor calls on purpose: building the short row and ``replace``-ing
+        the rest in doubles the cost, 3.9 -> 8.4 us a row, on the worker's claim path.)"""
         if "payload" not in row:
             started_at = row["started_at"] if "started_at" in row else None
             return cls(
