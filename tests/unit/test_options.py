@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qtaskdist_server.application import QtaskdistApp
 from qtaskdist_worker.cli import build_parser, options_from
 from qtaskdist_worker.worker import WorkerOptions
-from traitlets.config import Config
 
 from qtaskdist_jupyter.core.config import Limits, load_options, load_settings
 from qtaskdist_jupyter.core.errors import ConfigError
@@ -83,24 +81,6 @@ def test_limits_are_the_fields_tagged_limit_with_their_defaults() -> None:
         assert f.default == FIELDS[f.name].default, f.name
         assert f.type == _base_type(f.name).__name__, f.name
     assert load_settings({"QTASKDIST_MAX_QUBITS": "12"}).limits.max_qubits == 12
-
-
-def test_traitlets_are_derived_with_the_models_defaults_and_help(
-    clean_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    traits = QtaskdistApp.class_traits(config=True)
-    app = QtaskdistApp()
-    for name in on("traitlet"):
-        assert traits[name].help == help_of(name), name
-        assert traits[name].help.startswith(FIELDS[name].description or "?"), name
-        default = FIELDS[name].default
-        assert getattr(app, name) == (str(default) if isinstance(default, Path) else default)
-    # Unset in the config: the variable; set: the config wins.
-    monkeypatch.setenv("QTASKDIST_WORKER_STALE_S", "3")
-    assert QtaskdistApp().worker_stale_s == 3.0
-    config = Config()
-    config.QtaskdistApp.worker_stale_s = 2.5
-    assert QtaskdistApp(config=config).worker_stale_s == 2.5
 
 
 def test_worker_flags_are_derived_with_the_models_defaults_and_help(

@@ -1,6 +1,6 @@
 """The retry policy (tenacity): a lost link to PostgreSQL or Redis is retried, a data
-error never is. The worker's steps (retry.on_outage, until_up), its cancel watch, and the
-server's migration at start-up."""
+error never is. The worker's steps (retry.on_outage, until_up) and its cancel watch (the server's
+migration at start-up: tests/integration/test_server_app_config.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import uuid
 from typing import Any, cast
 
 import pytest
-from qtaskdist_server.application import QtaskdistApp
 from qtaskdist_worker import retry
 from qtaskdist_worker.heartbeat import CancelWatch
 from redis.exceptions import ResponseError
 from tenacity import wait_none
 
-from qtaskdist_jupyter.core import migrate
-from qtaskdist_jupyter.core.config import Settings
 from qtaskdist_jupyter.core.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -131,31 +128,3 @@ def test_the_cancel_watch_rides_out_an_outage_but_not_a_data_error() -> None:
     # After the outage it tails on from new cancels ("$"); the data error ends it.
     assert broker.afters == ["$", "1-0", "$", "6-0"]
     assert inflight.cancelled == [f"item-{a}", f"item-{b}"]
-
-
-@pytest.mark.parametrize(
-    ("outcomes", "migrated", "calls"),
-    [
-        ((DatabaseUnavailable("down"), DatabaseUnavailable("down"), None), True, 3),
-        ((ConfigError("bad revision"), None), False, 1),
-    ],
-)
-def test_the_servers_migration_retries_only_while_the_database_is_down(
-    monkeypatch: pytest.MonkeyPatch, outcomes: tuple[Any, ...], migrated: bool, calls: int
-) -> None:
-    log: list[str] = []
-
-    def upgrade(url: str) -> None:
-        log.append(url)
-        outcome = outcomes[len(log) - 1]
-        if outcome is not None:
-            raise outcome
-
-    monkeypatch.setattr(migrate, "upgrade", upgrade)
-    app = QtaskdistApp()
-    app.settings_obj = Settings(database_url="postgresql+psycopg://h/db", redis_url="redis://h")
-    try:
-        asyncio.run(app._migrate_until_done(every_s=0.0))
-    except ConfigError:
-        pass
-    assert (app._migrated, len(log)) == (migrated, calls)
