@@ -22,7 +22,11 @@ install_python() {
   # The editable install builds the JupyterLab extension (pyproject.toml's jupyter-builder
   # hook: npm install, then npm run build in labextension/); the link makes JupyterLab load
   # that build in place, so `npm run build` there is all a change to the table needs.
-  uv pip install --quiet -p .venv/bin/python -e '.[all,dev]'
+  # --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is
+  # set (as on the CI machine) no process would ever cache one, so every test process, job
+  # process, server and kernel compiled qiskit, Aer and Jupyter from source at each start
+  # (the unit loop: 28.7 s in a fresh clone against 17.2 s with a compiled venv).
+  uv pip install --quiet --compile-bytecode -p .venv/bin/python -e '.[all,dev]'
   PATH="$PWD/.venv/bin:$PATH" .venv/bin/jupyter labextension develop --overwrite . >/dev/null
   touch "$STAMP"
 }
